@@ -1,0 +1,33 @@
+"""Domain errors of keymgmt; the error middleware turns each into its HTTP answer."""
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status = 500
+    title = "Internal Server Error"
+    type = "internal_error"
+
+    def __init__(self, detail: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(ApiError):
+    status, title, type = 400, "Bad Request", "invalid_request"
+
+
+class Unauthorized(ApiError):
+    status, title, type = 401, "Unauthorized", "unauthorized"
+
+
+class KeyNotFound(ApiError):
+    status, title, type = 404, "Not Found", "not_found"
+
+
+class KeyExists(ApiError):
+    status, title, type = 409, "Conflict", "key_exists"
+
+
+class DatabaseUnavailable(ApiError):
+    status, title, type = 503, "Service Unavailable", "database_unavailable"

@@ -1,0 +1,164 @@
+"""Key configurations in Postgres. Every write moves `updated_at`, which the proxy refreshes by."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from marshmallow import ValidationError
+from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keymgmt.errors import DatabaseUnavailable, InvalidInput, KeyExists, KeyNotFound
+from shared.config import PostgresSettings
+from shared.db import describe, is_unavailable, key_from_row, keys
+from shared.durations import parse_duration
+from shared.models import Key, hash_key
+from shared.schemas import check_limit_pairs
+
+# API field name -> column, for the fields a client may set.
+COLUMNS = {
+    "name": "name",
+    "tags": "tags",
+    "revoked": "revoked",
+    "revokedReason": "revoked_reason",
+    "costLimitInUsd": "cost_limit_in_usd",
+    "costLimitInUsdOverTime": "cost_limit_in_usd_over_time",
+    "costLimitInUsdUnit": "cost_limit_in_usd_unit",
+    "rateLimitOverTime": "rate_limit_over_time",
+    "rateLimitUnit": "rate_limit_unit",
+    "ttl": "ttl",
+}
+# What null means for each nullable field: "no limit".
+CLEARED = {
+    "costLimitInUsd": 0.0,
+    "costLimitInUsdOverTime": 0.0,
+    "costLimitInUsdUnit": "",
+    "rateLimitOverTime": 0,
+    "rateLimitUnit": "",
+    "ttl": "",
+}
+
+
+def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        COLUMNS[name]: CLEARED[name] if value is None else value
+        for name, value in fields.items()
+        if name in COLUMNS
+    }
+
+
+def _expiry(ttl: str, created_at: Any) -> Any:
+    return created_at + timedelta(seconds=parse_duration(ttl)) if ttl else None
+
+
+class KeyStore:
+    def __init__(self, engine: AsyncEngine, settings: PostgresSettings) -> None:
+        self._engine = engine
+        self._write_timeout_ms = max(1, int(settings.write_timeout * 1000))
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.begin() as connection:
+                if write:
+                    await connection.execute(
+                        sa.select(
+                            sa.func.set_config(
+                                "statement_timeout", str(self._write_timeout_ms), True
+                            )
+                        )
+                    )
+                yield connection
+        except exc.IntegrityError as error:
+            raise KeyExists("a key with this value already exists") from error
+        except Exception as error:
+            if is_unavailable(error):
+                raise DatabaseUnavailable(f"postgres unavailable: {describe(error)}") from None
+            raise
+
+    async def ping(self) -> bool:
+        try:
+            async with self._transaction(write=False) as connection:
+                await connection.execute(sa.text("SELECT 1"))
+        except DatabaseUnavailable:
+            return False
+        return True
+
+    async def create(self, fields: Mapping[str, Any]) -> Key:
+        values = _values(fields)
+        values["key_id"] = str(uuid.uuid4())
+        values["key_hash"] = hash_key(fields["key"])
+        now = sa.func.now()
+        values["created_at"] = values["updated_at"] = now
+        ttl = values.get("ttl", "")
+        if ttl:
+            values["expires_at"] = now + timedelta(seconds=parse_duration(ttl))
+        async with self._transaction(write=True) as connection:
+            row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
+        return key_from_row(row)
+
+    async def get(self, key_id: str) -> Key:
+        async with self._transaction(write=False) as connection:
+            row = (await connection.execute(_live(key_id))).one_or_none()
+        if row is None:
+            raise KeyNotFound(f"no key with id {key_id}")
+        return key_from_row(row)
+
+    async def find(self, tags: list[str], key_ids: list[str]) -> list[Key]:
+        conditions = []
+        if tags:
+            conditions.append(keys.c.tags.overlap(sa.cast(tags, keys.c.tags.type)))
+        if key_ids:
+            conditions.append(keys.c.key_id.in_(key_ids))
+        query = (
+            keys.select()
+            .where(keys.c.deleted_at.is_(None), sa.or_(*conditions))
+            .order_by(keys.c.created_at, keys.c.key_id)
+        )
+        async with self._transaction(write=False) as connection:
+            rows = (await connection.execute(query)).all()
+        return [key_from_row(row) for row in rows]
+
+    async def update(self, key_id: str, fields: Mapping[str, Any]) -> Key:
+        async with self._transaction(write=True) as connection:
+            row = (await connection.execute(_live(key_id).with_for_update())).one_or_none()
+            if row is None:
+                raise KeyNotFound(f"no key with id {key_id}")
+            values = _values(fields)
+            merged = {
+                api: values.get(column, getattr(row, column)) for api, column in COLUMNS.items()
+            }
+            try:
+                check_limit_pairs(merged)
+            except ValidationError as error:
+                raise InvalidInput(error.normalized_messages()) from None
+            if "ttl" in values:
+                values["expires_at"] = _expiry(values["ttl"], row.created_at)
+            values["updated_at"] = sa.func.now()
+            updated = (
+                await connection.execute(
+                    keys.update().where(keys.c.key_id == key_id).values(values).returning(keys)
+                )
+            ).one()
+        return key_from_row(updated)
+
+    async def delete(self, key_id: str) -> None:
+        async with self._transaction(write=True) as connection:
+            now = sa.func.now()
+            result = await connection.execute(
+                keys.update()
+                .where(keys.c.key_id == key_id, keys.c.deleted_at.is_(None))
+                .values(deleted_at=now, updated_at=now)
+                .returning(keys.c.key_id)
+            )
+            if result.one_or_none() is None:
+                raise KeyNotFound(f"no key with id {key_id}")
+
+
+def _live(key_id: str) -> sa.Select[Any]:
+    return keys.select().where(keys.c.key_id == key_id, keys.c.deleted_at.is_(None))

@@ -1,0 +1,181 @@
+"""Database tables, the asyncio engine, start-up waiting and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import exc
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.config import PostgresSettings
+from shared.models import Key
+
+log = logging.getLogger("gateway.db")
+
+metadata = sa.MetaData()
+
+keys = sa.Table(
+    "keys",
+    metadata,
+    sa.Column("key_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("tags", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("revoked_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("cost_limit_in_usd", sa.Double, nullable=False, server_default="0"),
+    sa.Column("cost_limit_in_usd_over_time", sa.Double, nullable=False, server_default="0"),
+    sa.Column("cost_limit_in_usd_unit", sa.String(1), nullable=False, server_default=""),
+    sa.Column("rate_limit_over_time", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rate_limit_unit", sa.String(1), nullable=False, server_default=""),
+    sa.Column("ttl", sa.Text, nullable=False, server_default=""),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # A tombstone: deleted rows stay so that the proxy's incremental refresh sees the deletion.
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+)
+sa.Index(
+    "keys_live_key_hash",
+    keys.c.key_hash,
+    unique=True,
+    postgresql_where=keys.c.deleted_at.is_(None),
+)
+sa.Index("keys_updated_at", keys.c.updated_at)
+sa.Index("keys_tags", keys.c.tags, postgresql_using="gin")
+
+
+def key_from_row(row: Any) -> Key:
+    return Key(
+        key_id=str(row.key_id),
+        name=row.name,
+        key_hash=row.key_hash,
+        created_at=row.created_at.timestamp(),
+        updated_at=row.updated_at.timestamp(),
+        tags=list(row.tags),
+        revoked=row.revoked,
+        revoked_reason=row.revoked_reason,
+        cost_limit_in_usd=row.cost_limit_in_usd,
+        cost_limit_in_usd_over_time=row.cost_limit_in_usd_over_time,
+        cost_limit_in_usd_unit=row.cost_limit_in_usd_unit,
+        rate_limit_over_time=row.rate_limit_over_time,
+        rate_limit_unit=row.rate_limit_unit,
+        ttl=row.ttl,
+        expires_at=None if row.expires_at is None else row.expires_at.timestamp(),
+        deleted=row.deleted_at is not None,
+    )
+
+
+# Failures that mean "Postgres is not there right now", as opposed to a bad statement.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, UNAVAILABLE_ERRORS)
+
+
+def database_url(settings: PostgresSettings) -> sa.URL:
+    query: dict[str, list[str]] = {}
+    host: str | None = settings.hosts[0]
+    port: int | None = settings.port
+    if len(settings.hosts) > 1:
+        # asyncpg tries the hosts in order and keeps the first that answers.
+        query["host"] = [f"{h}:{settings.port}" for h in settings.hosts]
+        host = port = None
+    return sa.URL.create(
+        "postgresql+asyncpg",
+        username=settings.username or None,
+        password=settings.password or None,
+        host=host,
+        port=port,
+        database=settings.db_name,
+        query=query,
+    )
+
+
+def create_engine(settings: PostgresSettings, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(
+        database_url(settings),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=settings.read_timeout,
+        connect_args={
+            "timeout": settings.read_timeout,
+            "command_timeout": settings.read_timeout,
+            "ssl": "require" if settings.ssl_enabled else False,
+            "server_settings": {"application_name": "gateway"},
+        },
+    )
+
+
+async def wait_for_database(engine: AsyncEngine, max_delay: float = 10.0) -> None:
+    """Block until Postgres answers, logging one line per failed try, backing off."""
+    delay = 0.25
+    attempt = 1
+    while True:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+            return
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            log.warning(
+                "postgres not reachable (try %d): %s; retrying in %.1fs",
+                attempt,
+                describe(error),
+                delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+        attempt += 1
+
+
+def describe(error: BaseException) -> str:
+    """A one-line account of a database error, without the statement or its parameters."""
+    original = getattr(error, "orig", None) or error
+    text = str(original).splitlines()[0] if str(original) else ""
+    return f"{type(original).__name__}: {text}" if text else type(original).__name__
+
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 7_226_330_151  # any constant: serialises concurrent migrators
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision; safe to run from several replicas at once."""
+
+    def upgrade(connection: sa.Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    async with engine.begin() as connection:
+        await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        await connection.run_sync(upgrade)

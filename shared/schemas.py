@@ -1,0 +1,158 @@
+"""Marshmallow schemas at the HTTP edge of keymgmt: create, update and response shapes apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from shared.durations import parse_duration
+from shared.models import UNIT_SECONDS
+
+MAX_TEXT = 256
+MAX_TAGS = 64
+MAX_RAW_KEY = 4096
+MAX_COST_USD = 1e12
+MAX_RATE = 2**31 - 1
+UNITS = tuple(UNIT_SECONDS)
+
+LIMIT_PAIRS = (
+    ("costLimitInUsdOverTime", "costLimitInUsdUnit"),
+    ("rateLimitOverTime", "rateLimitUnit"),
+)
+
+
+def _storable_text(value: str) -> None:
+    """Postgres text takes neither NUL nor unpaired surrogates; refuse them here, not with a 500."""
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("must be valid Unicode") from None
+
+
+def _duration(value: str) -> None:
+    _storable_text(value)
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+    if seconds <= 0 or seconds > 100 * 365 * 86400:
+        raise ValidationError("must be a positive duration of at most 100 years")
+
+
+def _text(*, required: bool = False, maximum: int = MAX_TEXT) -> fields.String:
+    return fields.String(
+        required=required,
+        validate=[validate.Length(max=maximum), _storable_text],
+    )
+
+
+class StrictBoolean(fields.Boolean):
+    """Only JSON true and false: "yes" or 1 for a flag is a client bug worth a 400."""
+
+    truthy: set[object] = {True}
+    falsy: set[object] = {False}
+
+
+class WholeNumber(fields.Integer):
+    """An integer given as a JSON number or a numeric string; 1.5 is refused, not truncated."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def _unit() -> fields.String:
+    return fields.String(validate=validate.OneOf((*UNITS, "")), allow_none=True)
+
+
+class _LimitFields(Schema):
+    class Meta:
+        unknown = RAISE
+
+    tags = fields.List(
+        fields.String(validate=[validate.Length(max=MAX_TEXT), _storable_text]),
+        validate=validate.Length(max=MAX_TAGS),
+    )
+    costLimitInUsd = fields.Float(validate=validate.Range(min=0, max=MAX_COST_USD), allow_none=True)
+    costLimitInUsdOverTime = fields.Float(
+        validate=validate.Range(min=0, max=MAX_COST_USD), allow_none=True
+    )
+    costLimitInUsdUnit = _unit()
+    rateLimitOverTime = WholeNumber(validate=validate.Range(min=0, max=MAX_RATE), allow_none=True)
+    rateLimitUnit = _unit()
+    ttl = fields.String(validate=_duration, allow_none=True)
+
+
+def check_limit_pairs(values: dict[str, Any]) -> None:
+    """Each windowed limit and its unit come together or not at all."""
+    for amount_field, unit_field in LIMIT_PAIRS:
+        has_amount = bool(values.get(amount_field))
+        has_unit = bool(values.get(unit_field))
+        if has_amount != has_unit:
+            missing = unit_field if has_amount else amount_field
+            raise ValidationError(
+                f"{amount_field} and {unit_field} must be given together", missing
+            )
+
+
+class CreateKeySchema(_LimitFields):
+    name = _text(required=True)
+    key = _text(required=True, maximum=MAX_RAW_KEY)
+
+    @validates_schema
+    def _pairs(self, data: dict[str, Any], **_: Any) -> None:
+        if not data["key"]:
+            raise ValidationError("must not be empty", "key")
+        check_limit_pairs(data)
+
+
+class UpdateKeySchema(_LimitFields):
+    """A PATCH names only what changes; the merged pairs are checked against the stored key."""
+
+    name = _text()
+    revoked = StrictBoolean()
+    revokedReason = _text(maximum=1024)
+
+
+class KeySchema(Schema):
+    """The key configuration as returned; never the raw key nor its hash."""
+
+    keyId = fields.String(attribute="key_id")
+    name = fields.String()
+    createdAt = fields.Method("_created_at")
+    updatedAt = fields.Method("_updated_at")
+    revoked = fields.Boolean()
+    revokedReason = fields.String(attribute="revoked_reason")
+    tags = fields.List(fields.String())
+    costLimitInUsd = fields.Float(attribute="cost_limit_in_usd")
+    costLimitInUsdOverTime = fields.Float(attribute="cost_limit_in_usd_over_time")
+    costLimitInUsdUnit = fields.String(attribute="cost_limit_in_usd_unit")
+    rateLimitOverTime = WholeNumber(attribute="rate_limit_over_time")
+    rateLimitUnit = fields.String(attribute="rate_limit_unit")
+    ttl = fields.String()
+    expiresAt = fields.Method("_expires_at", allow_none=True)
+
+    def _created_at(self, key: Any) -> int:
+        return int(key.created_at)
+
+    def _updated_at(self, key: Any) -> int:
+        return int(key.updated_at)
+
+    def _expires_at(self, key: Any) -> int | None:
+        return None if key.expires_at is None else int(key.expires_at)
+
+
+class ProblemSchema(Schema):
+    """The error shape of keymgmt (RFC 9457 problem details)."""
+
+    status = fields.Integer(required=True)
+    title = fields.String(required=True)
+    type = fields.String(required=True)
+    detail = fields.Raw(required=True)
+    instance = fields.String(required=True)

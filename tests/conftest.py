@@ -1,0 +1,117 @@
+"""Shared fixtures: real Postgres and Redis (throw-away ones when none is reachable)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.config import PostgresSettings, RedisSettings, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "deploy" / "local"))
+
+import services  # noqa: E402  (deploy/local is not a package)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+def _configured(host_var: str, port_var: str, default_port: int) -> Endpoint:
+    host = os.environ.get(host_var, "127.0.0.1").split(",")[0].strip() or "127.0.0.1"
+    return Endpoint(host, int(os.environ.get(port_var, default_port)))
+
+
+@pytest.fixture(scope="session")
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="gateway-test-") as directory:
+        path = Path(directory)
+        path.chmod(0o755)  # a Postgres started as its own user must traverse it
+        yield path
+
+
+@pytest.fixture(scope="session")
+def postgres_endpoint(scratch_dir: Path) -> Iterator[Endpoint]:
+    endpoint = _configured("POSTGRESQL_HOSTS", "POSTGRESQL_PORT", 5432)
+    if services.reachable(endpoint.host, endpoint.port):
+        yield endpoint
+        return
+    with services.Postgres(scratch_dir / "postgres", durable=False) as server:
+        yield Endpoint(server.host, server.port)
+
+
+@pytest.fixture(scope="session")
+def redis_endpoint(scratch_dir: Path) -> Iterator[Endpoint]:
+    endpoint = _configured("REDIS_HOSTS", "REDIS_PORT", 6379)
+    if services.reachable(endpoint.host, endpoint.port):
+        yield endpoint
+        return
+    with services.Redis(scratch_dir / "redis") as server:
+        yield Endpoint(server.host, server.port)
+
+
+def _postgres_user() -> str:
+    return os.environ.get("POSTGRESQL_USERNAME", "postgres")
+
+
+async def _admin(endpoint: Endpoint, statement: str) -> None:
+    connection = await asyncpg.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=_postgres_user(),
+        password=os.environ.get("POSTGRESQL_PASSWORD") or None,
+        database="postgres",
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def database_name(postgres_endpoint: Endpoint) -> Iterator[str]:
+    """A database of its own for this run, so tests never touch anyone's data."""
+    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(postgres_endpoint, f'CREATE DATABASE "{name}"'))
+    yield name
+    asyncio.run(_admin(postgres_endpoint, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> int:
+    """A logical Redis database the tests may flush; never 0, which other programs use."""
+    return int(os.environ.get("TEST_REDIS_DB", "13"))
+
+
+@pytest.fixture
+def settings(
+    postgres_endpoint: Endpoint, redis_endpoint: Endpoint, database_name: str, redis_db: int
+) -> Settings:
+    return Settings(
+        postgres=PostgresSettings(
+            hosts=(postgres_endpoint.host,),
+            port=postgres_endpoint.port,
+            username=_postgres_user(),
+            password=os.environ.get("POSTGRESQL_PASSWORD", ""),
+            db_name=database_name,
+        ),
+        redis=RedisSettings(hosts=(redis_endpoint.host,), port=redis_endpoint.port, db=redis_db),
+        openai_api_key="sk-upstream-secret",
+        snapshot_interval=0.2,
+        log_format="text",
+    )
+
+
+def with_admin_pass(settings: Settings, admin_pass: str) -> Settings:
+    return replace(settings, admin_pass=admin_pass)

@@ -1,0 +1,90 @@
+"""Settings from the environment and Go-style durations."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import ConfigError, Settings
+from shared.durations import parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("2s", 2),
+        ("10m", 600),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1.5h", 5400),
+        ("0", 0),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "2 s", "1y", "-1s", "s", "1h-5m", "nan"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = Settings.from_env({})
+    assert settings.postgres.hosts == ("localhost",)
+    assert settings.postgres.port == 5432
+    assert settings.postgres.db_name == "postgres"
+    assert (settings.postgres.read_timeout, settings.postgres.write_timeout) == (2, 1)
+    assert (settings.redis.read_timeout, settings.redis.write_timeout) == (1, 0.5)
+    assert settings.redis.db == 0
+    assert settings.snapshot_interval == 10
+    assert settings.openai_base_url == "https://api.openai.com/v1"
+    assert (settings.keymgmt_port, settings.proxy_port) == (8001, 8002)
+    assert settings.proxy_timeout == 600
+    assert (settings.log_format, settings.log_level) == ("json", "info")
+    assert settings.proxy_workers == 1
+
+
+def test_values_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "POSTGRESQL_HOSTS": "db1, db2",
+            "POSTGRESQL_SSL_ENABLED": "true",
+            "IN_MEMORY_DB_UPDATE_INTERVAL": "1h30m",
+            "REDIS_DB": "3",
+            "OPENAI_BASE_URL": "http://fake:9000/v1/",
+        }
+    )
+    assert settings.postgres.hosts == ("db1", "db2")
+    assert settings.postgres.ssl_enabled is True
+    assert settings.snapshot_interval == 5400
+    assert settings.redis.db == 3
+    assert settings.openai_base_url == "http://fake:9000/v1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSTGRESQL_READ_TIME_OUT", "soon"),
+        ("REDIS_PORT", "http"),
+        ("PROXY_PORT", "70000"),
+        ("POSTGRESQL_SSL_ENABLED", "maybe"),
+        ("LOG_FORMAT", "xml"),
+        ("OPENAI_BASE_URL", "ftp://x"),
+    ],
+)
+def test_bad_value_names_the_variable_in_one_line(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({variable: value})
+    message = str(raised.value)
+    assert message.startswith(variable)
+    assert "\n" not in message
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    settings = Settings.from_env(
+        {"OPENAI_API_KEY": "sk-upstream", "ADMIN_PASS": "pass-1", "POSTGRESQL_PASSWORD": "pg-pw"}
+    )
+    assert not {"sk-upstream", "pass-1", "pg-pw"} & set(repr(settings).replace("'", " ").split())
+    assert "sk-upstream" not in repr(settings)
