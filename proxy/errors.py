@@ -1,0 +1,72 @@
+"""Errors the proxy makes itself, in the OpenAI shape, so that the SDKs raise the right type."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.jsonutil import json_response
+
+
+class ProxyError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str,
+        code: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+        self.headers = headers
+
+    def response(self, request_id: str) -> web.Response:
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": None,
+                "code": self.code,
+            }
+        }
+        headers = {"X-Request-Id": request_id}
+        if self.headers:
+            headers.update(self.headers)
+        return json_response(body, status=self.status, headers=headers)
+
+
+def invalid_api_key(message: str) -> ProxyError:
+    return ProxyError(401, message, "invalid_request_error", "invalid_api_key")
+
+
+def invalid_json(message: str) -> ProxyError:
+    return ProxyError(400, message, "invalid_request_error", "invalid_json")
+
+
+def invalid_request(message: str, code: str) -> ProxyError:
+    return ProxyError(400, message, "invalid_request_error", code)
+
+
+def request_too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413, f"request body over {limit} bytes", "invalid_request_error", "request_too_large"
+    )
+
+
+def upstream_unreachable(detail: str) -> ProxyError:
+    return ProxyError(
+        502, f"upstream unreachable: {detail}", "upstream_error", "upstream_unreachable"
+    )
+
+
+def upstream_timeout(seconds: float) -> ProxyError:
+    return ProxyError(
+        504, f"upstream timed out after {seconds:g}s", "upstream_error", "upstream_timeout"
+    )
+
+
+def not_found(path: str) -> ProxyError:
+    return ProxyError(404, f"no route for {path}", "invalid_request_error", "unknown_url")

@@ -1,0 +1,113 @@
+"""The in-memory key snapshot: loaded in full at start, then refreshed by `updated_at`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import describe, key_from_row, keys
+from shared.models import Key
+
+log = logging.getLogger("gateway.snapshot")
+
+# A change committed late can carry an `updated_at` earlier than the previous read's clock: a
+# transaction's now() is its start. Re-reading this far back catches every such change, since
+# writes are bounded by the write timeout.
+OVERLAP = timedelta(seconds=30)
+
+
+class KeySnapshot:
+    """Keys by SHA-256 of the raw key. Lookups are one dict access."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, Key] = {}
+        self.loaded = False
+        self.refreshed_at = 0.0  # monotonic time of the last successful read
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def get(self, key_hash: str) -> Key | None:
+        return self._by_hash.get(key_hash)
+
+    def replace(self, live_keys: list[Key]) -> None:
+        # Built aside, then rebound in one assignment: no request sees a half-loaded mapping.
+        self._by_hash = {key.key_hash: key for key in live_keys}
+        self.loaded = True
+
+    def apply(self, changed: list[Key]) -> None:
+        # No await between these updates, so no request observes a partly applied batch.
+        by_hash = self._by_hash
+        for key in changed:
+            current = by_hash.get(key.key_hash)
+            if key.deleted:
+                if current is not None and current.key_id == key.key_id:
+                    del by_hash[key.key_hash]
+            elif (
+                current is None
+                or current.key_id == key.key_id
+                or current.created_at <= key.created_at
+            ):
+                by_hash[key.key_hash] = key
+
+
+class SnapshotRefresher:
+    """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
+
+    def __init__(self, engine: AsyncEngine, snapshot: KeySnapshot, interval: float) -> None:
+        self._engine = engine
+        self._snapshot = snapshot
+        self._interval = interval
+        self._read_clock: datetime | None = None  # Postgres's clock at the last read
+        self._failing = False
+
+    async def run(self) -> None:
+        delay = 0.25
+        while True:
+            try:
+                await self.refresh()
+                self._recovered()
+                delay = self._interval
+            except Exception as error:
+                self._failed(error)
+                delay = (
+                    min(delay * 2, self._interval) if not self._snapshot.loaded else self._interval
+                )
+            await asyncio.sleep(delay)
+
+    async def refresh(self) -> None:
+        async with self._engine.connect() as connection:
+            clock = (await connection.execute(sa.select(sa.func.now()))).scalar_one()
+            if self._read_clock is None:
+                query = keys.select().where(keys.c.deleted_at.is_(None))
+            else:
+                query = keys.select().where(keys.c.updated_at >= self._read_clock - OVERLAP)
+            rows = (await connection.execute(query)).all()
+        loaded = [key_from_row(row) for row in rows]
+        if self._read_clock is None:
+            self._snapshot.replace(loaded)
+            log.info("key snapshot loaded", extra={"keys": len(loaded)})
+        else:
+            self._snapshot.apply(loaded)
+        self._read_clock = clock
+        self._snapshot.refreshed_at = time.monotonic()
+
+    def _failed(self, error: Exception) -> None:
+        if not self._snapshot.loaded:
+            # Waiting for Postgres or for keymgmt to create the schema: one line per try.
+            log.warning("key snapshot not loaded yet, retrying: %s", describe(error))
+        elif not self._failing:
+            log.warning(
+                "key snapshot refresh failed, serving from the last one: %s", describe(error)
+            )
+        self._failing = True
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.info("key snapshot refresh recovered", extra={"keys": len(self._snapshot)})
+        self._failing = False
