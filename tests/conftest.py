@@ -115,3 +115,24 @@ def settings(
 
 def with_admin_pass(settings: Settings, admin_pass: str) -> Settings:
     return replace(settings, admin_pass=admin_pass)
+
+
+@pytest.fixture
+def private_postgres(scratch_dir: Path) -> Iterator[services.Postgres]:
+    """A Postgres of this test's own, which the test may stop and start."""
+    with services.Postgres(scratch_dir / f"pg-{uuid.uuid4().hex[:8]}", durable=False) as server:
+        yield server
+
+
+def on_postgres(settings: Settings, server: services.Postgres) -> Settings:
+    postgres = replace(
+        settings.postgres,
+        hosts=(server.host,),
+        port=server.port,
+        username=server.user,
+        password="",
+        db_name="postgres",
+        read_timeout=1.0,
+        write_timeout=1.0,
+    )
+    return replace(settings, postgres=postgres)

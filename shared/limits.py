@@ -1,0 +1,158 @@
+"""The limit engine: admit and settle, each one atomic Lua script over Redis.
+
+Amounts are integers in nano-USD, so that Redis adds them exactly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+
+import redis.asyncio as redis
+
+from shared.models import Key
+
+PREFIX = "gw:"
+NANO_PER_USD = 1_000_000_000
+
+
+def to_nano(usd: float) -> int:
+    return round(usd * NANO_PER_USD)
+
+
+def to_usd(nano: int | float) -> float:
+    return nano / NANO_PER_USD
+
+
+def _script(name: str) -> str:
+    return resources.files("shared").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyNames:
+    """Every Redis key the engine writes for one gateway key, built in this one place."""
+
+    rate: str
+    spend: str
+    window_spend: str
+    reservations: str
+    reserved: str
+
+    @classmethod
+    def of(cls, key: Key) -> KeyNames:
+        # The hash tag keeps one key's data in one cluster slot; the unit in the windowed names
+        # starts a fresh window when a PATCH changes the unit.
+        base = f"{PREFIX}{{{key.key_id}}}:"
+        return cls(
+            rate=f"{base}rate:{key.rate_limit_unit}",
+            spend=f"{base}spend",
+            window_spend=f"{base}wspend:{key.cost_limit_in_usd_unit}",
+            reservations=f"{base}res",
+            reserved=f"{base}resamt",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    admitted: bool
+    reason: str = ""  # "rate", "cost" (lifetime) or "window" when refused
+    retry_after: float | None = None  # seconds, for "rate" and "window"
+    remaining_requests: int | None = None  # in the rate window, when the key has a rate limit
+    reservation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    key: Key
+    cost_nano: int
+    reservation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    cost_usd: float
+    cost_usd_in_window: float
+    requests_in_window: int
+
+
+def has_limits(key: Key) -> bool:
+    return bool(
+        key.rate_limit_over_time or key.cost_limit_in_usd or key.cost_limit_in_usd_over_time
+    )
+
+
+def has_cost_limits(key: Key) -> bool:
+    return bool(key.cost_limit_in_usd or key.cost_limit_in_usd_over_time)
+
+
+class LimitEngine:
+    def __init__(self, client: redis.Redis, reservation_lifetime: float) -> None:
+        self.client = client
+        self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
+        self._admit = client.register_script(_script("admit.lua"))
+        self._settle = client.register_script(_script("settle.lua"))
+        self._usage = client.register_script(_script("usage.lua"))
+
+    def admit_call(self, key: Key, reservation_nano: int) -> tuple[list[str], list[object], str]:
+        """Keys and arguments of the admit script for one request, and its reservation id."""
+        names = KeyNames.of(key)
+        reservation = uuid.uuid4().hex if has_cost_limits(key) else ""
+        return (
+            [names.rate, names.spend, names.window_spend, names.reservations, names.reserved],
+            [
+                key.rate_limit_over_time,
+                key.rate_window_seconds * 1000,
+                to_nano(key.cost_limit_in_usd),
+                to_nano(key.cost_limit_in_usd_over_time),
+                key.cost_window_seconds * 1000,
+                max(0, reservation_nano),
+                reservation,
+                self._reservation_ms,
+            ],
+            reservation,
+        )
+
+    async def admit(self, key: Key, reservation_nano: int = 0) -> Admission:
+        keys, args, reservation = self.admit_call(key, reservation_nano)
+        return parse_admission(await self._admit(keys, args), reservation)
+
+    async def settle_into(self, pipe: redis.client.Pipeline, settlement: Settlement) -> None:
+        names = KeyNames.of(settlement.key)
+        await self._settle(
+            [names.spend, names.window_spend, names.reservations, names.reserved],
+            [
+                settlement.cost_nano,
+                settlement.key.cost_window_seconds * 1000
+                if settlement.key.cost_limit_in_usd_over_time
+                else 0,
+                settlement.reservation,
+            ],
+            client=pipe,
+        )
+
+    async def settle(self, settlements: list[Settlement]) -> None:
+        """Settle a batch in one round trip; either all are applied or the call raises."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for settlement in settlements:
+                await self.settle_into(pipe, settlement)
+            await pipe.execute()
+
+    async def usage(self, key: Key) -> KeyUsage:
+        names = KeyNames.of(key)
+        spend, window_spend, requests = await self._usage(
+            [names.spend, names.window_spend, names.rate],
+            [key.cost_window_seconds * 1000, key.rate_window_seconds * 1000],
+        )
+        return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
+
+
+def parse_admission(reply: list[object], reservation: str) -> Admission:
+    if int(reply[0]) == 1:  # type: ignore[call-overload]
+        remaining = int(reply[1])  # type: ignore[call-overload]
+        return Admission(
+            True, remaining_requests=None if remaining < 0 else remaining, reservation=reservation
+        )
+    reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+    wait_ms = int(reply[2])  # type: ignore[call-overload]
+    return Admission(False, reason=reason, retry_after=None if wait_ms < 0 else wait_ms / 1000)

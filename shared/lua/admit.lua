@@ -1,0 +1,105 @@
+-- Admit one request, or refuse it, in one atomic step.
+-- KEYS: 1 rate buckets (hash), 2 lifetime spend, 3 windowed spend buckets (hash),
+--       4 reservation expiries (zset), 5 reservation amounts (hash, plus field "total")
+-- ARGV: 1 rate limit N (0: none), 2 rate window ms, 3 lifetime limit (nano-USD, 0: none),
+--       4 windowed limit (nano-USD, 0: none), 5 cost window ms, 6 reservation (nano-USD),
+--       7 reservation id, 8 reservation lifetime ms
+-- Returns {1, requests left in the window (-1: no rate limit)} or {0, reason, retry after ms}.
+-- Windows are sliding and bucketed (BUCKETS buckets a window); every bucket that overlaps the
+-- last window counts whole, so no interval of one window ever holds more than the limit.
+local BUCKETS = 60
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- Sum of the buckets overlapping (now - window, now]; drops older ones. Also returns the
+-- buckets in age order, to tell when enough of them will have left the window.
+local function window_sum(key, window)
+  local width = window / BUCKETS
+  local oldest = math.floor((now - window) / width)
+  local fields = redis.call('HGETALL', key)
+  local total, live, stale = 0, {}, {}
+  for i = 1, #fields, 2 do
+    local bucket, value = tonumber(fields[i]), tonumber(fields[i + 1])
+    if bucket < oldest then
+      stale[#stale + 1] = fields[i]
+    else
+      total = total + value
+      live[#live + 1] = {bucket, value}
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  return total, live, width
+end
+
+-- How long until the window sum has dropped by at least `excess`.
+local function wait_for(live, width, window, excess)
+  local dropped = 0
+  for _, entry in ipairs(live) do
+    dropped = dropped + entry[2]
+    if dropped >= excess then
+      return math.max(1, (entry[1] + 1) * width + window - now)
+    end
+  end
+  return window
+end
+
+local rate_limit, rate_window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local lifetime_limit, window_limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost_window, amount = tonumber(ARGV[5]), tonumber(ARGV[6])
+local reservation, reservation_ms = ARGV[7], tonumber(ARGV[8])
+
+local requests, rate_live, rate_width = 0, nil, nil
+if rate_limit > 0 then
+  requests, rate_live, rate_width = window_sum(KEYS[1], rate_window)
+  if requests >= rate_limit then
+    return {0, 'rate', wait_for(rate_live, rate_width, rate_window, requests - rate_limit + 1)}
+  end
+end
+
+local reserved = 0
+if lifetime_limit > 0 or window_limit > 0 then
+  -- Reservations of replicas that died lapse here rather than holding budget for ever.
+  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+  if #lapsed > 0 then
+    local amounts = redis.call('HMGET', KEYS[5], unpack(lapsed))
+    local released = 0
+    for _, value in ipairs(amounts) do released = released + (tonumber(value) or 0) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+    redis.call('HDEL', KEYS[5], unpack(lapsed))
+    redis.call('HINCRBY', KEYS[5], 'total', -released)
+  end
+  reserved = tonumber(redis.call('HGET', KEYS[5], 'total') or '0')
+end
+
+if lifetime_limit > 0 then
+  local spent = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if spent >= lifetime_limit or spent + reserved + amount > lifetime_limit then
+    return {0, 'cost', -1}
+  end
+end
+
+if window_limit > 0 then
+  local spent, live, width = window_sum(KEYS[3], cost_window)
+  local excess = spent + reserved + amount - window_limit
+  if spent >= window_limit or excess > 0 then
+    local wait = 1000
+    if excess <= spent then wait = wait_for(live, width, cost_window, math.max(excess, 1)) end
+    return {0, 'window', wait}
+  end
+end
+
+if rate_limit > 0 then
+  local bucket = math.floor(now / rate_width)
+  redis.call('HINCRBY', KEYS[1], bucket, 1)
+  redis.call('PEXPIRE', KEYS[1], rate_window + math.ceil(rate_width))
+end
+if (lifetime_limit > 0 or window_limit > 0) and amount > 0 then
+  redis.call('ZADD', KEYS[4], now + reservation_ms, reservation)
+  redis.call('HSET', KEYS[5], reservation, ARGV[6])
+  redis.call('HINCRBY', KEYS[5], 'total', ARGV[6])
+  redis.call('PEXPIRE', KEYS[4], reservation_ms)
+  redis.call('PEXPIRE', KEYS[5], reservation_ms)
+end
+if rate_limit > 0 then return {1, rate_limit - requests - 1} end
+return {1, -1}

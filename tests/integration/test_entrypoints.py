@@ -1,0 +1,32 @@
+"""Both services refuse a bad configuration with one line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("module", "variable", "value"),
+    [
+        ("keymgmt", "POSTGRESQL_READ_TIME_OUT", "two seconds"),
+        ("keymgmt", "KEYMGMT_PORT", "eighty"),
+        ("proxy", "IN_MEMORY_DB_UPDATE_INTERVAL", "10 s"),
+        ("proxy", "OPENAI_API_KEY", ""),
+    ],
+)
+def test_bad_configuration_exits_with_one_line(module: str, variable: str, value: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRESQL_", "REDIS_"))}
+    env["OPENAI_API_KEY"] = "sk-test"
+    env[variable] = value
+    result = subprocess.run(
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
