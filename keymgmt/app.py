@@ -10,9 +10,11 @@ from keymgmt.middlewares import admin_middleware, error_middleware
 from keymgmt.openapi import build_openapi
 from keymgmt.routes import routes
 from keymgmt.store import KeyStore
-from keymgmt.typedefs import OPENAPI, SETTINGS, STORE
+from keymgmt.typedefs import LIMITS, OPENAPI, SETTINGS, STORE
 from shared.config import Settings
 from shared.db import create_engine, migrate, wait_for_database
+from shared.limits import LimitEngine
+from shared.redisconn import create_redis
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -27,6 +29,14 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+async def limits(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = create_redis(settings.redis, max_connections=16)
+    app[LIMITS] = LimitEngine(client, reservation_lifetime=settings.proxy_timeout + 60)
+    yield
+    await client.aclose()
+
+
 def create_app(settings: Settings) -> web.Application:
     middlewares = [error_middleware]
     if settings.admin_pass:
@@ -35,5 +45,6 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[OPENAPI] = build_openapi(admin_pass_required=bool(settings.admin_pass))
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(limits)
     app.add_routes(routes)
     return app

@@ -31,3 +31,7 @@ class KeyExists(ApiError):
 
 class DatabaseUnavailable(ApiError):
     status, title, type = 503, "Service Unavailable", "database_unavailable"
+
+
+class LimitsUnavailable(ApiError):
+    status, title, type = 503, "Service Unavailable", "limits_unavailable"

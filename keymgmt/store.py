@@ -53,7 +53,10 @@ def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _expiry(ttl: str, created_at: Any) -> Any:
-    return created_at + timedelta(seconds=parse_duration(ttl)) if ttl else None
+    # From the whole second reported as createdAt, so that createdAt + ttl is the exact expiry.
+    return (
+        created_at.replace(microsecond=0) + timedelta(seconds=parse_duration(ttl)) if ttl else None
+    )
 
 
 class KeyStore:
@@ -97,7 +100,9 @@ class KeyStore:
         values["created_at"] = values["updated_at"] = now
         ttl = values.get("ttl", "")
         if ttl:
-            values["expires_at"] = now + timedelta(seconds=parse_duration(ttl))
+            values["expires_at"] = sa.func.date_trunc("second", now) + timedelta(
+                seconds=parse_duration(ttl)
+            )
         async with self._transaction(write=True) as connection:
             row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
         return key_from_row(row)

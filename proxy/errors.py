@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from shared.jsonutil import json_response
@@ -70,3 +72,42 @@ def upstream_timeout(seconds: float) -> ProxyError:
 
 def not_found(path: str) -> ProxyError:
     return ProxyError(404, f"no route for {path}", "invalid_request_error", "unknown_url")
+
+
+def limits_unavailable() -> ProxyError:
+    return ProxyError(
+        503,
+        "the limit store is unavailable; try again shortly",
+        "server_error",
+        "limits_unavailable",
+    )
+
+
+def rate_limited(limit: int, unit: str, retry_after: float) -> ProxyError:
+    return ProxyError(
+        429,
+        f"rate limit of {limit} requests per {unit} reached for this key",
+        "requests",
+        "rate_limit_exceeded",
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+    )
+
+
+def budget_spent(limit_usd: float) -> ProxyError:
+    return ProxyError(
+        429,
+        f"this key's cost limit of {limit_usd:g} USD is reached (spend plus requests in flight)",
+        "insufficient_quota",
+        "insufficient_quota",
+        headers={"x-should-retry": "false"},
+    )
+
+
+def window_budget_spent(limit_usd: float, unit: str, retry_after: float) -> ProxyError:
+    return ProxyError(
+        429,
+        f"this key's cost limit of {limit_usd:g} USD per {unit} is reached",
+        "insufficient_quota",
+        "insufficient_quota",
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+    )

@@ -1,4 +1,4 @@
-"""The proxied call: authenticate, read the body, forward, and relay the answer back."""
+"""The proxied call in stages: authenticate, admit, forward (metering as it relays), settle."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy.admission import admit
 from proxy.auth import authenticate
+from proxy.calls import Call, new_call
 from proxy.errors import (
     ProxyError,
     invalid_request,
@@ -18,9 +20,11 @@ from proxy.errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from proxy.typedefs import SESSION, SETTINGS, SNAPSHOT
+from proxy.metering import StreamMeter, counted_usage, usage_of_body
+from proxy.typedefs import LIMITS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
 from proxy.upstream import client_headers, upstream_headers
 from shared.durations import parse_duration
+from shared.limits import Settlement, to_nano
 
 PREFIX = "/api/providers/openai/v1"
 log = logging.getLogger("gateway.proxy")
@@ -29,12 +33,17 @@ log = logging.getLogger("gateway.proxy")
 async def handle(request: web.Request) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     app = request.app
+    call: Call | None = None
     try:
-        authenticate(request, app[SNAPSHOT])
-        body = await read_body(request)
-        return await forward(request, body, request_id)
+        key = authenticate(request, app[SNAPSHOT])
+        call = new_call(request, key, await read_body(request), request_id)
+        await admit(call, app[LIMITS], app[PRICING])
+        return await forward(request, call)
     except ProxyError as error:
         return error.response(request_id)
+    finally:
+        if call is not None:
+            settle(request.app, call)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -64,22 +73,28 @@ def upstream_url(request: web.Request, base_url: str) -> URL:
     return URL(base_url + request.raw_path[len(PREFIX) :], encoded=True)
 
 
-async def forward(request: web.Request, body: bytes, request_id: str) -> web.StreamResponse:
+async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     timeout = request_timeout(request, settings.proxy_timeout)
     try:
         async with request.app[SESSION].request(
             request.method,
             upstream_url(request, settings.openai_base_url),
-            data=body or None,
-            headers=upstream_headers(request.headers, settings, request_id),
+            data=call.body or None,
+            headers=upstream_headers(request.headers, settings, call.request_id),
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as upstream:
-            headers = client_headers(upstream.headers, request_id)
+            call.status = upstream.status
+            headers = client_headers(upstream.headers, call.request_id)
+            add_rate_limit_headers(call, headers)
             if upstream.content_type == "application/json":
-                payload = await upstream.read()
-                return web.Response(body=payload, status=upstream.status, headers=headers)
+                body = await upstream.read()
+                if call.metered and 200 <= upstream.status < 300:
+                    call.usage, call.reported_model = usage_of_body(body)
+                return web.Response(body=body, status=upstream.status, headers=headers)
+            if upstream.content_type == "text/event-stream" and call.metered:
+                return await relay_metered(request, upstream, headers, call)
             return await relay(request, upstream, headers)
     except TimeoutError:
         raise upstream_timeout(timeout) from None
@@ -87,10 +102,17 @@ async def forward(request: web.Request, body: bytes, request_id: str) -> web.Str
         raise upstream_unreachable(type(error).__name__) from None
 
 
+def add_rate_limit_headers(call: Call, headers: CIMultiDict[str]) -> None:
+    admission = call.admission
+    if admission is not None and admission.remaining_requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(call.key.rate_limit_over_time)
+        headers["x-ratelimit-remaining-requests"] = str(admission.remaining_requests)
+
+
 async def relay(
     request: web.Request, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
-    """Pass a streamed or binary answer through chunk by chunk, as it arrives."""
+    """Pass a binary or unmetered answer through chunk by chunk, as it arrives."""
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
     try:
@@ -102,3 +124,48 @@ async def relay(
         return response
     await response.write_eof()
     return response
+
+
+async def relay_metered(
+    request: web.Request, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], call: Call
+) -> web.StreamResponse:
+    """Relay SSE event by event, reading the usage out of it; bill what passed if cut short."""
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    await response.prepare(request)
+    meter = StreamMeter(drop_usage_chunk=call.drop_usage_chunk)
+    try:
+        async for chunk in upstream.content.iter_any():
+            relayed = meter.feed(chunk)
+            if relayed:
+                await response.write(relayed)
+        tail = meter.flush()
+        if tail:
+            await response.write(tail)
+        await response.write_eof()
+    except (TimeoutError, aiohttp.ClientError) as error:
+        log.warning("upstream stream broken: %s", type(error).__name__)
+    finally:
+        if 200 <= call.status < 300:
+            call.reported_model = meter.model
+            call.usage = meter.usage or counted_usage(
+                call.prompt_tokens_estimate(), meter.streamed_text(), call.model
+            )
+    return response
+
+
+def settle(app: web.Application, call: Call) -> None:
+    """Queue the call's charge and the release of its reservation; never awaits."""
+    reservation = call.admission.reservation if call.admission else ""
+    cost = 0
+    if call.usage is not None and 200 <= call.status < 300:
+        pricing = app[PRICING]
+        rates = pricing.rates(call.reported_model or call.model)
+        if rates is None and call.reported_model and call.model:
+            rates = pricing.rates(call.model)
+        if rates is not None:
+            usage = call.usage
+            cost = to_nano(
+                rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+            )
+    if cost or reservation:
+        app[SETTLER].submit(Settlement(call.key, cost, reservation))

@@ -3,9 +3,15 @@
 import aiohttp
 from aiohttp import web
 
+from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from shared.config import Settings
+from shared.limits import LimitEngine
+from shared.pricing import Pricing
 
 SETTINGS = web.AppKey("settings", Settings)
 SNAPSHOT = web.AppKey("snapshot", KeySnapshot)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+LIMITS = web.AppKey("limits", LimitEngine)
+SETTLER = web.AppKey("settler", Settler)
+PRICING = web.AppKey("pricing", Pricing)

@@ -94,7 +94,7 @@ class LimitEngine:
         self._settle = client.register_script(_script("settle.lua"))
         self._usage = client.register_script(_script("usage.lua"))
 
-    def admit_call(self, key: Key, reservation_nano: int) -> tuple[list[str], list[object], str]:
+    def admit_call(self, key: Key, reservation_nano: int) -> tuple[list[str], list[int | str], str]:
         """Keys and arguments of the admit script for one request, and its reservation id."""
         names = KeyNames.of(key)
         reservation = uuid.uuid4().hex if has_cost_limits(key) else ""

@@ -128,7 +128,10 @@ class _Server:
         self._prepare()
         with self.log.open("ab") as log:
             proc = self._proc = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
                 **self._popen_kwargs(),
             )
         _running.add(self)
@@ -213,9 +216,23 @@ class Postgres(_Server):
             os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
         no_sync = [] if self.durable else ["--no-sync"]
         result = subprocess.run(
-            [str(_pg_bin_dir() / "initdb"), "-D", str(self.data_dir), "-A", "trust",
-             "-U", self.user, "-E", "UTF8", "--no-locale", *no_sync],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+            [
+                str(_pg_bin_dir() / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-A",
+                "trust",
+                "-U",
+                self.user,
+                "-E",
+                "UTF8",
+                "--no-locale",
+                *no_sync,
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
             **_as_owner(owner, self.data_dir),
         )
         if result.returncode != 0:
@@ -227,8 +244,14 @@ class Postgres(_Server):
         if not self.durable:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
         options = [arg for setting in settings for arg in ("-c", setting)]
-        return [str(_pg_bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                *options]
+        return [
+            str(_pg_bin_dir() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            *options,
+        ]
 
     def _popen_kwargs(self) -> dict[str, Any]:
         return _as_owner(_db_owner(), self.data_dir)
@@ -273,9 +296,7 @@ def _check_traversable(data_dir: Path, owner: pwd.struct_passwd) -> None:
         st = parent.stat()
         by_group = st.st_mode & 0o010 and st.st_gid == owner.pw_gid
         if not (st.st_mode & 0o001 or by_group or st.st_uid == owner.pw_uid):
-            raise RuntimeError(
-                f"{parent} is not traversable by user {owner.pw_name}: chmod o+x it"
-            )
+            raise RuntimeError(f"{parent} is not traversable by user {owner.pw_name}: chmod o+x it")
 
 
 class Redis(_Server):
@@ -293,8 +314,18 @@ class Redis(_Server):
             persistence = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
         else:
             persistence = ["--appendonly", "no", "--save", ""]
-        return [str(_redis_binary()), "--port", str(self.port), "--bind", self.host,
-                "--dir", str(self.data_dir), "--daemonize", "no", *persistence]
+        return [
+            str(_redis_binary()),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            *persistence,
+        ]
 
     def _ready(self) -> bool:
         # PONG, unlike a bare TCP connect, also means any AOF has finished loading.

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import services
+
 from keymgmt.app import create_app
 from shared.config import Settings
 from tests.conftest import on_postgres

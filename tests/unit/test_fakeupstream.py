@@ -91,16 +91,17 @@ async def test_chat_tool_call(sdk: openai.AsyncOpenAI) -> None:
     tools: list[Any] = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
     messages: list[Any] = [{"role": "user", "content": "Please call a tool"}]
     whole = await sdk.chat.completions.create(model="gpt-4o", messages=messages, tools=tools)
-    call = whole.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert call.function.name == "lookup"  # type: ignore[union-attr]
-    assert call.function.arguments == '{"query": "fake"}'  # type: ignore[union-attr]
+    assert whole.choices[0].finish_reason == "tool_calls"
+    call: Any = (whole.choices[0].message.tool_calls or [])[0]
+    assert (call.function.name, call.function.arguments) == ("lookup", '{"query": "fake"}')
     stream = await sdk.chat.completions.create(
         model="gpt-4o", messages=messages, tools=tools, stream=True
     )
-    deltas = [c.choices[0].delta async for c in stream]
-    fragments = [d.tool_calls[0].function.arguments for d in deltas if d.tool_calls]
-    assert "".join(fragments) == call.function.arguments  # type: ignore[union-attr]
-    assert deltas[0].tool_calls[0].function.name == "lookup"  # type: ignore[index,union-attr]
+    calls: list[Any] = [
+        c.choices[0].delta.tool_calls[0] async for c in stream if c.choices[0].delta.tool_calls
+    ]
+    assert calls[0].function.name == "lookup"
+    assert "".join(c.function.arguments for c in calls) == call.function.arguments
 
 
 async def test_legacy_completions_usage_matches(sdk: openai.AsyncOpenAI) -> None:
@@ -131,7 +132,9 @@ async def test_embeddings_sdk_default_base64(sdk: openai.AsyncOpenAI, fake: Fake
 
 
 async def test_responses_streamed_and_not_agree(sdk: openai.AsyncOpenAI) -> None:
-    whole = await sdk.responses.create(model="gpt-4o-mini", input="Say hello", instructions="Be brief")
+    whole = await sdk.responses.create(
+        model="gpt-4o-mini", input="Say hello", instructions="Be brief"
+    )
     assert whole.output_text == REPLY
     assert whole.status == "completed"
     assert whole.usage is not None
@@ -151,16 +154,30 @@ async def test_responses_streamed_and_not_agree(sdk: openai.AsyncOpenAI) -> None
 
 
 async def test_responses_stream_helper_accumulates(sdk: openai.AsyncOpenAI) -> None:
-    async with sdk.responses.stream(model="gpt-4o-mini", input="hi", max_output_tokens=2) as stream:
+    async with sdk.responses.stream(model="gpt-4o-mini", input="hi") as stream:
         final = await stream.get_final_response()
-    assert final.output_text == "Hello from"
-    assert final.status == "incomplete"
+    assert final.output_text == REPLY
+
+
+async def test_responses_capped_is_incomplete(sdk: openai.AsyncOpenAI) -> None:
+    whole = await sdk.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=2)
+    assert (whole.status, whole.output_text) == ("incomplete", "Hello from")
+    assert whole.incomplete_details is not None
+    # The SDK's stream helper has no final response without response.completed: read events.
+    async with sdk.responses.stream(model="gpt-4o-mini", input="hi", max_output_tokens=2) as stream:
+        events = [event async for event in stream]
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.usage == whole.usage
 
 
 async def test_file_upload_and_download(sdk: openai.AsyncOpenAI, fake: FakeUpstream) -> None:
     data = bytes(range(256)) * 3 + b"\r\n--not-a-boundary\r\n"
     uploaded = await sdk.files.create(file=("data.jsonl", data), purpose="batch")
-    assert (uploaded.bytes, uploaded.filename, uploaded.purpose) == (len(data), "data.jsonl", "batch")
+    assert (uploaded.bytes, uploaded.filename, uploaded.purpose) == (
+        len(data),
+        "data.jsonl",
+        "batch",
+    )
     assert uploaded.status == "processed"
     content = await sdk.files.content(uploaded.id)
     assert content.content == data
@@ -225,7 +242,11 @@ async def test_recording_and_headers(http: TestClient, fake: FakeUpstream) -> No
     for name in ("openai-processing-ms", "openai-version", "x-ratelimit-limit-requests"):
         assert name in response.headers
     recorded = fake.recorded[-1]
-    assert (recorded.method, recorded.path, recorded.query) == ("POST", "/v1/chat/completions", "x=1")
+    assert (recorded.method, recorded.path, recorded.query) == (
+        "POST",
+        "/v1/chat/completions",
+        "x=1",
+    )
     assert recorded.headers["authorization"] == "Bearer sk-upstream"
     assert b'"messages"' in recorded.body
 
@@ -249,3 +270,15 @@ async def test_stream_events_arrive_separately(http: TestClient, fake: FakeUpstr
     reads = [chunk async for chunk in response.content.iter_any()]
     assert len(reads) == 1 + 5 + 1 + 1  # role, content, finish, [DONE]
     assert reads[-1] == b"data: [DONE]\n\n"
+
+
+async def test_options_at_creation(aiohttp_client: Any) -> None:
+    options = FakeOptions(stream_chunks=7, latency=0.01, record=False)
+    app = create_fake_upstream(options)
+    client = await aiohttp_client(app)
+    response = await client.post("/v1/chat/completions", json={"model": "m", "messages": []})
+    body = await response.json()
+    assert body["choices"][0]["message"]["content"] == REPLY + " Hello from"
+    assert body["usage"]["completion_tokens"] == 7
+    assert response.headers["openai-processing-ms"] == "10"
+    assert app[FAKE_UPSTREAM].recorded == []

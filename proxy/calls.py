@@ -1,0 +1,100 @@
+"""One proxied call, as it passes through the stages, and what its request asks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.errors import invalid_json
+from proxy.metering import Usage
+from shared import tokens
+from shared.limits import Admission
+from shared.models import Key
+
+CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "responses",
+)
+METERED = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES})
+STREAM_USAGE_OPTION = frozenset({CHAT, COMPLETIONS})
+
+
+@dataclass(slots=True)
+class Call:
+    request_id: str
+    key: Key
+    endpoint: str  # the upstream path, such as "chat/completions"
+    body: bytes  # what goes upstream
+    payload: dict[str, Any] | None = None  # the parsed JSON body of a metered endpoint
+    model: str = ""
+    stream: bool = False
+    drop_usage_chunk: bool = False
+    admission: Admission | None = None
+    status: int = 0
+    usage: Usage | None = None
+    reported_model: str = ""
+
+    @property
+    def metered(self) -> bool:
+        return self.payload is not None
+
+    def max_output_tokens(self) -> int:
+        payload = self.payload or {}
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            value = payload.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return 0
+
+    def prompt_tokens_estimate(self) -> int:
+        payload = self.payload
+        if payload is None:
+            return 0
+        if self.endpoint == CHAT:
+            return tokens.count_chat_prompt(payload, self.model)
+        field = {COMPLETIONS: "prompt", EMBEDDINGS: "input", RESPONSES: "input"}[self.endpoint]
+        count = tokens.count_input(payload.get(field), self.model)
+        if self.endpoint == RESPONSES and isinstance(payload.get("instructions"), str):
+            count += tokens.count_text(payload["instructions"], self.model)
+        return count
+
+
+def endpoint_of(request: web.Request) -> str:
+    return request.match_info["tail"].strip("/")
+
+
+def new_call(request: web.Request, key: Key, body: bytes, request_id: str) -> Call:
+    call = Call(request_id=request_id, key=key, endpoint=endpoint_of(request), body=body)
+    if request.method != "POST" or not body or request.content_type != "application/json":
+        return call
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise invalid_json(f"the request body is not valid JSON: {error}") from None
+    if call.endpoint not in METERED or not isinstance(payload, dict):
+        return call
+    call.payload = payload
+    call.model = payload["model"] if isinstance(payload.get("model"), str) else ""
+    call.stream = payload.get("stream") is True
+    if call.stream and call.endpoint in STREAM_USAGE_OPTION:
+        ask_for_stream_usage(call, payload)
+    return call
+
+
+def ask_for_stream_usage(call: Call, payload: dict[str, Any]) -> None:
+    """Have upstream report the usage of a stream; hide it from a client that did not ask."""
+    options = payload.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return
+    rewritten = dict(payload)
+    rewritten["stream_options"] = {
+        **(options if isinstance(options, dict) else {}),
+        "include_usage": True,
+    }
+    call.body = orjson.dumps(rewritten)
+    call.drop_usage_chunk = True

@@ -1,0 +1,160 @@
+"""Stage 4, meter: what a call used, from upstream's usage or, failing that, counted with tiktoken.
+
+Streams are read event by event as they pass: the usage event is picked out (and dropped when
+the proxy, not the client, asked for it), and the streamed text is kept until usage arrives so
+that a stream cut short is still billed for what was sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared import tokens
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def parse_usage(usage: Any) -> Usage | None:
+    """Usage in either shape: chat/completions/embeddings, or the responses API."""
+    if not isinstance(usage, dict):
+        return None
+    if "input_tokens" in usage:
+        details = usage.get("input_tokens_details") or {}
+        return Usage(
+            _int(usage.get("input_tokens")),
+            _int(usage.get("output_tokens")),
+            _int(details.get("cached_tokens")) if isinstance(details, dict) else 0,
+        )
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        _int(details.get("cached_tokens")) if isinstance(details, dict) else 0,
+    )
+
+
+def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
+    """Usage and model of a non-streamed JSON answer."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, ""
+    if not isinstance(payload, dict):
+        return None, ""
+    model = payload.get("model")
+    return parse_usage(payload.get("usage")), model if isinstance(model, str) else ""
+
+
+def _streamed_text(payload: dict[str, Any]) -> str:
+    """The generated text an event carries, in any of the streamed shapes."""
+    if isinstance(payload.get("delta"), str) and str(payload.get("type", "")).endswith(".delta"):
+        return payload["delta"]  # responses API: output text and function-call arguments
+    pieces = []
+    for choice in payload.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if isinstance(choice.get("text"), str):
+            pieces.append(choice["text"])
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            for name in ("content", "refusal"):
+                if isinstance(delta.get(name), str):
+                    pieces.append(delta[name])
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    pieces.append(function["arguments"])
+    return "".join(pieces)
+
+
+@dataclass(slots=True)
+class StreamMeter:
+    """Relays SSE bytes, finds the usage in them, and drops the usage-only chunk if asked to."""
+
+    drop_usage_chunk: bool
+    usage: Usage | None = None
+    model: str = ""
+    _pending: bytes = b""
+    _texts: list[bytes] = field(default_factory=list)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to send on: every complete event but a dropped one."""
+        data = self._pending + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._pending = data
+            return b""
+        complete, self._pending = data[: end + 2], data[end + 2 :]
+        if self.usage is None and b'"usage"' not in complete:
+            self._texts.append(complete)  # cheap path: nothing to decide yet
+            return complete
+        kept = [event for event in complete.split(b"\n\n")[:-1] if self._inspect(event)]
+        return b"".join(event + b"\n\n" for event in kept)
+
+    def flush(self) -> bytes:
+        """What is left when upstream ends without a final blank line."""
+        rest, self._pending = self._pending, b""
+        if rest.strip() and self._inspect(rest):
+            return rest
+        return b""
+
+    def _inspect(self, event: bytes) -> bool:
+        """Take usage from an event; False when the event must not reach the client."""
+        if b'"usage"' not in event:
+            if self.usage is None:
+                self._texts.append(event)
+            return True
+        payload = _event_json(event)
+        if payload is None:
+            return True
+        response = payload.get("response")
+        usage_holder: dict[str, Any] = response if isinstance(response, dict) else payload
+        usage = parse_usage(usage_holder.get("usage"))
+        if usage is None:
+            if self.usage is None:
+                self._texts.append(event)
+            return True
+        self.usage = usage
+        self._texts.clear()
+        if isinstance(usage_holder.get("model"), str):
+            self.model = usage_holder["model"]
+        return not (self.drop_usage_chunk and payload.get("choices") == [])
+
+    def streamed_text(self) -> str:
+        """Text streamed so far, for counting when upstream sent no usage."""
+        pieces = []
+        for block in self._texts:
+            for event in block.split(b"\n\n"):
+                payload = _event_json(event)
+                if payload is not None:
+                    pieces.append(_streamed_text(payload))
+        return "".join(pieces)
+
+
+def _event_json(event: bytes) -> dict[str, Any] | None:
+    data = b"\n".join(
+        line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+    ).strip()
+    if not data or data == b"[DONE]":
+        return None
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def counted_usage(prompt_tokens: int, streamed_text: str, model: str) -> Usage:
+    return Usage(prompt_tokens, tokens.count_text(streamed_text, model))
