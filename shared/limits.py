@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError
 
 from shared.models import Key
 
@@ -117,25 +118,33 @@ class LimitEngine:
         keys, args, reservation = self.admit_call(key, reservation_nano)
         return parse_admission(await self._admit(keys, args), reservation)
 
-    async def settle_into(self, pipe: redis.client.Pipeline, settlement: Settlement) -> None:
-        names = KeyNames.of(settlement.key)
-        await self._settle(
-            [names.spend, names.window_spend, names.reservations, names.reserved],
-            [
-                settlement.cost_nano,
-                settlement.key.cost_window_seconds * 1000
-                if settlement.key.cost_limit_in_usd_over_time
-                else 0,
-                settlement.reservation,
-            ],
-            client=pipe,
-        )
-
     async def settle(self, settlements: list[Settlement]) -> None:
-        """Settle a batch in one round trip; either all are applied or the call raises."""
-        async with self.client.pipeline(transaction=False) as pipe:
+        """Settle a batch atomically in one round trip (MULTI/EXEC); all or nothing."""
+        try:
+            await self._settle_batch(settlements)
+        except NoScriptError:
+            # Redis lost its scripts (a restart): no command of the batch ran, so send it again.
+            await self.client.script_load(self._settle.script)
+            await self._settle_batch(settlements)
+
+    async def _settle_batch(self, settlements: list[Settlement]) -> None:
+        # EVALSHA directly: a Script in a pipeline would cost a SCRIPT EXISTS round trip.
+        async with self.client.pipeline(transaction=True) as pipe:
             for settlement in settlements:
-                await self.settle_into(pipe, settlement)
+                key = settlement.key
+                names = KeyNames.of(key)
+                window_ms = key.cost_window_seconds * 1000 if key.cost_limit_in_usd_over_time else 0
+                pipe.evalsha(
+                    self._settle.sha,
+                    4,
+                    names.spend,
+                    names.window_spend,
+                    names.reservations,
+                    names.reserved,
+                    settlement.cost_nano,
+                    window_ms,
+                    settlement.reservation,
+                )
             await pipe.execute()
 
     async def usage(self, key: Key) -> KeyUsage:

@@ -139,3 +139,15 @@ async def test_every_key_is_under_the_prefix(engine: LimitEngine, client: redis.
         pytest.approx(0.05),
         2,
     )
+
+
+async def test_scripts_lost_by_redis_are_loaded_again(
+    engine: LimitEngine, client: redis.Redis
+) -> None:
+    key = make_key(cost_limit_in_usd=1.0)
+    admission = await engine.admit(key, to_nano(0.1))
+    await client.script_flush()
+    await engine.settle([Settlement(key, to_nano(0.1), admission.reservation)])
+    await client.script_flush()
+    assert (await engine.admit(key, to_nano(0.1))).admitted
+    assert (await engine.usage(key)).cost_usd == pytest.approx(0.1)

@@ -1,0 +1,303 @@
+"""Limits and cost through the proxy: two replicas sharing Redis, the real openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import orjson
+import pytest
+import services
+from redis.asyncio.connection import Connection
+
+from proxy.typedefs import LIMITS
+from shared.config import RedisSettings
+from tests.e2e.conftest import KEYS, Gateway
+
+# Prices of the model the tests bill by (PRICING_FILE), chosen so that costs are easy to check.
+MODEL = "priced-model"
+INPUT, OUTPUT, CACHED = 1e-4, 1e-3, 2.5e-5
+MESSAGES = [{"role": "user", "content": "hello there friend"}]
+# What the fake upstream reports for MESSAGES: 3 words + 3 per message, and 5 words back.
+PROMPT_TOKENS, COMPLETION_TOKENS = 6, 5
+CHAT_COST = PROMPT_TOKENS * INPUT + COMPLETION_TOKENS * OUTPUT
+
+Start = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+def pricing_file(tmp_path: Path) -> str:
+    path = tmp_path / "prices.json"
+    prices = {
+        MODEL: {
+            "input_cost_per_token": INPUT,
+            "output_cost_per_token": OUTPUT,
+            "cache_read_input_token_cost": CACHED,
+        }
+    }
+    path.write_bytes(orjson.dumps(prices))
+    return str(path)
+
+
+@pytest.fixture
+async def priced(start_gateway: Start, pricing_file: str) -> Gateway:
+    return await start_gateway(replicas=2, pricing_file=pricing_file)
+
+
+async def chat(client: openai.AsyncOpenAI, **options: Any) -> Any:
+    return await client.chat.completions.create(model=MODEL, messages=MESSAGES, **options)
+
+
+async def settled_spend(gateway: Gateway, key_id: str, expected: float) -> dict[str, Any]:
+    """The key's spend once it reaches `expected` (it must, within a second)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        spend = await gateway.spend(key_id)
+        if spend["costInUsd"] >= expected - 1e-12 or time.monotonic() > deadline:
+            return spend
+        await asyncio.sleep(0.02)
+
+
+async def test_concurrent_requests_on_two_replicas_admit_exactly_the_rate_limit(
+    priced: Gateway,
+) -> None:
+    raw, _ = await priced.create_key(rateLimitOverTime=5, rateLimitUnit="m")
+    clients = [priced.client(raw, replica) for replica in (0, 1)]
+    outcomes = await asyncio.gather(
+        *(chat(clients[i % 2]) for i in range(20)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(outcomes) - len(refused) == 5
+    for error in refused:
+        assert isinstance(error, openai.RateLimitError)
+        assert (error.type, error.code) == ("requests", "rate_limit_exceeded")
+        # Bucketed windows may hold a request for one bucket (1/60 of the unit) longer.
+        assert 1 <= int(error.response.headers["Retry-After"]) <= 61
+
+
+async def test_admitted_answers_carry_the_key_rate_headers(priced: Gateway) -> None:
+    raw, _ = await priced.create_key(rateLimitOverTime=10, rateLimitUnit="h")
+    client = priced.client(raw)
+    first = await client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
+    second = await client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
+    assert first.headers["x-ratelimit-limit-requests"] == "10"
+    assert first.headers["x-ratelimit-remaining-requests"] == "9"
+    assert second.headers["x-ratelimit-remaining-requests"] == "8"
+
+
+async def test_bursts_across_a_window_boundary_never_exceed_the_limit(priced: Gateway) -> None:
+    raw, _ = await priced.create_key(rateLimitOverTime=3, rateLimitUnit="s")
+    clients = [priced.client(raw, replica) for replica in (0, 1)]
+    admitted: list[tuple[float, float]] = []
+
+    async def attempt(client: openai.AsyncOpenAI) -> None:
+        sent = time.monotonic()
+        try:
+            await client.models.list()
+        except openai.RateLimitError:
+            return
+        admitted.append((sent, time.monotonic()))
+
+    for _ in range(10):
+        await asyncio.gather(*(attempt(clients[i % 2]) for i in range(6)))
+        await asyncio.sleep(0.25)
+    assert len(admitted) >= 6  # the window slides: more than one window's worth got through
+    admitted.sort()
+    # Four admissions whose whole request spans fit inside one second would break the limit.
+    for i in range(len(admitted) - 3):
+        group = admitted[i : i + 4]
+        assert max(done for _, done in group) - min(sent for sent, _ in group) >= 1.0
+
+
+async def test_concurrent_requests_never_drive_spend_past_the_cost_limit(priced: Gateway) -> None:
+    limit = 10 * CHAT_COST
+    raw, config = await priced.create_key(costLimitInUsd=limit)
+    clients = [priced.client(raw, replica) for replica in (0, 1)]
+    outcomes = await asyncio.gather(
+        *(chat(clients[i % 2], max_tokens=COMPLETION_TOKENS) for i in range(40)),
+        return_exceptions=True,
+    )
+    served = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert served and refused
+    for error in refused:
+        assert isinstance(error, openai.RateLimitError)
+        assert (error.type, error.code) == ("insufficient_quota", "insufficient_quota")
+    spend = await settled_spend(priced, config["keyId"], len(served) * CHAT_COST)
+    assert spend["costInUsd"] == pytest.approx(len(served) * CHAT_COST)
+    assert spend["costInUsd"] <= limit + 1e-12
+    # Once settled, whatever is left of the budget is used, and a spent budget is final.
+    while True:
+        try:
+            await chat(clients[0], max_tokens=COMPLETION_TOKENS)
+        except openai.RateLimitError as error:
+            assert error.response.headers["x-should-retry"] == "false"
+            break
+    final = await settled_spend(priced, config["keyId"], 0)
+    assert final["costInUsd"] <= limit + 1e-12
+    assert final["costInUsd"] > limit - 2 * CHAT_COST
+
+
+async def test_windowed_cost_limit_refuses_with_retry_after(priced: Gateway) -> None:
+    raw, config = await priced.create_key(
+        costLimitInUsdOverTime=CHAT_COST * 1.5, costLimitInUsdUnit="h"
+    )
+    client = priced.client(raw)
+    await chat(client)
+    await settled_spend(priced, config["keyId"], CHAT_COST)
+    await chat(client)  # 1 spent of 1.5 still leaves room for a request with no output cap
+    await settled_spend(priced, config["keyId"], 2 * CHAT_COST)
+    with pytest.raises(openai.RateLimitError) as raised:
+        await chat(client)
+    assert raised.value.code == "insufficient_quota"
+    assert 1 <= int(raised.value.response.headers["Retry-After"]) <= 3660
+    spend = await priced.spend(config["keyId"])
+    assert spend["costInUsdOverTime"] == pytest.approx(2 * CHAT_COST)
+
+
+async def test_chat_cost_with_cached_tokens(priced: Gateway) -> None:
+    raw, config = await priced.create_key()
+    completion = await chat(priced.client(raw), user="cached")
+    usage = completion.usage
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert cached == PROMPT_TOKENS // 2
+    expected = (PROMPT_TOKENS - cached) * INPUT + cached * CACHED + COMPLETION_TOKENS * OUTPUT
+    spend = await settled_spend(priced, config["keyId"], expected)
+    assert spend["costInUsd"] == pytest.approx(expected)
+
+
+async def test_streamed_and_unstreamed_are_billed_alike(priced: Gateway) -> None:
+    plain, plain_config = await priced.create_key()
+    streamed, streamed_config = await priced.create_key()
+    await chat(priced.client(plain))
+    stream = await chat(priced.client(streamed), stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert all(chunk.choices for chunk in chunks)  # the usage chunk stayed at the proxy
+    plain_spend = await settled_spend(priced, plain_config["keyId"], CHAT_COST)
+    streamed_spend = await settled_spend(priced, streamed_config["keyId"], CHAT_COST)
+    assert plain_spend["costInUsd"] == pytest.approx(CHAT_COST)
+    assert streamed_spend["costInUsd"] == pytest.approx(plain_spend["costInUsd"])
+
+
+async def test_embeddings_and_responses_costs(priced: Gateway) -> None:
+    raw, config = await priced.create_key()
+    client = priced.client(raw)
+    await client.embeddings.create(model=MODEL, input=["one two", "three"])
+    embedding_cost = 3 * INPUT
+    await settled_spend(priced, config["keyId"], embedding_cost)
+    response = await client.responses.create(model=MODEL, input="say hello now")
+    assert response.usage is not None
+    response_cost = response.usage.input_tokens * INPUT + response.usage.output_tokens * OUTPUT
+    events = [
+        e
+        async for e in await client.responses.create(
+            model=MODEL, input="say hello now", stream=True
+        )
+    ]
+    assert events[-1].type == "response.completed"
+    total = embedding_cost + 2 * response_cost
+    spend = await settled_spend(priced, config["keyId"], total)
+    assert spend["costInUsd"] == pytest.approx(total)
+
+
+async def test_library_prices_bill_a_known_model(start_gateway: Start) -> None:
+    gateway = await start_gateway()
+    raw, config = await gateway.create_key()
+    await gateway.client(raw).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    # gpt-4o-mini: 0.15 USD per million input tokens, 0.60 per million output tokens.
+    expected = PROMPT_TOKENS * 0.15e-6 + COMPLETION_TOKENS * 0.6e-6
+    spend = await settled_spend(gateway, config["keyId"], expected)
+    assert spend["costInUsd"] == pytest.approx(expected)
+
+
+async def test_unknown_model_is_served_and_billed_zero(priced: Gateway) -> None:
+    raw, config = await priced.create_key(costLimitInUsd=1)
+    completion = await priced.client(raw).chat.completions.create(
+        model="no-such-model-anywhere", messages=MESSAGES
+    )
+    assert completion.choices[0].message.content
+    await asyncio.sleep(0.2)
+    assert (await priced.spend(config["keyId"]))["costInUsd"] == 0
+
+
+async def test_mid_stream_disconnect_is_billed_for_what_was_streamed(
+    start_gateway: Start, pricing_file: str
+) -> None:
+    gateway = await start_gateway(pricing_file=pricing_file)
+    gateway.upstream.options.stream_chunks = 40
+    gateway.upstream.options.stream_interval = 0.05
+    raw, config = await gateway.create_key()
+    url = f"{gateway.base_url()}/chat/completions"
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    received = b""
+    async with aiohttp.ClientSession() as session, session.post(
+        url, json=body, headers={"Authorization": f"Bearer {raw}"}
+    ) as response:
+        async for chunk in response.content.iter_any():
+            received += chunk
+            if received.count(b"data:") >= 6:
+                break
+    spend = await settled_spend(gateway, config["keyId"], 1e-9)
+    # Billed: the prompt (estimated) and the few words that were streamed, not all 40.
+    assert 0 < spend["costInUsd"] < PROMPT_TOKENS * INPUT * 3 + 40 * OUTPUT
+    assert spend["costInUsd"] >= 3 * OUTPUT
+
+
+async def test_one_admitted_request_costs_two_redis_round_trips(
+    priced: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, _ = await priced.create_key(rateLimitOverTime=100, rateLimitUnit="m", costLimitInUsd=5)
+    client = priced.client(raw)
+    await chat(client)  # loads the scripts
+    await asyncio.sleep(0.2)
+    round_trips = 0
+    send = Connection.send_packed_command
+
+    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        nonlocal round_trips
+        round_trips += 1
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    await chat(client)
+    await asyncio.sleep(0.3)  # the settlement is flushed in the background
+    assert round_trips == 2
+
+
+async def test_patch_takes_effect_and_keeps_spend_unless_the_unit_changes(priced: Gateway) -> None:
+    raw, config = await priced.create_key(costLimitInUsdOverTime=1.0, costLimitInUsdUnit="h")
+    client = priced.client(raw)
+    await chat(client)
+    await settled_spend(priced, config["keyId"], CHAT_COST)
+    path = f"{KEYS}/{config['keyId']}"
+    await priced.keymgmt.patch(path, json={"costLimitInUsdOverTime": CHAT_COST / 2})
+    await priced.wait_for_refresh()
+    with pytest.raises(openai.RateLimitError):
+        await chat(client)
+    await priced.keymgmt.patch(
+        path, json={"costLimitInUsdUnit": "d", "costLimitInUsdOverTime": 1.0}
+    )
+    await priced.wait_for_refresh()
+    spend = await priced.spend(config["keyId"])
+    assert spend["costInUsdOverTime"] == 0  # a new unit starts a new window
+    assert spend["costInUsd"] == pytest.approx(CHAT_COST)  # lifetime spend is kept
+    await chat(client)
+
+
+async def test_redis_unreachable_is_a_quick_503(start_gateway: Start, settings: Any) -> None:
+    nowhere = RedisSettings(hosts=("127.0.0.1",), port=services.free_port(), read_timeout=0.5)
+    gateway = await start_gateway(redis=nowhere)
+    raw, config = await gateway.create_key(rateLimitOverTime=5, rateLimitUnit="m")
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as raised:
+        await gateway.client(raw).models.list()
+    assert time.monotonic() - started < 3
+    assert raised.value.status_code == 503
+    assert raised.value.code == "limits_unavailable"
+    assert (await gateway.keymgmt.get(f"/api/reporting/keys/{config['keyId']}")).status == 503
+    assert LIMITS in gateway.proxies[0].app
