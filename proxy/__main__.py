@@ -19,13 +19,14 @@ def main() -> None:
     try:
         settings = Settings.from_env()
         settings.require_upstream_key()
+        setup_logging(settings.log_format, settings.log_level)
+        app = create_app(settings)
     except ConfigError as error:
         sys.exit(f"proxy: configuration error: {error}")
-    setup_logging(settings.log_format, settings.log_level)
     install_uvloop()
     log.info("proxy listening", extra={"host": settings.proxy_host, "port": settings.proxy_port})
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.proxy_host,
         port=settings.proxy_port,
         print=None,

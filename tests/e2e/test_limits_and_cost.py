@@ -13,6 +13,7 @@ import openai
 import orjson
 import pytest
 import services
+import tiktoken
 from redis.asyncio.connection import Connection
 
 from proxy.typedefs import LIMITS
@@ -235,9 +236,10 @@ async def test_mid_stream_disconnect_is_billed_for_what_was_streamed(
     url = f"{gateway.base_url()}/chat/completions"
     body = {"model": MODEL, "messages": MESSAGES, "stream": True}
     received = b""
-    async with aiohttp.ClientSession() as session, session.post(
-        url, json=body, headers={"Authorization": f"Bearer {raw}"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers={"Authorization": f"Bearer {raw}"}) as response,
+    ):
         async for chunk in response.content.iter_any():
             received += chunk
             if received.count(b"data:") >= 6:
@@ -301,3 +303,18 @@ async def test_redis_unreachable_is_a_quick_503(start_gateway: Start, settings: 
     assert raised.value.code == "limits_unavailable"
     assert (await gateway.keymgmt.get(f"/api/reporting/keys/{config['keyId']}")).status == 503
     assert LIMITS in gateway.proxies[0].app
+
+
+async def test_stream_without_upstream_usage_is_counted_with_tiktoken(
+    start_gateway: Start, pricing_file: str
+) -> None:
+    gateway = await start_gateway(pricing_file=pricing_file)
+    gateway.upstream.options.report_usage = False
+    raw, config = await gateway.create_key()
+    stream = await chat(gateway.client(raw), stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    encoding = tiktoken.get_encoding("cl100k_base")
+    prompt = 3 + 3 + len(encoding.encode("user")) + len(encoding.encode(MESSAGES[0]["content"]))
+    expected = prompt * INPUT + len(encoding.encode(text)) * OUTPUT
+    spend = await settled_spend(gateway, config["keyId"], expected)
+    assert spend["costInUsd"] == pytest.approx(expected)

@@ -16,6 +16,7 @@ import pytest
         ("keymgmt", "KEYMGMT_PORT", "eighty"),
         ("proxy", "IN_MEMORY_DB_UPDATE_INTERVAL", "10 s"),
         ("proxy", "OPENAI_API_KEY", ""),
+        ("proxy", "PRICING_FILE", "/nonexistent/prices.json"),
     ],
 )
 def test_bad_configuration_exits_with_one_line(module: str, variable: str, value: str) -> None:

@@ -1,0 +1,76 @@
+"""Token counting works offline and estimates prompts the way the API counts them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tiktoken
+
+from shared import tokens
+
+
+def test_encodings_load_offline_from_the_packaged_files(tmp_path: Path) -> None:
+    # A fresh cache directory and no network: tiktoken must find its files where it looks first.
+    script = (
+        "import socket\n"
+        "def refuse(*a, **k): raise OSError('network disabled in this test')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "from shared import tokens\n"
+        "print(tokens.count_text('hello world', 'gpt-4o'), tokens.count_text('hello world', 'gpt-3.5-turbo'))\n"
+    )
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "2"]
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_model_picks_its_encoding() -> None:
+    assert tokens.encoding_for("gpt-4o-mini").name == "o200k_base"
+    assert tokens.encoding_for("o3-mini").name == "o200k_base"
+    assert tokens.encoding_for("gpt-3.5-turbo").name == "cl100k_base"
+
+
+def test_chat_prompt_estimate_follows_the_cookbook() -> None:
+    encoding = tiktoken.get_encoding("o200k_base")
+    body = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "name": "ann", "content": [{"type": "text", "text": "What is 2+2?"}]},
+        ]
+    }
+    n = lambda text: len(encoding.encode(text))  # noqa: E731
+    expected = (
+        3 + (3 + n("system") + n("Be brief.")) + (3 + n("user") + 1 + n("ann") + n("What is 2+2?"))
+    )
+    assert tokens.count_chat_prompt(body, "gpt-4o") == expected
+
+
+def test_tools_and_images_add_to_the_estimate() -> None:
+    plain = {"messages": [{"role": "user", "content": "hi"}]}
+    with_tools = {
+        **plain,
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+    }
+    with_image = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+        ]
+    }
+    base = tokens.count_chat_prompt(plain, "gpt-4o")
+    assert tokens.count_chat_prompt(with_tools, "gpt-4o") > base
+    assert tokens.count_chat_prompt(with_image, "gpt-4o") >= tokens.IMAGE_TOKENS
+
+
+def test_inputs_of_completions_and_embeddings() -> None:
+    assert tokens.count_input([1, 2, 3], "text-embedding-3-small") == 3
+    assert tokens.count_input(["a b", "c"], "gpt-4o") == tokens.count_text(
+        "a b", "gpt-4o"
+    ) + tokens.count_text("c", "gpt-4o")
+    assert tokens.count_input(None, "gpt-4o") == 0
