@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,7 +44,7 @@ STREAM = b"".join(CONTENT_EVENTS) + USAGE_EVENT + b"data: [DONE]\n\n"
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 def relay(meter: StreamMeter, pieces: list[bytes]) -> bytes:

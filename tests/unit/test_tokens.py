@@ -20,7 +20,8 @@ def test_encodings_load_offline_from_the_packaged_files(tmp_path: Path) -> None:
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
         "from shared import tokens\n"
-        "print(tokens.count_text('hello world', 'gpt-4o'), tokens.count_text('hello world', 'gpt-3.5-turbo'))\n"
+        "print(tokens.count_text('hello world', 'gpt-4o'),"
+        " tokens.count_text('hello world', 'gpt-3.5-turbo'))\n"
     )
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(
