@@ -7,6 +7,7 @@ from redis.exceptions import RedisError
 from proxy.calls import Call
 from proxy.errors import budget_spent, limits_unavailable, rate_limited, window_budget_spent
 from shared.limits import LimitEngine, has_cost_limits, has_limits, to_nano
+from shared.metrics import Counter
 from shared.pricing import Pricing
 
 
@@ -21,13 +22,14 @@ def reservation_nano(call: Call, pricing: Pricing) -> int:
     return to_nano(prompt_cost + call.max_output_tokens() * rates.output)
 
 
-async def admit(call: Call, engine: LimitEngine, pricing: Pricing) -> None:
+async def admit(call: Call, engine: LimitEngine, pricing: Pricing, errors: Counter) -> None:
     key = call.key
     if not has_limits(key):
         return
     try:
         admission = await engine.admit(key, reservation_nano(call, pricing))
     except (RedisError, OSError, TimeoutError):
+        errors.inc(operation="admit")
         raise limits_unavailable() from None
     if admission.admitted:
         call.admission = admission

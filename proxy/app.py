@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,13 +13,15 @@ from proxy.errors import not_found
 from proxy.forward import PREFIX, handle
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
-from proxy.typedefs import LIMITS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
+from proxy.telemetry import ProxyMetrics
+from proxy.typedefs import LIMITS, METRICS, PRICING, REGISTRY, SESSION, SETTINGS, SETTLER, SNAPSHOT
 from proxy.upstream import create_session
 from shared import tokens
 from shared.config import Settings
 from shared.db import create_engine
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
+from shared.metrics import Metrics
 from shared.pricing import Pricing
 from shared.redisconn import create_redis
 
@@ -35,7 +38,9 @@ async def _stop(task: asyncio.Task[None]) -> None:
 async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     engine = create_engine(settings.postgres, pool_size=1)
-    refresher = SnapshotRefresher(engine, app[SNAPSHOT], settings.snapshot_interval)
+    refresher = SnapshotRefresher(
+        engine, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
+    )
     task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
     yield
     await _stop(task)
@@ -47,7 +52,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     client = create_redis(settings.redis)
     # A reservation outlives the longest call it can cover, then lapses by itself.
     app[LIMITS] = engine = LimitEngine(client, reservation_lifetime=settings.proxy_timeout + 60)
-    app[SETTLER] = settler = Settler(engine)
+    app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
     task = asyncio.create_task(settler.run(), name="settler")
     yield
     await _stop(task)
@@ -59,6 +64,41 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = create_session(app[SETTINGS])
     yield
     await app[SESSION].close()
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body, content_type = request.app[REGISTRY].exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def statsd_gauges(app: web.Application) -> AsyncIterator[None]:
+    registry = app[REGISTRY]
+
+    async def report() -> None:
+        while True:
+            registry.report_gauges()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(report(), name="statsd-gauges") if registry.statsd else None
+    yield
+    if task is not None:
+        await _stop(task)
+    registry.close()
+
+
+def register_gauges(app: web.Application) -> None:
+    registry, snapshot = app[REGISTRY], app[SNAPSHOT]
+    registry.gauge("gateway_snapshot_keys", "Keys in the proxy's snapshot", lambda: len(snapshot))
+    registry.gauge(
+        "gateway_snapshot_age_seconds",
+        "Seconds since the key snapshot was last refreshed",
+        lambda: time.monotonic() - snapshot.refreshed_at if snapshot.loaded else -1,
+    )
+    registry.gauge(
+        "gateway_settlement_queue_length",
+        "Settlements waiting for Redis",
+        lambda: len(app[SETTLER]) if SETTLER in app else 0,
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -77,11 +117,16 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
+    app[REGISTRY] = Metrics(settings.statsd_address)
+    app[METRICS] = ProxyMetrics.register(app[REGISTRY])
+    register_gauges(app)
     tokens.seed_encodings()
+    app.cleanup_ctx.append(statsd_gauges)
     app.cleanup_ctx.append(limits)
     app.cleanup_ctx.append(upstream_session)
     app.cleanup_ctx.append(key_snapshot)
     app.router.add_route("*", PREFIX + "/{tail:.*}", handle)
     app.router.add_get("/api/health", health)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app

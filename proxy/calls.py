@@ -38,6 +38,15 @@ class Call:
     status: int = 0
     usage: Usage | None = None
     reported_model: str = ""
+    streamed: bool = False  # the answer was an event stream
+    upstream_started: float = 0.0  # perf_counter() readings around the upstream exchange
+    upstream_ended: float = 0.0
+
+    @property
+    def upstream_seconds(self) -> float:
+        if not self.upstream_started:
+            return 0.0
+        return max(0.0, (self.upstream_ended or self.upstream_started) - self.upstream_started)
 
     @property
     def metered(self) -> bool:

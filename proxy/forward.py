@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import aiohttp
@@ -21,7 +22,8 @@ from proxy.errors import (
     upstream_unreachable,
 )
 from proxy.metering import StreamMeter, counted_usage, usage_of_body
-from proxy.typedefs import LIMITS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
+from proxy.telemetry import record_call, usage_event
+from proxy.typedefs import LIMITS, METRICS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
 from proxy.upstream import client_headers, upstream_headers
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
@@ -31,19 +33,23 @@ log = logging.getLogger("gateway.proxy")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     app = request.app
     call: Call | None = None
+    outcome = (0, "")
     try:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
-        await admit(call, app[LIMITS], app[PRICING])
-        return await forward(request, call)
+        await admit(call, app[LIMITS], app[PRICING], app[METRICS].redis_errors)
+        response = await forward(request, call)
+        outcome = (response.status, "")
+        return response
     except ProxyError as error:
+        outcome = (error.status, error.code)
         return error.response(request_id)
     finally:
-        if call is not None:
-            settle(request.app, call)
+        finish(app, request, request_id, call, outcome, started)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -76,6 +82,7 @@ def upstream_url(request: web.Request, base_url: str) -> URL:
 async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     timeout = request_timeout(request, settings.proxy_timeout)
+    call.upstream_started = time.perf_counter()
     try:
         async with request.app[SESSION].request(
             request.method,
@@ -90,12 +97,14 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             add_rate_limit_headers(call, headers)
             if upstream.content_type == "application/json":
                 body = await upstream.read()
+                call.upstream_ended = time.perf_counter()
                 if call.metered and 200 <= upstream.status < 300:
                     call.usage, call.reported_model = usage_of_body(body)
                 return web.Response(body=body, status=upstream.status, headers=headers)
-            if upstream.content_type == "text/event-stream" and call.metered:
+            call.streamed = upstream.content_type == "text/event-stream"
+            if call.streamed and call.metered:
                 return await relay_metered(request, upstream, headers, call)
-            return await relay(request, upstream, headers)
+            return await relay(request, upstream, headers, call)
     except TimeoutError:
         raise upstream_timeout(timeout) from None
     except aiohttp.ClientError as error:
@@ -110,7 +119,7 @@ def add_rate_limit_headers(call: Call, headers: CIMultiDict[str]) -> None:
 
 
 async def relay(
-    request: web.Request, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]
+    request: web.Request, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], call: Call
 ) -> web.StreamResponse:
     """Pass a binary or unmetered answer through chunk by chunk, as it arrives."""
     response = web.StreamResponse(status=upstream.status, headers=headers)
@@ -118,11 +127,12 @@ async def relay(
     try:
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
+        await response.write_eof()
     except (TimeoutError, aiohttp.ClientError) as error:
         # Too late for an error status: end the stream and let the client see it cut short.
         log.warning("upstream stream broken: %s", type(error).__name__)
-        return response
-    await response.write_eof()
+    finally:
+        call.upstream_ended = time.perf_counter()
     return response
 
 
@@ -145,6 +155,7 @@ async def relay_metered(
     except (TimeoutError, aiohttp.ClientError) as error:
         log.warning("upstream stream broken: %s", type(error).__name__)
     finally:
+        call.upstream_ended = time.perf_counter()
         if 200 <= call.status < 300:
             call.reported_model = meter.model
             call.usage = meter.usage or counted_usage(
@@ -153,19 +164,38 @@ async def relay_metered(
     return response
 
 
-def settle(app: web.Application, call: Call) -> None:
-    """Queue the call's charge and the release of its reservation; never awaits."""
-    reservation = call.admission.reservation if call.admission else ""
-    cost = 0
-    if call.usage is not None and 200 <= call.status < 300:
-        pricing = app[PRICING]
-        rates = pricing.rates(call.reported_model or call.model)
-        if rates is None and call.reported_model and call.model:
-            rates = pricing.rates(call.model)
-        if rates is not None:
-            usage = call.usage
-            cost = to_nano(
-                rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-            )
-    if cost or reservation:
-        app[SETTLER].submit(Settlement(call.key, cost, reservation))
+def finish(
+    app: web.Application,
+    request: web.Request,
+    request_id: str,
+    call: Call | None,
+    outcome: tuple[int, str],
+    started: float,
+) -> None:
+    """Charge, release, and record the call; runs even when the client went away mid-call."""
+    if call is not None and not outcome[0]:
+        outcome = (call.status or 499, "client_closed")  # cancelled: the client disconnected
+    latency = time.perf_counter() - started
+    cost = charge(app, call, outcome[0]) if call is not None else 0
+    if call is not None:
+        reservation = call.admission.reservation if call.admission else ""
+        event = usage_event(call, cost, latency) if call.upstream_started else None
+        if event is not None or reservation:
+            app[SETTLER].submit(Settlement(call.key, cost, reservation, event))
+    record_call(app[METRICS], request_id, request.path, call, outcome, latency, cost)
+
+
+def charge(app: web.Application, call: Call, status: int) -> int:
+    """What the call costs in nano-USD: only successful answers with a known price are billed."""
+    if call.usage is None or not 200 <= status < 300:
+        return 0
+    pricing = app[PRICING]
+    model = call.reported_model or call.model
+    rates = pricing.rates(model)
+    if rates is None and call.reported_model and call.model:
+        rates = pricing.rates(model := call.model)
+    if rates is None:
+        app[METRICS].unpriced.inc(model=model or "unknown")
+        return 0
+    usage = call.usage
+    return to_nano(rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens))

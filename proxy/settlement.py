@@ -12,6 +12,7 @@ import collections
 import logging
 
 from shared.limits import LimitEngine, Settlement
+from shared.metrics import Counter
 
 log = logging.getLogger("gateway.settle")
 
@@ -19,8 +20,9 @@ BATCH = 256
 
 
 class Settler:
-    def __init__(self, engine: LimitEngine, max_pending: int = 1_000_000) -> None:
+    def __init__(self, engine: LimitEngine, errors: Counter, max_pending: int = 1_000_000) -> None:
         self._engine = engine
+        self._errors = errors
         self._pending: collections.deque[Settlement] = collections.deque()
         self._max_pending = max_pending
         self._wake = asyncio.Event()
@@ -56,6 +58,7 @@ class Settler:
             await self._engine.settle(batch)
         except Exception as error:
             self._pending.extendleft(reversed(batch))
+            self._errors.inc(operation="settle")
             if not self._failing:
                 log.warning("settling spend failed, will retry: %s", error)
             self._failing = True

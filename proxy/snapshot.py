@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import describe, key_from_row, keys
+from shared.metrics import Counter
 from shared.models import Key
 
 log = logging.getLogger("gateway.snapshot")
@@ -59,8 +60,11 @@ class KeySnapshot:
 class SnapshotRefresher:
     """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
 
-    def __init__(self, engine: AsyncEngine, snapshot: KeySnapshot, interval: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, snapshot: KeySnapshot, interval: float, errors: Counter
+    ) -> None:
         self._engine = engine
+        self._errors = errors
         self._snapshot = snapshot
         self._interval = interval
         self._read_clock: datetime | None = None  # Postgres's clock at the last read
@@ -98,6 +102,7 @@ class SnapshotRefresher:
         self._snapshot.refreshed_at = time.monotonic()
 
     def _failed(self, error: Exception) -> None:
+        self._errors.inc(operation="snapshot_refresh")
         if not self._snapshot.loaded:
             # Waiting for Postgres or for keymgmt to create the schema: one line per try.
             log.warning("key snapshot not loaded yet, retrying: %s", describe(error))

@@ -5,8 +5,10 @@ from aiohttp import web
 
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
+from proxy.telemetry import ProxyMetrics
 from shared.config import Settings
 from shared.limits import LimitEngine
+from shared.metrics import Metrics
 from shared.pricing import Pricing
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,3 +17,5 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 LIMITS = web.AppKey("limits", LimitEngine)
 SETTLER = web.AppKey("settler", Settler)
 PRICING = web.AppKey("pricing", Pricing)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+REGISTRY = web.AppKey("registry", Metrics)

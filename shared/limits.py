@@ -16,6 +16,11 @@ from shared.models import Key
 
 PREFIX = "gw:"
 NANO_PER_USD = 1_000_000_000
+# Usage events wait here for keymgmt to write them to Postgres. Trimmed (approximately) past this
+# length, so a keymgmt outage of about this many calls loses no event; a longer one loses the
+# oldest events, never spend, which the counters hold.
+EVENTS_STREAM = f"{PREFIX}events"
+EVENTS_MAX_LENGTH = 1_000_000
 
 
 def to_nano(usd: float) -> int:
@@ -68,6 +73,7 @@ class Settlement:
     key: Key
     cost_nano: int
     reservation: str = ""
+    event: dict[str, str] | None = None  # the call's usage event, appended to EVENTS_STREAM
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,15 @@ class LimitEngine:
         # EVALSHA directly: a Script in a pipeline would cost a SCRIPT EXISTS round trip.
         async with self.client.pipeline(transaction=True) as pipe:
             for settlement in settlements:
+                if settlement.event is not None:
+                    pipe.xadd(
+                        EVENTS_STREAM,
+                        settlement.event,  # type: ignore[arg-type]
+                        maxlen=EVENTS_MAX_LENGTH,
+                        approximate=True,
+                    )
+                if not settlement.cost_nano and not settlement.reservation:
+                    continue
                 key = settlement.key
                 names = KeyNames.of(key)
                 window_ms = key.cost_window_seconds * 1000 if key.cost_limit_in_usd_over_time else 0
