@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from keymgmt import reporting
+from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
 from keymgmt.openapi import build_openapi
 from keymgmt.routes import routes
+from keymgmt.spend import restore_lost_spend
 from keymgmt.store import KeyStore
-from keymgmt.typedefs import LIMITS, OPENAPI, SETTINGS, STORE
+from keymgmt.typedefs import (
+    ENGINE,
+    EVENTS_WRITTEN,
+    LIMITS,
+    OPENAPI,
+    REGISTRY,
+    REQUESTS,
+    SETTINGS,
+    STORE,
+)
 from shared.config import Settings
 from shared.db import create_engine, migrate, wait_for_database
 from shared.limits import LimitEngine
+from shared.metrics import Metrics
 from shared.redisconn import create_redis
+from shared.runtime import raise_if_cancelled
 
 MAX_BODY_BYTES = 1024 * 1024
+SPEND_CHECK_INTERVAL = 5.0
+log = logging.getLogger("gateway.keymgmt")
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -24,6 +44,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(settings.postgres)
     await wait_for_database(engine)
     await migrate(engine)
+    app[ENGINE] = engine
     app[STORE] = KeyStore(engine, settings.postgres)
     yield
     await engine.dispose()
@@ -37,14 +58,71 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def _forever(step: Callable[[], Awaitable[object]], interval: float, what: str) -> None:
+    while True:
+        raise_if_cancelled()
+        try:
+            await step()
+        except Exception as error:  # Redis or Postgres away: try again next time
+            raise_if_cancelled()
+            log.warning("%s failed: %s", what, error)
+        await asyncio.sleep(interval)
+
+
+async def background(app: web.Application) -> AsyncIterator[None]:
+    """The usage-event consumer, and the watch for a Redis that lost its spend."""
+    client, engine = app[LIMITS].client, app[ENGINE]
+    block_ms = max(50, int(app[SETTINGS].redis.read_timeout * 500))
+    consumer = EventConsumer(client, engine, app[EVENTS_WRITTEN], block_ms=block_ms)
+    tasks = [
+        asyncio.create_task(consumer.run(), name="usage-events"),
+        asyncio.create_task(
+            _forever(
+                lambda: restore_lost_spend(engine, client), SPEND_CHECK_INTERVAL, "spend check"
+            ),
+            name="spend-check",
+        ),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    route = request.match_info.route.resource
+    request.app[REQUESTS].inc(
+        route=route.canonical if route is not None else "unmatched",
+        method=request.method,
+        status=str(response.status),
+    )
+    return response
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body, content_type = request.app[REGISTRY].exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def create_app(settings: Settings) -> web.Application:
-    middlewares = [error_middleware]
+    middlewares = [count_requests, error_middleware]
     if settings.admin_pass:
         middlewares.append(admin_middleware(settings.admin_pass))
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[SETTINGS] = settings
     app[OPENAPI] = build_openapi(admin_pass_required=bool(settings.admin_pass))
-    app.cleanup_ctx.append(database)
-    app.cleanup_ctx.append(limits)
+    app[REGISTRY] = registry = Metrics(settings.statsd_address)
+    app[REQUESTS] = registry.counter(
+        "gateway_keymgmt_requests_total", "Admin API requests", ("route", "method", "status")
+    )
+    app[EVENTS_WRITTEN] = registry.counter(
+        "gateway_usage_events_written_total", "Usage events written to Postgres"
+    )
+    app.cleanup_ctx.extend([database, limits, background])
     app.add_routes(routes)
+    app.add_routes(reporting.routes)
+    app.router.add_get("/metrics", metrics_endpoint)
     return app

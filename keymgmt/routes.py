@@ -8,10 +8,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 from marshmallow import Schema, ValidationError
-from redis.exceptions import RedisError
 
-from keymgmt.errors import InvalidInput, KeyNotFound, LimitsUnavailable
-from keymgmt.typedefs import LIMITS, OPENAPI, STORE
+from keymgmt.errors import InvalidInput, KeyNotFound
+from keymgmt.typedefs import OPENAPI, STORE
 from shared.jsonutil import json_response
 from shared.schemas import MAX_TAGS, CreateKeySchema, KeySchema, UpdateKeySchema
 
@@ -90,25 +89,6 @@ async def update_key(request: web.Request) -> web.Response:
 async def delete_key(request: web.Request) -> web.Response:
     await request.app[STORE].delete(key_id_of(request))
     return web.Response(status=204)
-
-
-@routes.get("/api/reporting/keys/{key_id}")
-async def key_spend(request: web.Request) -> web.Response:
-    key = await request.app[STORE].get(key_id_of(request))
-    try:
-        usage = await request.app[LIMITS].usage(key)
-    except (RedisError, OSError, TimeoutError):
-        raise LimitsUnavailable("redis unavailable: spend cannot be read now") from None
-    return json_response(
-        {
-            "keyId": key.key_id,
-            "costInUsd": usage.cost_usd,
-            "costInUsdOverTime": usage.cost_usd_in_window,
-            "costLimitInUsdUnit": key.cost_limit_in_usd_unit,
-            "requestsInWindow": usage.requests_in_window,
-            "rateLimitUnit": key.rate_limit_unit,
-        }
-    )
 
 
 @routes.get("/api/health")

@@ -92,6 +92,11 @@ class KeyStore:
             return False
         return True
 
+    async def fetch(self, query: sa.Executable) -> list[Any]:
+        """Rows of a read-only query, with the store's error handling."""
+        async with self._transaction(write=False) as connection:
+            return list((await connection.execute(query)).all())
+
     async def create(self, fields: Mapping[str, Any]) -> Key:
         values = _values(fields)
         values["key_id"] = str(uuid.uuid4())

@@ -3,12 +3,18 @@
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.store import KeyStore
 from shared.config import Settings
 from shared.limits import LimitEngine
+from shared.metrics import Counter, Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
 STORE = web.AppKey("store", KeyStore)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 LIMITS = web.AppKey("limits", LimitEngine)
+REGISTRY = web.AppKey("registry", Metrics)
+REQUESTS = web.AppKey("requests", Counter)
+EVENTS_WRITTEN = web.AppKey("events_written", Counter)

@@ -13,6 +13,7 @@ import logging
 
 from shared.limits import LimitEngine, Settlement
 from shared.metrics import Counter
+from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.settle")
 
@@ -43,9 +44,11 @@ class Settler:
     async def run(self) -> None:
         delay = 0.1
         while True:
+            raise_if_cancelled()
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                raise_if_cancelled()
                 if await self._flush_once():
                     delay = 0.1
                 else:
@@ -58,6 +61,7 @@ class Settler:
             await self._engine.settle(batch)
         except Exception as error:
             self._pending.extendleft(reversed(batch))
+            raise_if_cancelled()
             self._errors.inc(operation="settle")
             if not self._failing:
                 log.warning("settling spend failed, will retry: %s", error)

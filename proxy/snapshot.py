@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db import describe, key_from_row, keys
 from shared.metrics import Counter
 from shared.models import Key
+from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.snapshot")
 
@@ -73,11 +74,13 @@ class SnapshotRefresher:
     async def run(self) -> None:
         delay = 0.25
         while True:
+            raise_if_cancelled()
             try:
                 await self.refresh()
                 self._recovered()
                 delay = self._interval
             except Exception as error:
+                raise_if_cancelled()
                 self._failed(error)
                 delay = (
                     min(delay * 2, self._interval) if not self._snapshot.loaded else self._interval

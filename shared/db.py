@@ -52,6 +52,27 @@ sa.Index(
 sa.Index("keys_updated_at", keys.c.updated_at)
 sa.Index("keys_tags", keys.c.tags, postgresql_using="gin")
 
+usage_events = sa.Table(
+    "usage_events",
+    metadata,
+    sa.Column("event_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("key_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("cached_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_nano", sa.BigInteger, nullable=False),
+    sa.Column("latency_ms", sa.Double, nullable=False),
+    sa.Column("upstream_ms", sa.Double, nullable=False),
+    sa.Column("streamed", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
+sa.Index("usage_events_time", usage_events.c.created_at)
+
 
 def key_from_row(row: Any) -> Key:
     return Key(

@@ -31,6 +31,14 @@ def to_usd(nano: int | float) -> float:
     return nano / NANO_PER_USD
 
 
+# Present while Redis holds the spend it has been given; gone when Redis lost its data.
+SPEND_MARKER = f"{PREFIX}spend-epoch"
+
+
+def spend_key(key_id: str) -> str:
+    return f"{PREFIX}{{{key_id}}}:spend"
+
+
 def _script(name: str) -> str:
     return resources.files("shared").joinpath("lua", name).read_text()
 
@@ -52,7 +60,7 @@ class KeyNames:
         base = f"{PREFIX}{{{key.key_id}}}:"
         return cls(
             rate=f"{base}rate:{key.rate_limit_unit}",
-            spend=f"{base}spend",
+            spend=spend_key(key.key_id),
             window_spend=f"{base}wspend:{key.cost_limit_in_usd_unit}",
             reservations=f"{base}res",
             reserved=f"{base}resamt",

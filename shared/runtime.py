@@ -9,3 +9,10 @@ def install_uvloop() -> None:
     except ImportError:  # not on every platform; the default loop works, only slower
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library turned into another error (redis-py can)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -106,7 +106,9 @@ def settings(
             password=os.environ.get("POSTGRESQL_PASSWORD", ""),
             db_name=database_name,
         ),
-        redis=RedisSettings(hosts=(redis_endpoint.host,), port=redis_endpoint.port, db=redis_db),
+        redis=RedisSettings(
+            hosts=(redis_endpoint.host,), port=redis_endpoint.port, db=redis_db, read_timeout=0.4
+        ),
         openai_api_key="sk-upstream-secret",
         snapshot_interval=0.2,
         log_format="text",
