@@ -1,4 +1,8 @@
-"""`python -m keymgmt` serves the admin API; `python -m keymgmt migrate` only migrates."""
+"""`python -m keymgmt` serves the admin API.
+
+`python -m keymgmt migrate` only migrates; `python -m keymgmt rebuild-spend` sets every key's
+lifetime spend in Redis to the sum of its usage events in Postgres.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ import sys
 from aiohttp import web
 
 from keymgmt.app import create_app
+from keymgmt.spend import rebuild_all_spend
 from shared.config import ConfigError, Settings
 from shared.db import create_engine, migrate, wait_for_database
 from shared.logs import setup_logging
+from shared.redisconn import create_redis
 from shared.runtime import install_uvloop
 
 log = logging.getLogger("gateway.keymgmt")
@@ -26,19 +32,34 @@ async def _migrate_only(settings: Settings) -> None:
         await engine.dispose()
 
 
+async def _rebuild_spend(settings: Settings) -> None:
+    engine = create_engine(settings.postgres, pool_size=1)
+    client = create_redis(settings.redis, max_connections=2)
+    try:
+        await wait_for_database(engine)
+        await migrate(engine)
+        rebuilt = await rebuild_all_spend(engine, client)
+        log.info("lifetime spend rebuilt from usage events", extra={"keys": rebuilt})
+    finally:
+        await client.aclose()
+        await engine.dispose()
+
+
+COMMANDS = {"migrate": _migrate_only, "rebuild-spend": _rebuild_spend}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         settings = Settings.from_env()
     except ConfigError as error:
         sys.exit(f"keymgmt: configuration error: {error}")
-    if args not in ([], ["migrate"]):
-        sys.exit("usage: python -m keymgmt [migrate]")
+    if len(args) > 1 or (args and args[0] not in COMMANDS):
+        sys.exit(f"usage: python -m keymgmt [{' | '.join(COMMANDS)}]")
     setup_logging(settings.log_format, settings.log_level)
     install_uvloop()
-    if args == ["migrate"]:
-        asyncio.run(_migrate_only(settings))
-        log.info("schema is up to date")
+    if args:
+        asyncio.run(COMMANDS[args[0]](settings))
         return
     log.info(
         "keymgmt listening", extra={"host": settings.keymgmt_host, "port": settings.keymgmt_port}

@@ -74,15 +74,15 @@ def _event(row: Any) -> dict[str, Any]:
 
 
 def _cursor(row: Any) -> str:
-    return base64.urlsafe_b64encode(
-        f"{row.created_at.timestamp()!r}|{row.event_id}".encode()
-    ).decode()
+    # ISO time keeps the microseconds exactly, so no event is skipped or repeated across pages.
+    text = f"{row.created_at.isoformat()}|{row.event_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 def _after(cursor: str) -> tuple[datetime, str]:
     try:
         moment, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromtimestamp(float(moment), UTC), str(uuid.UUID(event_id))
+        return datetime.fromisoformat(moment), str(uuid.UUID(event_id))
     except (ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidInput({"cursor": ["not a cursor from a previous page"]}) from None
 
@@ -121,7 +121,10 @@ async def key_events(request: web.Request) -> web.Response:
     )
     if "cursor" in request.query:
         moment, event_id = _after(request.query["cursor"])
-        query = query.where(sa.tuple_(e.created_at, e.event_id) > sa.tuple_(moment, event_id))
+        after = sa.tuple_(
+            sa.literal(moment, type_=e.created_at.type), sa.literal(event_id, type_=e.event_id.type)
+        )
+        query = query.where(sa.tuple_(e.created_at, e.event_id) > after)
     rows = await request.app[STORE].fetch(query)
     page = rows[:limit]
     next_cursor = _cursor(page[-1]) if len(rows) > limit else None
@@ -160,7 +163,7 @@ async def key_usage(request: web.Request) -> web.Response:
         {
             "start": row.bucket.timestamp(),
             "requests": row.requests,
-            "costInUsd": to_usd(row.cost_nano or 0),
+            "costInUsd": to_usd(int(row.cost_nano or 0)),
             "promptTokens": int(row.prompt_tokens or 0),
             "completionTokens": int(row.completion_tokens or 0),
             "latencyP50Ms": row.p50,
@@ -191,7 +194,7 @@ async def top_keys(request: web.Request) -> web.Response:
             {
                 "keyId": r.key_id,
                 "name": r.name,
-                "costInUsd": to_usd(r.cost_nano),
+                "costInUsd": to_usd(int(r.cost_nano)),
                 "requests": r.requests,
             }
             for r in rows

@@ -200,3 +200,4 @@ async def migrate(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
         await connection.run_sync(upgrade)
+    log.info("schema is up to date")
