@@ -12,10 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
-import sqlalchemy as sa
+import services
 from prometheus_client.parser import text_string_to_metric_families
 
-import services
 from shared.config import Settings
 from shared.db import create_engine, usage_events
 from tests.e2e.conftest import Gateway
