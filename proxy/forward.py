@@ -21,7 +21,7 @@ from proxy.errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from proxy.metering import StreamMeter, counted_usage, usage_of_body
+from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import LIMITS, METRICS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
 from proxy.upstream import client_headers, upstream_headers
@@ -100,6 +100,9 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
                 call.upstream_ended = time.perf_counter()
                 if call.metered and 200 <= upstream.status < 300:
                     call.usage, call.reported_model = usage_of_body(body)
+                    if call.usage is None:  # a compatible server that reports no usage
+                        prompt = call.prompt_tokens_estimate()
+                        call.usage = counted_usage(prompt, answer_text(body), call.model)
                 return web.Response(body=body, status=upstream.status, headers=headers)
             call.streamed = upstream.content_type == "text/event-stream"
             if call.streamed and call.metered:

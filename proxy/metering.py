@@ -57,6 +57,28 @@ def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
     return parse_usage(payload.get("usage")), model if isinstance(model, str) else ""
 
 
+def answer_text(body: bytes) -> str:
+    """The generated text of a non-streamed answer, for counting when it carries no usage."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(payload, dict):
+        return ""
+    pieces = []
+    for choice in payload.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            pieces.append(_streamed_text({"choices": [{"delta": message}]}))
+        elif isinstance(choice, dict) and isinstance(choice.get("text"), str):
+            pieces.append(choice["text"])
+    for item in payload.get("output") or ():
+        for part in item.get("content") or () if isinstance(item, dict) else ():
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                pieces.append(part["text"])
+    return "".join(pieces)
+
+
 def _streamed_text(payload: dict[str, Any]) -> str:
     """The generated text an event carries, in any of the streamed shapes."""
     if isinstance(payload.get("delta"), str) and str(payload.get("type", "")).endswith(".delta"):

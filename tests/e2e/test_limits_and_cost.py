@@ -319,3 +319,19 @@ async def test_stream_without_upstream_usage_is_counted_with_tiktoken(
     expected = prompt * INPUT + len(encoding.encode(text)) * OUTPUT
     spend = await settled_spend(gateway, config["keyId"], expected)
     assert spend["costInUsd"] == pytest.approx(expected)
+
+
+async def test_answer_without_upstream_usage_is_counted_with_tiktoken(
+    start_gateway: Start, pricing_file: str
+) -> None:
+    gateway = await start_gateway(pricing_file=pricing_file)
+    gateway.upstream.options.report_usage = False
+    raw, config = await gateway.create_key()
+    completion = await chat(gateway.client(raw))
+    assert completion.usage is None
+    encoding = tiktoken.get_encoding("cl100k_base")
+    prompt = 3 + 3 + len(encoding.encode("user")) + len(encoding.encode(MESSAGES[0]["content"]))
+    answer = completion.choices[0].message.content or ""
+    expected = prompt * INPUT + len(encoding.encode(answer)) * OUTPUT
+    spend = await settled_spend(gateway, config["keyId"], expected)
+    assert spend["costInUsd"] == pytest.approx(expected)

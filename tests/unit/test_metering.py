@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.metering import StreamMeter, Usage, parse_usage, usage_of_body
+from proxy.metering import StreamMeter, Usage, answer_text, parse_usage, usage_of_body
 
 
 def sse(payload: object) -> bytes:
@@ -114,3 +114,17 @@ def test_usage_shapes_and_garbage() -> None:
     assert parse_usage(None) is None
     assert usage_of_body(b"not json") == (None, "")
     assert usage_of_body(b'{"model": "x", "usage": {"prompt_tokens": 1}}') == (Usage(1, 0, 0), "x")
+
+
+def test_answer_text_of_each_shape() -> None:
+    chat = {
+        "choices": [
+            {"message": {"content": "Hi", "tool_calls": [{"function": {"arguments": "{}"}}]}}
+        ]
+    }
+    legacy = {"choices": [{"text": "Once"}]}
+    responses = {"output": [{"content": [{"type": "output_text", "text": "Yes"}]}]}
+    assert answer_text(orjson.dumps(chat)) == "Hi{}"
+    assert answer_text(orjson.dumps(legacy)) == "Once"
+    assert answer_text(orjson.dumps(responses)) == "Yes"
+    assert answer_text(b"[1, 2]") == ""
