@@ -39,10 +39,11 @@ def _text(value: str, limit: int = 512) -> str:
     return value.replace("\x00", "")[:limit]
 
 
-def row_of(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
+def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The table row of one stream entry, or None for an entry that is not an event."""
     try:
         event = {name.decode(): value.decode() for name, value in fields.items()}
+        recorded_ms = int(entry_id.split(b"-")[0])
         return {
             "event_id": str(uuid.UUID(event["event_id"])),
             "request_id": _text(event["request_id"]),
@@ -58,6 +59,7 @@ def row_of(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
             "upstream_ms": float(event["upstream_ms"]),
             "streamed": event["streamed"] == "1",
             "created_at": datetime.fromtimestamp(float(event["time"]), UTC),
+            "recorded_at": datetime.fromtimestamp(recorded_ms / 1000, UTC),
         }
     except (KeyError, ValueError, UnicodeDecodeError, OverflowError):
         return None
@@ -93,7 +95,7 @@ class EventConsumer:
             except Exception as error:
                 raise_if_cancelled()
                 if not (isinstance(error, RedisError | OSError) or is_unavailable(error)):
-                    raise
+                    log.exception("usage event consumer failed; retrying")
                 self._group_ready = False  # a restarted Redis has lost the group
                 self._failed(error)
                 await asyncio.sleep(delay)
@@ -139,7 +141,7 @@ class EventConsumer:
     async def _write(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         rows = []
         for entry_id, fields in entries:
-            row = row_of(fields)
+            row = row_of(entry_id, fields)
             if row is None:
                 log.error("skipping a malformed usage event %s", entry_id.decode())
             else:

@@ -3,43 +3,50 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as redis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import usage_events
-from shared.limits import SPEND_MARKER, spend_key
+from shared.limits import EVENTS_STREAM, SPEND_MARKER, spend_key
 
 log = logging.getLogger("gateway.spend")
 
 
 async def spend_by_key(engine: AsyncEngine, before: datetime | None = None) -> dict[str, int]:
+    """Spend per key from the events; with `before`, only what reached Redis before that time."""
     query = sa.select(usage_events.c.key_id, sa.func.sum(usage_events.c.cost_nano)).group_by(
         usage_events.c.key_id
     )
     if before is not None:
-        query = query.where(usage_events.c.created_at < before)
+        query = query.where(usage_events.c.recorded_at < before)
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
     return {str(key_id): int(total) for key_id, total in rows if total}
 
 
 async def restore_lost_spend(engine: AsyncEngine, client: redis.Redis) -> bool:
-    """If Redis came back empty, add the spend it held before its restart; True if it did.
+    """If Redis came back empty, add the spend it held before; True if it did.
 
-    Spend settled after the restart is already in Redis, so only events older than Redis's
-    start are added. The marker is taken first, so that one keymgmt replica does it, once.
+    An event reaches the stream in the same transaction as its charge. The events recorded before
+    the first entry of the new stream (or before now, if it has none yet) are the charges the
+    restarted Redis lost; later ones it holds already. The marker is taken first, so that one
+    keymgmt replica does this, once.
     """
     if await client.exists(SPEND_MARKER):
         return False
-    info = await client.info("server")
-    redis_started = datetime.fromtimestamp(time.time() - int(info["uptime_in_seconds"]), UTC)
-    if not await client.set(SPEND_MARKER, str(info["run_id"]), nx=True):
+    if not await client.set(SPEND_MARKER, "restored", nx=True):
         return False
-    sums = await spend_by_key(engine, before=redis_started)
+    first: Any = await client.xrange(EVENTS_STREAM, count=1)
+    if first:
+        cutoff_ms = int(first[0][0].split(b"-")[0])
+    else:
+        seconds, micros = await client.time()
+        cutoff_ms = seconds * 1000 + micros // 1000
+    sums = await spend_by_key(engine, before=datetime.fromtimestamp(cutoff_ms / 1000, UTC))
     async with client.pipeline(transaction=False) as pipe:
         for key_id, nano in sums.items():
             pipe.incrby(spend_key(key_id), nano)

@@ -1,12 +1,25 @@
-"""Stage 2, admit: one Redis script checks every limit of the key and reserves the call's cost."""
+"""Stage 2, admit: one Redis script checks every limit of the key and reserves the call's cost.
+
+While Redis is away, or back without its data, the replica decides alone (proxy/fallback.py).
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from redis.exceptions import RedisError
 
 from proxy.calls import Call
-from proxy.errors import budget_spent, limits_unavailable, rate_limited, window_budget_spent
-from shared.limits import LimitEngine, has_cost_limits, has_limits, to_nano
+from proxy.errors import budget_spent, rate_limited, window_budget_spent
+from proxy.fallback import LocalLimits
+from shared.limits import (
+    Admission,
+    LimitEngine,
+    LimitsNotReady,
+    has_cost_limits,
+    has_limits,
+    to_nano,
+)
 from shared.metrics import Counter
 from shared.pricing import Pricing
 
@@ -22,17 +35,33 @@ def reservation_nano(call: Call, pricing: Pricing) -> int:
     return to_nano(prompt_cost + call.max_output_tokens() * rates.output)
 
 
-async def admit(call: Call, engine: LimitEngine, pricing: Pricing, errors: Counter) -> None:
+async def decide(
+    call: Call, engine: LimitEngine, local: LocalLimits, reservation: int, errors: Counter
+) -> Admission:
+    if local.should_try_redis():
+        try:
+            admission = await engine.admit(call.key, reservation)
+        except LimitsNotReady:
+            local.redis_failed()
+        except (RedisError, OSError, TimeoutError):
+            errors.inc(operation="admit")
+            local.redis_failed()
+        else:
+            local.redis_answered(call.key, admission)
+            return admission
+    return local.admit(call.key, reservation)
+
+
+async def admit(
+    call: Call, engine: LimitEngine, local: LocalLimits, pricing: Pricing, errors: Counter
+) -> None:
     key = call.key
     if not has_limits(key):
         return
-    try:
-        admission = await engine.admit(key, reservation_nano(call, pricing))
-    except (RedisError, OSError, TimeoutError):
-        errors.inc(operation="admit")
-        raise limits_unavailable() from None
+    reservation = reservation_nano(call, pricing)
+    admission = await decide(call, engine, local, reservation, errors)
     if admission.admitted:
-        call.admission = admission
+        call.admission = dataclasses.replace(admission, reservation_nano=reservation)
     elif admission.reason == "rate":
         raise rate_limited(
             key.rate_limit_over_time, key.rate_limit_unit, admission.retry_after or 1

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from proxy.errors import not_found
+from proxy.fallback import LocalLimits
 from proxy.forward import PREFIX, handle
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics
-from proxy.typedefs import LIMITS, METRICS, PRICING, REGISTRY, SESSION, SETTINGS, SETTLER, SNAPSHOT
+from proxy.typedefs import (
+    LIMITS,
+    LOCAL_LIMITS,
+    METRICS,
+    PRICING,
+    REGISTRY,
+    SESSION,
+    SETTINGS,
+    SETTLER,
+    SNAPSHOT,
+)
 from proxy.upstream import create_session
 from shared import tokens
 from shared.config import Settings
@@ -27,6 +39,7 @@ from shared.redisconn import create_redis
 
 # How long a graceful stop waits for queued spend to reach Redis.
 DRAIN_TIMEOUT = 10.0
+log = logging.getLogger("gateway.proxy")
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -55,8 +68,11 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
     task = asyncio.create_task(settler.run(), name="settler")
     yield
-    await _stop(task)
-    await settler.drain(DRAIN_TIMEOUT)
+    settler.close(within=DRAIN_TIMEOUT)
+    try:
+        await asyncio.wait_for(task, DRAIN_TIMEOUT + 5)
+    except TimeoutError:
+        log.error("settlement flusher did not stop in time")
     await client.aclose()
 
 
@@ -117,6 +133,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
+    app[LOCAL_LIMITS] = LocalLimits(
+        settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max
+    )
     app[REGISTRY] = Metrics(settings.statsd_address)
     app[METRICS] = ProxyMetrics.register(app[REGISTRY])
     register_gauges(app)

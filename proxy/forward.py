@@ -23,7 +23,16 @@ from proxy.errors import (
 )
 from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
 from proxy.telemetry import record_call, usage_event
-from proxy.typedefs import LIMITS, METRICS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
+from proxy.typedefs import (
+    LIMITS,
+    LOCAL_LIMITS,
+    METRICS,
+    PRICING,
+    SESSION,
+    SETTINGS,
+    SETTLER,
+    SNAPSHOT,
+)
 from proxy.upstream import client_headers, upstream_headers
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
@@ -41,7 +50,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
-        await admit(call, app[LIMITS], app[PRICING], app[METRICS].redis_errors)
+        await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         response = await forward(request, call)
         outcome = (response.status, "")
         return response
@@ -181,7 +190,10 @@ def finish(
     latency = time.perf_counter() - started
     cost = charge(app, call, outcome[0]) if call is not None else 0
     if call is not None:
-        reservation = call.admission.reservation if call.admission else ""
+        admission = call.admission
+        if admission is not None and admission.local:
+            app[LOCAL_LIMITS].settled(call.key, admission.reservation_nano, cost)
+        reservation = admission.reservation if admission else ""
         event = usage_event(call, cost, latency) if call.upstream_started else None
         if event is not None or reservation:
             app[SETTLER].submit(Settlement(call.key, cost, reservation, event))

@@ -2,7 +2,8 @@
 
 A request only enqueues its settlement, without awaiting, so that neither a disconnecting client
 nor a slow Redis can lose it. The queue is flushed as soon as it has anything (spend shows within
-a second), retried while Redis is away, and drained on shutdown.
+a second), retried while Redis is away, and drained on shutdown. The flusher is never cancelled
+in the middle of a batch: a batch cut off there could have reached Redis or not.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 
 from shared.limits import LimitEngine, Settlement
 from shared.metrics import Counter
-from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.settle")
 
 BATCH = 256
+MAX_RETRY_DELAY = 5.0
 
 
 class Settler:
@@ -28,6 +30,7 @@ class Settler:
         self._max_pending = max_pending
         self._wake = asyncio.Event()
         self._failing = False
+        self._close_by: float | None = None  # monotonic deadline once closing
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -42,18 +45,28 @@ class Settler:
         self._wake.set()
 
     async def run(self) -> None:
+        """Flush until closed and drained (or out of time to drain)."""
         delay = 0.1
         while True:
-            raise_if_cancelled()
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                raise_if_cancelled()
-                if await self._flush_once():
-                    delay = 0.1
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            if not self._pending:
+                if self._close_by is not None:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            if await self._flush_once():
+                delay = 0.1
+                continue
+            if self._close_by is not None and time.monotonic() >= self._close_by:
+                log.error("stopping with %d settlements not applied", len(self._pending))
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    def close(self, within: float) -> None:
+        """Ask `run` to drain what is queued and return, trying for at most `within` seconds."""
+        self._close_by = time.monotonic() + within
+        self._wake.set()
 
     async def _flush_once(self) -> bool:
         batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
@@ -61,7 +74,6 @@ class Settler:
             await self._engine.settle(batch)
         except Exception as error:
             self._pending.extendleft(reversed(batch))
-            raise_if_cancelled()
             self._errors.inc(operation="settle")
             if not self._failing:
                 log.warning("settling spend failed, will retry: %s", error)
@@ -71,13 +83,3 @@ class Settler:
             log.info("settling spend recovered")
         self._failing = False
         return True
-
-    async def drain(self, within: float) -> None:
-        """Apply everything queued, for a graceful stop."""
-        try:
-            async with asyncio.timeout(within):
-                while self._pending:
-                    if not await self._flush_once():
-                        await asyncio.sleep(0.2)
-        except TimeoutError:
-            log.error("stopping with %d settlements not applied", len(self._pending))

@@ -3,6 +3,7 @@
 import aiohttp
 from aiohttp import web
 
+from proxy.fallback import LocalLimits
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from proxy.telemetry import ProxyMetrics
@@ -19,3 +20,4 @@ SETTLER = web.AppKey("settler", Settler)
 PRICING = web.AppKey("pricing", Pricing)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 REGISTRY = web.AppKey("registry", Metrics)
+LOCAL_LIMITS = web.AppKey("local_limits", LocalLimits)

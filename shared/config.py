@@ -51,6 +51,18 @@ class _Reader:
             raise ConfigError(f"{name}: {number} is outside {minimum}..{maximum}")
         return number
 
+    def fraction(self, name: str, default: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: not a number: {value!r}") from None
+        if not 0 < number <= 1:
+            raise ConfigError(f"{name}: {number} is outside (0, 1]")
+        return number
+
     def port(self, name: str, default: int) -> int:
         return self.integer(name, default, minimum=1, maximum=65535)
 
@@ -121,6 +133,9 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     statsd_address: str = ""
+    redis_outage_mode: str = "local"
+    redis_outage_share: float = 0.5
+    redis_outage_max: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -168,6 +183,9 @@ class Settings:
             log_format=env.choice("LOG_FORMAT", "json", _LOG_FORMATS),
             log_level=env.choice("LOG_LEVEL", "info", _LOG_LEVELS),
             statsd_address=env.text("STATSD_ADDRESS", ""),
+            redis_outage_mode=env.choice("REDIS_OUTAGE_MODE", "local", ("local", "closed")),
+            redis_outage_share=env.fraction("REDIS_OUTAGE_SHARE", 0.5),
+            redis_outage_max=env.duration("REDIS_OUTAGE_MAX", "5m"),
         )
 
     def require_upstream_key(self) -> None:

@@ -69,6 +69,7 @@ usage_events = sa.Table(
     sa.Column("upstream_ms", sa.Double, nullable=False),
     sa.Column("streamed", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)
@@ -111,7 +112,15 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, UNAVAILABLE_ERRORS)
+    # SQLAlchemy wraps the driver's error, which wraps asyncpg's: look through the chain.
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, UNAVAILABLE_ERRORS):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 def database_url(settings: PostgresSettings) -> sa.URL:

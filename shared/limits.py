@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
@@ -67,6 +68,10 @@ class KeyNames:
         )
 
 
+class LimitsNotReady(Exception):
+    """Redis came back without its data and keymgmt has not restored the spend yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     admitted: bool
@@ -74,6 +79,11 @@ class Admission:
     retry_after: float | None = None  # seconds, for "rate" and "window"
     remaining_requests: int | None = None  # in the rate window, when the key has a rate limit
     reservation: str = ""
+    # Budget committed (spend + reservations) after this admission, nano-USD; -1: no such limit.
+    lifetime_committed: int = -1
+    window_committed: int = -1
+    local: bool = False  # decided by this replica alone, while Redis was away
+    reservation_nano: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +124,14 @@ class LimitEngine:
         names = KeyNames.of(key)
         reservation = uuid.uuid4().hex if has_cost_limits(key) else ""
         return (
-            [names.rate, names.spend, names.window_spend, names.reservations, names.reserved],
+            [
+                names.rate,
+                names.spend,
+                names.window_spend,
+                names.reservations,
+                names.reserved,
+                SPEND_MARKER,
+            ],
             [
                 key.rate_limit_over_time,
                 key.rate_window_seconds * 1000,
@@ -179,12 +196,19 @@ class LimitEngine:
         return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
 
 
-def parse_admission(reply: list[object], reservation: str) -> Admission:
-    if int(reply[0]) == 1:  # type: ignore[call-overload]
-        remaining = int(reply[1])  # type: ignore[call-overload]
+def parse_admission(reply: list[Any], reservation: str) -> Admission:
+    outcome = int(reply[0])
+    if outcome == 2:
+        raise LimitsNotReady
+    if outcome == 1:
+        remaining, lifetime, window = (int(value) for value in reply[1:4])
         return Admission(
-            True, remaining_requests=None if remaining < 0 else remaining, reservation=reservation
+            True,
+            remaining_requests=None if remaining < 0 else remaining,
+            reservation=reservation,
+            lifetime_committed=lifetime,
+            window_committed=window,
         )
     reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-    wait_ms = int(reply[2])  # type: ignore[call-overload]
+    wait_ms = int(reply[2])
     return Admission(False, reason=reason, retry_after=None if wait_ms < 0 else wait_ms / 1000)

@@ -1,13 +1,17 @@
 -- Admit one request, or refuse it, in one atomic step.
 -- KEYS: 1 rate buckets (hash), 2 lifetime spend, 3 windowed spend buckets (hash),
---       4 reservation expiries (zset), 5 reservation amounts (hash, plus field "total")
+--       4 reservation expiries (zset), 5 reservation amounts (hash, plus field "total"),
+--       6 the spend marker (absent while a Redis that lost its data waits for its spend)
 -- ARGV: 1 rate limit N (0: none), 2 rate window ms, 3 lifetime limit (nano-USD, 0: none),
 --       4 windowed limit (nano-USD, 0: none), 5 cost window ms, 6 reservation (nano-USD),
 --       7 reservation id, 8 reservation lifetime ms
--- Returns {1, requests left in the window (-1: no rate limit)} or {0, reason, retry after ms}.
+-- Returns {1, requests left in the window (-1: no rate limit), lifetime and windowed budget now
+-- committed (spend + reservations, nano-USD; -1 where the key has no such limit)},
+-- {0, reason, retry after ms}, or {2} when spend is not restored yet.
 -- Windows are sliding and bucketed (BUCKETS buckets a window); every bucket that overlaps the
 -- last window counts whole, so no interval of one window ever holds more than the limit.
 local BUCKETS = 60
+if redis.call('EXISTS', KEYS[6]) == 0 then return {2} end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
@@ -72,11 +76,13 @@ if lifetime_limit > 0 or window_limit > 0 then
   reserved = tonumber(redis.call('HGET', KEYS[5], 'total') or '0')
 end
 
+local lifetime_committed, window_committed = -1, -1
 if lifetime_limit > 0 then
   local spent = tonumber(redis.call('GET', KEYS[2]) or '0')
   if spent >= lifetime_limit or spent + reserved + amount > lifetime_limit then
     return {0, 'cost', -1}
   end
+  lifetime_committed = spent + reserved + amount
 end
 
 if window_limit > 0 then
@@ -87,6 +93,7 @@ if window_limit > 0 then
     if excess <= spent then wait = wait_for(live, width, cost_window, math.max(excess, 1)) end
     return {0, 'window', wait}
   end
+  window_committed = spent + reserved + amount
 end
 
 if rate_limit > 0 then
@@ -101,5 +108,6 @@ if (lifetime_limit > 0 or window_limit > 0) and amount > 0 then
   redis.call('PEXPIRE', KEYS[4], reservation_ms)
   redis.call('PEXPIRE', KEYS[5], reservation_ms)
 end
-if rate_limit > 0 then return {1, rate_limit - requests - 1} end
-return {1, -1}
+local left = -1
+if rate_limit > 0 then left = rate_limit - requests - 1 end
+return {1, left, lifetime_committed, window_committed}

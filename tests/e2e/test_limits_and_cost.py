@@ -293,9 +293,11 @@ async def test_patch_takes_effect_and_keeps_spend_unless_the_unit_changes(priced
     await chat(client)
 
 
-async def test_redis_unreachable_is_a_quick_503(start_gateway: Start, settings: Any) -> None:
+async def test_redis_unreachable_in_closed_mode_is_a_quick_503(
+    start_gateway: Start, settings: Any
+) -> None:
     nowhere = RedisSettings(hosts=("127.0.0.1",), port=services.free_port(), read_timeout=0.5)
-    gateway = await start_gateway(redis=nowhere)
+    gateway = await start_gateway(redis=nowhere, redis_outage_mode="closed")
     raw, config = await gateway.create_key(rateLimitOverTime=5, rateLimitUnit="m")
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as raised:

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from shared.config import Settings
-from shared.limits import LimitEngine, Settlement, to_nano
+from shared.limits import SPEND_MARKER, LimitEngine, LimitsNotReady, Settlement, to_nano
 from shared.models import Key
 from shared.redisconn import create_redis
 
@@ -35,7 +35,8 @@ async def client(settings: Settings) -> AsyncIterator[redis.Redis]:
 
 
 @pytest.fixture
-def engine(client: redis.Redis) -> LimitEngine:
+async def engine(client: redis.Redis) -> LimitEngine:
+    await client.set(SPEND_MARKER, "test")
     return LimitEngine(client, reservation_lifetime=60)
 
 
@@ -100,7 +101,9 @@ async def test_windowed_cost_refuses_with_retry_after(engine: LimitEngine) -> No
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.6)
 
 
-async def test_reservations_lapse_when_never_settled(client: redis.Redis) -> None:
+async def test_reservations_lapse_when_never_settled(
+    client: redis.Redis, engine: LimitEngine
+) -> None:
     engine = LimitEngine(client, reservation_lifetime=1)
     key = make_key(cost_limit_in_usd=1.0)
     assert (await engine.admit(key, to_nano(0.9))).admitted
@@ -151,3 +154,14 @@ async def test_scripts_lost_by_redis_are_loaded_again(
     await client.script_flush()
     assert (await engine.admit(key, to_nano(0.1))).admitted
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.1)
+
+
+async def test_a_redis_without_restored_spend_is_not_trusted(
+    engine: LimitEngine, client: redis.Redis
+) -> None:
+    key = make_key(cost_limit_in_usd=1.0)
+    await client.delete(SPEND_MARKER)
+    with pytest.raises(LimitsNotReady):
+        await engine.admit(key)
+    await client.set(SPEND_MARKER, "restored")
+    assert (await engine.admit(key)).admitted

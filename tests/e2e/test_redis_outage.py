@@ -1,0 +1,110 @@
+"""Redis stopped and restarted empty under traffic: calls keep flowing, no spend is lost, and no
+call is admitted past a limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+import services
+
+from shared.config import Settings
+from tests.e2e.conftest import Gateway
+from tests.e2e.test_observability import events_of
+
+Start = Callable[..., Awaitable[Gateway]]
+MODEL = "outage-model"
+MESSAGES = [{"role": "user", "content": "hello there friend"}]
+CALL_COST = 6 * 1e-4 + 5 * 1e-3  # the fake's 6 prompt and 5 completion tokens at these prices
+
+
+@pytest.fixture
+def private_redis(scratch_dir: Path) -> Iterator[services.Redis]:
+    with services.Redis(scratch_dir / f"redis-{time.monotonic_ns()}") as server:
+        yield server
+
+
+@pytest.fixture
+def pricing_file(tmp_path: Path) -> str:
+    path = tmp_path / "prices.json"
+    prices = {MODEL: {"input_cost_per_token": 1e-4, "output_cost_per_token": 1e-3}}
+    path.write_bytes(orjson.dumps(prices))
+    return str(path)
+
+
+async def served(client: openai.AsyncOpenAI, attempts: int) -> tuple[int, int]:
+    ok = refused = 0
+    for _ in range(attempts):
+        try:
+            await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+            ok += 1
+        except openai.RateLimitError:
+            refused += 1
+    return ok, refused
+
+
+async def spend_reaches(gateway: Gateway, key_id: str, expected: float, within: float) -> float:
+    deadline = time.monotonic() + within
+    while True:
+        response = await gateway.keymgmt.get(f"/api/reporting/keys/{key_id}")
+        if response.status == 200:
+            spend = (await response.json())["costInUsd"]
+            if spend >= expected - 1e-9 or time.monotonic() > deadline:
+                return float(spend)
+        elif time.monotonic() > deadline:
+            raise AssertionError(f"reporting still answers {response.status}")
+        await asyncio.sleep(0.2)
+
+
+async def test_redis_restarted_empty_loses_no_spend_and_admits_nothing_past_a_limit(
+    start_gateway: Start, settings: Settings, private_redis: services.Redis, pricing_file: str
+) -> None:
+    redis_settings = replace(settings.redis, port=private_redis.port, db=0)
+    gateway = await start_gateway(redis=redis_settings, pricing_file=pricing_file)
+    raw, config = await gateway.create_key(
+        rateLimitOverTime=20, rateLimitUnit="m", costLimitInUsd=1000 * CALL_COST
+    )
+    client = gateway.client(raw)
+    before, _ = await served(client, 3)
+    await events_of(gateway.settings, config["keyId"], 3)  # in Postgres before Redis goes
+    spend_before = await spend_reaches(gateway, config["keyId"], before * CALL_COST, 2)
+
+    await asyncio.to_thread(private_redis.stop)
+    during, refused = await served(client, 15)
+    await asyncio.to_thread(private_redis.start)  # empty: it kept nothing on disk
+
+    spend_after = await spend_reaches(gateway, config["keyId"], (before + during) * CALL_COST, 15)
+    admitted = before + during
+    print(
+        f"\nredis outage: served {during} of 15 calls during it ({refused} refused locally); "
+        f"spend before {spend_before:.6f} USD, after {spend_after:.6f} USD, "
+        f"expected {admitted * CALL_COST:.6f}; calls admitted past the rate limit of 20: "
+        f"{max(0, admitted - 20)}"
+    )
+    assert during == 10  # half the rate limit, the default share a replica takes alone
+    assert spend_after == pytest.approx(admitted * CALL_COST)
+    assert admitted <= 20
+    # Redis is trusted again once the spend is back: calls go through it.
+    assert (await served(client, 1))[0] == 1
+    assert await spend_reaches(gateway, config["keyId"], (admitted + 1) * CALL_COST, 3) == (
+        pytest.approx((admitted + 1) * CALL_COST)
+    )
+
+
+async def test_a_key_whose_spend_was_never_seen_is_refused_while_redis_is_away(
+    start_gateway: Start, settings: Settings, private_redis: services.Redis
+) -> None:
+    gateway = await start_gateway(redis=replace(settings.redis, port=private_redis.port, db=0))
+    budgeted, _ = await gateway.create_key(costLimitInUsd=5)
+    rate_only, _ = await gateway.create_key(rateLimitOverTime=10, rateLimitUnit="m")
+    await asyncio.to_thread(private_redis.stop)
+    with pytest.raises(openai.APIStatusError) as raised:
+        await gateway.client(budgeted).models.list()
+    assert (raised.value.status_code, raised.value.code) == (503, "limits_unavailable")
+    assert (await gateway.client(rate_only).models.list()).data
