@@ -38,12 +38,21 @@ from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
 PREFIX = "/api/providers/openai/v1"
+MAX_REQUEST_ID = 128
 log = logging.getLogger("gateway.proxy")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's X-Request-Id when it is a sane token, else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request_id_of(request)
     app = request.app
     call: Call | None = None
     outcome = (0, "")
