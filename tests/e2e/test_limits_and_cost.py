@@ -308,32 +308,27 @@ async def test_redis_unreachable_in_closed_mode_is_a_quick_503(
     assert (await gateway.keymgmt.get(f"/api/reporting/keys/{config['keyId']}")).status == 503
 
 
-async def test_stream_without_upstream_usage_is_counted_with_tiktoken(
-    start_gateway: Start, pricing_file: str
+def counted_cost(answer: str) -> float:
+    """The cost of MESSAGES and `answer` counted as the API counts them (cl100k for this model)."""
+    encoding = tiktoken.get_encoding("cl100k_base")
+    prompt = 3 + 3 + len(encoding.encode("user")) + len(encoding.encode(MESSAGES[0]["content"]))
+    return prompt * INPUT + len(encoding.encode(answer)) * OUTPUT
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not streamed"])
+async def test_answers_without_upstream_usage_are_counted_with_tiktoken(
+    start_gateway: Start, pricing_file: str, stream: bool
 ) -> None:
     gateway = await start_gateway(pricing_file=pricing_file)
     gateway.upstream.options.report_usage = False
     raw, config = await gateway.create_key()
-    stream = await chat(gateway.client(raw), stream=True)
-    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-    encoding = tiktoken.get_encoding("cl100k_base")
-    prompt = 3 + 3 + len(encoding.encode("user")) + len(encoding.encode(MESSAGES[0]["content"]))
-    expected = prompt * INPUT + len(encoding.encode(text)) * OUTPUT
-    spend = await settled_spend(gateway, config["keyId"], expected)
-    assert spend["costInUsd"] == pytest.approx(expected)
-
-
-async def test_answer_without_upstream_usage_is_counted_with_tiktoken(
-    start_gateway: Start, pricing_file: str
-) -> None:
-    gateway = await start_gateway(pricing_file=pricing_file)
-    gateway.upstream.options.report_usage = False
-    raw, config = await gateway.create_key()
-    completion = await chat(gateway.client(raw))
-    assert completion.usage is None
-    encoding = tiktoken.get_encoding("cl100k_base")
-    prompt = 3 + 3 + len(encoding.encode("user")) + len(encoding.encode(MESSAGES[0]["content"]))
-    answer = completion.choices[0].message.content or ""
-    expected = prompt * INPUT + len(encoding.encode(answer)) * OUTPUT
+    if stream:
+        chunks = await chat(gateway.client(raw), stream=True)
+        answer = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+    else:
+        completion = await chat(gateway.client(raw))
+        assert completion.usage is None
+        answer = completion.choices[0].message.content or ""
+    expected = counted_cost(answer)
     spend = await settled_spend(gateway, config["keyId"], expected)
     assert spend["costInUsd"] == pytest.approx(expected)
