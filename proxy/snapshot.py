@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import describe, key_from_row, keys
+from shared.db import describe, keys
 from shared.metrics import Counter
 from shared.models import Key
 from shared.runtime import raise_if_cancelled
@@ -58,6 +60,68 @@ class KeySnapshot:
                 by_hash[key.key_hash] = key
 
 
+PAGE = 20_000
+
+
+def _seconds(column: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
+    return sa.cast(sa.extract("epoch", column), sa.Double)
+
+
+# Only what the proxy needs, with times as epoch seconds: no name, tags or reason to hold.
+SNAPSHOT_QUERY = sa.select(
+    sa.cast(keys.c.key_id, sa.Text),
+    keys.c.key_hash,
+    keys.c.revoked,
+    keys.c.cost_limit_in_usd,
+    keys.c.cost_limit_in_usd_over_time,
+    keys.c.cost_limit_in_usd_unit,
+    keys.c.rate_limit_over_time,
+    keys.c.rate_limit_unit,
+    _seconds(keys.c.created_at),
+    _seconds(keys.c.updated_at),
+    _seconds(keys.c.expires_at),
+    keys.c.deleted_at.is_not(None),
+)
+
+
+def key_of(row: Any) -> Key:
+    (key_id, key_hash, revoked, cost, window_cost, window_unit, rate, rate_unit,
+     created, updated, expires, deleted) = row  # fmt: skip
+    return Key(
+        key_id=key_id,
+        name="",
+        key_hash=key_hash,
+        created_at=created,
+        updated_at=updated,
+        revoked=revoked,
+        cost_limit_in_usd=cost,
+        cost_limit_in_usd_over_time=window_cost,
+        cost_limit_in_usd_unit=window_unit,
+        rate_limit_over_time=rate,
+        rate_limit_unit=rate_unit,
+        expires_at=expires,
+        deleted=deleted,
+    )
+
+
+async def _load_all(connection: AsyncConnection) -> list[Key]:
+    """Every live key, a page at a time: each statement stays short, whatever the key count."""
+    loaded: list[Key] = []
+    live = SNAPSHOT_QUERY.where(keys.c.deleted_at.is_(None)).order_by(keys.c.key_id).limit(PAGE)
+    after: str | None = None
+    while True:
+        query = (
+            live
+            if after is None
+            else live.where(keys.c.key_id > sa.cast(after, keys.c.key_id.type))
+        )
+        page = [key_of(row) for row in await connection.execute(query)]
+        loaded += page
+        if len(page) < PAGE:
+            return loaded
+        after = page[-1].key_id
+
+
 class SnapshotRefresher:
     """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
 
@@ -89,15 +153,18 @@ class SnapshotRefresher:
 
     async def refresh(self) -> None:
         async with self._engine.connect() as connection:
+            # Taken before reading, so that what changes meanwhile is read again next time.
             clock = (await connection.execute(sa.select(sa.func.now()))).scalar_one()
             if self._read_clock is None:
-                query = keys.select().where(keys.c.deleted_at.is_(None))
+                loaded = await _load_all(connection)
             else:
-                query = keys.select().where(keys.c.updated_at >= self._read_clock - OVERLAP)
-            rows = (await connection.execute(query)).all()
-        loaded = [key_from_row(row) for row in rows]
+                changed = SNAPSHOT_QUERY.where(keys.c.updated_at >= self._read_clock - OVERLAP)
+                loaded = [key_of(row) for row in await connection.execute(changed)]
         if self._read_clock is None:
             self._snapshot.replace(loaded)
+            # A million long-lived keys would make every full collection crawl over them.
+            gc.collect()
+            gc.freeze()
             log.info("key snapshot loaded", extra={"keys": len(loaded)})
         else:
             self._snapshot.apply(loaded)

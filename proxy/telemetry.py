@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 
 from proxy.calls import Call
@@ -91,7 +91,7 @@ def usage_event(call: Call, cost_nano: int, latency: float) -> dict[str, str]:
     """The durable record of one call, as Redis stream fields."""
     usage = call.usage
     return {
-        "event_id": uuid.uuid4().hex,
+        "event_id": os.urandom(16).hex(),
         "request_id": call.request_id,
         "key_id": call.key.key_id,
         "model": call.reported_model or call.model,

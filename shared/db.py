@@ -82,7 +82,7 @@ def key_from_row(row: Any) -> Key:
         key_hash=row.key_hash,
         created_at=row.created_at.timestamp(),
         updated_at=row.updated_at.timestamp(),
-        tags=list(row.tags),
+        tags=tuple(row.tags),
         revoked=row.revoked,
         revoked_reason=row.revoked_reason,
         cost_limit_in_usd=row.cost_limit_in_usd,

@@ -5,7 +5,8 @@ Amounts are integers in nano-USD, so that Redis adds them exactly.
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+import os
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -111,18 +112,24 @@ def has_cost_limits(key: Key) -> bool:
     return bool(key.cost_limit_in_usd or key.cost_limit_in_usd_over_time)
 
 
+# The keys and arguments of one admission, and the future its caller awaits.
+_Waiting = tuple[list[str], list[int | str], "asyncio.Future[Any]"]
+
+
 class LimitEngine:
     def __init__(self, client: redis.Redis, reservation_lifetime: float) -> None:
         self.client = client
         self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
         self._admit = client.register_script(_script("admit.lua"))
+        self._waiting: list[_Waiting] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._settle = client.register_script(_script("settle.lua"))
         self._usage = client.register_script(_script("usage.lua"))
 
     def admit_call(self, key: Key, reservation_nano: int) -> tuple[list[str], list[int | str], str]:
         """Keys and arguments of the admit script for one request, and its reservation id."""
         names = KeyNames.of(key)
-        reservation = uuid.uuid4().hex if has_cost_limits(key) else ""
+        reservation = os.urandom(8).hex() if has_cost_limits(key) else ""
         return (
             [
                 names.rate,
@@ -146,8 +153,51 @@ class LimitEngine:
         )
 
     async def admit(self, key: Key, reservation_nano: int = 0) -> Admission:
+        """Admit one call. Calls that arrive in the same event-loop turn share one round trip."""
         keys, args, reservation = self.admit_call(key, reservation_nano)
-        return parse_admission(await self._admit(keys, args), reservation)
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, args, waiter))
+        if len(self._waiting) == 1:
+            asyncio.get_running_loop().call_soon(self._send_waiting)
+        return parse_admission(await waiter, reservation)
+
+    def _send_waiting(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._admit_batch(batch))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _admit_batch(self, batch: list[_Waiting]) -> None:
+        try:
+            replies = await self._evalsha_all(batch)
+        except BaseException as error:  # every waiter learns that Redis failed it
+            for _, _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (_, _, waiter), reply in zip(batch, replies, strict=True):
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    async def _evalsha_all(self, batch: list[_Waiting]) -> list[Any]:
+        try:
+            return await self._evalsha_pipeline(batch)
+        except NoScriptError:
+            # Redis lost its scripts (a restart): nothing of the batch ran, so send it again.
+            await self.client.script_load(self._admit.script)
+            return await self._evalsha_pipeline(batch)
+
+    async def _evalsha_pipeline(self, batch: list[_Waiting]) -> list[Any]:
+        sha = self._admit.sha
+        if len(batch) == 1:
+            keys, args, _ = batch[0]
+            return [await self.client.evalsha(sha, len(keys), *keys, *args)]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            return list(await pipe.execute())
 
     async def settle(self, settlements: list[Settlement]) -> None:
         """Settle a batch atomically in one round trip (MULTI/EXEC); all or nothing."""

@@ -6,6 +6,7 @@ Each service owns a registry, so that apps built side by side (tests, workers) n
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import prometheus_client as prom
 from datadog.dogstatsd import DogStatsd
@@ -65,30 +66,49 @@ class Metrics:
             self.statsd.close_socket()
 
 
-class Counter:
+class _Labelled:
+    """Children by label values, looked up once: `labels()` costs microseconds on every call."""
+
+    def __init__(self, parent: Any) -> None:
+        self._parent = parent
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def child(self, labels: dict[str, str]) -> Any:
+        if not labels:
+            return self._parent
+        values = tuple(labels.values())
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._parent.labels(**labels)
+        return child
+
+
+class Counter(_Labelled):
     def __init__(self, metrics: Metrics, name: str, doc: str, labels: Sequence[str]) -> None:
         # prometheus-client adds the _total suffix to counters itself.
-        self._prom = prom.Counter(
-            name.removesuffix("_total"), doc, labels, registry=metrics.registry
+        super().__init__(
+            prom.Counter(name.removesuffix("_total"), doc, labels, registry=metrics.registry)
         )
         self._statsd = metrics.statsd
         self._name = name
 
     def inc(self, amount: float = 1, **labels: str) -> None:
-        (self._prom.labels(**labels) if labels else self._prom).inc(amount)
+        self.child(labels).inc(amount)
         if self._statsd is not None:
             self._statsd.increment(self._name, amount, tags=_tags(labels))
 
 
-class Histogram:
+class Histogram(_Labelled):
     def __init__(
         self, metrics: Metrics, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
     ) -> None:
-        self._prom = prom.Histogram(name, doc, labels, registry=metrics.registry, buckets=buckets)
+        super().__init__(
+            prom.Histogram(name, doc, labels, registry=metrics.registry, buckets=buckets)
+        )
         self._statsd = metrics.statsd
         self._name = name
 
     def observe(self, value: float, **labels: str) -> None:
-        (self._prom.labels(**labels) if labels else self._prom).observe(value)
+        self.child(labels).observe(value)
         if self._statsd is not None:
             self._statsd.histogram(self._name, value, tags=_tags(labels))

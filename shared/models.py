@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 UNIT_SECONDS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -17,7 +17,7 @@ class Key:
     key_hash: str
     created_at: float
     updated_at: float
-    tags: list[str] = field(default_factory=list)
+    tags: tuple[str, ...] = ()
     revoked: bool = False
     revoked_reason: str = ""
     cost_limit_in_usd: float = 0.0

@@ -6,9 +6,11 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.connection import Connection
 
 from shared.config import Settings
 from shared.limits import SPEND_MARKER, LimitEngine, LimitsNotReady, Settlement, to_nano
@@ -165,3 +167,23 @@ async def test_a_redis_without_restored_spend_is_not_trusted(
         await engine.admit(key)
     await client.set(SPEND_MARKER, "restored")
     assert (await engine.admit(key)).admitted
+
+
+async def test_admissions_of_one_loop_turn_share_a_round_trip(
+    engine: LimitEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(rate_limit_over_time=1000, rate_limit_unit="m")
+    await engine.admit(key)  # connection made, script loaded
+    sent = 0
+    original = Connection.send_packed_command
+
+    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    results = await asyncio.gather(*(engine.admit(key) for _ in range(50)))
+    assert all(r.admitted for r in results)
+    assert sorted(r.remaining_requests for r in results) == list(range(949, 999))
+    assert sent == 1

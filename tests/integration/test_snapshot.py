@@ -1,0 +1,57 @@
+"""The proxy's key snapshot against Postgres: paged full load, then incremental changes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keymgmt.store import KeyStore
+from proxy import snapshot as snapshot_module
+from proxy.snapshot import KeySnapshot, SnapshotRefresher
+from shared.config import Settings
+from shared.db import create_engine, migrate
+from shared.metrics import Metrics
+from shared.models import hash_key
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.postgres)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def test_full_load_in_pages_then_changes(
+    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore(engine, settings.postgres)
+    raws = [f"sk-snap-{uuid.uuid4().hex}" for _ in range(7)]
+    created = [
+        await store.create({"name": "s", "key": raw, "rateLimitOverTime": 5, "rateLimitUnit": "m"})
+        for raw in raws
+    ]
+    monkeypatch.setattr(snapshot_module, "PAGE", 3)
+    keys = KeySnapshot()
+    errors = Metrics().counter("errors_total", "errors", ("operation",))
+    refresher = SnapshotRefresher(engine, keys, interval=1, errors=errors)
+    await refresher.refresh()
+    for raw, config in zip(raws, created, strict=True):
+        loaded = keys.get(hash_key(raw))
+        assert loaded is not None and loaded.key_id == config.key_id
+        assert (loaded.rate_limit_over_time, loaded.rate_limit_unit) == (5, "m")
+        assert loaded.created_at == pytest.approx(config.created_at)
+
+    await store.update(created[0].key_id, {"revoked": True})
+    await store.delete(created[1].key_id)
+    added = f"sk-snap-{uuid.uuid4().hex}"
+    await store.create({"name": "late", "key": added, "ttl": "1h"})
+    await refresher.refresh()
+    revoked = keys.get(hash_key(raws[0]))
+    assert revoked is not None and revoked.revoked
+    assert keys.get(hash_key(raws[1])) is None
+    late = keys.get(hash_key(added))
+    assert late is not None and late.expires_at is not None
