@@ -105,5 +105,8 @@ def ask_for_stream_usage(call: Call, payload: dict[str, Any]) -> None:
         **(options if isinstance(options, dict) else {}),
         "include_usage": True,
     }
-    call.body = orjson.dumps(rewritten)
+    try:
+        call.body = orjson.dumps(rewritten)
+    except orjson.JSONEncodeError:  # nested deeper than any API request is
+        raise invalid_json("the request body is nested too deeply") from None
     call.drop_usage_chunk = True

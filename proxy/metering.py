@@ -57,6 +57,11 @@ def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
     return parse_usage(payload.get("usage")), model if isinstance(model, str) else ""
 
 
+def _list(value: Any) -> list[Any]:
+    """A JSON list where one belongs; anything else an upstream sends there counts as empty."""
+    return value if isinstance(value, list) else []
+
+
 def answer_text(body: bytes) -> str:
     """The generated text of a non-streamed answer, for counting when it carries no usage."""
     try:
@@ -66,14 +71,14 @@ def answer_text(body: bytes) -> str:
     if not isinstance(payload, dict):
         return ""
     pieces = []
-    for choice in payload.get("choices") or ():
+    for choice in _list(payload.get("choices")):
         message = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(message, dict):
             pieces.append(_streamed_text({"choices": [{"delta": message}]}))
         elif isinstance(choice, dict) and isinstance(choice.get("text"), str):
             pieces.append(choice["text"])
-    for item in payload.get("output") or ():
-        for part in item.get("content") or () if isinstance(item, dict) else ():
+    for item in _list(payload.get("output")):
+        for part in _list(item.get("content")) if isinstance(item, dict) else ():
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 pieces.append(part["text"])
     return "".join(pieces)
@@ -84,7 +89,7 @@ def _streamed_text(payload: dict[str, Any]) -> str:
     if isinstance(payload.get("delta"), str) and str(payload.get("type", "")).endswith(".delta"):
         return payload["delta"]  # responses API: output text and function-call arguments
     pieces = []
-    for choice in payload.get("choices") or ():
+    for choice in _list(payload.get("choices")):
         if not isinstance(choice, dict):
             continue
         if isinstance(choice.get("text"), str):
@@ -94,7 +99,7 @@ def _streamed_text(payload: dict[str, Any]) -> str:
             for name in ("content", "refusal"):
                 if isinstance(delta.get(name), str):
                     pieces.append(delta[name])
-            for call in delta.get("tool_calls") or ():
+            for call in _list(delta.get("tool_calls")):
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                     pieces.append(function["arguments"])

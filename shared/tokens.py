@@ -34,6 +34,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 IMAGE_TOKENS = 85  # a low-detail image; enough for an estimate
+MAX_INPUT_DEPTH = 4  # real inputs nest two levels at most; deeper ones are not counted
 
 
 def seed_encodings() -> Path:
@@ -97,7 +98,8 @@ def count_chat_prompt(body: dict[str, Any], model: str) -> int:
             total += count_text(message["role"], model)
         if isinstance(message.get("name"), str):
             total += TOKENS_PER_NAME + count_text(message["name"], model)
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
                 total += _json_tokens(call["function"], model)
     if body.get("tools"):
@@ -105,11 +107,11 @@ def count_chat_prompt(body: dict[str, Any], model: str) -> int:
     return total
 
 
-def count_input(value: Any, model: str) -> int:
+def count_input(value: Any, model: str, depth: int = 0) -> int:
     """Tokens of a completion prompt, an embedding input or a responses input."""
     if isinstance(value, str):
         return count_text(value, model)
-    if isinstance(value, list):
+    if isinstance(value, list) and depth < MAX_INPUT_DEPTH:
         if value and all(isinstance(item, int) for item in value):
             return len(value)  # already tokens
         total = 0
@@ -117,10 +119,13 @@ def count_input(value: Any, model: str) -> int:
             if isinstance(item, dict):
                 total += TOKENS_PER_MESSAGE + _content_tokens(item.get("content"), model)
             else:
-                total += count_input(item, model)
+                total += count_input(item, model, depth + 1)
         return total
     return 0
 
 
 def _json_tokens(value: Any, model: str) -> int:
-    return count_text(orjson.dumps(value).decode(), model)
+    try:
+        return count_text(orjson.dumps(value).decode(), model)
+    except orjson.JSONEncodeError:  # absurdly deep: an estimate of 0 only shrinks a reservation
+        return 0
