@@ -1,0 +1,253 @@
+"""The gateway under test: its Postgres and Redis, its database and keys, and its processes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+import redis
+
+from shared.config import PostgresSettings
+from shared.limits import SPEND_MARKER
+from tests.bench.procs import HOST, PYTHON, ROOT, Processes, Server, free_port, wait_http
+
+sys.path.insert(0, str(ROOT / "deploy" / "local"))
+import services  # deploy/local is not a package
+
+DATABASE = "gateway_bench"
+REDIS_DB = 14  # the tests use 13; 0 belongs to whoever else runs here
+UPSTREAM_KEY = "sk-bench-upstream"
+KEYS_PATH = "/api/key-management/keys"
+COPY_CHUNK = 50_000
+# Older than the snapshot's re-read overlap (30 s), so an incremental refresh does not re-read
+# the bulk-loaded rows.
+FILLER_AGE = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Stores:
+    pg_host: str
+    pg_port: int
+    pg_user: str
+    pg_password: str
+    redis_host: str
+    redis_port: int
+
+    def postgres_settings(self) -> PostgresSettings:
+        return PostgresSettings(
+            hosts=(self.pg_host,),
+            port=self.pg_port,
+            username=self.pg_user,
+            password=self.pg_password,
+            db_name=DATABASE,
+            read_timeout=60.0,  # the scale runs read a million rows in one statement
+        )
+
+    async def connect(self, database: str = DATABASE) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host=self.pg_host,
+            port=self.pg_port,
+            user=self.pg_user,
+            password=self.pg_password or None,
+            database=database,
+        )
+
+
+@contextlib.contextmanager
+def stores(data_dir: Path) -> Iterator[Stores]:
+    """The configured (or this machine's) Postgres and Redis, else throw-away ones."""
+    pg_host = os.environ.get("POSTGRESQL_HOSTS", HOST).split(",")[0].strip()
+    pg_port = int(os.environ.get("POSTGRESQL_PORT", "5432"))
+    redis_host = os.environ.get("REDIS_HOSTS", HOST).split(",")[0].strip()
+    redis_port = int(os.environ.get("REDIS_PORT", "6379"))
+    pg_user = os.environ.get("POSTGRESQL_USERNAME", "postgres")
+    pg_password = os.environ.get("POSTGRESQL_PASSWORD", "")
+    with contextlib.ExitStack() as stack:
+        if not services.reachable(pg_host, pg_port):
+            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.chmod(0o755)  # Postgres runs as its own user and must traverse it
+            pg = stack.enter_context(services.Postgres(data_dir / "postgres", durable=False))
+            pg_host, pg_port, pg_user, pg_password = pg.host, pg.port, pg.user, ""
+        if not services.reachable(redis_host, redis_port):
+            redis_server = stack.enter_context(services.Redis(data_dir / "redis"))
+            redis_host, redis_port = redis_server.host, redis_server.port
+        yield Stores(pg_host, pg_port, pg_user, pg_password, redis_host, redis_port)
+
+
+def service_env(stores: Stores, **overrides: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "POSTGRESQL_HOSTS": stores.pg_host,
+        "POSTGRESQL_PORT": str(stores.pg_port),
+        "POSTGRESQL_USERNAME": stores.pg_user,
+        "POSTGRESQL_PASSWORD": stores.pg_password,
+        "POSTGRESQL_DB_NAME": DATABASE,
+        "REDIS_HOSTS": stores.redis_host,
+        "REDIS_PORT": str(stores.redis_port),
+        "REDIS_DB": str(REDIS_DB),
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "IN_MEMORY_DB_UPDATE_INTERVAL": "1s",
+        "LOG_LEVEL": "warning",
+        "ADMIN_PASS": "",
+    }
+    env.update(overrides)
+    return env
+
+
+async def drop_database(stores: Stores, create_again: bool = False) -> None:
+    connection = await stores.connect("postgres")
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        if create_again:
+            await connection.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await connection.close()
+
+
+def migrate(stores: Stores) -> None:
+    subprocess.run(
+        [PYTHON, "-m", "keymgmt", "migrate"],
+        cwd=ROOT,
+        env=service_env(stores),
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+
+
+FILLER_COLUMNS = [
+    "key_id",
+    "key_hash",
+    "name",
+    "tags",
+    "cost_limit_in_usd",
+    "rate_limit_over_time",
+    "rate_limit_unit",
+    "created_at",
+    "updated_at",
+]
+
+
+def filler_rows(start: int, count: int, stamp: datetime) -> list[tuple[object, ...]]:
+    """Keys as keymgmt would store them: a rate and a cost limit each, unique live hashes."""
+    return [
+        (
+            uuid.UUID(int=i + 1),
+            hashlib.sha256(f"sk-bench-filler-{i}".encode()).hexdigest(),
+            f"filler {i}",
+            ["bench"],
+            100.0,
+            600,
+            "m",
+            stamp,
+            stamp,
+        )
+        for i in range(start, start + count)
+    ]
+
+
+async def insert_keys(stores: Stores, start: int, count: int) -> None:
+    """COPY `count` filler keys numbered from `start`, then ANALYZE as autovacuum would."""
+    stamp = datetime.now(UTC) - FILLER_AGE
+    connection = await stores.connect()
+    try:
+        for offset in range(start, start + count, COPY_CHUNK):
+            size = min(COPY_CHUNK, start + count - offset)
+            await connection.copy_records_to_table(
+                "keys", records=filler_rows(offset, size, stamp), columns=FILLER_COLUMNS
+            )
+        await connection.execute("ANALYZE keys")
+    finally:
+        await connection.close()
+
+
+def flush_redis(stores: Stores) -> None:
+    client = redis.Redis(host=stores.redis_host, port=stores.redis_port, db=REDIS_DB)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def create_bench_key(processes: Processes, stores: Stores) -> str:
+    """Creates, through keymgmt, the key the proxy legs use; returns the raw key."""
+    port = free_port()
+    keymgmt = processes.start(
+        "keymgmt",
+        [PYTHON, "-m", "keymgmt"],
+        port,
+        service_env(stores, KEYMGMT_HOST=HOST, KEYMGMT_PORT=str(port)),
+    )
+    try:
+        wait_http(keymgmt, "/api/health", timeout=60)
+        raw = f"sk-bench-{uuid.uuid4().hex}"
+        # Limits far out of reach, so that every request runs the whole admit-and-settle path.
+        put_json(
+            keymgmt.url(KEYS_PATH),
+            {
+                "name": "bench",
+                "key": raw,
+                "rateLimitOverTime": 1_000_000_000,
+                "rateLimitUnit": "m",
+                "costLimitInUsd": 1_000_000,
+            },
+        )
+        wait_for_spend_marker(stores, timeout=30)
+        return raw
+    finally:
+        processes.stop(keymgmt)
+
+
+def wait_for_spend_marker(stores: Stores, timeout: float) -> None:
+    """keymgmt marks an empty Redis once it has restored any lost spend into it; until then the
+    proxy refuses keys with a cost limit. The mark stays when keymgmt stops."""
+    client = redis.Redis(host=stores.redis_host, port=stores.redis_port, db=REDIS_DB)
+    deadline = time.monotonic() + timeout
+    try:
+        while not client.exists(SPEND_MARKER):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"keymgmt did not mark Redis ready within {timeout:.0f}s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def put_json(url: str, payload: dict[str, object]) -> None:
+    request = urllib.request.Request(
+        url, data=orjson.dumps(payload), method="PUT", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 200:
+            raise RuntimeError(f"creating the bench key: HTTP {response.status}")
+
+
+def start_proxy(
+    processes: Processes,
+    stores: Stores,
+    upstream: Server,
+    name: str,
+    workers: int = 1,
+    settings: dict[str, str] | None = None,
+) -> Server:
+    port = free_port()
+    env = service_env(
+        stores,
+        OPENAI_BASE_URL=upstream.url("/v1"),
+        PROXY_HOST=HOST,
+        PROXY_PORT=str(port),
+        PROXY_WORKERS=str(workers),
+        **(settings or {}),
+    )
+    return processes.start(name, [PYTHON, "-m", "proxy"], port, env)

@@ -1,0 +1,100 @@
+"""The legs: what each one starts, and the requests its load generator sends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.bench import gateway, litellm_leg
+from tests.bench.loadgen import Target
+from tests.bench.procs import PYTHON, Processes, Server, Unavailable, children, free_port, wait_http
+
+PROXY_PREFIX = "/api/providers/openai/v1"
+MODEL = "gpt-4o-mini"
+CHAT = {
+    "model": MODEL,
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Say hello in five words."},
+    ],
+    "max_tokens": 32,
+}
+START_TIMEOUT = 60.0
+TITLES = {
+    "direct": "direct",
+    "passthrough": "bare pass-through",
+    "proxy": "proxy",
+    "proxy2": "proxy x2 workers",
+    "litellm": "LiteLLM",
+}
+
+
+@dataclass(frozen=True)
+class Leg:
+    chat: Target
+    stream: Target
+    server: Server  # whose memory is reported
+    shared: bool = False  # the upstream: every leg needs it, so it outlives this one
+
+
+def leg_for(server: Server, path: str, api_key: str, shared: bool = False) -> Leg:
+    url = server.url(path + "/chat/completions")
+    auth = {"Authorization": f"Bearer {api_key}"}
+    stream = Target.json(url, {**CHAT, "stream": True}, auth)
+    return Leg(Target.json(url, CHAT, auth), stream, server, shared)
+
+
+@dataclass
+class Starters:
+    """Starts the server of each leg, against one upstream, and waits until it answers."""
+
+    processes: Processes
+    stores: gateway.Stores
+    upstream: Server
+    raw_key: str  # the gateway key the proxy legs present
+    work_dir: Path
+
+    def by_name(self) -> dict[str, Callable[[], Leg]]:
+        return {
+            "direct": self.direct,
+            "passthrough": self.passthrough,
+            "proxy": lambda: self.proxy(1),
+            "proxy2": lambda: self.proxy(2),
+            "litellm": self.litellm,
+        }
+
+    def direct(self) -> Leg:
+        return leg_for(self.upstream, "/v1", gateway.UPSTREAM_KEY, shared=True)
+
+    def passthrough(self) -> Leg:
+        port = free_port()
+        argv = [PYTHON, "-m", "tests.bench.passthrough", "--upstream", self.upstream.url("")]
+        server = self.processes.start("passthrough", [*argv, "--port", str(port)], port)
+        wait_http(server, "/v1/models", START_TIMEOUT)
+        return leg_for(server, "/v1", gateway.UPSTREAM_KEY)
+
+    def proxy(self, workers: int) -> Leg:
+        name = "proxy" if workers == 1 else f"proxy{workers}"
+        server = gateway.start_proxy(self.processes, self.stores, self.upstream, name, workers)
+        wait_http(server, "/api/health", START_TIMEOUT)
+        if workers > 1:
+            require_workers(server, workers)
+        return self.proxy_leg(server)
+
+    def proxy_leg(self, server: Server) -> Leg:
+        return leg_for(server, PROXY_PREFIX, self.raw_key)
+
+    def litellm(self) -> Leg:
+        port = free_port()
+        server = litellm_leg.start(self.processes, self.upstream, self.work_dir, MODEL, port)
+        return leg_for(server, "/v1", litellm_leg.MASTER_KEY)
+
+
+def require_workers(server: Server, workers: int) -> None:
+    # Let every worker load its snapshot, not only the one that answered the health check.
+    time.sleep(2.0)
+    found = len(children(server.pid))
+    if found < workers - 1:
+        raise Unavailable(f"PROXY_WORKERS={workers} ran {found + 1} process(es): not implemented")

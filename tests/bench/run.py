@@ -1,0 +1,328 @@
+"""The gateway benchmark: `make bench`, or `.venv/bin/python -m tests.bench.run [options]`.
+
+Legs, each server in its own process and the load generator in another: (a) straight to the
+fake upstream, (b) a bare aiohttp pass-through, (c) the proxy with a rate- and cost-limited key,
+(c2) the proxy with PROXY_WORKERS=2, (d) LiteLLM's proxy. Every server is started first, then
+each measurement runs on every leg in turn. Then the key snapshot at scale. Prints a Markdown
+report (also written to .local/bench/report.md, with results.json beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tests.bench import gateway, loadgen, pyspy, report, scale, wrk
+from tests.bench.legs import START_TIMEOUT, TITLES, Leg, Starters
+from tests.bench.loadgen import Target
+from tests.bench.procs import (
+    PYTHON,
+    ROOT,
+    Processes,
+    Unavailable,
+    cpu_seconds,
+    free_port,
+    rss_mb,
+    wait_http,
+)
+
+WORK = ROOT / ".local" / "bench"
+FILLER_KEYS = 999  # with the bench key: the 1k keys of the RSS target
+BUSY_LOAD = 1.0  # other work on the two cores: the legs compete with it
+BUSY_WARNING = " (the machine was busy: expect the figures to be off)"
+PROFILE_SECONDS = 15.0  # enough samples for the top functions to hold still from run to run
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=1000, help="sequential, per leg")
+    parser.add_argument("--stream-requests", type=int, default=500, help="streamed, per leg")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=5.0, help="one throughput run, s")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput runs per leg")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        nargs="*",
+        default=[100_000],
+        help="key counts for the snapshot runs, e.g. --scale 100000 1000000; none to skip",
+    )
+    parser.add_argument(
+        "--legs", nargs="+", choices=list(TITLES), default=list(TITLES), help="legs to run"
+    )
+    parser.add_argument(
+        "--load-generator",
+        choices=("auto", "wrk", "aiohttp"),
+        default="auto",
+        help="throughput client: wrk when installed (auto), else the aiohttp one",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also sample the proxy under load with py-spy"
+    )
+    return parser.parse_args()
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def check(target: Target) -> None:
+    """One request must succeed before a leg is measured, or its figures mean nothing."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(target.url, data=target.body, headers=target.headers) as response,
+    ):
+        body = await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {body[:300]!r}")
+
+
+def throughput(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    use_wrk = args.load_generator == "wrk" or (args.load_generator == "auto" and wrk.WRK)
+    if use_wrk:
+        return wrk.throughput(target, args.concurrency, args.duration)
+    return loadgen.measure(
+        "throughput", target, concurrency=args.concurrency, duration=args.duration
+    )
+
+
+LEG_ERRORS = (RuntimeError, OSError, subprocess.SubprocessError, aiohttp.ClientError)
+
+
+def start_legs(starters: Starters, results: report.Results, names: list[str]) -> dict[str, Leg]:
+    """Starts every leg's server up front, so that their measurements can take turns."""
+    legs: dict[str, Leg] = {}
+    for name in names:
+        progress(f"{TITLES[name]}: starting")
+        try:
+            leg = starters.by_name()[name]()
+        except Unavailable as error:
+            drop(results, name, f"skipped: {error}")
+            continue
+        except LEG_ERRORS as error:
+            drop(results, name, f"failed: {error}")
+            continue
+        legs[name] = leg
+        results.legs[name] = report.LegResult(TITLES[name])
+    return legs
+
+
+def drop(results: report.Results, name: str, note: str) -> None:
+    progress(f"{TITLES[name]}: {note}")
+    results.legs[name] = report.LegResult(TITLES[name], note=note.splitlines()[0])
+
+
+Step = Callable[[str, Leg], None]
+
+
+def each_leg(legs: dict[str, Leg], results: report.Results, step: Step) -> None:
+    """Runs one measuring step on every leg still standing; a leg that fails drops out."""
+    for name, leg in list(legs.items()):
+        try:
+            step(name, leg)
+        except LEG_ERRORS as error:
+            drop(results, name, f"failed: {error}")
+            del legs[name]
+
+
+def measure(legs: dict[str, Leg], results: report.Results, args: argparse.Namespace) -> None:
+    """Each step on every leg in turn, so that a busy moment of the machine hits no leg alone;
+    throughput in several rounds, of which the median counts."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in legs}
+    cpu = dict.fromkeys(legs, 0.0)
+
+    def latency(name: str, leg: Leg) -> None:
+        asyncio.run(check(leg.chat))
+        figures = loadgen.measure("latency", leg.chat, requests=args.requests, warmup=200)
+        results.legs[name].latency = figures
+
+    def ttfb(name: str, leg: Leg) -> None:
+        figures = loadgen.measure("ttfb", leg.stream, requests=args.stream_requests, warmup=50)
+        results.legs[name].ttfb = figures
+
+    def load(name: str, leg: Leg) -> None:
+        before = cpu_seconds(leg.server.pid)
+        runs[name].append(throughput(leg.chat, args))
+        cpu[name] += cpu_seconds(leg.server.pid) - before
+
+    def summarise(name: str, leg: Leg) -> None:
+        result = results.legs[name]
+        result.throughput = median_run(runs[name])
+        requests = sum(run["requests"] for run in runs[name])
+        result.cpu_us_per_request = cpu[name] * 1e6 / max(1, requests)
+        result.rss_mb = rss_mb(leg.server.pid)
+
+    progress(f"sequential latency, {args.requests} requests per leg")
+    each_leg(legs, results, latency)
+    progress(f"streamed first byte, {args.stream_requests} requests per leg")
+    each_leg(legs, results, ttfb)
+    for round_number in range(1, args.rounds + 1):
+        progress(f"throughput round {round_number}/{args.rounds}: {args.duration:.0f}s per leg")
+        each_leg(legs, results, load)
+    each_leg(legs, results, summarise)
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput, with the failures of every run."""
+    middle = sorted(runs, key=lambda run: float(run["rps"]))[len(runs) // 2]
+    return {**middle, "errors": sum(int(run["errors"]) for run in runs), "rounds": len(runs)}
+
+
+def profile(leg: Leg, args: argparse.Namespace) -> str:
+    """Samples the leg's server during one more throughput run (not a measured one)."""
+    if pyspy.py_spy() is None:
+        return "not profiled: py-spy is not installed (`.venv/bin/pip install py-spy`)"
+    progress(f"proxy: profiling {PROFILE_SECONDS:.0f}s under load with py-spy")
+    raw = WORK / "proxy-profile.txt"
+    recorder = pyspy.record(leg.server.pid, PROFILE_SECONDS, raw)
+    try:
+        throughput(leg.chat, argparse.Namespace(**{**vars(args), "duration": PROFILE_SECONDS}))
+        _, error = recorder.communicate(timeout=PROFILE_SECONDS + 60)
+    except LEG_ERRORS as failure:
+        return f"not profiled: {failure}"
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    if recorder.returncode != 0 or not raw.exists():
+        return f"not profiled: py-spy failed: {error.decode(errors='replace')[-300:]}"
+    summary = pyspy.markdown(pyspy.summarise(raw))
+    return f"Collapsed stacks: `{raw.relative_to(ROOT)}`. {summary}"
+
+
+def bench(args: argparse.Namespace, processes: Processes, stores: gateway.Stores) -> report.Results:
+    progress("database: recreating gateway_bench with 1k keys, the bench key made by keymgmt")
+    asyncio.run(gateway.drop_database(stores, create_again=True))
+    gateway.migrate(stores)
+    asyncio.run(gateway.insert_keys(stores, 0, FILLER_KEYS))
+    gateway.flush_redis(stores)
+    raw_key = gateway.create_bench_key(processes, stores)
+
+    port = free_port()
+    upstream = processes.start(
+        "upstream", [PYTHON, "-m", "tests.bench.upstream", "--port", str(port)], port
+    )
+    wait_http(upstream, "/v1/models", START_TIMEOUT)
+    starters = Starters(processes, stores, upstream, raw_key, WORK)
+
+    results = report.Results()
+    legs = start_legs(starters, results, args.legs)
+    measure(legs, results, args)
+    if args.profile and "proxy" in legs:
+        results.profile = profile(legs["proxy"], args)
+    for leg in legs.values():
+        if not leg.shared:
+            processes.stop(leg.server)
+    for keys in sorted(args.scale):
+        progress(f"snapshot at scale: {keys:,} keys")
+        results.scales.append(scale_run(keys, starters, args))
+    return results
+
+
+def scale_run(keys: int, starters: Starters, args: argparse.Namespace) -> scale.ScaleResult:
+    scale.top_up(starters.stores, keys)
+    return scale.measure(starters, keys, args.requests)
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    memory_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return (
+        f"Machine: {len(os.sched_getaffinity(0))} cores, {cpu}, {memory_kb / 1024**2:.1f} GiB; "
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
+        f"load generator: {'wrk' if wrk.WRK else 'aiohttp'}"
+    )
+
+
+def revision() -> str:
+    """The commit measured, and whether the service code differs from it."""
+
+    def git(*argv: str) -> str:
+        # No optional locks: reading the state must not rewrite the index.
+        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+        found = subprocess.run(["git", *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+        return found.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", "proxy", "shared")
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def header(args: argparse.Namespace, load_before: float) -> str:
+    # Anything else running on the two cores moves every figure: the load average says so.
+    return (
+        f"## Benchmark, {time.strftime('%Y-%m-%d %H:%M')}, commit {revision()}\n\n{machine()}; "
+        f"1-minute load average before the run: {load_before:.2f}"
+        f"{BUSY_WARNING if load_before > BUSY_LOAD else ''}.\n"
+        f"Sequential: {args.requests} non-streamed chat completions (after 200 warm-up), "
+        f"{args.stream_requests} streamed; throughput: median of {args.rounds} runs of "
+        f"{args.duration:.0f}s at concurrency {args.concurrency}, the legs taking turns."
+    )
+
+
+def stop_on_signals() -> None:
+    # SIGTERM unwinds like Ctrl-C, so that every server started is stopped; SIGINT too when a
+    # shell started us in the background with it ignored.
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def run(args: argparse.Namespace) -> report.Results:
+    with gateway.stores(WORK / "stores") as stores:
+        try:
+            with Processes(WORK / "logs") as processes:
+                return bench(args, processes, stores)
+        finally:
+            asyncio.run(gateway.drop_database(stores))
+            gateway.flush_redis(stores)
+
+
+def main() -> None:
+    args = parse_args()
+    stop_on_signals()
+    WORK.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    try:
+        results = run(args)
+    except KeyboardInterrupt:
+        sys.exit("bench: interrupted; every server it started is stopped")
+    text = report.markdown(results, header(args, load_before))
+    (WORK / "report.md").write_text(text)
+    (WORK / "results.json").write_bytes(
+        orjson.dumps(dataclasses.asdict(results), option=orjson.OPT_INDENT_2)
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
