@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench
+.PHONY: install test lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench soak
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,3 +67,10 @@ lint-deploy: $(INSTALLED)
 BENCH_ARGS ?=
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# The soak (tests/soak/run.py): keymgmt, two proxy replicas and the fake upstream as processes
+# under steady load, then spend, limits and proxy memory checked. About 3 minutes; shorter with
+# SOAK_ARGS="--seconds 60".
+SOAK_ARGS ?=
+soak: $(INSTALLED)
+	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)

@@ -1,0 +1,177 @@
+"""Upstream faults through the proxy: a timeout, a closed port, and a storm of 500s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import orjson
+import pytest
+import services
+from yarl import URL
+
+from proxy.app import create_app as create_proxy
+from proxy.typedefs import SESSION
+from tests.e2e.conftest import PROXY_PATH, Gateway, wait_healthy
+
+MODEL = "priced-model"
+INPUT, OUTPUT = 1e-4, 1e-3
+MESSAGES: list[Any] = [{"role": "user", "content": "hello there friend"}]
+# What the fake upstream reports for MESSAGES (see proxy/fakeupstream.py), and what it costs.
+CHAT_COST = 6 * INPUT + 5 * OUTPUT
+FAILING_REQUESTS, CONCURRENCY = 1000, 50
+MAX_UPSTREAM_CONNECTIONS = 60
+
+Start = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+def pricing_file(tmp_path: Path) -> str:
+    path = tmp_path / "prices.json"
+    prices = {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
+    path.write_bytes(orjson.dumps(prices))
+    return str(path)
+
+
+async def chat(client: openai.AsyncOpenAI, **options: Any) -> Any:
+    return await client.chat.completions.create(model=MODEL, messages=MESSAGES, **options)
+
+
+async def spend_once_settled(gateway: Gateway, key_id: str, expected: float) -> float:
+    """The key's spend once it reaches `expected`, or whatever it is after a second."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        spend = float((await gateway.spend(key_id))["costInUsd"])
+        if spend >= expected - 1e-12 or time.monotonic() > deadline:
+            return spend
+        await asyncio.sleep(0.05)
+
+
+async def test_upstream_timeout_is_a_504_and_releases_the_reservation(
+    start_gateway: Start, pricing_file: str
+) -> None:
+    gateway = await start_gateway(pricing_file=pricing_file)
+    raw, config = await gateway.create_key(costLimitInUsd=1.0)
+    client = gateway.client(raw)
+    # 990 output tokens and the prompt reserve 0.991 of the 1 USD budget: all but nothing left.
+    whole_budget = 990
+    gateway.upstream.options.latency = 2
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as raised:
+        await chat(client, max_tokens=whole_budget, extra_headers={"x-request-timeout": "200ms"})
+    assert time.monotonic() - started < 1.5
+    assert raised.value.status_code == 504
+    assert raised.value.code == "upstream_timeout"
+    assert raised.value.type == "upstream_error"
+
+    gateway.upstream.options.latency = 0
+    await asyncio.sleep(0.5)  # the release is flushed to Redis right after the answer
+    completion = await chat(client, max_tokens=whole_budget)
+    assert completion.choices[0].message.content
+    assert await spend_once_settled(gateway, config["keyId"], CHAT_COST) == pytest.approx(CHAT_COST)
+
+
+async def test_unreachable_upstream_is_a_502(
+    start_gateway: Start, aiohttp_server: Any, pricing_file: str
+) -> None:
+    gateway = await start_gateway(pricing_file=pricing_file)
+    closed = f"http://127.0.0.1:{services.free_port()}/v1"
+    proxy = await aiohttp_server(create_proxy(replace(gateway.settings, openai_base_url=closed)))
+    await wait_healthy(proxy)
+    raw, config = await gateway.create_key(costLimitInUsd=1.0)
+    client = openai.AsyncOpenAI(
+        base_url=str(proxy.make_url(PROXY_PATH)), api_key=raw, max_retries=0
+    )
+    gateway.clients.append(client)
+    with pytest.raises(openai.APIStatusError) as raised:
+        await chat(client)
+    assert raised.value.status_code == 502
+    assert raised.value.code == "upstream_unreachable"
+    await asyncio.sleep(0.3)
+    assert (await gateway.spend(config["keyId"]))["costInUsd"] == 0
+
+
+def established_to(port: int) -> int:
+    """Open TCP connections to 127.0.0.1:port, from /proc (this process's network namespace)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                count += 1
+    return count
+
+
+def pooled_connections(connector: aiohttp.BaseConnector) -> tuple[int, int]:
+    """(idle in the pool, in use) of an aiohttp connector; private fields, read only."""
+    idle = sum(len(conns) for conns in connector._conns.values())
+    in_use = len(connector._acquired)
+    return idle, in_use
+
+
+async def fail_all(client: openai.AsyncOpenAI, count: int, concurrency: int) -> list[object]:
+    """Send `count` chats, `concurrency` at a time; what each raised (or returned)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> object:
+        async with gate:
+            try:
+                return await chat(client)
+            except openai.APIError as error:
+                return error
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def test_a_storm_of_upstream_500s_passes_through_without_leaking(
+    start_gateway: Start, pricing_file: str
+) -> None:
+    gateway = await start_gateway(pricing_file=pricing_file)
+    raw, config = await gateway.create_key(costLimitInUsd=1.0)
+    client = gateway.client(raw)
+    gateway.upstream.options.fail_status = 500
+    gateway.upstream.options.record = False
+
+    started = time.monotonic()
+    outcomes = await fail_all(client, FAILING_REQUESTS, CONCURRENCY)
+    elapsed = time.monotonic() - started
+
+    passed_through = [
+        o for o in outcomes if isinstance(o, openai.InternalServerError) and o.status_code == 500
+    ]
+    assert len(passed_through) == FAILING_REQUESTS, {type(o).__name__ for o in outcomes}
+    assert passed_through[0].type == "server_error"  # the upstream's own error body
+
+    connector = gateway.proxies[0].app[SESSION].connector
+    assert connector is not None
+    idle, in_use = pooled_connections(connector)
+    upstream_port = URL(gateway.settings.openai_base_url).port
+    assert upstream_port is not None
+    sockets = established_to(upstream_port)
+    print(
+        f"\n{FAILING_REQUESTS} failing requests at concurrency {CONCURRENCY} in {elapsed:.2f}s"
+        f" ({FAILING_REQUESTS / elapsed:.0f}/s); upstream connections: {idle} idle and"
+        f" {in_use} in use in the proxy's pool (limit {connector.limit}),"
+        f" {sockets} established sockets to the upstream port"
+    )
+    assert in_use == 0
+    assert idle <= min(connector.limit, MAX_UPSTREAM_CONNECTIONS)
+    assert sockets <= MAX_UPSTREAM_CONNECTIONS
+
+    assert await spend_once_settled(gateway, config["keyId"], 0) == 0  # errors are not billed
+    gateway.upstream.options.fail_status = None
+    completion = await chat(client)
+    assert completion.choices[0].message.content
+    spend = await spend_once_settled(gateway, config["keyId"], CHAT_COST)
+    assert spend == pytest.approx(CHAT_COST)

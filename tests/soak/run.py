@@ -1,0 +1,673 @@
+"""A bounded soak of the whole gateway: `make soak`, or `python -m tests.soak.run [--seconds N]`.
+
+keymgmt, two proxy replicas and the fake upstream run as processes of their own on 127.0.0.1,
+on the configured Postgres and Redis when they answer, else on throw-away ones. Steady load at
+moderate concurrency goes to a few keys with rate and cost limits, alternating replicas and
+streamed and unstreamed chats. At the end it checks, and prints:
+
+- spend: each key's recorded spend equals the sum over its successful answers of the usage
+  they reported times the price (within 1e-9 USD a call);
+- limits: no interval of one rate window holds more admissions than the limit, lifetime spend
+  stays within its limit, no interval of one cost window holds more spend than its limit;
+- memory: each proxy's RSS, sampled every 10 s, grows by at most 20% after the warm-up.
+
+Exits 1 if a check fails. Every process it started is stopped at the end, however it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deploy" / "local"))
+import services  # noqa: E402  (deploy/local is not a package)
+
+HOST = "127.0.0.1"
+PYTHON = sys.executable
+LOG_DIR = ROOT / ".local" / "soak"
+REDIS_DB = 15  # the tests use 13 and the benchmark 14; 0 belongs to whoever else runs here
+KEYS_PATH = "/api/key-management/keys"
+PROXY_PREFIX = "/api/providers/openai/v1"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+SETTLE_TIMEOUT = 5.0
+RSS_INTERVAL = 10.0
+RSS_GROWTH = 0.20
+NANO = 1_000_000_000
+
+# Prices in whole nano-USD per token, so that every call's cost is exact.
+MODEL = "soak-model"
+INPUT_NANO, CACHED_NANO, OUTPUT_NANO = 1000, 500, 2000
+MAX_TOKENS = 5  # the fake upstream answers 5 words, one token each
+WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "ran", "away", "home")
+WINDOW_MARGIN = 1.0  # seconds: spend may show up to a second after the answer ends
+UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    limits: dict[str, Any]
+
+    @property
+    def rate(self) -> tuple[int, float] | None:
+        if "rateLimitOverTime" not in self.limits:
+            return None
+        return self.limits["rateLimitOverTime"], UNIT_SECONDS[self.limits["rateLimitUnit"]]
+
+    @property
+    def window_budget(self) -> tuple[float, float] | None:
+        if "costLimitInUsdOverTime" not in self.limits:
+            return None
+        unit = UNIT_SECONDS[self.limits["costLimitInUsdUnit"]]
+        return self.limits["costLimitInUsdOverTime"], unit
+
+
+# A call costs about 20 tokens: 15 prompt (3 to 14 words) at 1000, 5 completion at 2000 nano.
+KEYS = (
+    KeySpec("rate-per-second", {"rateLimitOverTime": 10, "rateLimitUnit": "s"}),
+    KeySpec("rate-per-minute", {"rateLimitOverTime": 300, "rateLimitUnit": "m"}),
+    KeySpec("lifetime-budget", {"costLimitInUsd": 0.03}),
+    KeySpec(
+        "window-budget",
+        {
+            "costLimitInUsdOverTime": 0.01,
+            "costLimitInUsdUnit": "m",
+            "rateLimitOverTime": 100,
+            "rateLimitUnit": "s",
+        },
+    ),
+    KeySpec("unlimited", {}),  # created last: once the proxies know it, they know all
+)
+
+
+@dataclass
+class Outcome:
+    key: str
+    replica: int
+    stream: bool
+    status: int
+    sent: float
+    done: float
+    cost_nano: int = 0
+    detail: str = ""
+
+
+@dataclass
+class Stores:
+    pg_host: str
+    pg_port: int
+    pg_user: str
+    pg_password: str
+    redis_host: str
+    redis_port: int
+    redis_password: str
+    database: str = field(default_factory=lambda: f"gateway_soak_{uuid.uuid4().hex[:10]}")
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def url(self, path: str = "") -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Processes:
+    """The servers this run started, each in its own session; stop_all ends every one."""
+
+    running: list[Server] = field(default_factory=list)
+
+    def start(self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str]) -> Server:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = LOG_DIR / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=ROOT,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(name, port, proc, log)
+        self.running.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        while self.running:
+            stop(self.running.pop())
+
+
+def stop(server: Server) -> None:
+    # The group id is the pid of the child started in its own session: only ours is signalled.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(STOP_TIMEOUT)
+            return
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=180.0, help="length of the load")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--max-requests", type=int, default=500_000, help="stop after this many")
+    parser.add_argument("--latency", type=float, default=0.02, help="fake upstream latency, s")
+    args = parser.parse_args()
+    if args.seconds <= 0 or args.concurrency <= 0 or args.max_requests <= 0:
+        parser.error("--seconds, --concurrency and --max-requests must be positive")
+    return args
+
+
+def progress(message: str) -> None:
+    print(f"[soak {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- Postgres and Redis ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stores(scratch: Path) -> Iterator[Stores]:
+    """The configured Postgres and Redis when they answer, else throw-away ones."""
+    pg_host = os.environ.get("POSTGRESQL_HOSTS", HOST).split(",")[0].strip() or HOST
+    pg_port = int(os.environ.get("POSTGRESQL_PORT", "5432"))
+    redis_host = os.environ.get("REDIS_HOSTS", HOST).split(",")[0].strip() or HOST
+    redis_port = int(os.environ.get("REDIS_PORT", "6379"))
+    pg_user = os.environ.get("POSTGRESQL_USERNAME", "postgres")
+    pg_password = os.environ.get("POSTGRESQL_PASSWORD", "")
+    redis_password = os.environ.get("REDIS_PASSWORD", "")
+    with contextlib.ExitStack() as stack:
+        if not services.reachable(pg_host, pg_port):
+            progress("no Postgres answers: starting a throw-away one")
+            pg = stack.enter_context(services.Postgres(scratch / "postgres", durable=False))
+            pg_host, pg_port, pg_user, pg_password = pg.host, pg.port, pg.user, ""
+        if not services.reachable(redis_host, redis_port):
+            progress("no Redis answers: starting a throw-away one")
+            server = stack.enter_context(services.Redis(scratch / "redis"))
+            redis_host, redis_port, redis_password = server.host, server.port, ""
+        yield Stores(pg_host, pg_port, pg_user, pg_password, redis_host, redis_port, redis_password)
+
+
+async def admin_sql(stores: Stores, statement: str) -> None:
+    connection = await asyncpg.connect(
+        host=stores.pg_host,
+        port=stores.pg_port,
+        user=stores.pg_user,
+        password=stores.pg_password or None,
+        database="postgres",
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def flush_redis(stores: Stores) -> None:
+    client = redis.Redis(
+        host=stores.redis_host,
+        port=stores.redis_port,
+        password=stores.redis_password or None,
+        db=REDIS_DB,
+    )
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+# --- the gateway's processes -----------------------------------------------------------------
+
+
+def service_env(stores: Stores, upstream_port: int, pricing: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "POSTGRESQL_HOSTS": stores.pg_host,
+        "POSTGRESQL_PORT": str(stores.pg_port),
+        "POSTGRESQL_USERNAME": stores.pg_user,
+        "POSTGRESQL_PASSWORD": stores.pg_password,
+        "POSTGRESQL_DB_NAME": stores.database,
+        "REDIS_HOSTS": stores.redis_host,
+        "REDIS_PORT": str(stores.redis_port),
+        "REDIS_PASSWORD": stores.redis_password,
+        "REDIS_DB": str(REDIS_DB),
+        "OPENAI_API_KEY": "sk-soak-upstream",
+        "OPENAI_BASE_URL": f"http://{HOST}:{upstream_port}/v1",
+        "IN_MEMORY_DB_UPDATE_INTERVAL": "1s",
+        "PRICING_FILE": str(pricing),
+        "PROXY_WORKERS": "1",  # one process a replica, whose RSS is sampled
+        "LOG_LEVEL": "warning",
+        "ADMIN_PASS": "",
+        "KEYMGMT_HOST": HOST,
+        "PROXY_HOST": HOST,
+    }
+
+
+def write_pricing(directory: Path) -> Path:
+    path = directory / "prices.json"
+    prices = {
+        MODEL: {
+            "input_cost_per_token": INPUT_NANO / NANO,
+            "output_cost_per_token": OUTPUT_NANO / NANO,
+            "cache_read_input_token_cost": CACHED_NANO / NANO,
+        }
+    }
+    path.write_bytes(orjson.dumps(prices))
+    return path
+
+
+def start_gateway(
+    processes: Processes, stores: Stores, pricing: Path, latency: float
+) -> tuple[Server, list[Server]]:
+    """The fake upstream, keymgmt, and two proxies; returns keymgmt and the proxies, all up."""
+    upstream_port = services.free_port()
+    upstream = processes.start(
+        "upstream",
+        [
+            *(PYTHON, "-m", "proxy.fakeupstream", "--host", HOST, "--port", str(upstream_port)),
+            *("--latency", str(latency), "--stream-interval", str(latency / 5)),
+        ],
+        upstream_port,
+        os.environ,
+    )
+    env = service_env(stores, upstream_port, pricing)
+    port = services.free_port()
+    keymgmt = processes.start(
+        "keymgmt", [PYTHON, "-m", "keymgmt"], port, {**env, "KEYMGMT_PORT": str(port)}
+    )
+    wait_http(upstream, "/v1/models")
+    wait_http(keymgmt, "/api/health")  # also means the schema is migrated
+    proxies = []
+    for replica in range(2):
+        port = services.free_port()
+        proxies.append(
+            processes.start(
+                f"proxy-{replica}", [PYTHON, "-m", "proxy"], port, {**env, "PROXY_PORT": str(port)}
+            )
+        )
+    for proxy in proxies:
+        wait_http(proxy, "/api/health")
+    return keymgmt, proxies
+
+
+def wait_http(server: Server, path: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
+        if http_status(server.url(path)) == 200:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"{server.name}: {path} not 200 in {START_TIMEOUT:.0f}s\n{server.log_tail()}"
+    )
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- keys and load ---------------------------------------------------------------------------
+
+
+async def create_keys(
+    session: aiohttp.ClientSession, keymgmt: Server
+) -> dict[str, tuple[str, str]]:
+    """Key name -> (raw key, key id)."""
+    created = {}
+    for spec in KEYS:
+        raw = f"sk-soak-{uuid.uuid4().hex}"
+        body = {"name": spec.name, "key": raw, "tags": ["soak"], **spec.limits}
+        async with session.put(keymgmt.url(KEYS_PATH), json=body) as response:
+            if response.status != 200:
+                raise RuntimeError(
+                    f"creating {spec.name}: {response.status} {await response.text()}"
+                )
+            created[spec.name] = (raw, (await response.json())["keyId"])
+    return created
+
+
+async def wait_for_key(session: aiohttp.ClientSession, proxies: list[Server], raw: str) -> None:
+    """Until every replica's snapshot has the key (the unlimited one: probing costs nothing)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    headers = {"Authorization": f"Bearer {raw}"}
+    for proxy in proxies:
+        while True:
+            url = proxy.url(f"{PROXY_PREFIX}/models")
+            async with session.get(url, headers=headers) as response:
+                if response.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{proxy.name} never accepted the new keys")
+            await asyncio.sleep(0.2)
+
+
+def chat_body(n: int, stream: bool) -> dict[str, Any]:
+    words = [WORDS[(n + i) % len(WORDS)] for i in range(3 + n % 12)]
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": " ".join(words)}],
+        "max_tokens": MAX_TOKENS,
+    }
+    if n % 3 == 0:
+        body["user"] = "cached"  # the fake reports half the prompt as cached
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def cost_nano(usage: Mapping[str, Any]) -> int:
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return (prompt - cached) * INPUT_NANO + cached * CACHED_NANO + completion * OUTPUT_NANO
+
+
+async def read_answer(response: aiohttp.ClientResponse, stream: bool) -> int:
+    """The cost of a successful answer, from the usage it reports."""
+    if not stream:
+        return cost_nano((await response.json())["usage"])
+    usage = None
+    async for line in response.content:
+        if line.startswith(b"data: {"):
+            event = orjson.loads(line[6:])
+            usage = event.get("usage") or usage
+    if usage is None:
+        raise ValueError("a stream that asked for usage got none")
+    return cost_nano(usage)
+
+
+async def send(
+    session: aiohttp.ClientSession, urls: list[str], raw_key: str, name: str, turn: int
+) -> Outcome:
+    """The key's `turn`-th request: replicas alternate every two, streaming every other."""
+    replica, stream = (turn // 2) % len(urls), turn % 2 == 1
+    outcome = Outcome(name, replica, stream, 0, time.monotonic(), 0.0)
+    headers = {"Authorization": f"Bearer {raw_key}"}
+    body = chat_body(turn, stream)
+    try:
+        async with session.post(urls[replica], json=body, headers=headers) as response:
+            outcome.status = response.status
+            if response.status == 200:
+                outcome.cost_nano = await read_answer(response, stream)
+            else:
+                error = (await response.json())["error"]
+                outcome.detail = str(error.get("code"))
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as error:
+        outcome.detail = f"{type(error).__name__}: {error}"
+    outcome.done = time.monotonic()
+    return outcome
+
+
+async def load(
+    session: aiohttp.ClientSession,
+    proxies: list[Server],
+    keys: dict[str, tuple[str, str]],
+    args: argparse.Namespace,
+) -> list[Outcome]:
+    """`concurrency` workers, each sending one request after the other, until time is up."""
+    outcomes: list[Outcome] = []
+    numbers = itertools.count()
+    names = [spec.name for spec in KEYS]
+    urls = [proxy.url(f"{PROXY_PREFIX}/chat/completions") for proxy in proxies]
+    deadline = time.monotonic() + args.seconds
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            n = next(numbers)
+            if n >= args.max_requests:
+                return
+            name = names[n % len(names)]  # every key in turn, each at the same pace
+            outcomes.append(await send(session, urls, keys[name][0], name, n // len(names)))
+
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    return outcomes
+
+
+async def sample_rss(
+    proxies: list[Server], series: dict[str, list[float]], done: asyncio.Event
+) -> None:
+    while True:
+        for proxy in proxies:
+            series[proxy.name].append(rss_mb(proxy.proc.pid))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), RSS_INTERVAL)
+            return
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    failures: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, message: str) -> None:
+        print(f"  [{'ok' if ok else 'FAIL'}] {message}")
+        if not ok:
+            self.failures.append(message)
+
+
+async def recorded_spend(
+    session: aiohttp.ClientSession, keymgmt: Server, key_id: str, expected: float
+) -> dict[str, Any]:
+    """The key's spend report once it shows `expected`, or as it is after SETTLE_TIMEOUT."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        async with session.get(keymgmt.url(f"/api/reporting/keys/{key_id}")) as response:
+            report: dict[str, Any] = await response.json()
+        if abs(report["costInUsd"] - expected) < 1e-12 or time.monotonic() > deadline:
+            return report
+        await asyncio.sleep(0.2)
+
+
+def rate_violations(admitted: list[Outcome], limit: int, window: float) -> int:
+    """Groups of limit+1 admissions that certainly fell within less than one window."""
+    spans = sorted((o.sent, o.done) for o in admitted)
+    return sum(
+        1
+        for i in range(len(spans) - limit)
+        if max(done for _, done in spans[i : i + limit + 1]) - spans[i][0] < window
+    )
+
+
+def busiest_window_nano(admitted: list[Outcome], window: float) -> int:
+    """Most spend among answers that ended within one window less the settlement margin."""
+    ends = sorted((o.done, o.cost_nano) for o in admitted)
+    best = total = start = 0
+    for end, cost in ends:
+        total += cost
+        while end - ends[start][0] >= window - WINDOW_MARGIN:
+            total -= ends[start][1]
+            start += 1
+        best = max(best, total)
+    return best
+
+
+def check_key(
+    report: Report, spec: KeySpec, outcomes: list[Outcome], spend: dict[str, Any]
+) -> None:
+    admitted = [o for o in outcomes if o.status == 200]
+    expected_nano = sum(o.cost_nano for o in admitted)
+    statuses = Counter(str(o.status) if o.status != 429 else f"429 {o.detail}" for o in outcomes)
+    paths = Counter(
+        f"proxy-{o.replica} {'streamed' if o.stream else 'unstreamed'}" for o in admitted
+    )
+    print(f"{spec.name}: {len(outcomes)} requests {dict(statuses)}; 200s by path {dict(paths)}")
+    recorded = spend["costInUsd"]
+    report.check(
+        abs(recorded - expected_nano / NANO) <= 1e-9 * max(1, len(admitted)),
+        f"{spec.name}: recorded spend {recorded:.9f} USD = usage x price {expected_nano / NANO:.9f}"
+        f" over {len(admitted)} answers",
+    )
+    unexpected = [o for o in outcomes if o.status not in (200, 429)]
+    report.check(
+        not unexpected,
+        f"{spec.name}: only 200 and 429 answers"
+        + (f" (first other: {unexpected[0].status} {unexpected[0].detail})" if unexpected else ""),
+    )
+    if spec.rate:
+        limit, window = spec.rate
+        violations = rate_violations(admitted, limit, window)
+        report.check(
+            violations == 0,
+            f"{spec.name}: no {limit + 1} admissions within {window:g}s ({violations} found)",
+        )
+    if "costLimitInUsd" in spec.limits:
+        limit_usd = spec.limits["costLimitInUsd"]
+        report.check(
+            recorded <= limit_usd + 1e-12, f"{spec.name}: spend {recorded:.6f} <= {limit_usd}"
+        )
+    if spec.window_budget:
+        limit_usd, window = spec.window_budget
+        busiest = busiest_window_nano(admitted, window) / NANO
+        report.check(
+            busiest <= limit_usd + 1e-12 and spend["costInUsdOverTime"] <= limit_usd + 1e-12,
+            f"{spec.name}: spend within any {window:g}s {busiest:.6f}, in the current window"
+            f" {spend['costInUsdOverTime']:.6f} <= {limit_usd}",
+        )
+
+
+def check_rss(report: Report, series: dict[str, list[float]], seconds: float) -> None:
+    # Warm-up: a third of the run, at least one interval and at most 30 s; the baseline is the
+    # first sample after it (the first of all is taken before any load).
+    warm_samples = max(1, int(min(30.0, seconds / 3) // RSS_INTERVAL))
+    for name, samples in series.items():
+        print(f"{name} RSS MB every {RSS_INTERVAL:g}s: " + " ".join(f"{s:.1f}" for s in samples))
+        after = samples[warm_samples:]
+        if len(after) < 2:
+            report.check(True, f"{name}: too short a run to judge memory growth")
+            continue
+        growth = max(after) / after[0] - 1
+        report.check(
+            growth <= RSS_GROWTH,
+            f"{name}: RSS growth after warm-up {growth:+.1%} (limit {RSS_GROWTH:.0%})",
+        )
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+async def soak(
+    args: argparse.Namespace, keymgmt: Server, proxies: list[Server], report: Report
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        keys = await create_keys(session, keymgmt)
+        await wait_for_key(session, proxies, keys[KEYS[-1].name][0])
+        progress(f"load: {args.seconds:g}s at concurrency {args.concurrency}")
+        series: dict[str, list[float]] = defaultdict(list)
+        stop_sampling = asyncio.Event()
+        sampler = asyncio.create_task(sample_rss(proxies, series, stop_sampling))
+        started = time.monotonic()
+        outcomes = await load(session, proxies, keys, args)
+        elapsed = time.monotonic() - started
+        stop_sampling.set()
+        await sampler
+        print(f"\n{len(outcomes)} requests in {elapsed:.1f}s ({len(outcomes) / elapsed:.0f}/s)")
+        by_key: dict[str, list[Outcome]] = defaultdict(list)
+        for outcome in outcomes:
+            by_key[outcome.key].append(outcome)
+        for spec in KEYS:
+            admitted = sum(o.cost_nano for o in by_key[spec.name] if o.status == 200)
+            spend = await recorded_spend(session, keymgmt, keys[spec.name][1], admitted / NANO)
+            check_key(report, spec, by_key[spec.name], spend)
+        check_rss(report, series, args.seconds)
+        for proxy in proxies:
+            report.check(proxy.proc.poll() is None, f"{proxy.name} still running")
+
+
+def run(args: argparse.Namespace, report: Report) -> None:
+    processes = Processes()
+    with tempfile.TemporaryDirectory(prefix="gateway-soak-") as directory:
+        scratch = Path(directory)
+        scratch.chmod(0o755)  # a Postgres started as its own user must traverse it
+        with stores(scratch) as found:
+            asyncio.run(admin_sql(found, f'CREATE DATABASE "{found.database}"'))
+            flush_redis(found)
+            try:
+                keymgmt, proxies = start_gateway(
+                    processes, found, write_pricing(scratch), args.latency
+                )
+                asyncio.run(soak(args, keymgmt, proxies, report))
+            finally:
+                # A second Ctrl-C must not cut the clean-up short and leave servers behind.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                processes.stop_all()
+                asyncio.run(admin_sql(found, f'DROP DATABASE "{found.database}" WITH (FORCE)'))
+                flush_redis(found)
+
+
+def interrupted(signum: int, _: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    args = parse_args()
+    report = Report()
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        run(args, report)
+    except KeyboardInterrupt:
+        print("soak: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    print(f"\nlogs in {LOG_DIR}")
+    if report.failures:
+        print(f"soak: {len(report.failures)} check(s) failed", file=sys.stderr)
+        return 1
+    print("soak: every check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
