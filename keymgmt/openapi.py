@@ -36,6 +36,94 @@ def _ok(schema: str | dict[str, Any], description: str = "the key configuration"
     }
 
 
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+_START = _query("start", {"type": "number", "minimum": 0}, "unix seconds, inclusive")
+_END = _query("end", {"type": "number", "minimum": 0}, "unix seconds, exclusive (default now)")
+
+
+def _object(properties: dict[str, str]) -> dict[str, Any]:
+    types = {name: {"type": kind} for name, kind in properties.items()}
+    return {"type": "object", "properties": types}
+
+
+_EVENT = _object(
+    {
+        "eventId": "string", "requestId": "string", "keyId": "string", "model": "string",
+        "path": "string", "status": "integer", "promptTokens": "integer",
+        "completionTokens": "integer", "cachedTokens": "integer", "costInUsd": "number",
+        "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
+        "createdAt": "number",
+    }
+)  # fmt: skip
+
+
+def _reporting_paths(spec: APISpec) -> None:
+    common = (400, 401, 503)
+    spec.path(
+        path="/api/reporting/keys/{keyId}",
+        operations={"get": {
+            "summary": "Spend so far, as the proxies have accounted it",
+            "parameters": [_KEY_ID],
+            "responses": {**_ok(_object({
+                "keyId": "string", "costInUsd": "number", "costInUsdOverTime": "number",
+                "costLimitInUsdUnit": "string", "requestsInWindow": "integer",
+                "rateLimitUnit": "string",
+            }), "the key's spend"), **_problem(*common, 404)},
+        }},
+    )  # fmt: skip
+    page = {**_object({"keyId": "string", "next": "string"}), "required": ["events"]}
+    page["properties"]["events"] = {"type": "array", "items": _EVENT}
+    page["properties"]["next"]["nullable"] = True
+    spec.path(
+        path="/api/reporting/keys/{keyId}/events",
+        operations={"get": {
+            "summary": "The key's usage events in a time range, oldest first, a page at a time",
+            "parameters": [
+                _KEY_ID, _START, _END,
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+                _query("cursor", {"type": "string"}, "`next` of the previous page"),
+            ],
+            "responses": {**_ok(page, "a page of events"), **_problem(*common, 404)},
+        }},
+    )  # fmt: skip
+    bucket = _object({
+        "start": "number", "requests": "integer", "costInUsd": "number",
+        "promptTokens": "integer", "completionTokens": "integer",
+        "latencyP50Ms": "number", "latencyP99Ms": "number",
+    })  # fmt: skip
+    usage = _object({"keyId": "string", "granularity": "string"})
+    usage["properties"]["buckets"] = {"type": "array", "items": bucket}
+    spec.path(
+        path="/api/reporting/keys/{keyId}/usage",
+        operations={"get": {
+            "summary": "Spend, requests, tokens and latency percentiles per hour or day",
+            "parameters": [
+                _KEY_ID, _START, _END,
+                _query("granularity", {"type": "string", "enum": ["hour", "day"]}, "bucket size"),
+            ],
+            "responses": {**_ok(usage, "usage per bucket"), **_problem(*common, 404)},
+        }},
+    )  # fmt: skip
+    top = _object(
+        {"keyId": "string", "name": "string", "costInUsd": "number", "requests": "integer"}
+    )
+    spec.path(
+        path="/api/reporting/top-keys",
+        operations={"get": {
+            "summary": "The keys that spent most in a time range",
+            "parameters": [
+                _START, _END,
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "how many"),
+            ],
+            "responses": {**_ok({"type": "array", "items": top}, "keys by spend"),
+                          **_problem(*common)},
+        }},
+    )  # fmt: skip
+
+
 def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     spec = APISpec(
         title="Gateway key management",
@@ -109,6 +197,7 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
             },
         },
     )
+    _reporting_paths(spec)
     spec.path(
         path="/api/health",
         operations={

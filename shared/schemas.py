@@ -16,6 +16,9 @@ MAX_COST_USD = 1e12
 MAX_RATE = 2**31 - 1
 UNITS = tuple(UNIT_SECONDS)
 
+_DURATION_PART = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|ms|s|m|h|d)"
+DURATION_PATTERN = f"^{_DURATION_PART}({_DURATION_PART})*$"
+
 LIMIT_PAIRS = (
     ("costLimitInUsdOverTime", "costLimitInUsdUnit"),
     ("rateLimitOverTime", "rateLimitUnit"),
@@ -42,10 +45,10 @@ def _duration(value: str) -> None:
         raise ValidationError("must be a positive duration of at most 100 years")
 
 
-def _text(*, required: bool = False, maximum: int = MAX_TEXT) -> fields.String:
+def _text(*, required: bool = False, minimum: int = 0, maximum: int = MAX_TEXT) -> fields.String:
     return fields.String(
         required=required,
-        validate=[validate.Length(max=maximum), _storable_text],
+        validate=[validate.Length(min=minimum, max=maximum), _storable_text],
     )
 
 
@@ -86,7 +89,7 @@ class _LimitFields(Schema):
     costLimitInUsdUnit = _unit()
     rateLimitOverTime = WholeNumber(validate=validate.Range(min=0, max=MAX_RATE), allow_none=True)
     rateLimitUnit = _unit()
-    ttl = fields.String(validate=_duration, allow_none=True)
+    ttl = fields.String(validate=[validate.Regexp(DURATION_PATTERN), _duration], allow_none=True)
 
 
 def check_limit_pairs(values: dict[str, Any]) -> None:
@@ -103,12 +106,10 @@ def check_limit_pairs(values: dict[str, Any]) -> None:
 
 class CreateKeySchema(_LimitFields):
     name = _text(required=True)
-    key = _text(required=True, maximum=MAX_RAW_KEY)
+    key = _text(required=True, minimum=1, maximum=MAX_RAW_KEY)
 
     @validates_schema
     def _pairs(self, data: dict[str, Any], **_: Any) -> None:
-        if not data["key"]:
-            raise ValidationError("must not be empty", "key")
         check_limit_pairs(data)
 
 
@@ -125,8 +126,8 @@ class KeySchema(Schema):
 
     keyId = fields.String(attribute="key_id")
     name = fields.String()
-    createdAt = fields.Method("_created_at")
-    updatedAt = fields.Method("_updated_at")
+    createdAt = fields.Method("_created_at", metadata={"type": "integer"})
+    updatedAt = fields.Method("_updated_at", metadata={"type": "integer"})
     revoked = fields.Boolean()
     revokedReason = fields.String(attribute="revoked_reason")
     tags = fields.List(fields.String())
@@ -136,7 +137,7 @@ class KeySchema(Schema):
     rateLimitOverTime = WholeNumber(attribute="rate_limit_over_time")
     rateLimitUnit = fields.String(attribute="rate_limit_unit")
     ttl = fields.String()
-    expiresAt = fields.Method("_expires_at", allow_none=True)
+    expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
 
     def _created_at(self, key: Any) -> int:
         return int(key.created_at)
