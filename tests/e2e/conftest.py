@@ -69,9 +69,8 @@ async def start_gateway(
     async def start(replicas: int = 1, **overrides: Any) -> Gateway:
         upstream_app = create_fake_upstream()
         upstream_server = await aiohttp_server(upstream_app)
-        gateway_settings = replace(
-            settings, openai_base_url=str(upstream_server.make_url("/v1")), **overrides
-        )
+        overrides.setdefault("openai_base_url", str(upstream_server.make_url("/v1")))
+        gateway_settings = replace(settings, **overrides)
         keymgmt = await aiohttp_client(create_keymgmt(gateway_settings))
         proxies = [await aiohttp_server(create_proxy(gateway_settings)) for _ in range(replicas)]
         for proxy in proxies:

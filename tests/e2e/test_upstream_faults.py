@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,8 @@ import pytest
 import services
 from yarl import URL
 
-from proxy.app import create_app as create_proxy
 from proxy.typedefs import SESSION
-from tests.e2e.conftest import PROXY_PATH, Gateway, wait_healthy
+from tests.e2e.conftest import Gateway
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -77,18 +75,11 @@ async def test_upstream_timeout_is_a_504_and_releases_the_reservation(
     assert await spend_once_settled(gateway, config["keyId"], CHAT_COST) == pytest.approx(CHAT_COST)
 
 
-async def test_unreachable_upstream_is_a_502(
-    start_gateway: Start, aiohttp_server: Any, pricing_file: str
-) -> None:
-    gateway = await start_gateway(pricing_file=pricing_file)
+async def test_unreachable_upstream_is_a_502(start_gateway: Start, pricing_file: str) -> None:
     closed = f"http://127.0.0.1:{services.free_port()}/v1"
-    proxy = await aiohttp_server(create_proxy(replace(gateway.settings, openai_base_url=closed)))
-    await wait_healthy(proxy)
+    gateway = await start_gateway(pricing_file=pricing_file, openai_base_url=closed)
     raw, config = await gateway.create_key(costLimitInUsd=1.0)
-    client = openai.AsyncOpenAI(
-        base_url=str(proxy.make_url(PROXY_PATH)), api_key=raw, max_retries=0
-    )
-    gateway.clients.append(client)
+    client = gateway.client(raw)
     with pytest.raises(openai.APIStatusError) as raised:
         await chat(client)
     assert raised.value.status_code == 502
