@@ -209,7 +209,10 @@ class LimitEngine:
             await self._settle_batch(settlements)
 
     async def _settle_batch(self, settlements: list[Settlement]) -> None:
-        # EVALSHA directly: a Script in a pipeline would cost a SCRIPT EXISTS round trip.
+        # One script call for the whole batch, sent with EVALSHA directly: a Script object in a
+        # pipeline would cost a SCRIPT EXISTS round trip. The events go in the same transaction.
+        keys: list[str] = []
+        args: list[int | str] = []
         async with self.client.pipeline(transaction=True) as pipe:
             for settlement in settlements:
                 if settlement.event is not None:
@@ -219,22 +222,18 @@ class LimitEngine:
                         maxlen=EVENTS_MAX_LENGTH,
                         approximate=True,
                     )
-                if not settlement.cost_nano and not settlement.reservation:
-                    continue
-                key = settlement.key
-                names = KeyNames.of(key)
-                window_ms = key.cost_window_seconds * 1000 if key.cost_limit_in_usd_over_time else 0
-                pipe.evalsha(
-                    self._settle.sha,
-                    4,
-                    names.spend,
-                    names.window_spend,
-                    names.reservations,
-                    names.reserved,
-                    settlement.cost_nano,
-                    window_ms,
-                    settlement.reservation,
-                )
+                if settlement.cost_nano or settlement.reservation:
+                    key = settlement.key
+                    names = KeyNames.of(key)
+                    keys += [names.spend, names.window_spend, names.reservations, names.reserved]
+                    windowed = key.cost_limit_in_usd_over_time
+                    args += [
+                        settlement.cost_nano,
+                        key.cost_window_seconds * 1000 if windowed else 0,
+                        settlement.reservation,
+                    ]
+            if keys:
+                pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
             await pipe.execute()
 
     async def usage(self, key: Key) -> KeyUsage:

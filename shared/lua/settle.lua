@@ -1,22 +1,31 @@
--- Settle one request: release its reservation and charge its real cost, in one atomic step.
--- KEYS: 1 lifetime spend, 2 windowed spend buckets (hash), 3 reservation expiries (zset),
---       4 reservation amounts (hash)
--- ARGV: 1 cost (nano-USD), 2 cost window ms (0: no windowed limit), 3 reservation id ("" if none)
--- Returns the lifetime spend after the charge.
+-- Settle a batch of calls: release each reservation and charge each real cost, atomically.
+-- For call i (from 0): KEYS[4i+1] lifetime spend, KEYS[4i+2] windowed spend buckets (hash),
+--   KEYS[4i+3] reservation expiries (zset), KEYS[4i+4] reservation amounts (hash);
+--   ARGV[3i+1] cost (nano-USD), ARGV[3i+2] cost window ms (0: no windowed limit),
+--   ARGV[3i+3] reservation id ("" if none).
+-- Returns the number of calls settled.
 local BUCKETS = 60
-local cost, cost_window, reservation = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local calls = #KEYS / 4
 
-if reservation ~= '' and redis.call('ZREM', KEYS[3], reservation) == 1 then
-  local amount = tonumber(redis.call('HGET', KEYS[4], reservation) or '0')
-  redis.call('HDEL', KEYS[4], reservation)
-  redis.call('HINCRBY', KEYS[4], 'total', -amount)
+for i = 0, calls - 1 do
+  local spend, window_spend = KEYS[4 * i + 1], KEYS[4 * i + 2]
+  local expiries, amounts = KEYS[4 * i + 3], KEYS[4 * i + 4]
+  local cost, cost_window = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local reservation = ARGV[3 * i + 3]
+  if reservation ~= '' and redis.call('ZREM', expiries, reservation) == 1 then
+    local amount = tonumber(redis.call('HGET', amounts, reservation) or '0')
+    redis.call('HDEL', amounts, reservation)
+    redis.call('HINCRBY', amounts, 'total', -amount)
+  end
+  if cost > 0 then
+    if cost_window > 0 then
+      local width = cost_window / BUCKETS
+      redis.call('HINCRBY', window_spend, math.floor(now / width), ARGV[3 * i + 1])
+      redis.call('PEXPIRE', window_spend, cost_window + math.ceil(width))
+    end
+    redis.call('INCRBY', spend, ARGV[3 * i + 1])
+  end
 end
-if cost <= 0 then return tonumber(redis.call('GET', KEYS[1]) or '0') end
-if cost_window > 0 then
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-  local width = cost_window / BUCKETS
-  redis.call('HINCRBY', KEYS[2], math.floor(now / width), ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], cost_window + math.ceil(width))
-end
-return redis.call('INCRBY', KEYS[1], ARGV[1])
+return calls
