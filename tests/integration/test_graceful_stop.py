@@ -102,7 +102,7 @@ async def _wait_key_loaded(client: openai.AsyncOpenAI) -> None:
 async def _refused(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection(services.HOST, port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: caught as the listener closed
         return True
     writer.close()
     await writer.wait_closed()
