@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -32,7 +31,7 @@ from shared.db import create_engine, migrate, wait_for_database
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
-from shared.runtime import raise_if_cancelled
+from shared.runtime import raise_if_cancelled, stop_task
 
 MAX_BODY_BYTES = 1024 * 1024
 SPEND_CHECK_INTERVAL = 5.0
@@ -85,9 +84,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     ]
     yield
     for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
 
 
 @web.middleware

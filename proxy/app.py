@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -36,16 +35,11 @@ from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.pricing import Pricing
 from shared.redisconn import create_redis
+from shared.runtime import stop_task
 
 # How long a graceful stop waits for queued spend to reach Redis.
 DRAIN_TIMEOUT = 10.0
 log = logging.getLogger("gateway.proxy")
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
@@ -56,7 +50,7 @@ async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
     )
     task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
     yield
-    await _stop(task)
+    await stop_task(task)
     await engine.dispose()
 
 
@@ -98,7 +92,7 @@ async def statsd_gauges(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(report(), name="statsd-gauges") if registry.statsd else None
     yield
     if task is not None:
-        await _stop(task)
+        await stop_task(task)
     registry.close()
 
 

@@ -1,6 +1,7 @@
 """Process-level set-up shared by both services."""
 
 import asyncio
+import contextlib
 
 
 def install_uvloop() -> None:
@@ -16,3 +17,10 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

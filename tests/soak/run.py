@@ -22,15 +22,12 @@ import contextlib
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -45,14 +42,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
 import services  # noqa: E402  (deploy/local is not a package)
 
-HOST = "127.0.0.1"
-PYTHON = sys.executable
+from tests.bench.procs import HOST, PYTHON, Processes, Server, rss_mb, wait_http  # noqa: E402
+
 LOG_DIR = ROOT / ".local" / "soak"
 REDIS_DB = 15  # the tests use 13 and the benchmark 14; 0 belongs to whoever else runs here
 KEYS_PATH = "/api/key-management/keys"
 PROXY_PREFIX = "/api/providers/openai/v1"
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
 SETTLE_TIMEOUT = 5.0
 RSS_INTERVAL = 10.0
 RSS_GROWTH = 0.20
@@ -126,61 +122,6 @@ class Stores:
     redis_port: int
     redis_password: str
     database: str = field(default_factory=lambda: f"gateway_soak_{uuid.uuid4().hex[:10]}")
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def url(self, path: str = "") -> str:
-        return f"http://{HOST}:{self.port}{path}"
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-@dataclass
-class Processes:
-    """The servers this run started, each in its own session; stop_all ends every one."""
-
-    running: list[Server] = field(default_factory=list)
-
-    def start(self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str]) -> Server:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = LOG_DIR / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                cwd=ROOT,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Server(name, port, proc, log)
-        self.running.append(server)
-        return server
-
-    def stop_all(self) -> None:
-        while self.running:
-            stop(self.running.pop())
-
-
-def stop(server: Server) -> None:
-    # The group id is the pid of the child started in its own session: only ours is signalled.
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.proc.wait(STOP_TIMEOUT)
-            return
 
 
 def parse_args() -> argparse.Namespace:
@@ -310,8 +251,8 @@ def start_gateway(
     keymgmt = processes.start(
         "keymgmt", [PYTHON, "-m", "keymgmt"], port, {**env, "KEYMGMT_PORT": str(port)}
     )
-    wait_http(upstream, "/v1/models")
-    wait_http(keymgmt, "/api/health")  # also means the schema is migrated
+    wait_http(upstream, "/v1/models", START_TIMEOUT)
+    wait_http(keymgmt, "/api/health", START_TIMEOUT)  # also means the schema is migrated
     proxies = []
     for replica in range(2):
         port = services.free_port()
@@ -321,38 +262,8 @@ def start_gateway(
             )
         )
     for proxy in proxies:
-        wait_http(proxy, "/api/health")
+        wait_http(proxy, "/api/health", START_TIMEOUT)
     return keymgmt, proxies
-
-
-def wait_http(server: Server, path: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
-        if http_status(server.url(path)) == 200:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"{server.name}: {path} not 200 in {START_TIMEOUT:.0f}s\n{server.log_tail()}"
-    )
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # --- keys and load ---------------------------------------------------------------------------
@@ -627,7 +538,7 @@ async def soak(
 
 
 def run(args: argparse.Namespace, report: Report) -> None:
-    processes = Processes()
+    processes = Processes(LOG_DIR)
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as directory:
         scratch = Path(directory)
         scratch.chmod(0o755)  # a Postgres started as its own user must traverse it

@@ -86,5 +86,5 @@ def test_secrets_are_not_in_the_repr() -> None:
     settings = Settings.from_env(
         {"OPENAI_API_KEY": "sk-upstream", "ADMIN_PASS": "pass-1", "POSTGRESQL_PASSWORD": "pg-pw"}
     )
-    assert not {"sk-upstream", "pass-1", "pg-pw"} & set(repr(settings).replace("'", " ").split())
-    assert "sk-upstream" not in repr(settings)
+    for secret in ("sk-upstream", "pass-1", "pg-pw"):
+        assert secret not in repr(settings)

@@ -1,0 +1,81 @@
+"""Token accounting: the counting rule of the package docstring."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from proxy.fakeupstream.state import (
+    JSON,
+    REPLY_WORDS,
+    FakeOptions,
+)
+
+# --- token accounting ------------------------------------------------------------------------
+
+
+def _words(text: object) -> int:
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def _content_words(content: object) -> int:
+    """Words of a message content: a string or a list of parts with a `text`."""
+    if isinstance(content, list):
+        return sum(_words(part.get("text")) for part in content if isinstance(part, dict))
+    return _words(content)
+
+
+def input_tokens(value: object) -> int:
+    """Legacy prompt / embedding input: a string, token array, or a list of either."""
+    if isinstance(value, str):
+        return _words(value)
+    if isinstance(value, list):
+        if all(isinstance(item, int) for item in value):
+            return len(value)
+        return sum(input_tokens(item) for item in value)
+    return 0
+
+
+def chat_prompt_tokens(messages: list[JSON]) -> int:
+    return sum(_content_words(message.get("content")) + 3 for message in messages)
+
+
+def responses_input_tokens(body: JSON) -> int:
+    items = body.get("input")
+    items = [{"content": items}] if isinstance(items, str) else items or []
+    tokens = _words(body.get("instructions")) + 3 if body.get("instructions") else 0
+    for item in items:
+        if isinstance(item, dict):
+            tokens += _content_words(item.get("content", item.get("output"))) + 3
+    return tokens
+
+
+@lru_cache(maxsize=256)
+def _reply(count: int) -> tuple[str, ...]:
+    return tuple(("" if i == 0 else " ") + REPLY_WORDS[i % len(REPLY_WORDS)] for i in range(count))
+
+
+def reply_pieces(options: FakeOptions, cap: object) -> tuple[tuple[str, ...], bool]:
+    """The reply pieces (one token each) and whether the cap cut it short."""
+    count = max(options.stream_chunks, 0)
+    if isinstance(cap, int) and cap < count:
+        return _reply(max(cap, 0)), True
+    return _reply(count), False
+
+
+def cached_tokens(body: JSON, prompt_tokens: int) -> int:
+    return prompt_tokens // 2 if body.get("user") == "cached" else 0
+
+
+def chat_usage(prompt: int, completion: int, cached: int) -> JSON:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }

@@ -1,0 +1,180 @@
+"""Chat completions and legacy completions, streamed or not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.fakeupstream.accounting import (
+    cached_tokens,
+    chat_prompt_tokens,
+    chat_usage,
+    input_tokens,
+    reply_pieces,
+)
+from proxy.fakeupstream.state import (
+    CREATED,
+    DONE,
+    FAKE_UPSTREAM,
+    JSON,
+    TOOL_ARGUMENT_FRAGMENTS,
+    FakeUpstream,
+)
+from proxy.fakeupstream.wire import (
+    json_response,
+    read_json,
+    sse,
+    stream_events,
+)
+
+# --- chat completions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything both answer forms share, so that they cannot disagree."""
+
+    meta: JSON  # id, created, model, ...
+    pieces: tuple[str, ...]  # content pieces, or tool-call argument fragments
+    finish_reason: str
+    usage: JSON | None  # None when usage is not reported
+    tool: str | None = None  # function name when the reply is a tool call
+
+
+def _wants_tool(body: JSON) -> str | None:
+    tools, messages = body.get("tools"), body.get("messages") or []
+    if not tools or not messages:
+        return None
+    last = messages[-1].get("content")
+    text = " ".join(p.get("text", "") for p in last) if isinstance(last, list) else str(last or "")
+    return tools[0].get("function", {}).get("name") if "call a tool" in text.lower() else None
+
+
+def _chat_plan(state: FakeUpstream, body: JSON) -> _Plan:
+    meta = _meta(state, body, "chatcmpl-")
+    prompt = chat_prompt_tokens(body.get("messages") or [])
+    tool = _wants_tool(body)
+    if tool:
+        pieces, finish = TOOL_ARGUMENT_FRAGMENTS, "tool_calls"
+    else:
+        cap = body.get("max_completion_tokens")
+        pieces, capped = reply_pieces(state.options, body.get("max_tokens") if cap is None else cap)
+        finish = "length" if capped else "stop"
+    usage = chat_usage(prompt, len(pieces), cached_tokens(body, prompt))
+    return _Plan(meta, pieces, finish, usage if state.options.report_usage else None, tool)
+
+
+def _meta(state: FakeUpstream, body: JSON, prefix: str) -> JSON:
+    return {
+        "id": state.new_id(prefix),
+        "created": CREATED,
+        "model": body.get("model", ""),
+        "system_fingerprint": "fp_fake",
+    }
+
+
+def _tool_call(plan: _Plan, arguments: str) -> JSON:
+    call_id = "call_" + plan.meta["id"].removeprefix("chatcmpl-")
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": plan.tool, "arguments": arguments},
+    }
+
+
+def _chat_completion(plan: _Plan) -> JSON:
+    text = "".join(plan.pieces)
+    message: JSON = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    if plan.tool:
+        message.update(content=None, tool_calls=[_tool_call(plan, text)])
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}
+    payload = {**plan.meta, "object": "chat.completion", "choices": [choice]}
+    if plan.usage is not None:
+        payload["usage"] = plan.usage
+    return payload
+
+
+def _chat_chunks(plan: _Plan, include_usage: bool) -> Iterator[bytes]:
+    base = {**plan.meta, "object": "chat.completion.chunk"}
+    with_usage = include_usage and plan.usage is not None
+    if with_usage:
+        base["usage"] = None  # the real API marks every chunk when usage was asked for
+
+    def chunk(delta: JSON, finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return sse({**base, "choices": [choice]})
+
+    if plan.tool:
+        call = {"index": 0, **_tool_call(plan, "")}
+        yield chunk({"role": "assistant", "content": None, "tool_calls": [call]})
+        for fragment in plan.pieces:
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+    else:
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        for piece in plan.pieces:
+            yield chunk({"content": piece})
+    yield chunk({}, plan.finish_reason)
+    if with_usage:
+        yield sse({**base, "choices": [], "usage": plan.usage})
+    yield DONE
+
+
+def _include_usage(body: JSON) -> bool:
+    stream_options = body.get("stream_options")
+    return isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[FAKE_UPSTREAM]
+    body = await read_json(request)
+    plan = _chat_plan(state, body)
+    if body.get("stream"):
+        chunks = _chat_chunks(plan, _include_usage(body))
+        return await stream_events(request, chunks, state.options.stream_interval)
+    return json_response(_chat_completion(plan))
+
+
+# --- legacy completions ----------------------------------------------------------------------
+
+
+def _completion_plan(state: FakeUpstream, body: JSON) -> _Plan:
+    prompt = input_tokens(body.get("prompt"))
+    pieces, capped = reply_pieces(state.options, body.get("max_tokens"))
+    usage = chat_usage(prompt, len(pieces), cached_tokens(body, prompt))
+    meta = _meta(state, body, "cmpl-")
+    return _Plan(
+        meta, pieces, "length" if capped else "stop", usage if state.options.report_usage else None
+    )
+
+
+def _text_choice(text: str, finish_reason: str | None) -> JSON:
+    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _completion_chunks(plan: _Plan, include_usage: bool) -> Iterator[bytes]:
+    base = {**plan.meta, "object": "text_completion"}
+    with_usage = include_usage and plan.usage is not None
+    if with_usage:
+        base["usage"] = None
+    for piece in plan.pieces:
+        yield sse({**base, "choices": [_text_choice(piece, None)]})
+    yield sse({**base, "choices": [_text_choice("", plan.finish_reason)]})
+    if with_usage:
+        yield sse({**base, "choices": [], "usage": plan.usage})
+    yield DONE
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[FAKE_UPSTREAM]
+    body = await read_json(request)
+    plan = _completion_plan(state, body)
+    if body.get("stream"):
+        chunks = _completion_chunks(plan, _include_usage(body))
+        return await stream_events(request, chunks, state.options.stream_interval)
+    choice = _text_choice("".join(plan.pieces), plan.finish_reason)
+    payload = {**plan.meta, "object": "text_completion", "choices": [choice]}
+    if plan.usage is not None:
+        payload["usage"] = plan.usage
+    return json_response(payload)
