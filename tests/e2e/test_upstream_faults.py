@@ -21,7 +21,7 @@ from tests.e2e.conftest import Gateway
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
 MESSAGES: list[Any] = [{"role": "user", "content": "hello there friend"}]
-# What the fake upstream reports for MESSAGES (see proxy/fakeupstream/__init__.py), and what it costs.
+# What the fake upstream reports for MESSAGES (its package docstring), and what it costs.
 CHAT_COST = 6 * INPUT + 5 * OUTPUT
 FAILING_REQUESTS, CONCURRENCY = 1000, 50
 MAX_UPSTREAM_CONNECTIONS = 60
