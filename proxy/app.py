@@ -29,10 +29,10 @@ from proxy.typedefs import (
 from proxy.upstream import create_session
 from shared import tokens
 from shared.config import Settings
-from shared.db import create_engine
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
+from shared.pg import LazyConnection
 from shared.pricing import Pricing
 from shared.redisconn import create_redis
 from shared.runtime import stop_task
@@ -44,14 +44,14 @@ log = logging.getLogger("gateway.proxy")
 
 async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    engine = create_engine(settings.postgres, pool_size=1)
+    database = LazyConnection(settings.postgres)
     refresher = SnapshotRefresher(
-        engine, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
+        database, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
     )
     task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
     yield
     await stop_task(task)
-    await engine.dispose()
+    await database.close()
 
 
 async def limits(app: web.Application) -> AsyncIterator[None]:

@@ -9,12 +9,11 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
-from shared.db import describe, keys
 from shared.metrics import Counter
 from shared.models import Key
+from shared.pg import LazyConnection, describe
 from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.snapshot")
@@ -62,26 +61,18 @@ class KeySnapshot:
 
 PAGE = 20_000
 
-
-def _seconds(column: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
-    return sa.cast(sa.extract("epoch", column), sa.Double)
-
-
 # Only what the proxy needs, with times as epoch seconds: no name, tags or reason to hold.
-SNAPSHOT_QUERY = sa.select(
-    sa.cast(keys.c.key_id, sa.Text),
-    keys.c.key_hash,
-    keys.c.revoked,
-    keys.c.cost_limit_in_usd,
-    keys.c.cost_limit_in_usd_over_time,
-    keys.c.cost_limit_in_usd_unit,
-    keys.c.rate_limit_over_time,
-    keys.c.rate_limit_unit,
-    _seconds(keys.c.created_at),
-    _seconds(keys.c.updated_at),
-    _seconds(keys.c.expires_at),
-    keys.c.deleted_at.is_not(None),
+SNAPSHOT_QUERY = """
+    SELECT key_id::text, key_hash, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
+        cost_limit_in_usd_unit, rate_limit_over_time, rate_limit_unit,
+        extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
+        extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL
+    FROM keys"""
+FIRST_PAGE = f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL ORDER BY key_id LIMIT $1"
+NEXT_PAGE = (
+    f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL AND key_id > $2::uuid ORDER BY key_id LIMIT $1"
 )
+CHANGED_SINCE = f"{SNAPSHOT_QUERY} WHERE updated_at >= $1"
 
 
 def key_of(row: Any) -> Key:
@@ -104,31 +95,24 @@ def key_of(row: Any) -> Key:
     )
 
 
-async def _load_all(connection: AsyncConnection) -> list[Key]:
+async def _load_all(connection: asyncpg.Connection) -> list[Key]:
     """Every live key, a page at a time: each statement stays short, whatever the key count."""
     loaded: list[Key] = []
-    live = SNAPSHOT_QUERY.where(keys.c.deleted_at.is_(None)).order_by(keys.c.key_id).limit(PAGE)
-    after: str | None = None
+    page = [key_of(row) for row in await connection.fetch(FIRST_PAGE, PAGE)]
     while True:
-        query = (
-            live
-            if after is None
-            else live.where(keys.c.key_id > sa.cast(after, keys.c.key_id.type))
-        )
-        page = [key_of(row) for row in await connection.execute(query)]
         loaded += page
         if len(page) < PAGE:
             return loaded
-        after = page[-1].key_id
+        page = [key_of(row) for row in await connection.fetch(NEXT_PAGE, PAGE, page[-1].key_id)]
 
 
 class SnapshotRefresher:
     """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
 
     def __init__(
-        self, engine: AsyncEngine, snapshot: KeySnapshot, interval: float, errors: Counter
+        self, database: LazyConnection, snapshot: KeySnapshot, interval: float, errors: Counter
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._errors = errors
         self._snapshot = snapshot
         self._interval = interval
@@ -152,14 +136,14 @@ class SnapshotRefresher:
             await asyncio.sleep(delay)
 
     async def refresh(self) -> None:
-        async with self._engine.connect() as connection:
+        async with self._database.use() as connection:
             # Taken before reading, so that what changes meanwhile is read again next time.
-            clock = (await connection.execute(sa.select(sa.func.now()))).scalar_one()
+            clock = await connection.fetchval("SELECT now()")
             if self._read_clock is None:
                 loaded = await _load_all(connection)
             else:
-                changed = SNAPSHOT_QUERY.where(keys.c.updated_at >= self._read_clock - OVERLAP)
-                loaded = [key_of(row) for row in await connection.execute(changed)]
+                since = self._read_clock - OVERLAP
+                loaded = [key_of(row) for row in await connection.fetch(CHANGED_SINCE, since)]
         if self._read_clock is None:
             self._snapshot.replace(loaded)
             # A million long-lived keys would make every full collection crawl over them.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.config import PostgresSettings
 from shared.models import Key
+from shared.pg import connect, describe
 
 log = logging.getLogger("gateway.db")
 
@@ -123,38 +125,15 @@ def is_unavailable(error: BaseException) -> bool:
     return False
 
 
-def database_url(settings: PostgresSettings) -> sa.URL:
-    query: dict[str, list[str]] = {}
-    host: str | None = settings.hosts[0]
-    port: int | None = settings.port
-    if len(settings.hosts) > 1:
-        # asyncpg tries the hosts in order and keeps the first that answers.
-        query["host"] = [f"{h}:{settings.port}" for h in settings.hosts]
-        host = port = None
-    return sa.URL.create(
-        "postgresql+asyncpg",
-        username=settings.username or None,
-        password=settings.password or None,
-        host=host,
-        port=port,
-        database=settings.db_name,
-        query=query,
-    )
-
-
 def create_engine(settings: PostgresSettings, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(
-        database_url(settings),
+        "postgresql+asyncpg://",
+        # Connections opened exactly as the proxy opens its own, from the same settings.
+        async_creator=functools.partial(connect, settings),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=settings.read_timeout,
-        connect_args={
-            "timeout": settings.read_timeout,
-            "command_timeout": settings.read_timeout,
-            "ssl": "require" if settings.ssl_enabled else False,
-            "server_settings": {"application_name": "gateway"},
-        },
     )
 
 
@@ -179,13 +158,6 @@ async def wait_for_database(engine: AsyncEngine, max_delay: float = 10.0) -> Non
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay)
         attempt += 1
-
-
-def describe(error: BaseException) -> str:
-    """A one-line account of a database error, without the statement or its parameters."""
-    original = getattr(error, "orig", None) or error
-    text = str(original).splitlines()[0] if str(original) else ""
-    return f"{type(original).__name__}: {text}" if text else type(original).__name__
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,8 +14,9 @@ from proxy import snapshot as snapshot_module
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from shared.config import Settings
 from shared.db import create_engine, migrate
-from shared.metrics import Metrics
+from shared.metrics import Counter, Metrics
 from shared.models import hash_key
+from shared.pg import LazyConnection
 
 
 @pytest.fixture
@@ -25,8 +27,22 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+@pytest.fixture
+async def database(settings: Settings) -> AsyncIterator[LazyConnection]:
+    database = LazyConnection(settings.postgres)
+    yield database
+    await database.close()
+
+
+def errors_counter() -> Counter:
+    return Metrics().counter("errors_total", "errors", ("operation",))
+
+
 async def test_full_load_in_pages_then_changes(
-    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine,
+    database: LazyConnection,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = KeyStore(engine, settings.postgres)
     raws = [f"sk-snap-{uuid.uuid4().hex}" for _ in range(7)]
@@ -36,8 +52,7 @@ async def test_full_load_in_pages_then_changes(
     ]
     monkeypatch.setattr(snapshot_module, "PAGE", 3)
     keys = KeySnapshot()
-    errors = Metrics().counter("errors_total", "errors", ("operation",))
-    refresher = SnapshotRefresher(engine, keys, interval=1, errors=errors)
+    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter())
     await refresher.refresh()
     for raw, config in zip(raws, created, strict=True):
         loaded = keys.get(hash_key(raw))
@@ -55,3 +70,25 @@ async def test_full_load_in_pages_then_changes(
     assert keys.get(hash_key(raws[1])) is None
     late = keys.get(hash_key(added))
     assert late is not None and late.expires_at is not None
+
+
+async def test_a_lost_connection_is_opened_anew(
+    engine: AsyncEngine, database: LazyConnection, settings: Settings
+) -> None:
+    store = KeyStore(engine, settings.postgres)
+    keys = KeySnapshot()
+    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter())
+    await refresher.refresh()
+    async with database.use() as connection:
+        backend = await connection.fetchval("SELECT pg_backend_pid()")
+    async with engine.connect() as admin:
+        await admin.exec_driver_sql(f"SELECT pg_terminate_backend({backend})")
+
+    raw = f"sk-snap-{uuid.uuid4().hex}"
+    await store.create({"name": "after", "key": raw})
+    with contextlib.suppress(Exception):
+        await refresher.refresh()  # may find the connection dead, and drop it
+    await refresher.refresh()
+    assert keys.get(hash_key(raw)) is not None
+    async with database.use() as connection:
+        assert await connection.fetchval("SELECT pg_backend_pid()") != backend

@@ -1,0 +1,34 @@
+"""The proxy process stays lean: it never imports what it does not use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# Builds the proxy as `python -m proxy` does, then names the top-level packages it imported.
+BUILD_PROXY = """
+import sys
+import proxy.__main__
+from proxy.app import create_app
+from shared.config import Settings
+
+create_app(Settings.from_env())
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def imported_by_proxy(**environ: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD_PROXY],
+        env={**os.environ, "OPENAI_API_KEY": "sk-test", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_the_proxy_does_without_sqlalchemy_and_alembic() -> None:
+    assert not imported_by_proxy() & {"sqlalchemy", "alembic"}
