@@ -6,12 +6,14 @@ Each service owns a registry, so that apps built side by side (tests, workers) n
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client as prom
-from datadog.dogstatsd import DogStatsd
 
 from shared.config import ConfigError
+
+if TYPE_CHECKING:
+    from datadog.dogstatsd import DogStatsd
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -23,6 +25,8 @@ def _statsd_client(address: str) -> DogStatsd | None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"STATSD_ADDRESS: expected host:port, got {address!r}")
+    from datadog.dogstatsd import DogStatsd  # about 6 MB resident: only when it is asked for
+
     return DogStatsd(host=host, port=int(port), disable_telemetry=True)
 
 

@@ -21,7 +21,7 @@ print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 def imported_by_proxy(**environ: str) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-c", BUILD_PROXY],
-        env={**os.environ, "OPENAI_API_KEY": "sk-test", **environ},
+        env={**os.environ, "OPENAI_API_KEY": "sk-test", "STATSD_ADDRESS": "", **environ},
         capture_output=True,
         text=True,
         timeout=60,
@@ -32,3 +32,8 @@ def imported_by_proxy(**environ: str) -> set[str]:
 
 def test_the_proxy_does_without_sqlalchemy_and_alembic() -> None:
     assert not imported_by_proxy() & {"sqlalchemy", "alembic"}
+
+
+def test_datadog_only_when_statsd_is_configured() -> None:
+    assert "datadog" not in imported_by_proxy()
+    assert "datadog" in imported_by_proxy(STATSD_ADDRESS="127.0.0.1:8125")
