@@ -25,13 +25,14 @@ from shared.pricing import Pricing
 
 
 def reservation_nano(call: Call, pricing: Pricing) -> int:
-    """The most this call is expected to cost: its prompt, plus its output cap where given."""
+    """The most this call is expected to cost: its prompt, counted high so that a key never
+    spends past its limit on it, plus its output cap where given."""
     if not call.metered or not has_cost_limits(call.key):
         return 0
     rates = pricing.rates(call.model)
     if rates is None:
         return 0
-    prompt_cost = call.prompt_tokens_estimate() * rates.input
+    prompt_cost = call.prompt_tokens_bound() * rates.input
     return to_nano(prompt_cost + call.max_output_tokens() * rates.output)
 
 

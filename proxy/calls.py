@@ -60,17 +60,25 @@ class Call:
                 return value
         return 0
 
+    def prompt_tokens_bound(self) -> int:
+        """Never fewer than the prompt's tokens, and cheap: no encoding is loaded. To reserve."""
+        return self._prompt_tokens(tokens.utf8_bytes)
+
     def prompt_tokens_estimate(self) -> int:
+        """The prompt's tokens as tiktoken counts them: to bill when upstream reports none."""
+        return self._prompt_tokens(tokens.tiktoken_counter(self.model))
+
+    def _prompt_tokens(self, count: tokens.TextCounter) -> int:
         payload = self.payload
         if payload is None:
             return 0
         if self.endpoint == CHAT:
-            return tokens.count_chat_prompt(payload, self.model)
+            return tokens.count_chat_prompt(payload, count)
         field = {COMPLETIONS: "prompt", EMBEDDINGS: "input", RESPONSES: "input"}[self.endpoint]
-        count = tokens.count_input(payload.get(field), self.model)
+        total = tokens.count_input(payload.get(field), count)
         if self.endpoint == RESPONSES and isinstance(payload.get("instructions"), str):
-            count += tokens.count_text(payload["instructions"], self.model)
-        return count
+            total += count(payload["instructions"])
+        return total
 
 
 def endpoint_of(request: web.Request) -> str:

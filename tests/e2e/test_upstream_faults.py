@@ -57,7 +57,8 @@ async def test_upstream_timeout_is_a_504_and_releases_the_reservation(
     gateway = await start_gateway(pricing_file=pricing_file)
     raw, config = await gateway.create_key(costLimitInUsd=1.0)
     client = gateway.client(raw)
-    # 990 output tokens and the prompt reserve 0.991 of the 1 USD budget: all but nothing left.
+    # 990 output tokens and the prompt (28 bytes) reserve 0.9928 of the 1 USD budget: all but
+    # nothing left.
     whole_budget = 990
     gateway.upstream.options.latency = 2
     started = time.monotonic()

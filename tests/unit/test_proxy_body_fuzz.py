@@ -108,7 +108,7 @@ def parse(endpoint: str, body: bytes, content_type: str = "application/json") ->
 
 
 def assert_estimates(call: Call) -> None:
-    assert call.prompt_tokens_estimate() >= 0
+    assert call.prompt_tokens_bound() >= call.prompt_tokens_estimate() >= 0
     assert call.max_output_tokens() >= 0
 
 

@@ -6,14 +6,23 @@ import os
 import subprocess
 import sys
 
-# Builds the proxy as `python -m proxy` does, then names the top-level packages it imported.
+# Builds the proxy as `python -m proxy` does, reserves for a chat call as admission does, then
+# names the top-level packages imported.
 BUILD_PROXY = """
 import sys
 import proxy.__main__
+from proxy.admission import reservation_nano
 from proxy.app import create_app
+from proxy.calls import CHAT, Call
+from proxy.typedefs import PRICING
 from shared.config import Settings
+from shared.models import Key
 
-create_app(Settings.from_env())
+app = create_app(Settings.from_env())
+key = Key(key_id="k", name="", key_hash="h", created_at=0, updated_at=0, cost_limit_in_usd=1)
+payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Grüße"}]}
+call = Call("r", key, CHAT, b"", payload, model="gpt-4o-mini")
+assert reservation_nano(call, app[PRICING]) > 0
 print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
@@ -37,3 +46,8 @@ def test_the_proxy_does_without_sqlalchemy_and_alembic() -> None:
 def test_datadog_only_when_statsd_is_configured() -> None:
     assert "datadog" not in imported_by_proxy()
     assert "datadog" in imported_by_proxy(STATSD_ADDRESS="127.0.0.1:8125")
+
+
+def test_reserving_loads_no_token_encoding() -> None:
+    # tiktoken is imported where an encoding is loaded, and only there.
+    assert "tiktoken" not in imported_by_proxy()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tiktoken
 
 from shared import tokens
@@ -50,7 +51,7 @@ def test_chat_prompt_estimate_follows_the_cookbook() -> None:
     expected = (
         3 + (3 + n("system") + n("Be brief.")) + (3 + n("user") + 1 + n("ann") + n("What is 2+2?"))
     )
-    assert tokens.count_chat_prompt(body, "gpt-4o") == expected
+    assert tokens.count_chat_prompt(body, tokens.tiktoken_counter("gpt-4o")) == expected
 
 
 def test_tools_and_images_add_to_the_estimate() -> None:
@@ -64,14 +65,51 @@ def test_tools_and_images_add_to_the_estimate() -> None:
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
         ]
     }
-    base = tokens.count_chat_prompt(plain, "gpt-4o")
-    assert tokens.count_chat_prompt(with_tools, "gpt-4o") > base
-    assert tokens.count_chat_prompt(with_image, "gpt-4o") >= tokens.IMAGE_TOKENS
+    count = tokens.tiktoken_counter("gpt-4o")
+    base = tokens.count_chat_prompt(plain, count)
+    assert tokens.count_chat_prompt(with_tools, count) > base
+    assert tokens.count_chat_prompt(with_image, count) >= tokens.IMAGE_TOKENS
 
 
 def test_inputs_of_completions_and_embeddings() -> None:
-    assert tokens.count_input([1, 2, 3], "text-embedding-3-small") == 3
-    assert tokens.count_input(["a b", "c"], "gpt-4o") == tokens.count_text(
-        "a b", "gpt-4o"
-    ) + tokens.count_text("c", "gpt-4o")
-    assert tokens.count_input(None, "gpt-4o") == 0
+    count = tokens.tiktoken_counter("gpt-4o")
+    assert tokens.count_input([1, 2, 3], tokens.tiktoken_counter("text-embedding-3-small")) == 3
+    assert tokens.count_input(["a b", "c"], count) == count("a b") + count("c")
+    assert tokens.count_input(None, count) == 0
+
+
+TEXTS = [
+    "hello world",
+    "Grüße aus Köln, ça va ? Ñandú.",
+    "日本語のテキストとかな混じり文",
+    "Привет, мир! Как дела?",
+    "emoji 🙂🚀👩‍👩‍👧 and accents é è ê",
+    "    def f(x):\n        return x ** 2  # code, indentation\n",
+    "<|endoftext|> spelled out in a prompt",
+    "a lone surrogate \ud800 from JSON",
+    "",
+]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-3.5-turbo"])
+@pytest.mark.parametrize("text", TEXTS)
+def test_utf8_bytes_bound_the_tokens(text: str, model: str) -> None:
+    assert tokens.utf8_bytes(text) >= tokens.count_text(text, model)
+
+
+def test_the_bound_covers_the_estimate_of_every_kind_of_prompt() -> None:
+    chat = {
+        "messages": [
+            {"role": "system", "content": TEXTS[1]},
+            {"role": "user", "name": "名前", "content": [{"type": "text", "text": TEXTS[2]}]},
+            {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+        ],
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+    }
+    count = tokens.tiktoken_counter("gpt-4o")
+    assert tokens.count_chat_prompt(chat, tokens.utf8_bytes) >= tokens.count_chat_prompt(
+        chat, count
+    )
+    for value in (TEXTS, [[1, 2, 3]], [{"content": TEXTS[3]}, TEXTS[4]]):
+        assert tokens.count_input(value, tokens.utf8_bytes) >= tokens.count_input(value, count)
