@@ -21,6 +21,7 @@ from keymgmt.typedefs import (
     EVENTS_WRITTEN,
     LIMITS,
     OPENAPI,
+    REDIS,
     REGISTRY,
     REQUESTS,
     SETTINGS,
@@ -31,6 +32,7 @@ from shared.db import create_engine, migrate, wait_for_database
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
+from shared.redispipe import RedisPipe
 from shared.runtime import raise_if_cancelled, stop_task
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -51,9 +53,11 @@ async def database(app: web.Application) -> AsyncIterator[None]:
 
 async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = create_redis(settings.redis, max_connections=16)
-    app[LIMITS] = LimitEngine(client, reservation_lifetime=settings.proxy_timeout + 60)
+    app[REDIS] = client = create_redis(settings.redis, max_connections=16)
+    pipe = RedisPipe(settings.redis)
+    app[LIMITS] = LimitEngine(pipe, reservation_lifetime=settings.proxy_timeout + 60)
     yield
+    await pipe.close()
     await client.aclose()
 
 
@@ -70,7 +74,7 @@ async def _forever(step: Callable[[], Awaitable[object]], interval: float, what:
 
 async def background(app: web.Application) -> AsyncIterator[None]:
     """The usage-event consumer, and the watch for a Redis that lost its spend."""
-    client, engine = app[LIMITS].client, app[ENGINE]
+    client, engine = app[REDIS], app[ENGINE]
     block_ms = max(50, int(app[SETTINGS].redis.read_timeout * 500))
     consumer = EventConsumer(client, engine, app[EVENTS_WRITTEN], block_ms=block_ms)
     tasks = [

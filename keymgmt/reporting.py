@@ -11,7 +11,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from keymgmt.errors import InvalidInput, LimitsUnavailable
 from keymgmt.routes import key_id_of
@@ -19,6 +18,7 @@ from keymgmt.typedefs import LIMITS, STORE
 from shared.db import keys, usage_events
 from shared.jsonutil import json_response
 from shared.limits import to_usd
+from shared.redispipe import RedisReplyError
 
 routes = web.RouteTableDef()
 
@@ -92,7 +92,7 @@ async def key_spend(request: web.Request) -> web.Response:
     key = await request.app[STORE].get(key_id_of(request))
     try:
         usage = await request.app[LIMITS].usage(key)
-    except (RedisError, OSError, TimeoutError):
+    except (RedisReplyError, OSError):
         raise LimitsUnavailable("redis unavailable: spend cannot be read now") from None
     return json_response(
         {

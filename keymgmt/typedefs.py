@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import redis.asyncio as redis
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +16,7 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 STORE = web.AppKey("store", KeyStore)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 LIMITS = web.AppKey("limits", LimitEngine)
+REDIS = web.AppKey("redis", redis.Redis)
 REGISTRY = web.AppKey("registry", Metrics)
 REQUESTS = web.AppKey("requests", Counter)
 EVENTS_WRITTEN = web.AppKey("events_written", Counter)

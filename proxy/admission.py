@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from redis.exceptions import RedisError
-
 from proxy.calls import Call
 from proxy.errors import budget_spent, rate_limited, window_budget_spent
 from proxy.fallback import LocalLimits
@@ -22,6 +20,7 @@ from shared.limits import (
 )
 from shared.metrics import Counter
 from shared.pricing import Pricing
+from shared.redispipe import RedisReplyError
 
 
 def reservation_nano(call: Call, pricing: Pricing) -> int:
@@ -44,7 +43,7 @@ async def decide(
             admission = await engine.admit(call.key, reservation)
         except LimitsNotReady:
             local.redis_failed()
-        except (RedisError, OSError, TimeoutError):
+        except (RedisReplyError, OSError):  # OSError: connection lost, timed out
             errors.inc(operation="admit")
             local.redis_failed()
         else:

@@ -34,7 +34,7 @@ from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.pg import LazyConnection
 from shared.pricing import Pricing
-from shared.redisconn import create_redis
+from shared.redispipe import RedisPipe
 from shared.runtime import stop_task
 
 # How long a graceful stop waits for queued spend to reach Redis.
@@ -56,9 +56,9 @@ async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
 
 async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = create_redis(settings.redis)
+    pipe = RedisPipe(settings.redis)
     # A reservation outlives the longest call it can cover, then lapses by itself.
-    app[LIMITS] = engine = LimitEngine(client, reservation_lifetime=settings.proxy_timeout + 60)
+    app[LIMITS] = engine = LimitEngine(pipe, reservation_lifetime=settings.proxy_timeout + 60)
     app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
     task = asyncio.create_task(settler.run(), name="settler")
     yield
@@ -67,7 +67,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(task, DRAIN_TIMEOUT + 5)
     except TimeoutError:
         log.error("settlement flusher did not stop in time")
-    await client.aclose()
+    await pipe.close()
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:

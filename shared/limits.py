@@ -6,15 +6,15 @@ Amounts are integers in nano-USD, so that Redis adds them exactly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as redis
-from redis.exceptions import NoScriptError
-
 from shared.models import Key
+from shared.redispipe import Command, NoScriptError, RedisPipe
 
 PREFIX = "gw:"
 NANO_PER_USD = 1_000_000_000
@@ -41,8 +41,18 @@ def spend_key(key_id: str) -> str:
     return f"{PREFIX}{{{key_id}}}:spend"
 
 
-def _script(name: str) -> str:
-    return resources.files("shared").joinpath("lua", name).read_text()
+@dataclass(frozen=True, slots=True)
+class Script:
+    source: str
+    sha: str
+
+    @classmethod
+    def named(cls, name: str) -> Script:
+        source = resources.files("shared").joinpath("lua", name).read_text()
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+    def call(self, keys: Sequence[str], args: Sequence[int | str]) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,34 +122,34 @@ def has_cost_limits(key: Key) -> bool:
     return bool(key.cost_limit_in_usd or key.cost_limit_in_usd_over_time)
 
 
-# The keys and arguments of one admission, and the future its caller awaits.
-_Waiting = tuple[list[str], list[int | str], "asyncio.Future[Any]"]
+# The script call of one admission, and the future its caller awaits.
+_Waiting = tuple[Command, "asyncio.Future[Any]"]
 
 
 class LimitEngine:
-    def __init__(self, client: redis.Redis, reservation_lifetime: float) -> None:
-        self.client = client
+    def __init__(self, redis: RedisPipe, reservation_lifetime: float) -> None:
+        self.redis = redis
         self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
-        self._admit = client.register_script(_script("admit.lua"))
+        self._admit = Script.named("admit.lua")
         self._waiting: list[_Waiting] = []
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._settle = client.register_script(_script("settle.lua"))
-        self._usage = client.register_script(_script("usage.lua"))
+        self._settle = Script.named("settle.lua")
+        self._usage = Script.named("usage.lua")
 
-    def admit_call(self, key: Key, reservation_nano: int) -> tuple[list[str], list[int | str], str]:
-        """Keys and arguments of the admit script for one request, and its reservation id."""
+    def admit_call(self, key: Key, reservation_nano: int) -> tuple[Command, str]:
+        """The admit script call for one request, and its reservation id."""
         names = KeyNames.of(key)
         reservation = os.urandom(8).hex() if has_cost_limits(key) else ""
-        return (
-            [
+        command = self._admit.call(
+            (
                 names.rate,
                 names.spend,
                 names.window_spend,
                 names.reservations,
                 names.reserved,
                 SPEND_MARKER,
-            ],
-            [
+            ),
+            (
                 key.rate_limit_over_time,
                 key.rate_window_seconds * 1000,
                 to_nano(key.cost_limit_in_usd),
@@ -148,15 +158,15 @@ class LimitEngine:
                 max(0, reservation_nano),
                 reservation,
                 self._reservation_ms,
-            ],
-            reservation,
+            ),
         )
+        return command, reservation
 
     async def admit(self, key: Key, reservation_nano: int = 0) -> Admission:
         """Admit one call. Calls that arrive in the same event-loop turn share one round trip."""
-        keys, args, reservation = self.admit_call(key, reservation_nano)
+        command, reservation = self.admit_call(key, reservation_nano)
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((keys, args, waiter))
+        self._waiting.append((command, waiter))
         if len(self._waiting) == 1:
             asyncio.get_running_loop().call_soon(self._send_waiting)
         return parse_admission(await waiter, reservation)
@@ -169,79 +179,66 @@ class LimitEngine:
 
     async def _admit_batch(self, batch: list[_Waiting]) -> None:
         try:
-            replies = await self._evalsha_all(batch)
+            # Every command is the same script: on NOSCRIPT none of them ran.
+            replies = await self._execute(self._admit, [command for command, _ in batch])
         except BaseException as error:  # every waiter learns that Redis failed it
-            for _, _, waiter in batch:
+            for _, waiter in batch:
                 if not waiter.done():
                     waiter.set_exception(error)
             if not isinstance(error, Exception):
                 raise
             return
-        for (_, _, waiter), reply in zip(batch, replies, strict=True):
+        for (_, waiter), reply in zip(batch, replies, strict=True):
             if not waiter.done():
                 waiter.set_result(reply)
 
-    async def _evalsha_all(self, batch: list[_Waiting]) -> list[Any]:
+    async def _execute(self, script: Script, commands: list[Command]) -> list[Any]:
         try:
-            return await self._evalsha_pipeline(batch)
+            return await self.redis.execute(commands)
         except NoScriptError:
-            # Redis lost its scripts (a restart): nothing of the batch ran, so send it again.
-            await self.client.script_load(self._admit.script)
-            return await self._evalsha_pipeline(batch)
-
-    async def _evalsha_pipeline(self, batch: list[_Waiting]) -> list[Any]:
-        sha = self._admit.sha
-        if len(batch) == 1:
-            keys, args, _ = batch[0]
-            return [await self.client.evalsha(sha, len(keys), *keys, *args)]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            return list(await pipe.execute())
+            # Redis lost its scripts (a restart): load the script and send the batch again.
+            await self.redis.execute([("SCRIPT", "LOAD", script.source)])
+            return await self.redis.execute(commands)
 
     async def settle(self, settlements: list[Settlement]) -> None:
-        """Settle a batch atomically in one round trip (MULTI/EXEC); all or nothing."""
-        try:
-            await self._settle_batch(settlements)
-        except NoScriptError:
-            # Redis lost its scripts (a restart): no command of the batch ran, so send it again.
-            await self.client.script_load(self._settle.script)
-            await self._settle_batch(settlements)
+        """Settle a batch atomically in one round trip (MULTI/EXEC); all or nothing.
 
-    async def _settle_batch(self, settlements: list[Settlement]) -> None:
-        # One script call for the whole batch, sent with EVALSHA directly: a Script object in a
-        # pipeline would cost a SCRIPT EXISTS round trip. The events go in the same transaction.
+        On NOSCRIPT the events of the batch were appended and are appended again when it is
+        resent; their consumer keeps one of each event id.
+        """
+        transaction: list[Command] = [("MULTI",)]
         keys: list[str] = []
         args: list[int | str] = []
-        async with self.client.pipeline(transaction=True) as pipe:
-            for settlement in settlements:
-                if settlement.event is not None:
-                    pipe.xadd(
-                        EVENTS_STREAM,
-                        settlement.event,  # type: ignore[arg-type]
-                        maxlen=EVENTS_MAX_LENGTH,
-                        approximate=True,
+        for settlement in settlements:
+            if settlement.event is not None:
+                transaction.append(
+                    (
+                        "XADD", EVENTS_STREAM, "MAXLEN", "~", EVENTS_MAX_LENGTH, "*",
+                        *[part for field in settlement.event.items() for part in field],
                     )
-                if settlement.cost_nano or settlement.reservation:
-                    key = settlement.key
-                    names = KeyNames.of(key)
-                    keys += [names.spend, names.window_spend, names.reservations, names.reserved]
-                    windowed = key.cost_limit_in_usd_over_time
-                    args += [
-                        settlement.cost_nano,
-                        key.cost_window_seconds * 1000 if windowed else 0,
-                        settlement.reservation,
-                    ]
-            if keys:
-                pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
-            await pipe.execute()
+                )  # fmt: skip
+            if settlement.cost_nano or settlement.reservation:
+                key = settlement.key
+                names = KeyNames.of(key)
+                keys += [names.spend, names.window_spend, names.reservations, names.reserved]
+                windowed = key.cost_limit_in_usd_over_time
+                args += [
+                    settlement.cost_nano,
+                    key.cost_window_seconds * 1000 if windowed else 0,
+                    settlement.reservation,
+                ]
+        if keys:  # one script call for the whole batch
+            transaction.append(self._settle.call(keys, args))
+        transaction.append(("EXEC",))
+        await self._execute(self._settle, transaction)
 
     async def usage(self, key: Key) -> KeyUsage:
         names = KeyNames.of(key)
-        spend, window_spend, requests = await self._usage(
-            [names.spend, names.window_spend, names.rate],
-            [key.cost_window_seconds * 1000, key.rate_window_seconds * 1000],
+        command = self._usage.call(
+            (names.spend, names.window_spend, names.rate),
+            (key.cost_window_seconds * 1000, key.rate_window_seconds * 1000),
         )
+        [(spend, window_spend, requests)] = await self._execute(self._usage, [command])
         return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
 
 

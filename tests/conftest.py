@@ -7,14 +7,17 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as redis
 
 from shared.config import PostgresSettings, RedisSettings, Settings
+from shared.redisconn import create_redis
+from shared.redispipe import RedisPipe
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
@@ -113,6 +116,20 @@ def settings(
         snapshot_interval=0.2,
         log_format="text",
     )
+
+
+@pytest.fixture
+async def redis_client(settings: Settings) -> AsyncIterator[redis.Redis]:
+    client = create_redis(settings.redis)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def pipe(settings: Settings) -> AsyncIterator[RedisPipe]:
+    pipe = RedisPipe(settings.redis)
+    yield pipe
+    await pipe.close()
 
 
 def with_admin_pass(settings: Settings, admin_pass: str) -> Settings:

@@ -14,10 +14,10 @@ import orjson
 import pytest
 import services
 import tiktoken
-from redis.asyncio.connection import Connection
 
 from proxy.typedefs import LIMITS
 from shared.config import RedisSettings
+from shared.redispipe import RedisPipe
 from tests.e2e.conftest import KEYS, Gateway
 
 # Prices of the model the tests bill by (PRICING_FILE), chosen so that costs are easy to check.
@@ -258,16 +258,16 @@ async def test_one_admitted_request_costs_two_redis_round_trips(
     await chat(client)  # loads the scripts
     await asyncio.sleep(0.2)
     round_trips = 0
-    send = Connection.send_packed_command
-    proxy_pool = priced.proxies[0].app[LIMITS].client.connection_pool
+    execute = RedisPipe.execute
+    proxy_pipe = priced.proxies[0].app[LIMITS].redis
 
-    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+    async def counting(self: RedisPipe, commands: Any) -> list[Any]:
         nonlocal round_trips
-        if self in proxy_pool._in_use_connections:  # not keymgmt's, which shares the process
-            round_trips += 1
-        await send(self, command, check_health)
+        if self is proxy_pipe:  # not keymgmt's, which shares the process
+            round_trips += 1  # each execute is one write and one wait for its replies
+        return await execute(self, commands)
 
-    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    monkeypatch.setattr(RedisPipe, "execute", counting)
     await chat(client)
     await asyncio.sleep(0.3)  # the settlement is flushed in the background
     assert round_trips == 2

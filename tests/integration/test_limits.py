@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
-from redis.asyncio.connection import Connection
 
-from shared.config import Settings
 from shared.limits import SPEND_MARKER, LimitEngine, LimitsNotReady, Settlement, to_nano
 from shared.models import Key
-from shared.redisconn import create_redis
+from shared.redispipe import RedisPipe
 
 
 def make_key(**limits: object) -> Key:
@@ -30,16 +27,9 @@ def make_key(**limits: object) -> Key:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[redis.Redis]:
-    connection = create_redis(settings.redis)
-    yield connection
-    await connection.aclose()
-
-
-@pytest.fixture
-async def engine(client: redis.Redis) -> LimitEngine:
-    await client.set(SPEND_MARKER, "test")
-    return LimitEngine(client, reservation_lifetime=60)
+async def engine(redis_client: redis.Redis, pipe: RedisPipe) -> LimitEngine:
+    await redis_client.set(SPEND_MARKER, "test")
+    return LimitEngine(pipe, reservation_lifetime=60)
 
 
 async def test_concurrent_admissions_admit_exactly_the_limit(engine: LimitEngine) -> None:
@@ -103,10 +93,8 @@ async def test_windowed_cost_refuses_with_retry_after(engine: LimitEngine) -> No
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.6)
 
 
-async def test_reservations_lapse_when_never_settled(
-    client: redis.Redis, engine: LimitEngine
-) -> None:
-    engine = LimitEngine(client, reservation_lifetime=1)
+async def test_reservations_lapse_when_never_settled(pipe: RedisPipe, engine: LimitEngine) -> None:
+    engine = LimitEngine(pipe, reservation_lifetime=1)
     key = make_key(cost_limit_in_usd=1.0)
     assert (await engine.admit(key, to_nano(0.9))).admitted
     assert not (await engine.admit(key, to_nano(0.5))).admitted
@@ -124,7 +112,9 @@ async def test_settling_twice_releases_once(engine: LimitEngine) -> None:
     assert not (await engine.admit(key, to_nano(0.6))).admitted
 
 
-async def test_every_key_is_under_the_prefix(engine: LimitEngine, client: redis.Redis) -> None:
+async def test_every_key_is_under_the_prefix(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
     key = make_key(
         rate_limit_over_time=3,
         rate_limit_unit="m",
@@ -135,7 +125,7 @@ async def test_every_key_is_under_the_prefix(engine: LimitEngine, client: redis.
     admission = await engine.admit(key, to_nano(0.1))
     await engine.settle([Settlement(key, to_nano(0.05), admission.reservation)])
     await engine.admit(key, to_nano(0.1))
-    written = [k.decode() async for k in client.scan_iter(match=f"*{key.key_id}*")]
+    written = [k.decode() async for k in redis_client.scan_iter(match=f"*{key.key_id}*")]
     assert len(written) >= 4
     assert all(k.startswith("gw:") for k in written)
     usage = await engine.usage(key)
@@ -147,25 +137,25 @@ async def test_every_key_is_under_the_prefix(engine: LimitEngine, client: redis.
 
 
 async def test_scripts_lost_by_redis_are_loaded_again(
-    engine: LimitEngine, client: redis.Redis
+    engine: LimitEngine, redis_client: redis.Redis
 ) -> None:
     key = make_key(cost_limit_in_usd=1.0)
     admission = await engine.admit(key, to_nano(0.1))
-    await client.script_flush()
+    await redis_client.script_flush()
     await engine.settle([Settlement(key, to_nano(0.1), admission.reservation)])
-    await client.script_flush()
+    await redis_client.script_flush()
     assert (await engine.admit(key, to_nano(0.1))).admitted
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.1)
 
 
 async def test_a_redis_without_restored_spend_is_not_trusted(
-    engine: LimitEngine, client: redis.Redis
+    engine: LimitEngine, redis_client: redis.Redis
 ) -> None:
     key = make_key(cost_limit_in_usd=1.0)
-    await client.delete(SPEND_MARKER)
+    await redis_client.delete(SPEND_MARKER)
     with pytest.raises(LimitsNotReady):
         await engine.admit(key)
-    await client.set(SPEND_MARKER, "restored")
+    await redis_client.set(SPEND_MARKER, "restored")
     assert (await engine.admit(key)).admitted
 
 
@@ -175,14 +165,14 @@ async def test_admissions_of_one_loop_turn_share_a_round_trip(
     key = make_key(rate_limit_over_time=1000, rate_limit_unit="m")
     await engine.admit(key)  # connection made, script loaded
     sent = 0
-    original = Connection.send_packed_command
+    original = RedisPipe.execute
 
-    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+    async def counting(self: RedisPipe, commands: Any) -> list[Any]:
         nonlocal sent
-        sent += 1
-        await original(self, command, check_health)
+        sent += 1  # each execute is one write and one wait for its replies
+        return await original(self, commands)
 
-    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    monkeypatch.setattr(RedisPipe, "execute", counting)
     results = await asyncio.gather(*(engine.admit(key) for _ in range(50)))
     assert all(r.admitted for r in results)
     assert sorted(r.remaining_requests for r in results) == list(range(949, 999))

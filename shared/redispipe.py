@@ -1,0 +1,162 @@
+"""The limit engine's Redis connection: one socket, batches of commands pipelined on it.
+
+Commands are packed and replies parsed by hiredis in C, and replies come back in the order the
+batches went out, so every request of a process shares one connection without a pool. redis-py
+spends about 100 µs of CPU per pipeline on its pool, retries and timeouts and 30 µs per command
+packing arguments in Python; here a command costs a few µs (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Sequence
+from typing import Any, cast
+
+import hiredis
+
+from shared.config import RedisSettings
+
+Command = Sequence[str | int | bytes]
+
+
+class RedisReplyError(Exception):
+    """Redis answered a command with an error."""
+
+
+class NoScriptError(RedisReplyError):
+    """Redis does not hold the script: it restarted or was flushed since the script was loaded."""
+
+
+class RedisUnavailable(ConnectionError):
+    """No connection to Redis, or it broke with replies outstanding."""
+
+
+def _raise_first_error(replies: list[Any]) -> None:
+    for reply in replies:
+        errors = reply if isinstance(reply, list) else (reply,)  # EXEC: one per queued command
+        for error in errors:
+            if isinstance(error, RedisReplyError):
+                message = str(error)
+                raise NoScriptError(message) if message.startswith("NOSCRIPT") else error
+
+
+_INCOMPLETE = object()  # what the reader returns until a whole reply has arrived
+
+
+class _Batch:
+    __slots__ = ("future", "replies", "size")
+
+    def __init__(self, future: asyncio.Future[list[Any]], size: int) -> None:
+        self.future = future
+        self.size = size
+        self.replies: list[Any] = []
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(replyError=RedisReplyError, notEnoughData=_INCOMPLETE)
+        self._waiting: collections.deque[_Batch] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def send(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        assert self.transport is not None
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Batch(future, len(commands)))
+        # hiredis's stub types its argument as a 1-tuple; any length is packed.
+        packed = [hiredis.pack_command(tuple(c)) for c in commands]  # type: ignore[arg-type]
+        self.transport.write(b"".join(packed))
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        waiting = self._waiting
+        try:
+            while (reply := self._reader.gets()) is not _INCOMPLETE:
+                batch = waiting[0]
+                batch.replies.append(reply)
+                if len(batch.replies) == batch.size:
+                    waiting.popleft()
+                    if not batch.future.done():  # its caller may have given up
+                        batch.future.set_result(batch.replies)
+        except (hiredis.ProtocolError, IndexError):  # garbage, or a reply nobody asked for
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        error = RedisUnavailable(f"connection to Redis lost: {exc or 'closed by the server'}")
+        while self._waiting:
+            future = self._waiting.popleft().future
+            if not future.done():
+                future.set_exception(error)
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class RedisPipe:
+    """Sends batches of commands and returns their replies; opens its connection on first use."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self._settings = settings
+        self._connection: _Connection | None = None
+        self._connecting = asyncio.Lock()
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies of `commands`, sent in one write; raises the first error reply."""
+        connection = self._connection
+        if connection is None or not connection.open:
+            connection = await self._connect()
+        future = connection.send(commands)
+        try:
+            async with asyncio.timeout(self._settings.read_timeout):
+                replies = await future
+        except TimeoutError:
+            # Later replies would be matched to the wrong batches: start again on a new socket.
+            connection.abort()
+            raise TimeoutError(
+                f"Redis did not answer within {self._settings.read_timeout}s"
+            ) from None
+        _raise_first_error(replies)
+        return replies
+
+    async def _connect(self) -> _Connection:
+        async with self._connecting:
+            if self._connection is not None and self._connection.open:
+                return self._connection  # another caller connected meanwhile
+            settings = self._settings
+            handshake: list[Command] = [("CLIENT", "SETNAME", "gateway")]
+            if settings.password:
+                handshake.insert(0, ("AUTH", settings.password))
+            if settings.db:
+                handshake.append(("SELECT", settings.db))
+            connection: _Connection | None = None
+            try:
+                async with asyncio.timeout(settings.read_timeout):
+                    _, connection = await asyncio.get_running_loop().create_connection(
+                        _Connection, settings.hosts[0], settings.port
+                    )
+                    _raise_first_error(await connection.send(handshake))
+            except BaseException as error:
+                if connection is not None:
+                    connection.abort()
+                if isinstance(error, OSError | RedisReplyError):  # refused, timed out, bad AUTH
+                    raise RedisUnavailable(
+                        f"cannot connect to Redis at {settings.hosts[0]}:{settings.port}: {error}"
+                    ) from None
+                raise
+            self._connection = connection
+            return connection
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.abort()
+            self._connection = None
