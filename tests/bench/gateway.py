@@ -99,7 +99,7 @@ def service_env(stores: Stores, **overrides: str) -> dict[str, str]:
         "REDIS_DB": str(REDIS_DB),
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "IN_MEMORY_DB_UPDATE_INTERVAL": "1s",
-        "LOG_LEVEL": "warning",
+        "LOG_LEVEL": "info",  # the default: the proxy writes its line per call
         "ADMIN_PASS": "",
     }
     env.update(overrides)
@@ -240,6 +240,7 @@ def start_proxy(
     name: str,
     workers: int = 1,
     settings: dict[str, str] | None = None,
+    module: str = "proxy",
 ) -> Server:
     port = free_port()
     env = service_env(
@@ -250,4 +251,4 @@ def start_proxy(
         PROXY_WORKERS=str(workers),
         **(settings or {}),
     )
-    return processes.start(name, [PYTHON, "-m", "proxy"], port, env)
+    return processes.start(name, [PYTHON, "-m", module], port, env)

@@ -26,6 +26,7 @@ TITLES = {
     "direct": "direct",
     "passthrough": "bare pass-through",
     "proxy": "proxy",
+    "untraced": "proxy, telemetry off",
     "proxy2": "proxy x2 workers",
     "litellm": "LiteLLM",
 }
@@ -61,6 +62,7 @@ class Starters:
             "direct": self.direct,
             "passthrough": self.passthrough,
             "proxy": lambda: self.proxy(1),
+            "untraced": self.untraced,
             "proxy2": lambda: self.proxy(2),
             "litellm": self.litellm,
         }
@@ -81,6 +83,17 @@ class Starters:
         wait_http(server, "/api/health", START_TIMEOUT)
         if workers > 1:
             require_workers(server, workers)
+        return self.proxy_leg(server)
+
+    def untraced(self) -> Leg:
+        server = gateway.start_proxy(
+            self.processes,
+            self.stores,
+            self.upstream,
+            "untraced",
+            module="tests.bench.untraced_proxy",
+        )
+        wait_http(server, "/api/health", START_TIMEOUT)
         return self.proxy_leg(server)
 
     def proxy_leg(self, server: Server) -> Leg:

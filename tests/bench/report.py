@@ -117,6 +117,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def _lost(a: float | None, b: float | None) -> float | None:
+    """What `a` lost against `b`, in percent."""
+    return None if a is None or not b else (1 - a / b) * 100
+
+
 def checks(results: Results) -> list[Check]:
     legs = results.legs
     direct, proxy = legs.get("direct"), legs.get("proxy")
@@ -165,6 +170,13 @@ def checks(results: Results) -> list[Check]:
             " MB",
             "≤ 80 MB",
             lambda v: v <= 80,
+        ),
+        Check(
+            "logs, metrics and events: throughput lost, 1 - proxy ÷ proxy with telemetry off",
+            _lost(proxy_rps, _get(legs.get("untraced"), "throughput", "rps")),
+            "%",
+            "≤ 10%",
+            lambda v: v <= 10,
         ),
         *million_checks(million),
     ]

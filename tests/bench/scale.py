@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
-from shared.db import create_engine
 from shared.metrics import Metrics
+from shared.pg import LazyConnection
 from tests.bench import loadgen
 from tests.bench.gateway import Stores, insert_keys, start_proxy
 from tests.bench.legs import Starters
@@ -52,9 +52,9 @@ class ScaleResult:
 
 async def measure_refresh(stores: Stores) -> tuple[float, list[float]]:
     """Times a full SnapshotRefresher load, then refreshes after CHANGED keys changed."""
-    engine = create_engine(stores.postgres_settings(), pool_size=1)
+    database = LazyConnection(stores.postgres_settings())
     errors = Metrics().counter("bench_postgres_errors_total", "unused", ("operation",))
-    refresher = SnapshotRefresher(engine, KeySnapshot(), 1.0, errors)
+    refresher = SnapshotRefresher(database, KeySnapshot(), 1.0, errors)
     connection = await stores.connect()
     try:
         started = time.perf_counter()
@@ -69,7 +69,7 @@ async def measure_refresh(stores: Stores) -> tuple[float, list[float]]:
         return load_s, times
     finally:
         await connection.close()
-        await engine.dispose()
+        await database.close()
 
 
 async def churn_while(proc: subprocess.Popen[str], stores: Stores) -> None:
