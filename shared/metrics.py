@@ -1,14 +1,22 @@
 """Metrics to Prometheus (always) and to DogStatsD (when STATSD_ADDRESS is set), under one name.
 
 Each service owns a registry, so that apps built side by side (tests, workers) never share state.
+Counters and histograms keep their values in plain attributes and hand them to prometheus-client
+at scrape time: its own metric objects take a lock on every change, which a single-threaded
+event loop does not need, and cost the proxy several µs a call (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate
+from typing import TYPE_CHECKING
 
 import prometheus_client as prom
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from shared.config import ConfigError
 
@@ -70,49 +78,84 @@ class Metrics:
             self.statsd.close_socket()
 
 
-class _Labelled:
-    """Children by label values, looked up once: `labels()` costs microseconds on every call."""
+class Series:
+    """The value of a metric for one set of label values, with its statsd tags. Kept by the
+    metric, so that a hot path can look it up once and update it directly."""
 
-    def __init__(self, parent: Any) -> None:
-        self._parent = parent
-        self._children: dict[tuple[str, ...], Any] = {}
+    __slots__ = ("_bounds", "_name", "_statsd", "_tags", "counts", "total")
 
-    def child(self, labels: dict[str, str]) -> Any:
-        if not labels:
-            return self._parent
-        values = tuple(labels.values())
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._parent.labels(**labels)
-        return child
-
-
-class Counter(_Labelled):
-    def __init__(self, metrics: Metrics, name: str, doc: str, labels: Sequence[str]) -> None:
-        # prometheus-client adds the _total suffix to counters itself.
-        super().__init__(
-            prom.Counter(name.removesuffix("_total"), doc, labels, registry=metrics.registry)
-        )
-        self._statsd = metrics.statsd
-        self._name = name
-
-    def inc(self, amount: float = 1, **labels: str) -> None:
-        self.child(labels).inc(amount)
-        if self._statsd is not None:
-            self._statsd.increment(self._name, amount, tags=_tags(labels))
-
-
-class Histogram(_Labelled):
     def __init__(
-        self, metrics: Metrics, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+        self, metric: _Metric, statsd: DogStatsd | None, tags: list[str], bounds: Sequence[float]
     ) -> None:
-        super().__init__(
-            prom.Histogram(name, doc, labels, registry=metrics.registry, buckets=buckets)
-        )
-        self._statsd = metrics.statsd
-        self._name = name
+        self._name = metric.name
+        self._statsd = statsd
+        self._tags = tags
+        self._bounds = bounds
+        self.total = 0.0  # a counter's value; a histogram's sum
+        self.counts = [0] * (len(bounds) + 1)  # a histogram's observations per bucket, +Inf last
 
-    def observe(self, value: float, **labels: str) -> None:
-        self.child(labels).observe(value)
+    def inc(self, amount: float = 1) -> None:
+        self.total += amount
         if self._statsd is not None:
-            self._statsd.histogram(self._name, value, tags=_tags(labels))
+            self._statsd.increment(self._name, amount, tags=self._tags)
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.counts[bisect_left(self._bounds, value)] += 1  # buckets are "less or equal"
+        if self._statsd is not None:
+            self._statsd.histogram(self._name, value, tags=self._tags)
+
+
+class _Metric(Collector):
+    def __init__(
+        self,
+        metrics: Metrics,
+        name: str,
+        doc: str,
+        labels: Sequence[str],
+        bounds: Sequence[float] = (),
+    ) -> None:
+        self.name = name
+        self._doc = doc
+        self._labels = list(labels)
+        self._bounds = bounds
+        self._statsd = metrics.statsd
+        self._series: dict[tuple[str, ...], Series] = {}
+        if not labels:
+            self.series()  # shown from the start, at zero
+        metrics.registry.register(self)
+
+    def series(self, **labels: str) -> Series:
+        values = tuple(labels.values())
+        found = self._series.get(values)
+        if found is None:
+            found = Series(self, self._statsd, _tags(labels), self._bounds)
+            self._series[values] = found
+        return found
+
+
+class Counter(_Metric):
+    def inc(self, amount: float = 1, **labels: str) -> None:
+        self.series(**labels).inc(amount)
+
+    def collect(self) -> Iterator[Metric]:
+        # prometheus-client adds the _total suffix to counters itself.
+        family = CounterMetricFamily(
+            self.name.removesuffix("_total"), self._doc, labels=self._labels
+        )
+        for values, series in self._series.items():
+            family.add_metric(values, series.total)
+        yield family
+
+
+class Histogram(_Metric):
+    def observe(self, value: float, **labels: str) -> None:
+        self.series(**labels).observe(value)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self._doc, labels=self._labels)
+        bounds = [*map(floatToGoString, self._bounds), "+Inf"]
+        for values, series in self._series.items():
+            cumulative = list(accumulate(series.counts))
+            family.add_metric(values, list(zip(bounds, cumulative, strict=True)), series.total)
+        yield family
