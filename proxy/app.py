@@ -14,8 +14,9 @@ from proxy.fallback import LocalLimits
 from proxy.forward import PREFIX, handle
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
-from proxy.telemetry import ProxyMetrics
+from proxy.telemetry import ProxyMetrics, call_log
 from proxy.typedefs import (
+    CALL_LOG,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
@@ -81,6 +82,11 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+async def flush_call_log(app: web.Application) -> AsyncIterator[None]:
+    yield
+    app[CALL_LOG].flush()  # the lines of the last calls, should the loop not turn again
+
+
 async def statsd_gauges(app: web.Application) -> AsyncIterator[None]:
     registry = app[REGISTRY]
 
@@ -132,8 +138,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[REGISTRY] = Metrics(settings.statsd_address)
     app[METRICS] = ProxyMetrics.register(app[REGISTRY])
+    app[CALL_LOG] = call_log(settings.log_format)
     register_gauges(app)
     tokens.seed_encodings()
+    app.cleanup_ctx.append(flush_call_log)
     app.cleanup_ctx.append(statsd_gauges)
     app.cleanup_ctx.append(limits)
     app.cleanup_ctx.append(upstream_session)

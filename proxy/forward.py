@@ -24,6 +24,7 @@ from proxy.errors import (
 from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
+    CALL_LOG,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
@@ -206,7 +207,7 @@ def finish(
         event = usage_event(call, cost, latency) if call.upstream_started else None
         if event is not None or reservation:
             app[SETTLER].submit(Settlement(call.key, cost, reservation, event))
-    record_call(app[METRICS], request_id, request.path, call, outcome, latency, cost)
+    record_call(app[METRICS], app[CALL_LOG], request_id, request.path, call, outcome, latency, cost)
 
 
 def charge(app: web.Application, call: Call, status: int) -> int:

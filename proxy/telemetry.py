@@ -5,13 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import orjson
 
 from proxy.calls import Call
 from shared.limits import to_usd
-from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics
+from shared.logs import HotLog
+from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics, Series
 
-log = logging.getLogger("gateway.proxy.calls")
+
+def call_log(log_format: str) -> HotLog:
+    return HotLog(logging.getLogger("gateway.proxy.calls"), log_format)
+
 
 # Path roots of the OpenAI API; anything else is "other", so that clients cannot mint labels.
 API_ROOTS = frozenset(
@@ -25,10 +31,29 @@ TWO_PART_ROOTS = frozenset({"chat", "audio", "images"})
 
 
 def endpoint_label(endpoint: str) -> str:
-    parts = endpoint.split("/")
-    if parts[0] not in API_ROOTS:
+    root, slash, rest = endpoint.partition("/")
+    if root not in API_ROOTS:
         return "other"
-    return "/".join(parts[:2]) if parts[0] in TWO_PART_ROOTS and len(parts) > 1 else parts[0]
+    if root in TWO_PART_ROOTS and slash:
+        return f"{root}/{rest.partition('/')[0]}"
+    return root
+
+
+@dataclass(frozen=True, slots=True)
+class CallSeries:
+    """The series one kind of call (endpoint, status, streamed) updates."""
+
+    requests: Series
+    duration: Series
+    upstream: Series
+    overhead: Series
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSeries:
+    prompt_tokens: Series
+    completion_tokens: Series
+    cost: Series
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,31 @@ class ProxyMetrics:
     unpriced: Counter
     redis_errors: Counter
     postgres_errors: Counter
+    _calls: dict[tuple[str, int, bool], CallSeries] = field(default_factory=dict)
+    _models: dict[str, ModelSeries] = field(default_factory=dict)
+
+    def of_call(self, endpoint: str, status: int, streamed: bool) -> CallSeries:
+        found = self._calls.get((endpoint, status, streamed))
+        if found is None:
+            found = self._calls[endpoint, status, streamed] = CallSeries(
+                self.requests.series(
+                    endpoint=endpoint, status=str(status), streamed="1" if streamed else "0"
+                ),
+                self.duration.series(endpoint=endpoint),
+                self.upstream.series(endpoint=endpoint),
+                self.overhead.series(endpoint=endpoint),
+            )
+        return found
+
+    def of_model(self, model: str) -> ModelSeries:
+        found = self._models.get(model)
+        if found is None:
+            found = self._models[model] = ModelSeries(
+                self.tokens.series(model=model, kind="prompt"),
+                self.tokens.series(model=model, kind="completion"),
+                self.cost.series(model=model),
+            )
+        return found
 
     @classmethod
     def register(cls, metrics: Metrics) -> ProxyMetrics:
@@ -87,29 +137,33 @@ class ProxyMetrics:
         )
 
 
-def usage_event(call: Call, cost_nano: int, latency: float) -> dict[str, str]:
-    """The durable record of one call, as Redis stream fields."""
+def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
+    """The durable record of one call: the fields of its Redis stream entry, as JSON."""
     usage = call.usage
-    return {
-        "event_id": os.urandom(16).hex(),
-        "request_id": call.request_id,
-        "key_id": call.key.key_id,
-        "model": call.reported_model or call.model,
-        "path": call.endpoint,
-        "status": str(call.status),
-        "prompt_tokens": str(usage.prompt_tokens if usage else 0),
-        "completion_tokens": str(usage.completion_tokens if usage else 0),
-        "cached_tokens": str(usage.cached_tokens if usage else 0),
-        "cost_nano": str(cost_nano),
-        "latency_ms": f"{latency * 1000:.3f}",
-        "upstream_ms": f"{call.upstream_seconds * 1000:.3f}",
-        "streamed": "1" if call.streamed else "0",
-        "time": f"{time.time():.6f}",
-    }
+    # Numbers go as JSON numbers; the settle script writes them into the entry as text.
+    return orjson.dumps(
+        {
+            "event_id": os.urandom(16).hex(),
+            "request_id": call.request_id,
+            "key_id": call.key.key_id,
+            "model": call.reported_model or call.model,
+            "path": call.endpoint,
+            "status": call.status,
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "cached_tokens": usage.cached_tokens if usage else 0,
+            "cost_nano": cost_nano,
+            "latency_ms": round(latency * 1000, 3),
+            "upstream_ms": round(call.upstream_seconds * 1000, 3),
+            "streamed": "1" if call.streamed else "0",
+            "time": f"{time.time():.6f}",  # text: Lua would keep only 14 digits of a number
+        }
+    )
 
 
 def record_call(
     metrics: ProxyMetrics,
+    call_log: HotLog,
     request_id: str,
     path: str,
     call: Call | None,
@@ -120,24 +174,25 @@ def record_call(
     """Metrics and the log line; `outcome` is the status and, for a refusal, its code."""
     status, refusal = outcome
     endpoint = endpoint_label(call.endpoint) if call is not None else "other"
-    streamed = "1" if call is not None and call.streamed else "0"
-    metrics.requests.inc(endpoint=endpoint, status=str(status), streamed=streamed)
-    metrics.duration.observe(latency, endpoint=endpoint)
+    series = metrics.of_call(endpoint, status, call is not None and call.streamed)
+    series.requests.inc()
+    series.duration.observe(latency)
     if refusal:
         metrics.refusals.inc(reason=refusal)
     upstream = call.upstream_seconds if call is not None else 0.0
     if call is not None and call.upstream_started:
-        metrics.upstream.observe(upstream, endpoint=endpoint)
-        metrics.overhead.observe(max(0.0, latency - upstream), endpoint=endpoint)
+        series.upstream.observe(upstream)
+        series.overhead.observe(max(0.0, latency - upstream))
     usage = call.usage if call is not None and 200 <= status < 300 else None
     model = (call.reported_model or call.model) if call is not None else ""
     if usage is not None:
-        metrics.tokens.inc(usage.prompt_tokens, model=model, kind="prompt")
-        metrics.tokens.inc(usage.completion_tokens, model=model, kind="completion")
-        metrics.cost.inc(to_usd(cost_nano), model=model)
-    log.info(
+        by_model = metrics.of_model(model)
+        by_model.prompt_tokens.inc(usage.prompt_tokens)
+        by_model.completion_tokens.inc(usage.completion_tokens)
+        by_model.cost.inc(to_usd(cost_nano))
+    call_log.info(
         "call",
-        extra={
+        {
             "request_id": request_id,
             "key_id": call.key.key_id if call is not None else "",
             "model": model,

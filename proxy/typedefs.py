@@ -9,6 +9,7 @@ from proxy.snapshot import KeySnapshot
 from proxy.telemetry import ProxyMetrics
 from shared.config import Settings
 from shared.limits import LimitEngine
+from shared.logs import HotLog
 from shared.metrics import Metrics
 from shared.pricing import Pricing
 
@@ -21,3 +22,4 @@ PRICING = web.AppKey("pricing", Pricing)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 REGISTRY = web.AppKey("registry", Metrics)
 LOCAL_LIMITS = web.AppKey("local_limits", LocalLimits)
+CALL_LOG = web.AppKey("call_log", HotLog)

@@ -51,7 +51,7 @@ class Script:
         source = resources.files("shared").joinpath("lua", name).read_text()
         return cls(source, hashlib.sha1(source.encode()).hexdigest())
 
-    def call(self, keys: Sequence[str], args: Sequence[int | str]) -> Command:
+    def call(self, keys: Sequence[str], args: Sequence[int | str | bytes]) -> Command:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
@@ -102,7 +102,8 @@ class Settlement:
     key: Key
     cost_nano: int
     reservation: str = ""
-    event: dict[str, str] | None = None  # the call's usage event, appended to EVENTS_STREAM
+    # The call's usage event for EVENTS_STREAM: a JSON object of text and numbers.
+    event: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,22 +202,11 @@ class LimitEngine:
             return await self.redis.execute(commands)
 
     async def settle(self, settlements: list[Settlement]) -> None:
-        """Settle a batch atomically in one round trip (MULTI/EXEC); all or nothing.
-
-        On NOSCRIPT the events of the batch were appended and are appended again when it is
-        resent; their consumer keeps one of each event id.
-        """
-        transaction: list[Command] = [("MULTI",)]
-        keys: list[str] = []
-        args: list[int | str] = []
+        """Settle a batch, events included, in one script call: atomic, all or nothing."""
+        keys: list[str] = [EVENTS_STREAM]
+        events = [s.event for s in settlements if s.event is not None]
+        args: list[int | str | bytes] = [EVENTS_MAX_LENGTH, len(events), *events]
         for settlement in settlements:
-            if settlement.event is not None:
-                transaction.append(
-                    (
-                        "XADD", EVENTS_STREAM, "MAXLEN", "~", EVENTS_MAX_LENGTH, "*",
-                        *[part for field in settlement.event.items() for part in field],
-                    )
-                )  # fmt: skip
             if settlement.cost_nano or settlement.reservation:
                 key = settlement.key
                 names = KeyNames.of(key)
@@ -227,10 +217,7 @@ class LimitEngine:
                     key.cost_window_seconds * 1000 if windowed else 0,
                     settlement.reservation,
                 ]
-        if keys:  # one script call for the whole batch
-            transaction.append(self._settle.call(keys, args))
-        transaction.append(("EXEC",))
-        await self._execute(self._settle, transaction)
+        await self._execute(self._settle, [self._settle.call(keys, args)])
 
     async def usage(self, key: Key) -> KeyUsage:
         names = KeyNames.of(key)

@@ -1,19 +1,34 @@
--- Settle a batch of calls: release each reservation and charge each real cost, atomically.
--- For call i (from 0): KEYS[4i+1] lifetime spend, KEYS[4i+2] windowed spend buckets (hash),
---   KEYS[4i+3] reservation expiries (zset), KEYS[4i+4] reservation amounts (hash);
---   ARGV[3i+1] cost (nano-USD), ARGV[3i+2] cost window ms (0: no windowed limit),
---   ARGV[3i+3] reservation id ("" if none).
+-- Settle a batch of calls, atomically: append their usage events, release each reservation and
+-- charge each real cost.
+-- KEYS[1]: the usage event stream. ARGV[1]: its approximate maximum length, ARGV[2]: the number
+--   of events E, ARGV[3] .. ARGV[2 + E]: the events, each a JSON object of text and numbers.
+-- Then for call i (from 0): KEYS[4i+2] lifetime spend, KEYS[4i+3] windowed spend buckets (hash),
+--   KEYS[4i+4] reservation expiries (zset), KEYS[4i+5] reservation amounts (hash);
+--   ARGV[A+3i+1] cost (nano-USD), ARGV[A+3i+2] cost window ms (0: no windowed limit),
+--   ARGV[A+3i+3] reservation id ("" if none), where A = 2 + E.
 -- Returns the number of calls settled.
 local BUCKETS = 60
+local stream, max_length, events = KEYS[1], ARGV[1], tonumber(ARGV[2])
+for e = 3, 2 + events do
+  local fields = {}
+  for name, value in pairs(cjson.decode(ARGV[e])) do
+    fields[#fields + 1] = name
+    fields[#fields + 1] = tostring(value)  -- 14 significant digits: enough for every number
+  end
+  redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*', unpack(fields))
+end
+
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local calls = #KEYS / 4
+local calls = (#KEYS - 1) / 4
+local base = 2 + events
 
 for i = 0, calls - 1 do
-  local spend, window_spend = KEYS[4 * i + 1], KEYS[4 * i + 2]
-  local expiries, amounts = KEYS[4 * i + 3], KEYS[4 * i + 4]
-  local cost, cost_window = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
-  local reservation = ARGV[3 * i + 3]
+  local spend, window_spend = KEYS[4 * i + 2], KEYS[4 * i + 3]
+  local expiries, amounts = KEYS[4 * i + 4], KEYS[4 * i + 5]
+  local cost_arg = ARGV[base + 3 * i + 1]
+  local cost, cost_window = tonumber(cost_arg), tonumber(ARGV[base + 3 * i + 2])
+  local reservation = ARGV[base + 3 * i + 3]
   if reservation ~= '' and redis.call('ZREM', expiries, reservation) == 1 then
     local amount = tonumber(redis.call('HGET', amounts, reservation) or '0')
     redis.call('HDEL', amounts, reservation)
@@ -22,10 +37,10 @@ for i = 0, calls - 1 do
   if cost > 0 then
     if cost_window > 0 then
       local width = cost_window / BUCKETS
-      redis.call('HINCRBY', window_spend, math.floor(now / width), ARGV[3 * i + 1])
+      redis.call('HINCRBY', window_spend, math.floor(now / width), cost_arg)
       redis.call('PEXPIRE', window_spend, cost_window + math.ceil(width))
     end
-    redis.call('INCRBY', spend, ARGV[3 * i + 1])
+    redis.call('INCRBY', spend, cost_arg)
   end
 end
 return calls

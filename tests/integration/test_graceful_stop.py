@@ -62,7 +62,7 @@ def _proxy_env(settings: Settings, upstream_url: str, pricing: Path, port: int) 
         PROXY_PORT=str(port),
         PROXY_TIMEOUT=f"{GRACE:.0f}s",
         IN_MEMORY_DB_UPDATE_INTERVAL="200ms",
-        LOG_FORMAT="text",
+        LOG_FORMAT="json",
     )
     return env
 
@@ -186,6 +186,13 @@ async def test_sigterm_mid_stream_finishes_the_stream_and_drains_its_spend(
         report = await keymgmt.get(f"/api/reporting/keys/{key_id}")
         assert report.status == 200, await report.text()
         assert (await report.json())["costInUsd"] == pytest.approx(EXPECTED_COST, rel=1e-9)
+        # The call's line, written as the stream ended during the stop, reached the log whole.
+        entries = [json.loads(line) for line in proxy_log.read_text().splitlines()]
+        [line] = [
+            e for e in entries if e["message"] == "call" and e["path"].endswith("/chat/completions")
+        ]
+        assert (line["key_id"], line["status"], line["streamed"]) == (key_id, 200, True)
+        assert line["completion_tokens"] == CHUNKS
     finally:
         if proxy.returncode is None:
             proxy.kill()
