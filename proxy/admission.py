@@ -5,8 +5,6 @@ While Redis is away, or back without its data, the replica decides alone (proxy/
 
 from __future__ import annotations
 
-import dataclasses
-
 from proxy.calls import Call
 from proxy.errors import budget_spent, rate_limited, window_budget_spent
 from proxy.fallback import LocalLimits
@@ -61,7 +59,7 @@ async def admit(
     reservation = reservation_nano(call, pricing)
     admission = await decide(call, engine, local, reservation, errors)
     if admission.admitted:
-        call.admission = dataclasses.replace(admission, reservation_nano=reservation)
+        call.admission = admission
     elif admission.reason == "rate":
         raise rate_limited(
             key.rate_limit_over_time, key.rate_limit_unit, admission.retry_after or 1

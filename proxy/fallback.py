@@ -87,7 +87,7 @@ class LocalLimits:
         view.local_spend += reservation
         if key.rate_limit_over_time:
             view.admitted.append(time.monotonic())
-        return Admission(True, local=True)
+        return Admission(True, local=True, reservation_nano=reservation)
 
     def settled(self, key: Key, reservation: int, cost: int) -> None:
         """Replace a local reservation by the call's real cost."""

@@ -79,6 +79,45 @@ class KeyNames:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class KeyArgs:
+    """The script keys and arguments fixed by one version of a gateway key."""
+
+    admit_keys: tuple[str, ...]
+    # Rate limit, rate window ms, lifetime and windowed cost limits (nano-USD), cost window ms.
+    admit_limits: tuple[int, ...]
+    settle_keys: tuple[str, ...]
+    settle_window_ms: int  # 0 when the key has no windowed cost limit
+
+    @classmethod
+    def of(cls, key: Key) -> KeyArgs:
+        names = KeyNames.of(key)
+        cost_window_ms = key.cost_window_seconds * 1000
+        return cls(
+            (
+                names.rate,
+                names.spend,
+                names.window_spend,
+                names.reservations,
+                names.reserved,
+                SPEND_MARKER,
+            ),
+            (
+                key.rate_limit_over_time,
+                key.rate_window_seconds * 1000,
+                to_nano(key.cost_limit_in_usd),
+                to_nano(key.cost_limit_in_usd_over_time),
+                cost_window_ms,
+            ),
+            (names.spend, names.window_spend, names.reservations, names.reserved),
+            cost_window_ms if key.cost_limit_in_usd_over_time else 0,
+        )
+
+
+# Keys whose script arguments are kept; past this the cache starts again.
+KEY_ARGS_CACHED = 65_536
+
+
 class LimitsNotReady(Exception):
     """Redis came back without its data and keymgmt has not restored the spend yet."""
 
@@ -94,7 +133,7 @@ class Admission:
     lifetime_committed: int = -1
     window_committed: int = -1
     local: bool = False  # decided by this replica alone, while Redis was away
-    reservation_nano: int = 0
+    reservation_nano: int = 0  # what a local admission reserved, to release when settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,34 +171,36 @@ class LimitEngine:
         self.redis = redis
         self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
         self._admit = Script.named("admit.lua")
+        self._key_args: dict[str, tuple[Key, KeyArgs]] = {}
         self._waiting: list[_Waiting] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._settle = Script.named("settle.lua")
         self._usage = Script.named("usage.lua")
 
+    def key_args(self, key: Key) -> KeyArgs:
+        """Built once per version of the key: the snapshot replaces a Key object that changed."""
+        cached = self._key_args.get(key.key_id)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        if len(self._key_args) >= KEY_ARGS_CACHED:
+            self._key_args.clear()
+        args = KeyArgs.of(key)
+        self._key_args[key.key_id] = (key, args)
+        return args
+
     def admit_call(self, key: Key, reservation_nano: int) -> tuple[Command, str]:
         """The admit script call for one request, and its reservation id."""
-        names = KeyNames.of(key)
+        args = self.key_args(key)
         reservation = os.urandom(8).hex() if has_cost_limits(key) else ""
-        command = self._admit.call(
-            (
-                names.rate,
-                names.spend,
-                names.window_spend,
-                names.reservations,
-                names.reserved,
-                SPEND_MARKER,
-            ),
-            (
-                key.rate_limit_over_time,
-                key.rate_window_seconds * 1000,
-                to_nano(key.cost_limit_in_usd),
-                to_nano(key.cost_limit_in_usd_over_time),
-                key.cost_window_seconds * 1000,
-                max(0, reservation_nano),
-                reservation,
-                self._reservation_ms,
-            ),
+        command: Command = (
+            "EVALSHA",
+            self._admit.sha,
+            len(args.admit_keys),
+            *args.admit_keys,
+            *args.admit_limits,
+            max(0, reservation_nano),
+            reservation,
+            self._reservation_ms,
         )
         return command, reservation
 
@@ -208,15 +249,9 @@ class LimitEngine:
         args: list[int | str | bytes] = [EVENTS_MAX_LENGTH, len(events), *events]
         for settlement in settlements:
             if settlement.cost_nano or settlement.reservation:
-                key = settlement.key
-                names = KeyNames.of(key)
-                keys += [names.spend, names.window_spend, names.reservations, names.reserved]
-                windowed = key.cost_limit_in_usd_over_time
-                args += [
-                    settlement.cost_nano,
-                    key.cost_window_seconds * 1000 if windowed else 0,
-                    settlement.reservation,
-                ]
+                key_args = self.key_args(settlement.key)
+                keys += key_args.settle_keys
+                args += [settlement.cost_nano, key_args.settle_window_ms, settlement.reservation]
         await self._execute(self._settle, [self._settle.call(keys, args)])
 
     async def usage(self, key: Key) -> KeyUsage:

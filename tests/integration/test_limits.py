@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from typing import Any
@@ -177,3 +178,12 @@ async def test_admissions_of_one_loop_turn_share_a_round_trip(
     assert all(r.admitted for r in results)
     assert sorted(r.remaining_requests for r in results) == list(range(949, 999))
     assert sent == 1
+
+
+async def test_a_changed_key_is_admitted_by_its_new_limits(engine: LimitEngine) -> None:
+    key = make_key(rate_limit_over_time=1, rate_limit_unit="m")
+    assert (await engine.admit(key)).admitted
+    assert not (await engine.admit(key)).admitted
+    raised = dataclasses.replace(key, rate_limit_over_time=2)  # what a refresh brings
+    assert (await engine.admit(raised)).admitted
+    assert not (await engine.admit(raised)).admitted
