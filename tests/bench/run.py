@@ -162,6 +162,7 @@ def measure(legs: dict[str, Leg], results: report.Results, args: argparse.Namesp
     def summarise(name: str, leg: Leg) -> None:
         result = results.legs[name]
         result.throughput = median_run(runs[name])
+        result.round_rps = [run["rps"] for run in runs[name]]
         requests = sum(run["requests"] for run in runs[name])
         result.cpu_us_per_request = cpu[name] * 1e6 / max(1, requests)
         result.rss_mb = rss_mb(leg.server.pid)
