@@ -68,9 +68,12 @@ SNAPSHOT_QUERY = """
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
         extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL
     FROM keys"""
-FIRST_PAGE = f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL ORDER BY key_id LIMIT $1"
+# Ordered by the uuid column, qualified: a bare `key_id` would name the text output column,
+# and sorting by it cannot use the primary key (every page would sort the whole table).
+FIRST_PAGE = f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL ORDER BY keys.key_id LIMIT $1"
 NEXT_PAGE = (
-    f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL AND key_id > $2::uuid ORDER BY key_id LIMIT $1"
+    f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL AND keys.key_id > $2::uuid"
+    " ORDER BY keys.key_id LIMIT $1"
 )
 CHANGED_SINCE = f"{SNAPSHOT_QUERY} WHERE updated_at >= $1"
 
