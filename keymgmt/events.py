@@ -15,19 +15,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import describe, is_unavailable, usage_events
-from shared.limits import EVENTS_STREAM
+from shared.limits import EVENT_FIELD, EVENTS_STREAM
 from shared.metrics import Counter
 from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.events")
 
 GROUP = "keymgmt"
+EVENT_KEY = EVENT_FIELD.encode()
 BATCH = 500
 
 
@@ -35,14 +37,16 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _text(value: str, limit: int = 512) -> str:
+def _text(value: Any, limit: int = 512) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not text")
     return value.replace("\x00", "")[:limit]
 
 
 def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The table row of one stream entry, or None for an entry that is not an event."""
     try:
-        event = {name.decode(): value.decode() for name, value in fields.items()}
+        event = orjson.loads(fields[EVENT_KEY])
         recorded_ms = int(entry_id.split(b"-")[0])
         return {
             "event_id": str(uuid.UUID(event["event_id"])),
@@ -57,11 +61,11 @@ def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None
             "cost_nano": int(event["cost_nano"]),
             "latency_ms": float(event["latency_ms"]),
             "upstream_ms": float(event["upstream_ms"]),
-            "streamed": event["streamed"] == "1",
+            "streamed": event["streamed"] is True,
             "created_at": datetime.fromtimestamp(float(event["time"]), UTC),
             "recorded_at": datetime.fromtimestamp(recorded_ms / 1000, UTC),
         }
-    except (KeyError, ValueError, UnicodeDecodeError, OverflowError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # JSONDecodeError is a ValueError
         return None
 
 

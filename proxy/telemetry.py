@@ -138,9 +138,8 @@ class ProxyMetrics:
 
 
 def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
-    """The durable record of one call: the fields of its Redis stream entry, as JSON."""
+    """The durable record of one call, as JSON: the one field of its Redis stream entry."""
     usage = call.usage
-    # Numbers go as JSON numbers; the settle script writes them into the entry as text.
     return orjson.dumps(
         {
             "event_id": os.urandom(16).hex(),
@@ -155,8 +154,8 @@ def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
             "cost_nano": cost_nano,
             "latency_ms": round(latency * 1000, 3),
             "upstream_ms": round(call.upstream_seconds * 1000, 3),
-            "streamed": "1" if call.streamed else "0",
-            "time": f"{time.time():.6f}",  # text: Lua would keep only 14 digits of a number
+            "streamed": call.streamed,
+            "time": time.time(),
         }
     )
 

@@ -23,6 +23,7 @@ NANO_PER_USD = 1_000_000_000
 # oldest events, never spend, which the counters hold.
 EVENTS_STREAM = f"{PREFIX}events"
 EVENTS_MAX_LENGTH = 1_000_000
+EVENT_FIELD = "event"  # an entry's one field: the event as a JSON object
 
 
 def to_nano(usd: float) -> int:
@@ -141,7 +142,7 @@ class Settlement:
     key: Key
     cost_nano: int
     reservation: str = ""
-    # The call's usage event for EVENTS_STREAM: a JSON object of text and numbers.
+    # The call's usage event for EVENTS_STREAM, as JSON.
     event: bytes | None = None
 
 
@@ -246,7 +247,7 @@ class LimitEngine:
         """Settle a batch, events included, in one script call: atomic, all or nothing."""
         keys: list[str] = [EVENTS_STREAM]
         events = [s.event for s in settlements if s.event is not None]
-        args: list[int | str | bytes] = [EVENTS_MAX_LENGTH, len(events), *events]
+        args: list[int | str | bytes] = [EVENTS_MAX_LENGTH, EVENT_FIELD, len(events), *events]
         for settlement in settlements:
             if settlement.cost_nano or settlement.reservation:
                 key_args = self.key_args(settlement.key)

@@ -1,27 +1,23 @@
 -- Settle a batch of calls, atomically: append their usage events, release each reservation and
 -- charge each real cost.
--- KEYS[1]: the usage event stream. ARGV[1]: its approximate maximum length, ARGV[2]: the number
---   of events E, ARGV[3] .. ARGV[2 + E]: the events, each a JSON object of text and numbers.
+-- KEYS[1]: the usage event stream. ARGV[1]: its approximate maximum length, ARGV[2]: the name of
+--   the one field of an entry, ARGV[3]: the number of events E, ARGV[4] .. ARGV[3 + E]: the
+--   events (JSON, stored as they are).
 -- Then for call i (from 0): KEYS[4i+2] lifetime spend, KEYS[4i+3] windowed spend buckets (hash),
 --   KEYS[4i+4] reservation expiries (zset), KEYS[4i+5] reservation amounts (hash);
 --   ARGV[A+3i+1] cost (nano-USD), ARGV[A+3i+2] cost window ms (0: no windowed limit),
---   ARGV[A+3i+3] reservation id ("" if none), where A = 2 + E.
+--   ARGV[A+3i+3] reservation id ("" if none), where A = 3 + E.
 -- Returns the number of calls settled.
 local BUCKETS = 60
-local stream, max_length, events = KEYS[1], ARGV[1], tonumber(ARGV[2])
-for e = 3, 2 + events do
-  local fields = {}
-  for name, value in pairs(cjson.decode(ARGV[e])) do
-    fields[#fields + 1] = name
-    fields[#fields + 1] = tostring(value)  -- 14 significant digits: enough for every number
-  end
-  redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*', unpack(fields))
+local stream, max_length, field, events = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+for e = 4, 3 + events do
+  redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*', field, ARGV[e])
 end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local calls = (#KEYS - 1) / 4
-local base = 2 + events
+local base = 3 + events
 
 for i = 0, calls - 1 do
   local spend, window_spend = KEYS[4 * i + 2], KEYS[4 * i + 3]

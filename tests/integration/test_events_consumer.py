@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as redis
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keymgmt.events import GROUP, EventConsumer
 from shared.config import Settings
 from shared.db import create_engine, migrate, usage_events
-from shared.limits import EVENTS_STREAM
+from shared.limits import EVENT_FIELD, EVENTS_STREAM
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
 
@@ -44,12 +45,15 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def event(key_id: str, n: int) -> dict[str, str]:
+def event(key_id: str, n: int, event_id: str = "") -> dict[str, bytes]:
+    """A stream entry as the settle script appends it."""
     return {
-        "event_id": uuid.uuid4().hex, "request_id": f"req-{n}", "key_id": key_id, "model": "m",
-        "path": "chat/completions", "status": "200", "prompt_tokens": "6", "completion_tokens": "5",
-        "cached_tokens": "0", "cost_nano": str(1000 + n), "latency_ms": "12.5",
-        "upstream_ms": "11.0", "streamed": "0", "time": f"{time.time():.6f}",
+        EVENT_FIELD: orjson.dumps({
+            "event_id": event_id or uuid.uuid4().hex, "request_id": f"req-{n}", "key_id": key_id,
+            "model": "m", "path": "chat/completions", "status": 200, "prompt_tokens": 6,
+            "completion_tokens": 5, "cached_tokens": 0, "cost_nano": 1000 + n,
+            "latency_ms": 12.5, "upstream_ms": 11.0, "streamed": False, "time": time.time(),
+        })
     }  # fmt: skip
 
 
@@ -86,8 +90,9 @@ async def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     while await second.consume_once():
         pass
     rows = await rows_for(engine, key_id)
-    assert sorted(r.request_id for r in rows) == sorted(f["request_id"] for f in sent)
-    assert sum(r.cost_nano for r in rows) == sum(int(f["cost_nano"]) for f in sent)
+    events = [orjson.loads(entry[EVENT_FIELD]) for entry in sent]
+    assert sorted(r.request_id for r in rows) == sorted(e["request_id"] for e in events)
+    assert sum(r.cost_nano for r in rows) == sum(e["cost_nano"] for e in events)
     pending: Any = await client.xpending(EVENTS_STREAM, GROUP)
     assert pending["pending"] == 0
 
@@ -97,9 +102,11 @@ async def test_malformed_entries_are_skipped_not_retried_forever(
 ) -> None:
     key_id = str(uuid.uuid4())
     await client.xadd(EVENTS_STREAM, {"event_id": "not-a-uuid", "junk": "x"})
+    await client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"not json"})
+    await client.xadd(EVENTS_STREAM, event(key_id, 2, event_id="not-a-uuid"))
     await client.xadd(EVENTS_STREAM, event(key_id, 1))
     reader = consumer(client, engine, "only")
-    assert await reader.consume_once() == 2
+    assert await reader.consume_once() == 4
     assert await reader.consume_once() == 0
     assert len(await rows_for(engine, key_id)) == 1
 
@@ -110,8 +117,8 @@ async def _die(*_: Any, **__: Any) -> None:
 
 async def test_event_rows_keep_their_numbers(client: redis.Redis, engine: AsyncEngine) -> None:
     key_id = str(uuid.uuid4())
-    fields = event(key_id, 7)
-    await client.xadd(EVENTS_STREAM, fields)
+    event_id = uuid.uuid4().hex
+    await client.xadd(EVENTS_STREAM, event(key_id, 7, event_id))
     await consumer(client, engine, "c").consume_once()
     (row,) = await rows_for(engine, key_id)
     assert (
@@ -126,6 +133,6 @@ async def test_event_rows_keep_their_numbers(client: redis.Redis, engine: AsyncE
         total = await connection.scalar(
             sa.select(sa.func.count())
             .select_from(usage_events)
-            .where(usage_events.c.event_id == str(uuid.UUID(fields["event_id"])))
+            .where(usage_events.c.event_id == str(uuid.UUID(event_id)))
         )
     assert total == 1
