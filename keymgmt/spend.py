@@ -31,7 +31,7 @@ async def spend_by_key(engine: AsyncEngine, before: datetime | None = None) -> d
 async def restore_lost_spend(engine: AsyncEngine, client: redis.Redis) -> bool:
     """If Redis came back empty, add the spend it held before; True if it did.
 
-    An event reaches the stream in the same transaction as its charge. The events recorded before
+    An event reaches the stream in the same script call as its charge. The events recorded before
     the first entry of the new stream (or before now, if it has none yet) are the charges the
     restarted Redis lost; later ones it holds already. The marker is taken first, so that one
     keymgmt replica does this, once.

@@ -179,16 +179,18 @@ def record_call(
     if refusal:
         metrics.refusals.inc(reason=refusal)
     upstream = call.upstream_seconds if call is not None else 0.0
+    overhead = max(0.0, latency - upstream)
     if call is not None and call.upstream_started:
         series.upstream.observe(upstream)
-        series.overhead.observe(max(0.0, latency - upstream))
+        series.overhead.observe(overhead)
     usage = call.usage if call is not None and 200 <= status < 300 else None
     model = (call.reported_model or call.model) if call is not None else ""
+    cost_usd = to_usd(cost_nano)
     if usage is not None:
         by_model = metrics.of_model(model)
         by_model.prompt_tokens.inc(usage.prompt_tokens)
         by_model.completion_tokens.inc(usage.completion_tokens)
-        by_model.cost.inc(to_usd(cost_nano))
+        by_model.cost.inc(cost_usd)
     call_log.info(
         "call",
         {
@@ -200,9 +202,9 @@ def record_call(
             "refusal": refusal,
             "prompt_tokens": usage.prompt_tokens if usage else 0,
             "completion_tokens": usage.completion_tokens if usage else 0,
-            "cost_usd": to_usd(cost_nano),
+            "cost_usd": cost_usd,
             "upstream_ms": round(upstream * 1000, 3),
-            "overhead_ms": round(max(0.0, latency - upstream) * 1000, 3),
+            "overhead_ms": round(overhead * 1000, 3),
             "streamed": call.streamed if call is not None else False,
         },
     )

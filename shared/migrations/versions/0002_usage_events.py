@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column("upstream_ms", sa.Double, nullable=False),
         sa.Column("streamed", sa.Boolean, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        # When the event (and its charge, in the same transaction) reached Redis, by Redis's clock.
+        # When the event (and its charge, in the same script call) reached Redis, by Redis's clock.
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("usage_events_key_time", "usage_events", ["key_id", "created_at"])
