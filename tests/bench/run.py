@@ -2,7 +2,8 @@
 
 Legs, each server in its own process and the load generator in another: (a) straight to the
 fake upstream, (b) a bare aiohttp pass-through, (c) the proxy with a rate- and cost-limited key,
-(c2) the proxy with PROXY_WORKERS=2, (d) LiteLLM's proxy. Every server is started first, then
+(c2) the proxy with PROXY_WORKERS=2, (c3) the proxy with its log line, metrics and usage events
+switched off, to tell what they cost, (d) LiteLLM's proxy. Every server is started first, then
 each measurement runs on every leg in turn. Then the key snapshot at scale. Prints a Markdown
 report (also written to .local/bench/report.md, with results.json beside it).
 """
