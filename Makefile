@@ -63,8 +63,7 @@ lint-deploy: $(INSTALLED)
 
 # The benchmark (tests/bench, results in docs/BENCHMARKS.md): direct, a bare pass-through, the
 # proxy (with and without telemetry) and LiteLLM side by side, then the key snapshot at scale.
-# A few minutes; more with
-# BENCH_ARGS="--rounds 9 --scale 100000 1000000 --profile".
+# A few minutes; more with BENCH_ARGS="--rounds 9 --scale 100000 1000000 --profile".
 BENCH_ARGS ?=
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
