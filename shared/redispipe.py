@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -58,12 +59,14 @@ class _Connection(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=RedisReplyError, notEnoughData=_INCOMPLETE)
         self._waiting: collections.deque[_Batch] = collections.deque()
         self.transport: asyncio.Transport | None = None
+        self.last_received = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def send(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
-        assert self.transport is not None
+        if self.transport is None:  # lost since it was found open
+            raise RedisUnavailable("connection to Redis lost")
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Batch(future, len(commands)))
         # hiredis's stub types its argument as a 1-tuple; any length is packed.
@@ -72,6 +75,7 @@ class _Connection(asyncio.Protocol):
         return future
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
         self._reader.feed(data)
         waiting = self._waiting
         try:
@@ -120,8 +124,11 @@ class RedisPipe:
             async with asyncio.timeout(self._settings.read_timeout):
                 replies = await future
         except TimeoutError:
-            # Later replies would be matched to the wrong batches: start again on a new socket.
-            connection.abort()
+            # The batch keeps its place, so later replies still find their own batches. Only a
+            # Redis silent all this while is given up on: aborting fails every batch in flight,
+            # and a batch Redis ran but whose reply was lost is applied again when retried.
+            if time.monotonic() - connection.last_received >= self._settings.read_timeout:
+                connection.abort()
             raise TimeoutError(
                 f"Redis did not answer within {self._settings.read_timeout}s"
             ) from None

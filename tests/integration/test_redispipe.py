@@ -77,3 +77,21 @@ async def test_a_wrong_password_is_reported_without_the_password(settings: Setti
         await pipe.execute([("PING",)])
     assert "not-the-password-1234" not in str(raised.value)
     await pipe.close()
+
+
+async def test_a_batch_that_times_out_while_redis_answers_keeps_the_connection(
+    settings: Settings,
+) -> None:
+    """Aborting would fail every batch in flight, though Redis may have run them."""
+    pipe = RedisPipe(replace(settings.redis, read_timeout=0.3))
+    try:
+        [before] = await pipe.execute([("CLIENT", "ID")])
+        first = asyncio.ensure_future(pipe.execute([("BLPOP", "pipe-never-filled", "0.2")]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):  # queued behind the first: answered at about 0.4 s
+            await pipe.execute([("BLPOP", "pipe-never-filled", "0.2")])
+        assert await first == [None]
+        assert await pipe.execute([("ECHO", "mine")]) == [b"mine"]  # not the late reply
+        assert await pipe.execute([("CLIENT", "ID")]) == [before]
+    finally:
+        await pipe.close()
