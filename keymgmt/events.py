@@ -46,7 +46,10 @@ def _text(value: Any, limit: int = 512) -> str:
 def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The table row of one stream entry, or None for an entry that is not an event."""
     try:
-        event = orjson.loads(fields[EVENT_KEY])
+        if EVENT_KEY in fields:
+            event = orjson.loads(fields[EVENT_KEY])
+        else:  # a field per value, as proxies before the JSON field wrote them
+            event = {name.decode(): value.decode() for name, value in fields.items()}
         recorded_ms = int(entry_id.split(b"-")[0])
         return {
             "event_id": str(uuid.UUID(event["event_id"])),
@@ -61,11 +64,12 @@ def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None
             "cost_nano": int(event["cost_nano"]),
             "latency_ms": float(event["latency_ms"]),
             "upstream_ms": float(event["upstream_ms"]),
-            "streamed": event["streamed"] is True,
+            "streamed": event["streamed"] in (True, "1"),
             "created_at": datetime.fromtimestamp(float(event["time"]), UTC),
             "recorded_at": datetime.fromtimestamp(recorded_ms / 1000, UTC),
         }
-    except (KeyError, TypeError, ValueError, OverflowError):  # JSONDecodeError is a ValueError
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
 
 

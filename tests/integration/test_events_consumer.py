@@ -111,6 +111,22 @@ async def test_malformed_entries_are_skipped_not_retried_forever(
     assert len(await rows_for(engine, key_id)) == 1
 
 
+async def test_entries_in_the_older_field_per_value_format_are_recorded(
+    client: redis.Redis, engine: AsyncEngine
+) -> None:
+    key_id = str(uuid.uuid4())
+    fields = {
+        "event_id": uuid.uuid4().hex, "request_id": "req-old", "key_id": key_id, "model": "m",
+        "path": "chat/completions", "status": "200", "prompt_tokens": "6", "completion_tokens": "5",
+        "cached_tokens": "0", "cost_nano": "1234", "latency_ms": "12.5", "upstream_ms": "11.0",
+        "streamed": "1", "time": f"{time.time():.6f}",
+    }  # fmt: skip
+    await client.xadd(EVENTS_STREAM, fields)
+    assert await consumer(client, engine, "c").consume_once() == 1
+    (row,) = await rows_for(engine, key_id)
+    assert (row.request_id, row.status, row.cost_nano, row.streamed) == ("req-old", 200, 1234, True)
+
+
 async def _die(*_: Any, **__: Any) -> None:
     raise Died
 
