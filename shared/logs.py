@@ -100,8 +100,11 @@ class HotLog:
             self._timer.cancel()
             self._timer = None
         if self._buffer:
-            sys.stderr.write(self._buffer.decode())
-            sys.stderr.flush()
+            try:
+                sys.stderr.write(self._buffer.decode())
+                sys.stderr.flush()
+            except OSError:  # as logging does: a log that cannot be written never fails a call
+                pass
             self._buffer.clear()
 
 

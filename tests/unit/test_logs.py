@@ -100,3 +100,21 @@ def test_text_format_goes_through_logging(caplog: pytest.LogCaptureFixture) -> N
         HotLog(logging.getLogger("test.hotlog.text"), "text").info("call", {"n": 7})
     [record] = caplog.records
     assert (record.getMessage(), record.__dict__["n"]) == ("call", 7)
+
+
+async def test_a_failing_stderr_never_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken(Writes):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    monkeypatch.setattr(sys, "stderr", Broken())
+    logger = logging.getLogger("test.hotlog.broken")
+    logger.setLevel(logging.INFO)
+    log = HotLog(logger, "json")
+    for n in range(20):  # past PIPE_BUF, so info itself flushes
+        log.info("call", {"n": n, "padding": "x" * 300})
+    log.flush()
+    stderr = capture_stderr(monkeypatch)
+    log.info("call", {"n": 99})
+    log.flush()
+    assert [e["n"] for e in stderr.entries()] == [99]  # the failed lines were dropped
