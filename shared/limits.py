@@ -244,7 +244,7 @@ class LimitEngine:
             return await self.redis.execute(commands)
 
     async def settle(self, settlements: list[Settlement]) -> None:
-        """Settle a batch, events included, in one script call: atomic, all or nothing."""
+        """Settle a batch, events included, in one script call: no other command runs between."""
         keys: list[str] = [EVENTS_STREAM]
         events = [s.event for s in settlements if s.event is not None]
         args: list[int | str | bytes] = [EVENTS_MAX_LENGTH, EVENT_FIELD, len(events), *events]
