@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 
 from shared.limits import LimitEngine, Settlement
@@ -29,11 +30,14 @@ class Settler:
         self._pending: collections.deque[Settlement] = collections.deque()
         self._max_pending = max_pending
         self._wake = asyncio.Event()
+        # A batch that failed is sent again as it was, under its id: Redis may have applied it
+        # and lost only the reply, and the settle script applies a batch id once.
+        self._failed: tuple[str, list[Settlement]] = ("", [])
         self._failing = False
         self._close_by: float | None = None  # monotonic deadline once closing
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._failed[1])
 
     def submit(self, settlement: Settlement) -> None:
         if len(self._pending) >= self._max_pending:
@@ -48,7 +52,7 @@ class Settler:
         """Flush until closed and drained (or out of time to drain)."""
         delay = 0.1
         while True:
-            if not self._pending:
+            if not self._pending and not self._failed[1]:
                 if self._close_by is not None:
                     return
                 await self._wake.wait()
@@ -58,7 +62,7 @@ class Settler:
                 delay = 0.1
                 continue
             if self._close_by is not None and time.monotonic() >= self._close_by:
-                log.error("stopping with %d settlements not applied", len(self._pending))
+                log.error("stopping with %d settlements not applied", len(self))
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
@@ -69,16 +73,20 @@ class Settler:
         self._wake.set()
 
     async def _flush_once(self) -> bool:
-        batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
+        batch_id, batch = self._failed
+        if not batch:
+            batch_id = os.urandom(16).hex()
+            batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
         try:
-            await self._engine.settle(batch)
+            await self._engine.settle(batch, batch_id)
         except Exception as error:
-            self._pending.extendleft(reversed(batch))
+            self._failed = (batch_id, batch)
             self._errors.inc(operation="settle")
             if not self._failing:
                 log.warning("settling spend failed, will retry: %s", error)
             self._failing = True
             return False
+        self._failed = ("", [])
         if self._failing:
             log.info("settling spend recovered")
         self._failing = False

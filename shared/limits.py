@@ -24,6 +24,9 @@ NANO_PER_USD = 1_000_000_000
 EVENTS_STREAM = f"{PREFIX}events"
 EVENTS_MAX_LENGTH = 1_000_000
 EVENT_FIELD = "event"  # an entry's one field: the event as a JSON object
+# How long Redis remembers that a settle batch was applied: a batch whose reply was lost and that
+# is sent again within this time is not applied twice.
+SETTLED_MARKER_MS = 15 * 60 * 1000
 
 
 def to_nano(usd: float) -> int:
@@ -243,11 +246,16 @@ class LimitEngine:
             await self.redis.execute([("SCRIPT", "LOAD", script.source)])
             return await self.redis.execute(commands)
 
-    async def settle(self, settlements: list[Settlement]) -> None:
-        """Settle a batch, events included, in one script call: no other command runs between."""
-        keys: list[str] = [EVENTS_STREAM]
+    async def settle(self, settlements: list[Settlement], batch_id: str) -> None:
+        """Settle a batch, events included, in one script call: no other command runs between.
+
+        A batch id is applied once (within SETTLED_MARKER_MS), so that a batch whose reply was lost
+        can be sent again."""
+        keys: list[str] = [EVENTS_STREAM, f"{PREFIX}settled:{batch_id}"]
         events = [s.event for s in settlements if s.event is not None]
-        args: list[int | str | bytes] = [EVENTS_MAX_LENGTH, EVENT_FIELD, len(events), *events]
+        args: list[int | str | bytes] = [
+            EVENTS_MAX_LENGTH, EVENT_FIELD, SETTLED_MARKER_MS, len(events), *events
+        ]  # fmt: skip
         for settlement in settlements:
             if settlement.cost_nano or settlement.reservation:
                 key_args = self.key_args(settlement.key)

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from shared.limits import SPEND_MARKER, LimitEngine, LimitsNotReady, Settlement, to_nano
+from shared.limits import (
+    EVENTS_STREAM,
+    SPEND_MARKER,
+    LimitEngine,
+    LimitsNotReady,
+    Settlement,
+    to_nano,
+)
 from shared.models import Key
 from shared.redispipe import RedisPipe
 
@@ -66,7 +73,9 @@ async def test_reservations_keep_concurrent_requests_within_budget(engine: Limit
     admitted = [r for r in results if r.admitted]
     assert len(admitted) == 3
     assert {r.reason for r in results if not r.admitted} == {"cost"}
-    await engine.settle([Settlement(key, to_nano(0.25), r.reservation) for r in admitted])
+    await engine.settle(
+        [Settlement(key, to_nano(0.25), r.reservation) for r in admitted], uuid.uuid4().hex
+    )
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.75)
     # 0.25 left: a request that may cost 0.3 is refused, one that may cost 0.2 is not.
     assert not (await engine.admit(key, to_nano(0.3))).admitted
@@ -77,7 +86,7 @@ async def test_spent_budget_is_refused_without_retry(engine: LimitEngine) -> Non
     key = make_key(cost_limit_in_usd=0.01)
     first = await engine.admit(key)
     assert first.admitted
-    await engine.settle([Settlement(key, to_nano(0.02), first.reservation)])
+    await engine.settle([Settlement(key, to_nano(0.02), first.reservation)], uuid.uuid4().hex)
     refused = await engine.admit(key)
     assert (refused.admitted, refused.reason, refused.retry_after) == (False, "cost", None)
 
@@ -85,7 +94,7 @@ async def test_spent_budget_is_refused_without_retry(engine: LimitEngine) -> Non
 async def test_windowed_cost_refuses_with_retry_after(engine: LimitEngine) -> None:
     key = make_key(cost_limit_in_usd_over_time=0.5, cost_limit_in_usd_unit="s")
     admission = await engine.admit(key)
-    await engine.settle([Settlement(key, to_nano(0.6), admission.reservation)])
+    await engine.settle([Settlement(key, to_nano(0.6), admission.reservation)], uuid.uuid4().hex)
     refused = await engine.admit(key)
     assert (refused.admitted, refused.reason) == (False, "window")
     assert refused.retry_after is not None and 0 < refused.retry_after <= 1.1
@@ -106,8 +115,8 @@ async def test_reservations_lapse_when_never_settled(pipe: RedisPipe, engine: Li
 async def test_settling_twice_releases_once(engine: LimitEngine) -> None:
     key = make_key(cost_limit_in_usd=1.0)
     first = await engine.admit(key, to_nano(0.6))
-    await engine.settle([Settlement(key, 0, first.reservation)])
-    await engine.settle([Settlement(key, 0, first.reservation)])
+    await engine.settle([Settlement(key, 0, first.reservation)], uuid.uuid4().hex)
+    await engine.settle([Settlement(key, 0, first.reservation)], uuid.uuid4().hex)
     # Released once: a second 0.6 fits, a third does not.
     assert (await engine.admit(key, to_nano(0.6))).admitted
     assert not (await engine.admit(key, to_nano(0.6))).admitted
@@ -124,7 +133,7 @@ async def test_every_key_is_under_the_prefix(
         cost_limit_in_usd_unit="h",
     )
     admission = await engine.admit(key, to_nano(0.1))
-    await engine.settle([Settlement(key, to_nano(0.05), admission.reservation)])
+    await engine.settle([Settlement(key, to_nano(0.05), admission.reservation)], uuid.uuid4().hex)
     await engine.admit(key, to_nano(0.1))
     written = [k.decode() async for k in redis_client.scan_iter(match=f"*{key.key_id}*")]
     assert len(written) >= 4
@@ -143,7 +152,7 @@ async def test_scripts_lost_by_redis_are_loaded_again(
     key = make_key(cost_limit_in_usd=1.0)
     admission = await engine.admit(key, to_nano(0.1))
     await redis_client.script_flush()
-    await engine.settle([Settlement(key, to_nano(0.1), admission.reservation)])
+    await engine.settle([Settlement(key, to_nano(0.1), admission.reservation)], uuid.uuid4().hex)
     await redis_client.script_flush()
     assert (await engine.admit(key, to_nano(0.1))).admitted
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.1)
@@ -187,3 +196,20 @@ async def test_a_changed_key_is_admitted_by_its_new_limits(engine: LimitEngine) 
     raised = dataclasses.replace(key, rate_limit_over_time=2)  # what a refresh brings
     assert (await engine.admit(raised)).admitted
     assert not (await engine.admit(raised)).admitted
+
+
+async def test_a_batch_sent_again_is_applied_once(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    """What the settlement queue does when the reply to a batch Redis applied was lost."""
+    key = make_key(cost_limit_in_usd=1.0)
+    admission = await engine.admit(key, to_nano(0.5))
+    before = await redis_client.xlen(EVENTS_STREAM)
+    batch = [Settlement(key, to_nano(0.2), admission.reservation, b'{"event_id": "x"}')]
+    batch_id = uuid.uuid4().hex
+    await engine.settle(batch, batch_id)
+    await engine.settle(batch, batch_id)
+    assert (await engine.usage(key)).cost_usd == pytest.approx(0.2)
+    assert await redis_client.xlen(EVENTS_STREAM) == before + 1
+    await engine.settle([Settlement(key, to_nano(0.1))], uuid.uuid4().hex)
+    assert (await engine.usage(key)).cost_usd == pytest.approx(0.3)

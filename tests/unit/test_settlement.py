@@ -18,9 +18,11 @@ class SlowEngine:
 
     def __init__(self) -> None:
         self.applied: list[int] = []
+        self.sent: list[tuple[str, list[int]]] = []  # every attempt: batch id and costs
         self.down = False
 
-    async def settle(self, batch: list[Settlement]) -> None:
+    async def settle(self, batch: list[Settlement], batch_id: str) -> None:
+        self.sent.append((batch_id, [s.cost_nano for s in batch]))
         await asyncio.sleep(0.05)
         if self.down:
             raise ConnectionError("redis is away")
@@ -57,3 +59,22 @@ async def test_settlements_wait_out_an_outage() -> None:
     assert engine.applied == [0, 1, 2, 3, 4]
     queue.close(within=1)
     await asyncio.wait_for(task, 2)
+
+
+async def test_a_failed_batch_is_sent_again_whole_under_its_id() -> None:
+    engine = SlowEngine()
+    engine.down = True
+    queue = settler(engine)
+    task = asyncio.create_task(queue.run())
+    queue.submit(Settlement(KEY, 1))
+    await asyncio.sleep(0.02)  # the first attempt is under way
+    queue.submit(Settlement(KEY, 2))
+    await asyncio.sleep(0.3)
+    engine.down = False
+    queue.close(within=2)
+    await asyncio.wait_for(task, 3)
+    first_id = engine.sent[0][0]
+    retries = [sent for sent in engine.sent if sent[0] == first_id]
+    assert len(retries) >= 2 and all(costs == [1] for _, costs in retries)
+    assert engine.applied == [1, 2]
+    assert engine.sent[-1][0] != first_id  # the later settlement went in a batch of its own
