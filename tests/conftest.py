@@ -14,8 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import PostgresSettings, RedisSettings, Settings
+from shared.db import create_engine, migrate
 from shared.redisconn import create_redis
 from shared.redispipe import RedisPipe
 
@@ -116,6 +118,15 @@ def settings(
         snapshot_interval=0.2,
         log_format="text",
     )
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """keymgmt's SQLAlchemy engine on the run's database, migrated."""
+    engine = create_engine(settings.postgres)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

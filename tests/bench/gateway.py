@@ -44,6 +44,12 @@ class Stores:
     pg_password: str
     redis_host: str
     redis_port: int
+    redis_password: str
+
+    def redis_client(self, db: int) -> redis.Redis:
+        return redis.Redis(
+            host=self.redis_host, port=self.redis_port, password=self.redis_password or None, db=db
+        )
 
     def postgres_settings(self) -> PostgresSettings:
         return PostgresSettings(
@@ -68,22 +74,25 @@ class Stores:
 @contextlib.contextmanager
 def stores(data_dir: Path) -> Iterator[Stores]:
     """The configured (or this machine's) Postgres and Redis, else throw-away ones."""
-    pg_host = os.environ.get("POSTGRESQL_HOSTS", HOST).split(",")[0].strip()
+    pg_host = os.environ.get("POSTGRESQL_HOSTS", HOST).split(",")[0].strip() or HOST
     pg_port = int(os.environ.get("POSTGRESQL_PORT", "5432"))
-    redis_host = os.environ.get("REDIS_HOSTS", HOST).split(",")[0].strip()
+    redis_host = os.environ.get("REDIS_HOSTS", HOST).split(",")[0].strip() or HOST
     redis_port = int(os.environ.get("REDIS_PORT", "6379"))
     pg_user = os.environ.get("POSTGRESQL_USERNAME", "postgres")
     pg_password = os.environ.get("POSTGRESQL_PASSWORD", "")
+    redis_password = os.environ.get("REDIS_PASSWORD", "")
     with contextlib.ExitStack() as stack:
         if not services.reachable(pg_host, pg_port):
+            print("no Postgres answers: starting a throw-away one", file=sys.stderr)
             data_dir.mkdir(parents=True, exist_ok=True)
             data_dir.chmod(0o755)  # Postgres runs as its own user and must traverse it
             pg = stack.enter_context(services.Postgres(data_dir / "postgres", durable=False))
             pg_host, pg_port, pg_user, pg_password = pg.host, pg.port, pg.user, ""
         if not services.reachable(redis_host, redis_port):
-            redis_server = stack.enter_context(services.Redis(data_dir / "redis"))
-            redis_host, redis_port = redis_server.host, redis_server.port
-        yield Stores(pg_host, pg_port, pg_user, pg_password, redis_host, redis_port)
+            print("no Redis answers: starting a throw-away one", file=sys.stderr)
+            server = stack.enter_context(services.Redis(data_dir / "redis"))
+            redis_host, redis_port, redis_password = server.host, server.port, ""
+        yield Stores(pg_host, pg_port, pg_user, pg_password, redis_host, redis_port, redis_password)
 
 
 def service_env(stores: Stores, **overrides: str) -> dict[str, str]:
@@ -96,6 +105,7 @@ def service_env(stores: Stores, **overrides: str) -> dict[str, str]:
         "POSTGRESQL_DB_NAME": DATABASE,
         "REDIS_HOSTS": stores.redis_host,
         "REDIS_PORT": str(stores.redis_port),
+        "REDIS_PASSWORD": stores.redis_password,
         "REDIS_DB": str(REDIS_DB),
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "IN_MEMORY_DB_UPDATE_INTERVAL": "1s",
@@ -106,12 +116,14 @@ def service_env(stores: Stores, **overrides: str) -> dict[str, str]:
     return env
 
 
-async def drop_database(stores: Stores, create_again: bool = False) -> None:
+async def drop_database(
+    stores: Stores, database: str = DATABASE, create_again: bool = False
+) -> None:
     connection = await stores.connect("postgres")
     try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         if create_again:
-            await connection.execute(f'CREATE DATABASE "{DATABASE}"')
+            await connection.execute(f'CREATE DATABASE "{database}"')
     finally:
         await connection.close()
 
@@ -173,8 +185,8 @@ async def insert_keys(stores: Stores, start: int, count: int) -> None:
         await connection.close()
 
 
-def flush_redis(stores: Stores) -> None:
-    client = redis.Redis(host=stores.redis_host, port=stores.redis_port, db=REDIS_DB)
+def flush_redis(stores: Stores, db: int = REDIS_DB) -> None:
+    client = stores.redis_client(db)
     try:
         client.flushdb()
     finally:
@@ -213,7 +225,7 @@ def create_bench_key(processes: Processes, stores: Stores) -> str:
 def wait_for_spend_marker(stores: Stores, timeout: float) -> None:
     """keymgmt marks an empty Redis once it has restored any lost spend into it; until then the
     proxy refuses keys with a cost limit. The mark stays when keymgmt stops."""
-    client = redis.Redis(host=stores.redis_host, port=stores.redis_port, db=REDIS_DB)
+    client = stores.redis_client(REDIS_DB)
     deadline = time.monotonic() + timeout
     try:
         while not client.exists(SPEND_MARKER):

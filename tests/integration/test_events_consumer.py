@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.events import GROUP, EventConsumer
 from shared.config import Settings
-from shared.db import create_engine, migrate, usage_events
+from shared.db import usage_events
 from shared.limits import EVENT_FIELD, EVENTS_STREAM
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
@@ -35,14 +35,6 @@ async def client(settings: Settings) -> AsyncIterator[redis.Redis]:
     yield connection
     await connection.flushdb()
     await connection.aclose()
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings.postgres)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 def event(key_id: str, n: int, event_id: str = "") -> dict[str, bytes]:

@@ -13,18 +13,9 @@ from keymgmt.store import KeyStore
 from proxy import snapshot as snapshot_module
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from shared.config import Settings
-from shared.db import create_engine, migrate
 from shared.metrics import Counter, Metrics
 from shared.models import hash_key
 from shared.pg import LazyConnection
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings.postgres)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

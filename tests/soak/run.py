@@ -27,21 +27,20 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
-import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
 import services  # noqa: E402  (deploy/local is not a package)
 
+from tests.bench.gateway import Stores, drop_database, flush_redis, stores  # noqa: E402
 from tests.bench.procs import HOST, PYTHON, Processes, Server, rss_mb, wait_http  # noqa: E402
 
 LOG_DIR = ROOT / ".local" / "soak"
@@ -112,18 +111,6 @@ class Outcome:
     detail: str = ""
 
 
-@dataclass
-class Stores:
-    pg_host: str
-    pg_port: int
-    pg_user: str
-    pg_password: str
-    redis_host: str
-    redis_port: int
-    redis_password: str
-    database: str = field(default_factory=lambda: f"gateway_soak_{uuid.uuid4().hex[:10]}")
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="length of the load")
@@ -143,66 +130,17 @@ def progress(message: str) -> None:
 # --- Postgres and Redis ----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def stores(scratch: Path) -> Iterator[Stores]:
-    """The configured Postgres and Redis when they answer, else throw-away ones."""
-    pg_host = os.environ.get("POSTGRESQL_HOSTS", HOST).split(",")[0].strip() or HOST
-    pg_port = int(os.environ.get("POSTGRESQL_PORT", "5432"))
-    redis_host = os.environ.get("REDIS_HOSTS", HOST).split(",")[0].strip() or HOST
-    redis_port = int(os.environ.get("REDIS_PORT", "6379"))
-    pg_user = os.environ.get("POSTGRESQL_USERNAME", "postgres")
-    pg_password = os.environ.get("POSTGRESQL_PASSWORD", "")
-    redis_password = os.environ.get("REDIS_PASSWORD", "")
-    with contextlib.ExitStack() as stack:
-        if not services.reachable(pg_host, pg_port):
-            progress("no Postgres answers: starting a throw-away one")
-            pg = stack.enter_context(services.Postgres(scratch / "postgres", durable=False))
-            pg_host, pg_port, pg_user, pg_password = pg.host, pg.port, pg.user, ""
-        if not services.reachable(redis_host, redis_port):
-            progress("no Redis answers: starting a throw-away one")
-            server = stack.enter_context(services.Redis(scratch / "redis"))
-            redis_host, redis_port, redis_password = server.host, server.port, ""
-        yield Stores(pg_host, pg_port, pg_user, pg_password, redis_host, redis_port, redis_password)
-
-
-async def admin_sql(stores: Stores, statement: str) -> None:
-    connection = await asyncpg.connect(
-        host=stores.pg_host,
-        port=stores.pg_port,
-        user=stores.pg_user,
-        password=stores.pg_password or None,
-        database="postgres",
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def flush_redis(stores: Stores) -> None:
-    client = redis.Redis(
-        host=stores.redis_host,
-        port=stores.redis_port,
-        password=stores.redis_password or None,
-        db=REDIS_DB,
-    )
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 # --- the gateway's processes -----------------------------------------------------------------
 
 
-def service_env(stores: Stores, upstream_port: int, pricing: Path) -> dict[str, str]:
+def service_env(stores: Stores, database: str, upstream_port: int, pricing: Path) -> dict[str, str]:
     return {
         **os.environ,
         "POSTGRESQL_HOSTS": stores.pg_host,
         "POSTGRESQL_PORT": str(stores.pg_port),
         "POSTGRESQL_USERNAME": stores.pg_user,
         "POSTGRESQL_PASSWORD": stores.pg_password,
-        "POSTGRESQL_DB_NAME": stores.database,
+        "POSTGRESQL_DB_NAME": database,
         "REDIS_HOSTS": stores.redis_host,
         "REDIS_PORT": str(stores.redis_port),
         "REDIS_PASSWORD": stores.redis_password,
@@ -233,7 +171,7 @@ def write_pricing(directory: Path) -> Path:
 
 
 def start_gateway(
-    processes: Processes, stores: Stores, pricing: Path, latency: float
+    processes: Processes, stores: Stores, database: str, pricing: Path, latency: float
 ) -> tuple[Server, list[Server]]:
     """The fake upstream, keymgmt, and two proxies; returns keymgmt and the proxies, all up."""
     upstream_port = services.free_port()
@@ -246,7 +184,7 @@ def start_gateway(
         upstream_port,
         os.environ,
     )
-    env = service_env(stores, upstream_port, pricing)
+    env = service_env(stores, database, upstream_port, pricing)
     port = services.free_port()
     keymgmt = processes.start(
         "keymgmt", [PYTHON, "-m", "keymgmt"], port, {**env, "KEYMGMT_PORT": str(port)}
@@ -543,11 +481,12 @@ def run(args: argparse.Namespace, report: Report) -> None:
         scratch = Path(directory)
         scratch.chmod(0o755)  # a Postgres started as its own user must traverse it
         with stores(scratch) as found:
-            asyncio.run(admin_sql(found, f'CREATE DATABASE "{found.database}"'))
-            flush_redis(found)
+            database = f"gateway_soak_{uuid.uuid4().hex[:10]}"
+            asyncio.run(drop_database(found, database, create_again=True))
+            flush_redis(found, REDIS_DB)
             try:
                 keymgmt, proxies = start_gateway(
-                    processes, found, write_pricing(scratch), args.latency
+                    processes, found, database, write_pricing(scratch), args.latency
                 )
                 asyncio.run(soak(args, keymgmt, proxies, report))
             finally:
@@ -555,8 +494,8 @@ def run(args: argparse.Namespace, report: Report) -> None:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 processes.stop_all()
-                asyncio.run(admin_sql(found, f'DROP DATABASE "{found.database}" WITH (FORCE)'))
-                flush_redis(found)
+                asyncio.run(drop_database(found, database))
+                flush_redis(found, REDIS_DB)
 
 
 def interrupted(signum: int, _: FrameType | None) -> None:
