@@ -232,7 +232,8 @@ class Launcher:
             say(f"using the configured Postgres at {self.env['POSTGRESQL_HOSTS']}")
             return
         port = _port(self.env, "LOCAL_POSTGRES_PORT", 55432)
-        server = LocalPostgres(self.data_dir / "postgres", port=port, durable=True)
+        data_dir = services.postgres_data_dir(self.data_dir / "postgres")
+        server = LocalPostgres(data_dir, port=port, durable=True)
         self._start_server(server, "LOCAL_POSTGRES_PORT", "POSTGRESQL_HOSTS")
         self.env.update(
             POSTGRESQL_HOSTS=server.host,

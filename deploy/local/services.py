@@ -9,6 +9,7 @@ children and are stopped by stop(), by the context manager, or at interpreter ex
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -290,13 +291,39 @@ def _as_owner(owner: pwd.struct_passwd | None, cwd: Path) -> dict[str, Any]:
     return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": [], "cwd": cwd}
 
 
-def _check_traversable(data_dir: Path, owner: pwd.struct_passwd) -> None:
-    # pytest's tmp_path and mkdtemp() dirs are 0700 root: initdb would fail obscurely.
+def _untraversable_parent(data_dir: Path, owner: pwd.struct_passwd) -> Path | None:
     for parent in data_dir.parents:
+        if not parent.exists():
+            continue  # made later with the default mode, which lets others through
         st = parent.stat()
         by_group = st.st_mode & 0o010 and st.st_gid == owner.pw_gid
         if not (st.st_mode & 0o001 or by_group or st.st_uid == owner.pw_uid):
-            raise RuntimeError(f"{parent} is not traversable by user {owner.pw_name}: chmod o+x it")
+            return parent
+    return None
+
+
+def _check_traversable(data_dir: Path, owner: pwd.struct_passwd) -> None:
+    # pytest's tmp_path and mkdtemp() dirs are 0700 root: initdb would fail obscurely.
+    parent = _untraversable_parent(data_dir, owner)
+    if parent is not None:
+        raise RuntimeError(f"{parent} is not traversable by user {owner.pw_name}: chmod o+x it")
+
+
+FALLBACK_DATA_ROOT = Path("/var/lib/gateway")
+
+
+def postgres_data_dir(preferred: Path, fallback_root: Path = FALLBACK_DATA_ROOT) -> Path:
+    """`preferred`, or, when root runs Postgres as its own user and cannot reach `preferred`
+    (a checkout under /root, mode 0700), a directory of this checkout's own under
+    `fallback_root` that the user can reach. Nothing is chmod-ed outside our own directories."""
+    owner = _db_owner()
+    preferred = preferred.absolute()
+    if owner is None or _untraversable_parent(preferred, owner) is None:
+        return preferred
+    fallback_root.mkdir(parents=True, exist_ok=True)
+    fallback_root.chmod(0o755)
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return fallback_root / f"postgres-{digest}"
 
 
 class Redis(_Server):

@@ -75,3 +75,23 @@ def test_start_refuses_a_busy_port(data_dir: Path) -> None:
 
 def test_free_port_is_not_reachable() -> None:
     assert not services.reachable("127.0.0.1", services.free_port())
+
+
+@pytest.mark.skipif(not services._db_owner(), reason="only root runs Postgres as another user")
+def test_postgres_data_moves_out_of_a_private_checkout(data_dir: Path) -> None:
+    checkout = data_dir / "root-home"
+    checkout.mkdir(mode=0o700)
+    preferred = checkout / ".local" / "postgres"
+    fallback_root = data_dir / "fallback"
+
+    chosen = services.postgres_data_dir(preferred, fallback_root)
+
+    assert chosen.parent == fallback_root
+    assert services.postgres_data_dir(preferred, fallback_root) == chosen  # stable per checkout
+    with services.Postgres(chosen, port=services.free_port(), durable=False) as pg:
+        assert asyncio.run(_query(pg, "SELECT 1")) == 1
+
+
+def test_postgres_data_stays_where_it_is_reachable(data_dir: Path) -> None:
+    preferred = data_dir / ".local" / "postgres"
+    assert services.postgres_data_dir(preferred, data_dir / "fallback") == preferred
