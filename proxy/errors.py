@@ -52,6 +52,10 @@ def invalid_request(message: str, code: str) -> ProxyError:
     return ProxyError(400, message, "invalid_request_error", code)
 
 
+def invalid_path(message: str) -> ProxyError:
+    return ProxyError(400, message, "invalid_request_error", "invalid_path")
+
+
 def request_too_large(limit: int) -> ProxyError:
     return ProxyError(
         413, f"request body over {limit} bytes", "invalid_request_error", "request_too_large"

@@ -9,7 +9,6 @@ import time
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.admission import admit
 from proxy.auth import authenticate
@@ -22,6 +21,7 @@ from proxy.errors import (
     upstream_unreachable,
 )
 from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
+from proxy.paths import upstream_url
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
     CALL_LOG,
@@ -93,11 +93,6 @@ def request_timeout(request: web.Request, default: float) -> float:
     return seconds
 
 
-def upstream_url(request: web.Request, base_url: str) -> URL:
-    # The raw path and query go through as the client encoded them.
-    return URL(base_url + request.raw_path[len(PREFIX) :], encoded=True)
-
-
 async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     timeout = request_timeout(request, settings.proxy_timeout)
@@ -105,7 +100,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     try:
         async with request.app[SESSION].request(
             request.method,
-            upstream_url(request, settings.openai_base_url),
+            upstream_url(settings.openai_base_url, call.endpoint, request.rel_url.raw_query_string),
             data=call.body or None,
             headers=upstream_headers(request.headers, settings, call.request_id),
             timeout=aiohttp.ClientTimeout(total=timeout),

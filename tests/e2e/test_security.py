@@ -1,0 +1,131 @@
+"""What a client can send that must not reach, or come back from, the upstream as it was."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from proxy.fakeupstream import FAKE_UPSTREAM, create_fake_upstream
+from tests.e2e.conftest import PROXY_PATH, Gateway
+
+Start = Callable[..., Awaitable[Gateway]]
+CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+UPSTREAM_KEY = "sk-upstream-secret"
+
+
+async def raw_request(
+    gateway: Gateway, method: str, target: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """One request over a plain socket, with the request target exactly as given."""
+    server = gateway.proxies[0]
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    lines = [f"{method} {target} HTTP/1.1", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if "Host" not in headers:
+        lines.append(f"Host: {server.host}:{server.port}")
+    if "Connection" not in headers:
+        lines.append("Connection: close")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    answer_headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        answer_headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), answer_headers, payload
+
+
+def auth(raw_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        f"http://aaaaaaaaaaaaaaaaa.evil.com{PROXY_PATH}/chat/completions",
+        f"http://aaaaaaaaaaaaaaaaaaaaaaaaaa@evil.com{PROXY_PATH}/chat/completions",
+        f"http://user:secret@aaaaaaaaaaaaaaaaa.evil.com:81{PROXY_PATH}/chat/completions",
+    ],
+)
+async def test_an_absolute_form_target_reaches_only_the_configured_upstream(
+    gateway: Gateway, target: str
+) -> None:
+    raw, _ = await gateway.create_key()
+    status, _, body = await raw_request(gateway, "POST", target, auth(raw), CHAT_BODY)
+    assert status == 200, body
+    seen = gateway.upstream.recorded[-1]
+    assert seen.path == "/v1/chat/completions"
+    upstream_origin = gateway.settings.openai_base_url.removesuffix("/v1").removeprefix("http://")
+    assert seen.headers["host"] == upstream_origin
+    assert seen.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+@pytest.mark.parametrize("joint", ["", "@127.0.0.1:"])
+async def test_the_target_authority_cannot_redirect_the_upstream_credential(
+    start_gateway: Start, aiohttp_server: Any, joint: str
+) -> None:
+    """Today's URL is the base plus the target minus the prefix's length of characters."""
+    evil = create_fake_upstream()
+    evil_port = str((await aiohttp_server(evil)).port)
+    # A base URL without a path, as in OPENAI_BASE_URL=http://llm-gw; nothing listens on it.
+    base = f"http://127.0.0.1:{evil_port[0]}"
+    gateway = await start_gateway(openai_base_url=base)
+    raw, _ = await gateway.create_key()
+    # "http://aaa...aaa" is as long as the prefix: what follows lands right after the base URL.
+    authority = "a" * (len(PROXY_PATH) - len("http://")) + joint + evil_port[1:]
+    target = f"http://{authority}{PROXY_PATH}/chat/completions"
+    status, _, body = await raw_request(gateway, "POST", target, auth(raw), CHAT_BODY)
+    assert evil[FAKE_UPSTREAM].recorded == []
+    assert status == 502, body
+    assert orjson.loads(body)["error"]["code"] == "upstream_unreachable"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "x/../chat/completions",
+        "x/%2e%2e/chat/completions",
+        "x/%2E./chat/completions",
+        "./chat/completions",
+        "chat/completions/..",
+        "x/%252e%252e/chat/completions",
+        "../../v1/chat/completions",
+    ],
+)
+async def test_a_dot_segment_is_refused(gateway: Gateway, tail: str) -> None:
+    raw, _ = await gateway.create_key()
+    status, _, body = await raw_request(
+        gateway, "POST", f"{PROXY_PATH}/{tail}", auth(raw), CHAT_BODY
+    )
+    assert status == 400, body
+    assert orjson.loads(body)["error"]["code"] == "invalid_path"
+    assert gateway.upstream.recorded == []
+
+
+@pytest.mark.parametrize(
+    "tail", ["chat//completions", "/chat/completions", "chat/completions/", "chat%2Fcompletions"]
+)
+async def test_the_normalised_path_is_forwarded_and_metered(gateway: Gateway, tail: str) -> None:
+    raw, _ = await gateway.create_key()
+    stream = orjson.dumps({**orjson.loads(CHAT_BODY), "stream": True})
+    status, _, body = await raw_request(gateway, "POST", f"{PROXY_PATH}/{tail}", auth(raw), stream)
+    assert status == 200, body
+    seen = gateway.upstream.recorded[-1]
+    assert seen.path == "/v1/chat/completions"
+    # Metered as a chat stream: the proxy asked upstream for the stream's usage.
+    assert b'"include_usage":true' in seen.body
+
+
+async def test_the_query_string_goes_upstream(gateway: Gateway) -> None:
+    raw, _ = await gateway.create_key()
+    target = f"{PROXY_PATH}/models?limit=2&after=a%20b"
+    status, _, body = await raw_request(gateway, "GET", target, auth(raw))
+    assert status == 200, body
+    seen = gateway.upstream.recorded[-1]
+    assert (seen.path, seen.query) == ("/v1/models", "limit=2&after=a b")
