@@ -129,3 +129,55 @@ async def test_the_query_string_goes_upstream(gateway: Gateway) -> None:
     assert status == 200, body
     seen = gateway.upstream.recorded[-1]
     assert (seen.path, seen.query) == ("/v1/models", "limit=2&after=a b")
+
+
+async def test_client_headers_that_never_reach_upstream(start_gateway: Start) -> None:
+    gateway = await start_gateway(openai_organization="org-gateway", openai_project="proj_gw")
+    raw, _ = await gateway.create_key()
+    sent = {
+        **auth(raw),
+        "Cookie": "session=client",
+        "X-Forwarded-For": "203.0.113.9",
+        "Forwarded": "for=203.0.113.9",
+        "Host": "evil.example",
+        "OpenAI-Organization": "org-client",
+        "OpenAI-Project": "proj_client",
+        "Proxy-Authorization": "Basic Y2xpZW50OnNlY3JldA==",
+        "X-Stainless-Lang": "python",
+        "X-Stainless-Hop": "only for the next hop",
+        "Connection": "close, X-Stainless-Hop, Authorization, OpenAI-Organization",
+    }
+    status, _, body = await raw_request(
+        gateway, "POST", f"{PROXY_PATH}/chat/completions", sent, CHAT_BODY
+    )
+    assert status == 200, body
+    seen = gateway.upstream.recorded[-1].headers
+    for name in ("cookie", "x-forwarded-for", "forwarded", "proxy-authorization"):
+        assert name not in seen
+    assert "evil.example" not in seen["host"]
+    assert seen["x-stainless-lang"] == "python"  # an allowed header passes...
+    assert "x-stainless-hop" not in seen  # ...unless the client's Connection names it
+    # What the gateway sets itself is never dropped or replaced by the client.
+    assert seen["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert seen["openai-organization"] == "org-gateway"
+    assert seen["openai-project"] == "proj_gw"
+
+
+async def test_answers_carry_no_upstream_organisation_identity(gateway: Gateway) -> None:
+    raw, _ = await gateway.create_key()
+    limited, _ = await gateway.create_key(rateLimitOverTime=5, rateLimitUnit="h")
+    answer = await gateway.client(raw).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    upstream_said = gateway.upstream.recorded[-1]
+    assert upstream_said.path == "/v1/chat/completions"
+    names = {name.lower() for name in answer.headers}
+    assert {"openai-organization", "openai-project"}.isdisjoint(names)
+    assert not any(name.startswith("x-ratelimit-") for name in names)
+    assert answer.headers["openai-version"]  # the rest of upstream's headers pass
+
+    answer = await gateway.client(limited).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    ratelimit = {k.lower(): v for k, v in answer.headers.items() if k.startswith("x-ratelimit-")}
+    assert ratelimit == {"x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "4"}
