@@ -68,6 +68,16 @@ def upstream_unreachable(detail: str) -> ProxyError:
     )
 
 
+def upstream_auth_failed(status: int) -> ProxyError:
+    # Upstream's own body names the gateway's key, masked: the client gets none of it.
+    return ProxyError(
+        502,
+        f"the upstream refused the gateway's credential (HTTP {status}): for its operator to fix",
+        "upstream_error",
+        "upstream_auth_failed",
+    )
+
+
 def upstream_timeout(seconds: float) -> ProxyError:
     return ProxyError(
         504, f"upstream timed out after {seconds:g}s", "upstream_error", "upstream_timeout"

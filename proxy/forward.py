@@ -17,6 +17,7 @@ from proxy.errors import (
     ProxyError,
     invalid_request,
     request_too_large,
+    upstream_auth_failed,
     upstream_timeout,
     upstream_unreachable,
 )
@@ -34,7 +35,12 @@ from proxy.typedefs import (
     SETTLER,
     SNAPSHOT,
 )
-from proxy.upstream import client_headers, upstream_headers
+from proxy.upstream import (
+    CREDENTIAL_REFUSED,
+    client_headers,
+    credential_alarm,
+    upstream_headers,
+)
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
@@ -107,6 +113,11 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             allow_redirects=False,
         ) as upstream:
             call.status = upstream.status
+            if upstream.status in CREDENTIAL_REFUSED:
+                credential_alarm.refused(upstream.status)
+                raise upstream_auth_failed(upstream.status)
+            if credential_alarm.refusing:
+                credential_alarm.accepted()
             headers = client_headers(upstream.headers, call.request_id)
             add_rate_limit_headers(call, headers)
             if upstream.content_type == "application/json":

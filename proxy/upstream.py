@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -40,6 +43,9 @@ DROPPED_RESPONSE_HEADERS = frozenset(
 DROPPED_RESPONSE_PREFIXES = ("x-ratelimit-",)
 PLAIN_CONNECTION_VALUES = frozenset({"keep-alive", "close"})
 NO_OPTIONS: frozenset[str] = frozenset()
+# Upstream statuses that mean the gateway's own credential was refused.
+CREDENTIAL_REFUSED = frozenset({401, 403})
+log = logging.getLogger("gateway.proxy")
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -99,3 +105,37 @@ def connection_options(headers: CIMultiDictProxy[str]) -> frozenset[str]:
         option.strip().lower() for value in values for option in value.split(",")
     ).difference(PLAIN_CONNECTION_VALUES)
 
+
+class CredentialAlarm:
+    """An operator error when upstream starts refusing the gateway's credential.
+
+    One line when the refusals start, then at most one a minute while they go on: every call
+    fails alike, and a line per call would flood the log. Upstream's answer is never logged: it
+    names the key.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self.refusing = False
+        self.unreported = 0
+        self.reported_at = 0.0
+
+    def refused(self, status: int) -> None:
+        self.unreported += 1
+        now = time.monotonic()
+        if self.refusing and now - self.reported_at < self.interval:
+            return
+        log.error(
+            "upstream refused the gateway's credential with HTTP %d (%d calls since the last"
+            " report): check OPENAI_API_KEY, OPENAI_ORGANIZATION and OPENAI_PROJECT",
+            status,
+            self.unreported,
+        )
+        self.refusing, self.reported_at, self.unreported = True, now, 0
+
+    def accepted(self) -> None:
+        self.refusing = False
+        self.unreported = 0
+
+
+credential_alarm = CredentialAlarm()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.fakeupstream import FAKE_UPSTREAM, create_fake_upstream
 from tests.e2e.conftest import PROXY_PATH, Gateway
@@ -181,3 +184,42 @@ async def test_answers_carry_no_upstream_organisation_identity(gateway: Gateway)
     )
     ratelimit = {k.lower(): v for k, v in answer.headers.items() if k.startswith("x-ratelimit-")}
     assert ratelimit == {"x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "4"}
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_upstream_refusing_the_gateway_credential_is_a_502(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    raw, _ = await gateway.create_key()
+    client = gateway.client(raw)
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    caplog.set_level(logging.INFO)
+
+    gateway.upstream.options.fail_status = status
+    for _ in range(3):
+        with pytest.raises(openai.APIStatusError) as raised:
+            await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        error = raised.value
+        assert error.status_code == 502
+        assert (error.type, error.code) == ("upstream_error", "upstream_auth_failed")
+        answer = error.response.text
+        assert "sk-" not in answer and "cret" not in answer and "Incorrect" not in answer
+    if status == 401:  # what the proxy kept from the client: upstream's answer names the key
+        said = await gateway.keymgmt.session.post(
+            f"{gateway.settings.openai_base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {UPSTREAM_KEY}"},
+        )
+        assert "sk-up" in await said.text()
+
+    operator_lines = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(operator_lines) == 1, "one line while the refusals go on"
+    assert f"HTTP {status}" in operator_lines[0].getMessage()
+    assert UPSTREAM_KEY not in caplog.text and UPSTREAM_KEY[-4:] not in caplog.text
+
+    gateway.upstream.options.fail_status = None
+    await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    gateway.upstream.options.fail_status = status
+    with pytest.raises(openai.APIStatusError):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 2
