@@ -84,10 +84,11 @@ async def read_body(request: web.Request) -> bytes:
         raise request_too_large(request.app[SETTINGS].proxy_max_body_bytes) from None
 
 
-def request_timeout(request: web.Request, default: float) -> float:
+def request_timeout(request: web.Request, ceiling: float) -> float:
+    """The client's x-request-timeout, capped: a call may not outlive its reservation."""
     header = request.headers.get("x-request-timeout")
     if header is None:
-        return default
+        return ceiling
     try:
         seconds = parse_duration(header)
     except ValueError:
@@ -96,7 +97,7 @@ def request_timeout(request: web.Request, default: float) -> float:
         ) from None
     if seconds <= 0:
         raise invalid_request("x-request-timeout must be positive", "invalid_timeout")
-    return seconds
+    return min(seconds, ceiling)
 
 
 async def forward(request: web.Request, call: Call) -> web.StreamResponse:

@@ -223,3 +223,17 @@ async def test_upstream_refusing_the_gateway_credential_is_a_502(
     with pytest.raises(openai.APIStatusError):
         await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 2
+
+
+async def test_x_request_timeout_cannot_outlast_proxy_timeout(start_gateway: Start) -> None:
+    gateway = await start_gateway(proxy_timeout=1.0)
+    raw, _ = await gateway.create_key()
+    gateway.upstream.options.latency = 3.0
+    client = gateway.client(raw, default_headers={"x-request-timeout": "1h"}, timeout=20)
+    with pytest.raises(openai.APIStatusError) as raised:
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.status_code == 504
+    assert raised.value.code == "upstream_timeout"
+    assert "after 1s" in raised.value.message  # PROXY_TIMEOUT, not the hour asked for
