@@ -8,6 +8,7 @@ query string as the client encoded it; nothing of the request target's authority
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote
@@ -18,6 +19,7 @@ from proxy.errors import invalid_path
 
 # Besides the unreserved characters, what a path may carry unencoded (RFC 3986 pchar and "/").
 PATH_SAFE = "/!$&'()*+,;=:@"
+NEEDS_QUOTING = re.compile(f"[^A-Za-z0-9{re.escape('-._~' + PATH_SAFE)}]")
 DOT_SEGMENTS = frozenset({".", ".."})
 
 
@@ -41,8 +43,7 @@ def normalised_endpoint(tail: str) -> str:
 
 class Origin(NamedTuple):
     scheme: str
-    host: str | None
-    port: int | None
+    authority: str  # host and port (and any user info) as written
 
 
 class UpstreamBase(NamedTuple):
@@ -57,12 +58,14 @@ def upstream_base(base_url: str) -> UpstreamBase:
 
 
 def origin_of(url: URL) -> Origin:
-    return Origin(url.scheme, url.raw_host, url.port)
+    return Origin(url.scheme, url.raw_authority)
 
 
 def upstream_url(base_url: str, endpoint: str, query: str) -> URL:
     base = upstream_base(base_url)
-    target = f"{base.prefix}/{quote(endpoint, safe=PATH_SAFE)}"
+    if NEEDS_QUOTING.search(endpoint) is not None:
+        endpoint = quote(endpoint, safe=PATH_SAFE)
+    target = f"{base.prefix}/{endpoint}"
     url = URL(f"{target}?{query}" if query else target, encoded=True)
     require_origin(url, base.origin)
     return url
