@@ -126,8 +126,8 @@ class CredentialAlarm:
         if self.refusing and now - self.reported_at < self.interval:
             return
         log.error(
-            "upstream refused the gateway's credential with HTTP %d (%d calls since the last"
-            " report): check OPENAI_API_KEY, OPENAI_ORGANIZATION and OPENAI_PROJECT",
+            "upstream refused the gateway's credential with HTTP %d (refused calls since the"
+            " last report: %d): check OPENAI_API_KEY, OPENAI_ORGANIZATION and OPENAI_PROJECT",
             status,
             self.unreported,
         )
