@@ -10,6 +10,7 @@ from aiohttp import web
 
 from proxy.errors import invalid_json
 from proxy.metering import Usage
+from proxy.paths import normalised_endpoint
 from shared import tokens
 from shared.limits import Admission
 from shared.models import Key
@@ -82,7 +83,7 @@ class Call:
 
 
 def endpoint_of(request: web.Request) -> str:
-    return request.match_info["tail"].strip("/")
+    return normalised_endpoint(request.match_info["tail"])
 
 
 def new_call(request: web.Request, key: Key, body: bytes, request_id: str) -> Call:

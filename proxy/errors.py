@@ -52,6 +52,10 @@ def invalid_request(message: str, code: str) -> ProxyError:
     return ProxyError(400, message, "invalid_request_error", code)
 
 
+def invalid_path(message: str) -> ProxyError:
+    return ProxyError(400, message, "invalid_request_error", "invalid_path")
+
+
 def request_too_large(limit: int) -> ProxyError:
     return ProxyError(
         413, f"request body over {limit} bytes", "invalid_request_error", "request_too_large"
@@ -61,6 +65,16 @@ def request_too_large(limit: int) -> ProxyError:
 def upstream_unreachable(detail: str) -> ProxyError:
     return ProxyError(
         502, f"upstream unreachable: {detail}", "upstream_error", "upstream_unreachable"
+    )
+
+
+def upstream_auth_failed(status: int) -> ProxyError:
+    # Upstream's own body names the gateway's key, masked: the client gets none of it.
+    return ProxyError(
+        502,
+        f"the upstream refused the gateway's credential (HTTP {status}): for its operator to fix",
+        "upstream_error",
+        "upstream_auth_failed",
     )
 
 

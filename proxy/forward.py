@@ -9,7 +9,6 @@ import time
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.admission import admit
 from proxy.auth import authenticate
@@ -18,10 +17,12 @@ from proxy.errors import (
     ProxyError,
     invalid_request,
     request_too_large,
+    upstream_auth_failed,
     upstream_timeout,
     upstream_unreachable,
 )
 from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
+from proxy.paths import upstream_url
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
     CALL_LOG,
@@ -34,7 +35,12 @@ from proxy.typedefs import (
     SETTLER,
     SNAPSHOT,
 )
-from proxy.upstream import client_headers, upstream_headers
+from proxy.upstream import (
+    CREDENTIAL_REFUSED,
+    client_headers,
+    credential_alarm,
+    upstream_headers,
+)
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
@@ -78,10 +84,11 @@ async def read_body(request: web.Request) -> bytes:
         raise request_too_large(request.app[SETTINGS].proxy_max_body_bytes) from None
 
 
-def request_timeout(request: web.Request, default: float) -> float:
+def request_timeout(request: web.Request, ceiling: float) -> float:
+    """The client's x-request-timeout, capped: a call may not outlive its reservation."""
     header = request.headers.get("x-request-timeout")
     if header is None:
-        return default
+        return ceiling
     try:
         seconds = parse_duration(header)
     except ValueError:
@@ -90,12 +97,7 @@ def request_timeout(request: web.Request, default: float) -> float:
         ) from None
     if seconds <= 0:
         raise invalid_request("x-request-timeout must be positive", "invalid_timeout")
-    return seconds
-
-
-def upstream_url(request: web.Request, base_url: str) -> URL:
-    # The raw path and query go through as the client encoded them.
-    return URL(base_url + request.raw_path[len(PREFIX) :], encoded=True)
+    return min(seconds, ceiling)
 
 
 async def forward(request: web.Request, call: Call) -> web.StreamResponse:
@@ -105,13 +107,18 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     try:
         async with request.app[SESSION].request(
             request.method,
-            upstream_url(request, settings.openai_base_url),
+            upstream_url(settings.openai_base_url, call.endpoint, request.rel_url.raw_query_string),
             data=call.body or None,
             headers=upstream_headers(request.headers, settings, call.request_id),
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as upstream:
             call.status = upstream.status
+            if upstream.status in CREDENTIAL_REFUSED:
+                credential_alarm.refused(upstream.status)
+                raise upstream_auth_failed(upstream.status)
+            if credential_alarm.refusing:
+                credential_alarm.accepted()
             headers = client_headers(upstream.headers, call.request_id)
             add_rate_limit_headers(call, headers)
             if upstream.content_type == "application/json":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -33,8 +34,18 @@ DROPPED_RESPONSE_HEADERS = frozenset(
         "server",
         "date",
         "x-request-id",
+        # The upstream organisation's identity: a key holder has no business knowing it.
+        "openai-organization",
+        "openai-project",
     }
 )
+# The organisation's account limits; the proxy sends the key's own request limit instead.
+DROPPED_RESPONSE_PREFIXES = ("x-ratelimit-",)
+PLAIN_CONNECTION_VALUES = frozenset({"keep-alive", "close"})
+NO_OPTIONS: frozenset[str] = frozenset()
+# Upstream statuses that mean the gateway's own credential was refused.
+CREDENTIAL_REFUSED = frozenset({401, 403})
+log = logging.getLogger("gateway.proxy")
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -48,7 +59,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
 
 
 def upstream_headers(
-    client_headers: Mapping[str, str], settings: Settings, request_id: str
+    client_headers: CIMultiDictProxy[str], settings: Settings, request_id: str
 ) -> dict[str, str]:
     headers = {
         name: value
@@ -56,6 +67,10 @@ def upstream_headers(
         if (lowered := name.lower()) in FORWARDED_REQUEST_HEADERS
         or lowered.startswith(FORWARDED_REQUEST_PREFIXES)
     }
+    hop_by_hop = connection_options(client_headers)
+    if hop_by_hop:
+        headers = {name: value for name, value in headers.items() if name.lower() not in hop_by_hop}
+    # Set last, so that nothing the client sends or names in Connection replaces them.
     headers["Authorization"] = f"Bearer {settings.openai_api_key}"
     headers["X-Client-Request-Id"] = request_id
     if settings.openai_organization:
@@ -66,13 +81,61 @@ def upstream_headers(
 
 
 def client_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
+    hop_by_hop = connection_options(upstream)
     headers = CIMultiDict(
         (name, value)
         for name, value in upstream.items()
-        if name.lower() not in DROPPED_RESPONSE_HEADERS
+        if (lowered := name.lower()) not in DROPPED_RESPONSE_HEADERS
+        and not lowered.startswith(DROPPED_RESPONSE_PREFIXES)
+        and lowered not in hop_by_hop
     )
     upstream_id = upstream.get("x-request-id")
     if upstream_id:
         headers["x-upstream-request-id"] = upstream_id
     headers["X-Request-Id"] = request_id
     return headers
+
+
+def connection_options(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """The headers a `Connection` header names: meant for one hop, never forwarded (RFC 9110)."""
+    values = headers.getall("Connection", ())
+    if not values or (len(values) == 1 and values[0].lower() in PLAIN_CONNECTION_VALUES):
+        return NO_OPTIONS
+    return frozenset(
+        option.strip().lower() for value in values for option in value.split(",")
+    ).difference(PLAIN_CONNECTION_VALUES)
+
+
+class CredentialAlarm:
+    """An operator error when upstream starts refusing the gateway's credential.
+
+    One line when the refusals start, then at most one a minute while they go on: every call
+    fails alike, and a line per call would flood the log. Upstream's answer is never logged: it
+    names the key.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self.refusing = False
+        self.unreported = 0
+        self.reported_at = 0.0
+
+    def refused(self, status: int) -> None:
+        self.unreported += 1
+        now = time.monotonic()
+        if self.refusing and now - self.reported_at < self.interval:
+            return
+        log.error(
+            "upstream refused the gateway's credential with HTTP %d (refused calls since the"
+            " last report: %d): check OPENAI_API_KEY, OPENAI_ORGANIZATION and OPENAI_PROJECT",
+            status,
+            self.unreported,
+        )
+        self.refusing, self.reported_at, self.unreported = True, now, 0
+
+    def accepted(self) -> None:
+        self.refusing = False
+        self.unreported = 0
+
+
+credential_alarm = CredentialAlarm()

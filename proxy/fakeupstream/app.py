@@ -39,6 +39,7 @@ from proxy.fakeupstream.wire import (
     error_payload,
     failure_body,
     json_response,
+    refused_key_body,
 )
 
 # --- middleware, headers, app ----------------------------------------------------------------
@@ -60,9 +61,11 @@ async def fake_middleware(request: web.Request, handler: Handler) -> web.StreamR
         await asyncio.sleep(options.latency)
     if options.fail_status is not None:
         status = options.fail_status
-        return web.Response(
-            status=status, body=failure_body(status), content_type="application/json"
-        )
+        if status == 401:
+            body = refused_key_body(request.headers.get("Authorization", ""))
+        else:
+            body = failure_body(status)
+        return web.Response(status=status, body=body, content_type="application/json")
     try:
         return await handler(request)
     except FakeAPIError as error:
@@ -77,8 +80,11 @@ async def _api_headers(request: web.Request, response: web.StreamResponse) -> No
     headers["x-request-id"] = state.new_id("req_")
     headers["openai-processing-ms"] = str(int(state.options.latency * 1000))
     headers["openai-version"] = "2020-10-01"
+    headers["openai-organization"] = "org-fake"
+    headers["openai-project"] = "proj_fake"
     headers["x-ratelimit-limit-requests"] = "10000"
     headers["x-ratelimit-remaining-requests"] = "9999"
+    headers["x-ratelimit-limit-tokens"] = "30000000"
 
 
 def create_fake_upstream(options: FakeOptions | None = None) -> web.Application:

@@ -45,6 +45,17 @@ def failure_body(status: int) -> bytes:
     return orjson.dumps(error_payload(status, message, default_codes.get(status), None))
 
 
+def refused_key_body(authorization: str) -> bytes:
+    """The real API's 401 names the key it refused, masked."""
+    key = authorization.removeprefix("Bearer ")
+    masked = key[:5] + "*" * max(0, len(key) - 9) + key[-4:]
+    message = (
+        f"Incorrect API key provided: {masked}. You can find your API key at"
+        " https://platform.openai.com/account/api-keys."
+    )
+    return orjson.dumps(error_payload(401, message, "invalid_api_key", None))
+
+
 def sse(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 

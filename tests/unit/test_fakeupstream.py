@@ -221,6 +221,17 @@ async def test_fail_status(
     assert raised.value.request_id is not None and raised.value.request_id.startswith("req_")
 
 
+async def test_a_refused_key_is_named_masked_like_the_real_api(http: TestClient) -> None:
+    fake = http.app[FAKE_UPSTREAM]
+    fake.options.fail_status = 401
+    headers = {"Authorization": "Bearer sk-proj-0123456789abcdef"}
+    response = await http.post("/v1/chat/completions", json={}, headers=headers)
+    message = (await response.json())["error"]["message"]
+    assert response.status == 401
+    assert "sk-pr" + "*" * 15 + "cdef" in message
+    assert "0123456789" not in message
+
+
 async def test_report_usage_false(sdk: openai.AsyncOpenAI, fake: FakeUpstream) -> None:
     fake.options.report_usage = False
     whole = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
