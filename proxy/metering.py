@@ -185,3 +185,14 @@ def _event_json(event: bytes) -> dict[str, Any] | None:
 
 def counted_usage(prompt_tokens: int, streamed_text: str, model: str) -> Usage:
     return Usage(prompt_tokens, tokens.count_text(streamed_text, model))
+
+
+def top_level(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named members of a JSON object answer; empty when the body is not a JSON object."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(payload, dict):
+        return {}
+    return {name: payload[name] for name in names if name in payload}
