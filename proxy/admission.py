@@ -30,7 +30,7 @@ def reservation_nano(call: Call, pricing: Pricing) -> int:
     if rates is None:
         return 0
     prompt_cost = call.prompt_tokens_bound() * rates.input
-    return to_nano(prompt_cost + call.max_output_tokens() * rates.output)
+    return to_nano(prompt_cost + call.output_tokens_bound() * rates.output)
 
 
 async def decide(

@@ -55,30 +55,42 @@ class Call:
     def max_output_tokens(self) -> int:
         payload = self.payload or {}
         for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-            value = payload.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            value = _positive(payload.get(name))
+            if value:
                 return value
         return 0
 
+    def output_tokens_bound(self) -> int:
+        """The output cap times the completions generated (`n`, or `best_of` where more)."""
+        payload = self.payload or {}
+        choices = max(_positive(payload.get("n")), 1)
+        if self.endpoint == COMPLETIONS:
+            choices = max(choices, _positive(payload.get("best_of")))
+        return self.max_output_tokens() * choices
+
     def prompt_tokens_bound(self) -> int:
         """Never fewer than the prompt's tokens, and cheap: no encoding is loaded. To reserve."""
-        return self._prompt_tokens(tokens.utf8_bytes)
+        return self._prompt_tokens(tokens.utf8_bytes, tokens.image_tokens_most(self.model))
 
     def prompt_tokens_estimate(self) -> int:
         """The prompt's tokens as tiktoken counts them: to bill when upstream reports none."""
-        return self._prompt_tokens(tokens.tiktoken_counter(self.model))
+        return self._prompt_tokens(tokens.tiktoken_counter(self.model), tokens.IMAGE_TOKENS)
 
-    def _prompt_tokens(self, count: tokens.TextCounter) -> int:
+    def _prompt_tokens(self, count: tokens.TextCounter, image_tokens: int) -> int:
         payload = self.payload
         if payload is None:
             return 0
         if self.endpoint == CHAT:
-            return tokens.count_chat_prompt(payload, count)
+            return tokens.count_chat_prompt(payload, count, image_tokens)
         field = {COMPLETIONS: "prompt", EMBEDDINGS: "input", RESPONSES: "input"}[self.endpoint]
-        total = tokens.count_input(payload.get(field), count)
+        total = tokens.count_input(payload.get(field), count, image_tokens)
         if self.endpoint == RESPONSES and isinstance(payload.get("instructions"), str):
             total += count(payload["instructions"])
         return total
+
+
+def _positive(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def endpoint_of(request: web.Request) -> str:
