@@ -78,10 +78,16 @@ def seed_encodings() -> Path:
 
 @cache
 def _encoding(name: str) -> tiktoken.Encoding:
-    import tiktoken  # only a process that must count tokens holds an encoding (70 MB or more)
+    import tiktoken  # only the proxy, which counts tokens, holds the encodings (130 MB)
 
     seed_encodings()
     return tiktoken.get_encoding(name)
+
+
+def load_encodings() -> None:
+    """Load every encoding now (about a second, blocking): at start, in a thread."""
+    for name in _ENCODINGS:
+        _encoding(name)
 
 
 def encoding_for(model: str) -> tiktoken.Encoding:
