@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.endpoints import METERED, MULTIPART, Billing, billing_of
 from proxy.errors import invalid_json
 from proxy.metering import Usage
+from proxy.multipart import MalformedForm, read_form
 from shared import tokens
 from shared.limits import Admission
 from shared.models import Key
@@ -20,8 +22,11 @@ CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
     "embeddings",
     "responses",
 )
-METERED = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES})
 STREAM_USAGE_OPTION = frozenset({CHAT, COMPLETIONS})
+# What upstream uses when the request names no model.
+DEFAULT_MODELS = dict.fromkeys(
+    ("images/generations", "images/edits", "images/variations"), "dall-e-2"
+)
 
 
 @dataclass(slots=True)
@@ -30,7 +35,7 @@ class Call:
     key: Key
     endpoint: str  # the upstream path, such as "chat/completions"
     body: bytes  # what goes upstream
-    payload: dict[str, Any] | None = None  # the parsed JSON body of a metered endpoint
+    payload: dict[str, Any] | None = None  # a metered endpoint's JSON body or form fields
     model: str = ""
     stream: bool = False
     drop_usage_chunk: bool = False
@@ -41,6 +46,12 @@ class Call:
     streamed: bool = False  # the answer was an event stream
     upstream_started: float = 0.0  # perf_counter() readings around the upstream exchange
     upstream_ended: float = 0.0
+    method: str = "POST"
+    upload_bytes: int = 0  # the files of a multipart form
+    billing: Billing | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.billing = billing_of(self.method, self.endpoint)
 
     @property
     def upstream_seconds(self) -> float:
@@ -78,7 +89,7 @@ class Call:
 
     def _prompt_tokens(self, count: tokens.TextCounter, image_tokens: int) -> int:
         payload = self.payload
-        if payload is None:
+        if payload is None or self.billing is not Billing.TOKENS:
             return 0
         if self.endpoint == CHAT:
             return tokens.count_chat_prompt(payload, count, image_tokens)
@@ -98,21 +109,39 @@ def endpoint_of(request: web.Request) -> str:
 
 
 def new_call(request: web.Request, key: Key, body: bytes, request_id: str) -> Call:
-    call = Call(request_id=request_id, key=key, endpoint=endpoint_of(request), body=body)
-    if request.method != "POST" or not body or request.content_type != "application/json":
-        return call
+    call = Call(request_id, key, endpoint_of(request), body, method=request.method)
+    if call.billing not in METERED:
+        return call  # unread: nothing in it changes what the call costs
+    if call.endpoint in MULTIPART and request.content_type == "multipart/form-data":
+        payload = form_fields(call, request.headers.get("Content-Type", ""))
+    else:
+        payload = json_object(body)  # whatever type is declared: upstreams may read it as JSON
+    call.payload = payload
+    model = payload.get("model")
+    call.model = model if isinstance(model, str) else DEFAULT_MODELS.get(call.endpoint, "")
+    call.stream = payload.get("stream") is True or payload.get("stream") == "true"
+    if call.stream and call.endpoint in STREAM_USAGE_OPTION:
+        ask_for_stream_usage(call, payload)
+    return call
+
+
+def json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise invalid_json(f"the request body is not valid JSON: {error}") from None
-    if call.endpoint not in METERED or not isinstance(payload, dict):
-        return call
-    call.payload = payload
-    call.model = payload["model"] if isinstance(payload.get("model"), str) else ""
-    call.stream = payload.get("stream") is True
-    if call.stream and call.endpoint in STREAM_USAGE_OPTION:
-        ask_for_stream_usage(call, payload)
-    return call
+    if not isinstance(payload, dict):
+        raise invalid_json("the request body must be a JSON object")
+    return payload
+
+
+def form_fields(call: Call, content_type: str) -> dict[str, Any]:
+    try:
+        form = read_form(call.body, content_type)
+    except MalformedForm as error:
+        raise invalid_json(f"the multipart form cannot be read: {error}") from None
+    call.upload_bytes = form.file_bytes
+    return form.fields
 
 
 def ask_for_stream_usage(call: Call, payload: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from functools import cache, partial
@@ -55,6 +57,15 @@ IMAGE_TOKENS_MOST_BY_PREFIX = (  # only families above the default; longest pref
 # Input audio costs a token per 100 ms, and no format the API takes (wav, mp3) carries a second
 # of sound in fewer than 1,000 bytes (8 kbit/s).
 AUDIO_BYTES_PER_TOKEN_LEAST = 100
+AUDIO_TOKENS_PER_SECOND = 10
+# gpt-image-1's output tokens for a 1024x1024 image, by quality; other sizes in proportion to
+# their pixels (1536x1024 at high: 6,240). An unknown quality counts as high.
+IMAGE_OUTPUT_TOKENS_SQUARE = {"low": 272, "medium": 1056, "high": 4160}
+IMAGE_PIXELS_MOST = 1536 * 1024  # "auto" or an unreadable size: the largest standard one
+_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+# Speech of gpt-4o-mini-tts: about 1,250 audio tokens a minute (the $0.015 a minute OpenAI
+# quotes, at $12 per million) for some 900 characters read: a token and a half a character.
+SPEECH_TOKENS_PER_CHARACTER = 1.5
 MAX_INPUT_DEPTH = 4  # real inputs nest two levels at most; deeper ones are not counted
 
 
@@ -117,6 +128,22 @@ def image_tokens_most(model: str) -> int:
     return IMAGE_TOKENS_MOST
 
 
+def image_output_tokens_most(size: str, quality: str) -> int:
+    """The most output tokens one generated image of `size` and `quality` costs."""
+    match = _SIZE.fullmatch(size)
+    pixels = int(match[1]) * int(match[2]) if match else IMAGE_PIXELS_MOST
+    square = IMAGE_OUTPUT_TOKENS_SQUARE.get(quality, IMAGE_OUTPUT_TOKENS_SQUARE["high"])
+    return -(-square * pixels // (1024 * 1024))
+
+
+def audio_tokens_most(audio_bytes: int) -> int:
+    return -(-audio_bytes // AUDIO_BYTES_PER_TOKEN_LEAST)
+
+
+def speech_tokens_estimate(text: str) -> int:
+    return math.ceil(len(text) * SPEECH_TOKENS_PER_CHARACTER)
+
+
 def _base64_bytes(data: Any) -> int:
     return len(data) * 3 // 4 if isinstance(data, str) else 0
 
@@ -129,8 +156,7 @@ def _part_tokens(part: dict[str, Any], count: TextCounter, image_tokens: int) ->
     if kind in ("image_url", "input_image"):
         return image_tokens
     if kind == "input_audio" and isinstance(part.get("input_audio"), dict):
-        audio_bytes = _base64_bytes(part["input_audio"].get("data"))
-        return -(-audio_bytes // AUDIO_BYTES_PER_TOKEN_LEAST)
+        return audio_tokens_most(_base64_bytes(part["input_audio"].get("data")))
     if kind in ("file", "input_file"):
         file = part.get("file") if kind == "file" else part
         # A token a byte, as for text; a file sent by id is not seen here and counts 0.
