@@ -66,18 +66,21 @@ class Call:
     def max_output_tokens(self) -> int:
         payload = self.payload or {}
         for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-            value = _positive(payload.get(name))
-            if value:
+            value = payload.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
         return 0
 
     def output_tokens_bound(self) -> int:
         """The output cap times the completions generated (`n`, or `best_of` where more)."""
-        payload = self.payload or {}
+        cap = self.max_output_tokens()
+        payload = self.payload
+        if not cap or payload is None or ("n" not in payload and "best_of" not in payload):
+            return cap
         choices = max(_positive(payload.get("n")), 1)
         if self.endpoint == COMPLETIONS:
             choices = max(choices, _positive(payload.get("best_of")))
-        return self.max_output_tokens() * choices
+        return cap * choices
 
     def prompt_tokens_bound(self) -> int:
         """Never fewer than the prompt's tokens, and cheap: no encoding is loaded. To reserve."""

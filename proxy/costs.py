@@ -22,6 +22,11 @@ def most_usd(call: Call, pricing: Pricing) -> float:
         raise endpoint_not_metered(call.endpoint, "the gateway has no price for this endpoint")
     if call.payload is None:
         return 0.0  # upstream does not bill it, or not within the call
+    if call.billing is Billing.TOKENS:
+        rates = pricing.rates(call.model)
+        if rates is None:
+            raise model_not_priced(call.model)
+        return bound(call, rates)
     if not answer_has_usage(call):
         answer_format = call.payload.get("response_format")
         reason = f"a {answer_format!r} answer carries no usage (ask for json)"
@@ -37,7 +42,7 @@ def most_usd(call: Call, pricing: Pricing) -> float:
 
 def cost_usd(call: Call, pricing: Pricing) -> float | None:
     """What a successful metered call cost; None when no price is known for its model."""
-    per_image = image_price(call, pricing)
+    per_image = image_price(call, pricing) if call.billing is Billing.IMAGES else None
     if per_image is not None:
         return per_image
     rates = pricing.rates(call.reported_model) if call.reported_model else None
@@ -68,6 +73,10 @@ def answer_has_usage(call: Call) -> bool:
 
 
 def token_cost(rates: Rates, usage: Usage) -> float:
+    if not (usage.audio_tokens or usage.image_tokens or usage.output_audio_tokens) and not (
+        usage.output_image_tokens or usage.seconds
+    ):
+        return rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     return rates.cost(
         usage.prompt_tokens,
         usage.completion_tokens,

@@ -33,7 +33,7 @@ def _int(value: Any) -> int:
 
 
 def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0.0
     return float(value) if 0 < value < 1e9 else 0.0  # NaN fails the comparison too
 
@@ -57,14 +57,21 @@ def parse_usage(usage: Any) -> Usage | None:
         prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
         details = _details(usage.get("prompt_tokens_details"))
         output = _details(usage.get("completion_tokens_details"))
+    cached, audio, image = (
+        details.get("cached_tokens"),
+        details.get("audio_tokens"),
+        details.get("image_tokens"),
+    )
+    output_audio, output_image = output.get("audio_tokens"), output.get("image_tokens")
+    # Zeros are the rule: skip the checks for them.
     return Usage(
         prompt,
         completion,
-        _int(details.get("cached_tokens")),
-        audio_tokens=_int(details.get("audio_tokens")),
-        image_tokens=_int(details.get("image_tokens")),
-        output_audio_tokens=_int(output.get("audio_tokens")),
-        output_image_tokens=_int(output.get("image_tokens")),
+        _int(cached) if cached else 0,
+        _int(audio) if audio else 0,
+        _int(image) if image else 0,
+        _int(output_audio) if output_audio else 0,
+        _int(output_image) if output_image else 0,
     )
 
 

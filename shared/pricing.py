@@ -75,6 +75,14 @@ class Rates:
     ) -> float:
         """Token counts are totals: the audio, image and cached tokens are parts of them."""
         cached = _part(cached_tokens, prompt_tokens)
+        if not (
+            audio_tokens or image_tokens or output_audio_tokens or output_image_tokens
+        ) and not (seconds or characters):  # text only: most calls
+            return (
+                (prompt_tokens - cached) * self.input
+                + cached * self.cached_input
+                + completion_tokens * self.output
+            )
         audio = _part(audio_tokens, prompt_tokens - cached)
         image = _part(image_tokens, prompt_tokens - cached - audio)
         output_audio = _part(output_audio_tokens, completion_tokens)

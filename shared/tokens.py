@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +120,7 @@ def utf8_bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
+@lru_cache(maxsize=1024)  # per call; model names come from clients: bounded
 def image_tokens_most(model: str) -> int:
     """The most tokens one image (high detail, any size) costs on `model`."""
     for prefix, most in IMAGE_TOKENS_MOST_BY_PREFIX:
