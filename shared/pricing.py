@@ -113,9 +113,6 @@ def _or(price: float | None, fallback: float) -> float:
     return fallback if price is None else price
 
 
-FREE = Rates(0.0, 0.0, 0.0)
-
-
 def _price(model: str, **usage: int) -> Decimal:
     return calc_price(Usage(**usage), model, provider_id="openai").total_price
 
