@@ -22,11 +22,6 @@ def most_usd(call: Call, pricing: Pricing) -> float:
         raise endpoint_not_metered(call.endpoint, "the gateway has no price for this endpoint")
     if call.payload is None:
         return 0.0  # upstream does not bill it, or not within the call
-    if call.billing is Billing.TOKENS:
-        rates = pricing.rates(call.model)
-        if rates is None:
-            raise model_not_priced(call.model)
-        return bound(call, rates)
     if not answer_has_usage(call):
         answer_format = call.payload.get("response_format")
         reason = f"a {answer_format!r} answer carries no usage (ask for json)"
@@ -42,7 +37,7 @@ def most_usd(call: Call, pricing: Pricing) -> float:
 
 def cost_usd(call: Call, pricing: Pricing) -> float | None:
     """What a successful metered call cost; None when no price is known for its model."""
-    per_image = image_price(call, pricing) if call.billing is Billing.IMAGES else None
+    per_image = image_price(call, pricing)
     if per_image is not None:
         return per_image
     rates = pricing.rates(call.reported_model) if call.reported_model else None
