@@ -192,3 +192,25 @@ def test_audio_tokens_in_a_chat_are_billed_at_the_audio_price() -> None:
     # gpt-audio: text 2.5 / 10, audio 32 / 64 USD per million tokens.
     expected = (2 * 2.5 + 10 * 32 + 1 * 10 + 8 * 64) / 1e6
     assert cost_usd(call, PRICING) == pytest.approx(expected)
+
+
+def test_binary_speech_of_a_token_model_is_billed_at_its_estimate() -> None:
+    text = "Hello there"
+    call = call_for("audio/speech", orjson.dumps({"model": "gpt-4o-mini-tts", "input": text}))
+    # gpt-4o-mini-tts: 0.6 in, 12 out per million; input counted high (a token a byte), and
+    # 1.5 audio tokens a character.
+    expected = (len(text) * 0.6 + 17 * 12) / 1e6
+    assert reservation_nano(call, PRICING) == to_nano(expected)
+    assert cost_usd(call, PRICING) == pytest.approx(expected)  # the binary answer has no usage
+
+
+def test_a_transcription_reserves_by_its_upload_size() -> None:
+    audio = bytes(60_000)  # at least 8 kbit/s: at most 60 s, 600 audio tokens
+    whisper = form(("model", None, b"whisper-1"), ("file", "a.mp3", audio))
+    assert reservation_nano(call_for("audio/transcriptions", whisper, MULTIPART), PRICING) == (
+        to_nano(60 * 0.006 / 60)
+    )
+    tokens = form(("model", None, b"gpt-4o-transcribe"), ("file", "a.mp3", audio))
+    assert reservation_nano(call_for("audio/transcriptions", tokens, MULTIPART), PRICING) == (
+        to_nano(600 * 6e-6)
+    )
