@@ -6,6 +6,7 @@ While Redis is away, or back without its data, the replica decides alone (proxy/
 from __future__ import annotations
 
 from proxy.calls import Call
+from proxy.costs import most_usd
 from proxy.errors import budget_spent, rate_limited, window_budget_spent
 from proxy.fallback import LocalLimits
 from shared.limits import (
@@ -22,15 +23,12 @@ from shared.redispipe import RedisReplyError
 
 
 def reservation_nano(call: Call, pricing: Pricing) -> int:
-    """The most this call is expected to cost: its prompt, counted high so that a key never
-    spends past its limit on it, plus its output cap where given."""
-    if not call.metered or not has_cost_limits(call.key):
+    """The most this call is expected to cost (its prompt counted high, so that a key never
+    spends past its limit on it, plus its output cap where given); refused, before anything is
+    reserved, when it cannot be priced."""
+    if not has_cost_limits(call.key):
         return 0
-    rates = pricing.rates(call.model)
-    if rates is None:
-        return 0
-    prompt_cost = call.prompt_tokens_bound() * rates.input
-    return to_nano(prompt_cost + call.max_output_tokens() * rates.output)
+    return to_nano(most_usd(call, pricing))
 
 
 async def decide(

@@ -55,6 +55,12 @@ async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
     await database.close()
 
 
+async def token_encodings(app: web.Application) -> AsyncIterator[None]:
+    # Loaded on the event loop at the first uncounted answer, they would stall every call.
+    await asyncio.to_thread(tokens.load_encodings)
+    yield
+
+
 async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pipe = RedisPipe(settings.redis)
@@ -143,6 +149,7 @@ def create_app(settings: Settings) -> web.Application:
     tokens.seed_encodings()
     app.cleanup_ctx.append(flush_call_log)
     app.cleanup_ctx.append(statsd_gauges)
+    app.cleanup_ctx.append(token_encodings)
     app.cleanup_ctx.append(limits)
     app.cleanup_ctx.append(upstream_session)
     app.cleanup_ctx.append(key_snapshot)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.endpoints import METERED, MULTIPART, Billing, billing_of
 from proxy.errors import invalid_json
 from proxy.metering import Usage
+from proxy.multipart import MalformedForm, read_form
 from proxy.paths import normalised_endpoint
 from shared import tokens
 from shared.limits import Admission
@@ -21,8 +23,11 @@ CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
     "embeddings",
     "responses",
 )
-METERED = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES})
 STREAM_USAGE_OPTION = frozenset({CHAT, COMPLETIONS})
+# What upstream uses when the request names no model.
+DEFAULT_MODELS = dict.fromkeys(
+    ("images/generations", "images/edits", "images/variations"), "dall-e-2"
+)
 
 
 @dataclass(slots=True)
@@ -31,7 +36,7 @@ class Call:
     key: Key
     endpoint: str  # the upstream path, such as "chat/completions"
     body: bytes  # what goes upstream
-    payload: dict[str, Any] | None = None  # the parsed JSON body of a metered endpoint
+    payload: dict[str, Any] | None = None  # a metered endpoint's JSON body or form fields
     model: str = ""
     stream: bool = False
     drop_usage_chunk: bool = False
@@ -42,6 +47,12 @@ class Call:
     streamed: bool = False  # the answer was an event stream
     upstream_started: float = 0.0  # perf_counter() readings around the upstream exchange
     upstream_ended: float = 0.0
+    method: str = "POST"
+    upload_bytes: int = 0  # the files of a multipart form
+    billing: Billing | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.billing = billing_of(self.method, self.endpoint)
 
     @property
     def upstream_seconds(self) -> float:
@@ -61,25 +72,40 @@ class Call:
                 return value
         return 0
 
+    def output_tokens_bound(self) -> int:
+        """The output cap times the completions generated (`n`, or `best_of` where more)."""
+        cap = self.max_output_tokens()
+        payload = self.payload
+        if not cap or payload is None or ("n" not in payload and "best_of" not in payload):
+            return cap
+        choices = max(_positive(payload.get("n")), 1)
+        if self.endpoint == COMPLETIONS:
+            choices = max(choices, _positive(payload.get("best_of")))
+        return cap * choices
+
     def prompt_tokens_bound(self) -> int:
         """Never fewer than the prompt's tokens, and cheap: no encoding is loaded. To reserve."""
-        return self._prompt_tokens(tokens.utf8_bytes)
+        return self._prompt_tokens(tokens.utf8_bytes, tokens.image_tokens_most(self.model))
 
     def prompt_tokens_estimate(self) -> int:
         """The prompt's tokens as tiktoken counts them: to bill when upstream reports none."""
-        return self._prompt_tokens(tokens.tiktoken_counter(self.model))
+        return self._prompt_tokens(tokens.tiktoken_counter(self.model), tokens.IMAGE_TOKENS)
 
-    def _prompt_tokens(self, count: tokens.TextCounter) -> int:
+    def _prompt_tokens(self, count: tokens.TextCounter, image_tokens: int) -> int:
         payload = self.payload
-        if payload is None:
+        if payload is None or self.billing is not Billing.TOKENS:
             return 0
         if self.endpoint == CHAT:
-            return tokens.count_chat_prompt(payload, count)
+            return tokens.count_chat_prompt(payload, count, image_tokens)
         field = {COMPLETIONS: "prompt", EMBEDDINGS: "input", RESPONSES: "input"}[self.endpoint]
-        total = tokens.count_input(payload.get(field), count)
+        total = tokens.count_input(payload.get(field), count, image_tokens)
         if self.endpoint == RESPONSES and isinstance(payload.get("instructions"), str):
             total += count(payload["instructions"])
         return total
+
+
+def _positive(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def endpoint_of(request: web.Request) -> str:
@@ -87,21 +113,39 @@ def endpoint_of(request: web.Request) -> str:
 
 
 def new_call(request: web.Request, key: Key, body: bytes, request_id: str) -> Call:
-    call = Call(request_id=request_id, key=key, endpoint=endpoint_of(request), body=body)
-    if request.method != "POST" or not body or request.content_type != "application/json":
-        return call
+    call = Call(request_id, key, endpoint_of(request), body, method=request.method)
+    if call.billing not in METERED:
+        return call  # unread: nothing in it changes what the call costs
+    if call.endpoint in MULTIPART and request.content_type == "multipart/form-data":
+        payload = form_fields(call, request.headers.get("Content-Type", ""))
+    else:
+        payload = json_object(body)  # whatever type is declared: upstreams may read it as JSON
+    call.payload = payload
+    model = payload.get("model")
+    call.model = model if isinstance(model, str) else DEFAULT_MODELS.get(call.endpoint, "")
+    call.stream = payload.get("stream") is True or payload.get("stream") == "true"
+    if call.stream and call.endpoint in STREAM_USAGE_OPTION:
+        ask_for_stream_usage(call, payload)
+    return call
+
+
+def json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise invalid_json(f"the request body is not valid JSON: {error}") from None
-    if call.endpoint not in METERED or not isinstance(payload, dict):
-        return call
-    call.payload = payload
-    call.model = payload["model"] if isinstance(payload.get("model"), str) else ""
-    call.stream = payload.get("stream") is True
-    if call.stream and call.endpoint in STREAM_USAGE_OPTION:
-        ask_for_stream_usage(call, payload)
-    return call
+    if not isinstance(payload, dict):
+        raise invalid_json("the request body must be a JSON object")
+    return payload
+
+
+def form_fields(call: Call, content_type: str) -> dict[str, Any]:
+    try:
+        form = read_form(call.body, content_type)
+    except MalformedForm as error:
+        raise invalid_json(f"the multipart form cannot be read: {error}") from None
+    call.upload_bytes = form.file_bytes
+    return form.fields
 
 
 def ask_for_stream_usage(call: Call, payload: dict[str, Any]) -> None:

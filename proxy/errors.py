@@ -125,3 +125,21 @@ def window_budget_spent(limit_usd: float, unit: str, retry_after: float) -> Prox
         "insufficient_quota",
         headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
     )
+
+
+def endpoint_not_metered(endpoint: str, reason: str) -> ProxyError:
+    return ProxyError(
+        403,
+        f"{endpoint}: {reason}, so it is refused for a key with a cost limit",
+        "invalid_request_error",
+        "endpoint_not_metered",
+    )
+
+
+def model_not_priced(model: str) -> ProxyError:
+    return ProxyError(
+        400,
+        f"no price is known for model {model!r}, so it is refused for a key with a cost limit",
+        "invalid_request_error",
+        "model_not_priced",
+    )

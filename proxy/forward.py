@@ -13,6 +13,8 @@ from multidict import CIMultiDict
 from proxy.admission import admit
 from proxy.auth import authenticate
 from proxy.calls import Call, new_call
+from proxy.costs import cost_usd
+from proxy.endpoints import Billing
 from proxy.errors import (
     ProxyError,
     invalid_request,
@@ -126,7 +128,8 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
                 call.upstream_ended = time.perf_counter()
                 if call.metered and 200 <= upstream.status < 300:
                     call.usage, call.reported_model = usage_of_body(body)
-                    if call.usage is None:  # a compatible server that reports no usage
+                    if call.usage is None and call.billing is Billing.TOKENS:
+                        # A compatible server that reports no usage: count the tokens.
                         prompt = call.prompt_tokens_estimate()
                         call.usage = counted_usage(prompt, answer_text(body), call.model)
                 return web.Response(body=body, status=upstream.status, headers=headers)
@@ -219,15 +222,10 @@ def finish(
 
 def charge(app: web.Application, call: Call, status: int) -> int:
     """What the call costs in nano-USD: only successful answers with a known price are billed."""
-    if call.usage is None or not 200 <= status < 300:
+    if call.payload is None or not 200 <= status < 300:
         return 0
-    pricing = app[PRICING]
-    model = call.reported_model or call.model
-    rates = pricing.rates(model)
-    if rates is None and call.reported_model and call.model:
-        rates = pricing.rates(model := call.model)
-    if rates is None:
-        app[METRICS].unpriced.inc(model=model or "unknown")
+    cost = cost_usd(call, app[PRICING])
+    if cost is None:
+        app[METRICS].unpriced.inc(model=call.reported_model or call.model or "unknown")
         return 0
-    usage = call.usage
-    return to_nano(rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens))
+    return to_nano(cost)

@@ -20,41 +20,70 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    # Parts of the token counts above, priced at their own rates where a model has them.
+    audio_tokens: int = 0
+    image_tokens: int = 0
+    output_audio_tokens: int = 0
+    output_image_tokens: int = 0
+    seconds: float = 0.0  # audio transcribed, for models billed by the second
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value) if 0 < value < 1e9 else 0.0  # NaN fails the comparison too
+
+
+def _details(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def parse_usage(usage: Any) -> Usage | None:
-    """Usage in either shape: chat/completions/embeddings, or the responses API."""
+    """Usage in any shape: chat/completions/embeddings, the responses, images and audio APIs."""
     if not isinstance(usage, dict):
         return None
+    if usage.get("type") == "duration":  # a transcription billed by the second
+        return Usage(seconds=_seconds(usage.get("seconds")))
     if "input_tokens" in usage:
-        details = usage.get("input_tokens_details") or {}
-        return Usage(
-            _int(usage.get("input_tokens")),
-            _int(usage.get("output_tokens")),
-            _int(details.get("cached_tokens")) if isinstance(details, dict) else 0,
-        )
-    details = usage.get("prompt_tokens_details") or {}
+        prompt, completion = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+        # "input_token_details" is how the transcription API spells it.
+        details = _details(usage.get("input_tokens_details") or usage.get("input_token_details"))
+        output = _details(usage.get("output_tokens_details"))
+    else:
+        prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        details = _details(usage.get("prompt_tokens_details"))
+        output = _details(usage.get("completion_tokens_details"))
+    cached, audio, image = (
+        details.get("cached_tokens"),
+        details.get("audio_tokens"),
+        details.get("image_tokens"),
+    )
+    output_audio, output_image = output.get("audio_tokens"), output.get("image_tokens")
+    # Zeros are the rule: skip the checks for them.
     return Usage(
-        _int(usage.get("prompt_tokens")),
-        _int(usage.get("completion_tokens")),
-        _int(details.get("cached_tokens")) if isinstance(details, dict) else 0,
+        prompt,
+        completion,
+        _int(cached) if cached else 0,
+        _int(audio) if audio else 0,
+        _int(image) if image else 0,
+        _int(output_audio) if output_audio else 0,
+        _int(output_image) if output_image else 0,
     )
 
 
 def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
-    """Usage and model of a non-streamed JSON answer."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None, ""
-    if not isinstance(payload, dict):
-        return None, ""
-    model = payload.get("model")
-    return parse_usage(payload.get("usage")), model if isinstance(model, str) else ""
+    """Usage and model of a non-streamed JSON answer (a verbose transcription's duration too)."""
+    members = top_level(body, ("model", "usage", "duration"))
+    model = members.get("model")
+    usage = parse_usage(members.get("usage"))
+    duration = _seconds(members.get("duration"))
+    if duration and (usage is None or usage == Usage()):
+        usage = Usage(seconds=duration)
+    return usage, model if isinstance(model, str) else ""
 
 
 def _list(value: Any) -> list[Any]:
@@ -185,3 +214,14 @@ def _event_json(event: bytes) -> dict[str, Any] | None:
 
 def counted_usage(prompt_tokens: int, streamed_text: str, model: str) -> Usage:
     return Usage(prompt_tokens, tokens.count_text(streamed_text, model))
+
+
+def top_level(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named members of a JSON object answer; empty when the body is not a JSON object."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(payload, dict):
+        return {}
+    return {name: payload[name] for name in names if name in payload}

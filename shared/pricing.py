@@ -1,10 +1,21 @@
-"""Per-token prices: genai-prices, overridden or extended by PRICING_FILE, resolved once a model."""
+"""Prices: genai-prices, overridden or extended by PRICING_FILE, resolved once a model.
+
+Per token (text, cached, audio and image tokens), per second of audio, per character of speech
+input, and per image for the image models the library has no prices for.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 from genai_prices import Usage, calc_price
@@ -14,26 +25,96 @@ from shared.config import ConfigError
 log = logging.getLogger("gateway.pricing")
 
 _MILLION = 1_000_000
+UNPRICED_KEPT = 1024  # unknown names remembered (clients choose them: a bound, not a set)
+WARNING_INTERVAL = 60.0  # seconds between two "no price known" lines
+_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+
+# Official per-image prices (openai.com/api/pricing) that the library lacks, named as in the
+# LiteLLM price map: "<quality>/<width>-x-<height>/<model>", or without the quality.
+IMAGE_PRICES = {
+    "256-x-256/dall-e-2": 0.016,
+    "512-x-512/dall-e-2": 0.018,
+    "1024-x-1024/dall-e-2": 0.02,
+    "standard/1024-x-1024/dall-e-3": 0.04,
+    "standard/1024-x-1792/dall-e-3": 0.08,
+    "standard/1792-x-1024/dall-e-3": 0.08,
+    "hd/1024-x-1024/dall-e-3": 0.08,
+    "hd/1024-x-1792/dall-e-3": 0.12,
+    "hd/1792-x-1024/dall-e-3": 0.12,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """USD per token."""
+    """USD per token, second, character, image or pixel."""
 
     input: float
     output: float
     cached_input: float
+    input_audio: float | None = None  # None: at the text price
+    output_audio: float | None = None
+    input_image: float | None = None
+    output_image: float | None = None
+    per_second: float = 0.0
+    per_character: float = 0.0
+    per_image: float | None = None  # None: not priced by the image
+    per_pixel: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        cached = min(max(cached_tokens, 0), prompt_tokens)
+    def cost(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        *,
+        audio_tokens: int = 0,
+        image_tokens: int = 0,
+        output_audio_tokens: int = 0,
+        output_image_tokens: int = 0,
+        seconds: float = 0.0,
+        characters: int = 0,
+    ) -> float:
+        """Token counts are totals: the audio, image and cached tokens are parts of them."""
+        cached = _part(cached_tokens, prompt_tokens)
+        if not (
+            audio_tokens or image_tokens or output_audio_tokens or output_image_tokens
+        ) and not (seconds or characters):  # text only: most calls
+            return (
+                (prompt_tokens - cached) * self.input
+                + cached * self.cached_input
+                + completion_tokens * self.output
+            )
+        audio = _part(audio_tokens, prompt_tokens - cached)
+        image = _part(image_tokens, prompt_tokens - cached - audio)
+        output_audio = _part(output_audio_tokens, completion_tokens)
+        output_image = _part(output_image_tokens, completion_tokens - output_audio)
         return (
-            (prompt_tokens - cached) * self.input
+            (prompt_tokens - cached - audio - image) * self.input
             + cached * self.cached_input
-            + completion_tokens * self.output
+            + audio * _or(self.input_audio, self.input)
+            + image * _or(self.input_image, self.input)
+            + (completion_tokens - output_audio - output_image) * self.output
+            + output_audio * _or(self.output_audio, self.output)
+            + output_image * _or(self.output_image, self.output)
+            + max(seconds, 0.0) * self.per_second
+            + max(characters, 0) * self.per_character
         )
 
+    def image_price(self, width: int, height: int) -> float | None:
+        if self.per_image is not None:
+            return self.per_image
+        return None if self.per_pixel is None else self.per_pixel * width * height
 
-FREE = Rates(0.0, 0.0, 0.0)
+
+def _part(tokens: int, of: int) -> int:
+    return min(max(tokens, 0), max(of, 0))
+
+
+def _or(price: float | None, fallback: float) -> float:
+    return fallback if price is None else price
+
+
+def _price(model: str, **usage: int) -> Decimal:
+    return calc_price(Usage(**usage), model, provider_id="openai").total_price
 
 
 def _library_rates(model: str) -> Rates | None:
@@ -41,16 +122,74 @@ def _library_rates(model: str) -> Rates | None:
         fresh = calc_price(
             Usage(input_tokens=_MILLION, output_tokens=_MILLION), model, provider_id="openai"
         )
-        cached = calc_price(
-            Usage(input_tokens=_MILLION, cache_read_tokens=_MILLION), model, provider_id="openai"
-        )
     except LookupError:
         return None
+
+    def per_token(**usage: int) -> float:
+        return float(_price(model, **usage)) / _MILLION
+
     return Rates(
         input=float(fresh.input_price) / _MILLION,
         output=float(fresh.output_price) / _MILLION,
-        cached_input=float(cached.input_price) / _MILLION,
+        cached_input=per_token(input_tokens=_MILLION, cache_read_tokens=_MILLION),
+        input_audio=per_token(input_tokens=_MILLION, input_audio_tokens=_MILLION),
+        output_audio=per_token(output_tokens=_MILLION, output_audio_tokens=_MILLION),
+        input_image=per_token(input_tokens=_MILLION, input_image_tokens=_MILLION),
+        output_image=per_token(output_tokens=_MILLION, output_image_tokens=_MILLION),
+        per_second=float(_price(model, audio_seconds=3600)) / 3600,
+        per_character=float(_price(model, input_characters=_MILLION)) / _MILLION,
     )
+
+
+# PRICING_FILE's fields (the LiteLLM price map's names) and the Rates field each one sets.
+TOKEN_FIELDS = {
+    "output_cost_per_token": "output",
+    "cache_read_input_token_cost": "cached_input",
+    "input_cost_per_audio_token": "input_audio",
+    "output_cost_per_audio_token": "output_audio",
+    "input_cost_per_image_token": "input_image",
+    "output_cost_per_image_token": "output_image",
+}
+UNIT_FIELDS = {
+    "input_cost_per_second": "per_second",
+    "input_cost_per_character": "per_character",
+    "output_cost_per_image": "per_image",
+    "input_cost_per_image": "per_image",
+    "input_cost_per_pixel": "per_pixel",
+}
+
+
+def _number(model: str, name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"PRICING_FILE: {model!r} {name} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"PRICING_FILE: {model!r} {name} must be finite, not {value!r}")
+    if number < 0:
+        raise ConfigError(f"PRICING_FILE: {model!r} has a negative price ({name})")
+    return number
+
+
+def _override(model: str, prices: Any) -> Rates:
+    if not isinstance(prices, dict):
+        raise ConfigError(f"PRICING_FILE: {model!r} must be an object of prices")
+    given = {
+        target: _number(model, name, prices[name])
+        for name, target in (*UNIT_FIELDS.items(), *TOKEN_FIELDS.items())
+        if name in prices
+    }
+    if "input_cost_per_token" in prices:
+        given["input"] = _number(model, "input_cost_per_token", prices["input_cost_per_token"])
+    elif not given.keys() & set(UNIT_FIELDS.values()):
+        raise ConfigError(
+            f"PRICING_FILE: {model!r} needs a numeric input_cost_per_token "
+            "(or a price per second, character, image or pixel)"
+        )
+    given.setdefault("input", 0.0)
+    given.setdefault("output", 0.0)
+    given.setdefault("cached_input", given["input"])
+    return Rates(**given)
 
 
 def load_overrides(path: str) -> dict[str, Rates]:
@@ -61,41 +200,72 @@ def load_overrides(path: str) -> dict[str, Rates]:
         raise ConfigError(f"PRICING_FILE: cannot read {path}: {error}") from None
     if not isinstance(document, dict):
         raise ConfigError("PRICING_FILE: must be a JSON object of model name to prices")
-    overrides = {}
-    for model, prices in document.items():
-        try:
-            input_cost = float(prices["input_cost_per_token"])
-            output_cost = float(prices.get("output_cost_per_token", 0.0))
-            cached_cost = float(prices.get("cache_read_input_token_cost", input_cost))
-        except (TypeError, KeyError, ValueError, AttributeError):
-            raise ConfigError(
-                f"PRICING_FILE: {model!r} needs a numeric input_cost_per_token "
-                "(and optionally output_cost_per_token, cache_read_input_token_cost)"
-            ) from None
-        if min(input_cost, output_cost, cached_cost) < 0:
-            raise ConfigError(f"PRICING_FILE: {model!r} has a negative price")
-        overrides[model] = Rates(input_cost, output_cost, cached_cost)
-    return overrides
+    return {model: _override(model, prices) for model, prices in document.items()}
 
 
 class Pricing:
-    def __init__(self, overrides: dict[str, Rates] | None = None) -> None:
-        self._rates: dict[str, Rates | None] = dict(overrides or {})
-        self.unpriced: set[str] = set()
+    def __init__(
+        self,
+        overrides: dict[str, Rates] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        built_in = {name: Rates(0.0, 0.0, 0.0, per_image=usd) for name, usd in IMAGE_PRICES.items()}
+        self._rates: dict[str, Rates] = {**built_in, **(overrides or {})}
+        self.unpriced: OrderedDict[str, None] = OrderedDict()  # least recently asked first
+        self._clock = clock
+        self._warned_at = -math.inf
+        self._held_back = 0
 
     @classmethod
     def from_file(cls, path: str) -> Pricing:
         return cls(load_overrides(path) if path else None)
 
     def rates(self, model: str) -> Rates | None:
-        """The model's rates, or None (billed 0) for a model no price is known for."""
-        try:
-            return self._rates[model]
-        except KeyError:
-            pass
-        rates = _library_rates(model) if model else None
-        self._rates[model] = rates
-        if rates is None:
-            self.unpriced.add(model)
-            log.warning("no price known for model %r: its calls are served and billed 0", model)
-        return rates
+        """The model's rates, or None for a model no price is known for."""
+        return self._lookup(model, warn=True)
+
+    def image_price(self, model: str, size: str, quality: str) -> float | None:
+        """USD per image of `size` ("1024x1024") and `quality`, for a model priced by the image."""
+        match = _SIZE.fullmatch(size)
+        if match is None:
+            return None
+        width, height = int(match[1]), int(match[2])
+        for name in (f"{quality}/{width}-x-{height}/{model}", f"{width}-x-{height}/{model}", model):
+            rates = self._lookup(name, warn=False)
+            price = rates.image_price(width, height) if rates is not None else None
+            if price is not None:
+                return price
+        return None
+
+    def _lookup(self, name: str, warn: bool) -> Rates | None:
+        found = self._rates.get(name)
+        if found is not None:
+            return found
+        if name in self.unpriced:
+            self.unpriced.move_to_end(name)
+            return None
+        rates = _library_rates(name) if name else None
+        if rates is not None:
+            self._rates[name] = rates  # the library knows a bounded set of names
+            return rates
+        self.unpriced[name] = None
+        if len(self.unpriced) > UNPRICED_KEPT:
+            self.unpriced.popitem(last=False)
+        if warn:
+            self._warn_unpriced(name)
+        return None
+
+    def _warn_unpriced(self, model: str) -> None:
+        now = self._clock()
+        if now - self._warned_at < WARNING_INTERVAL:
+            self._held_back += 1
+            return
+        held_back, self._held_back, self._warned_at = self._held_back, 0, now
+        others = (
+            f" (and for {held_back} other models since the last such line)" if held_back else ""
+        )
+        log.warning(
+            "no price known for model %r%s: billed 0, refused for keys with a cost limit",
+            model,
+            others,
+        )

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,29 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 IMAGE_TOKENS = 85  # a low-detail image; enough for an estimate
+# The most one image can cost, by family (OpenAI's vision guide): tiles of 512 px, at most 8
+# (85 + 170 a tile by default), or patches of 32 px, at most 1,536, times a family's factor.
+IMAGE_TOKENS_MOST = 85 + 170 * 8
+IMAGE_TOKENS_MOST_BY_PREFIX = (  # only families above the default; longest prefixes first
+    ("gpt-4o-mini", 2833 + 5667 * 8),
+    ("gpt-4.1-mini", 2489),
+    ("gpt-4.1-nano", 3779),
+    ("gpt-5-mini", 2489),
+    ("gpt-5-nano", 3779),
+    ("o4-mini", 2642),
+)
+# Input audio costs a token per 100 ms, and no format the API takes (wav, mp3) carries a second
+# of sound in fewer than 1,000 bytes (8 kbit/s).
+AUDIO_BYTES_PER_TOKEN_LEAST = 100
+AUDIO_TOKENS_PER_SECOND = 10
+# gpt-image-1's output tokens for a 1024x1024 image, by quality; other sizes in proportion to
+# their pixels (1536x1024 at high: 6,240). An unknown quality counts as high.
+IMAGE_OUTPUT_TOKENS_SQUARE = {"low": 272, "medium": 1056, "high": 4160}
+IMAGE_PIXELS_MOST = 1536 * 1024  # "auto" or an unreadable size: the largest standard one
+_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+# Speech of gpt-4o-mini-tts: about 1,250 audio tokens a minute (the $0.015 a minute OpenAI
+# quotes, at $12 per million) for some 900 characters read: a token and a half a character.
+SPEECH_TOKENS_PER_CHARACTER = 1.5
 MAX_INPUT_DEPTH = 4  # real inputs nest two levels at most; deeper ones are not counted
 
 
@@ -64,10 +89,16 @@ def seed_encodings() -> Path:
 
 @cache
 def _encoding(name: str) -> tiktoken.Encoding:
-    import tiktoken  # only a process that must count tokens holds an encoding (70 MB or more)
+    import tiktoken  # only the proxy, which counts tokens, holds the encodings (130 MB)
 
     seed_encodings()
     return tiktoken.get_encoding(name)
+
+
+def load_encodings() -> None:
+    """Load every encoding now (about a second, blocking): at start, in a thread."""
+    for name in _ENCODINGS:
+        _encoding(name)
 
 
 def encoding_for(model: str) -> tiktoken.Encoding:
@@ -89,31 +120,76 @@ def utf8_bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-def _content_tokens(content: Any, count: TextCounter) -> int:
+@lru_cache(maxsize=1024)  # per call; model names come from clients: bounded
+def image_tokens_most(model: str) -> int:
+    """The most tokens one image (high detail, any size) costs on `model`."""
+    for prefix, most in IMAGE_TOKENS_MOST_BY_PREFIX:
+        if model.startswith(prefix):
+            return most
+    return IMAGE_TOKENS_MOST
+
+
+def image_output_tokens_most(size: str, quality: str) -> int:
+    """The most output tokens one generated image of `size` and `quality` costs."""
+    match = _SIZE.fullmatch(size)
+    pixels = int(match[1]) * int(match[2]) if match else IMAGE_PIXELS_MOST
+    square = IMAGE_OUTPUT_TOKENS_SQUARE.get(quality, IMAGE_OUTPUT_TOKENS_SQUARE["high"])
+    return -(-square * pixels // (1024 * 1024))
+
+
+def audio_tokens_most(audio_bytes: int) -> int:
+    return -(-audio_bytes // AUDIO_BYTES_PER_TOKEN_LEAST)
+
+
+def speech_tokens_estimate(text: str) -> int:
+    return math.ceil(len(text) * SPEECH_TOKENS_PER_CHARACTER)
+
+
+def _base64_bytes(data: Any) -> int:
+    return len(data) * 3 // 4 if isinstance(data, str) else 0
+
+
+def _part_tokens(part: dict[str, Any], count: TextCounter, image_tokens: int) -> int:
+    """Text by `count`, images at `image_tokens`, audio and files by their size."""
+    kind = part.get("type")
+    if isinstance(part.get("text"), str):
+        return count(part["text"])
+    if kind in ("image_url", "input_image"):
+        return image_tokens
+    if kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+        return audio_tokens_most(_base64_bytes(part["input_audio"].get("data")))
+    if kind in ("file", "input_file"):
+        file = part.get("file") if kind == "file" else part
+        # A token a byte, as for text; a file sent by id is not seen here and counts 0.
+        return _base64_bytes(file.get("file_data")) if isinstance(file, dict) else 0
+    return 0
+
+
+def _content_tokens(content: Any, count: TextCounter, image_tokens: int) -> int:
     if isinstance(content, str):
         return count(content)
     if isinstance(content, list):
         total = 0
         for part in content:
             if isinstance(part, dict):
-                if isinstance(part.get("text"), str):
-                    total += count(part["text"])
-                elif part.get("type") in ("image_url", "input_image"):
-                    total += IMAGE_TOKENS
+                total += _part_tokens(part, count, image_tokens)
             elif isinstance(part, str):
                 total += count(part)
         return total
     return 0
 
 
-def count_chat_prompt(body: dict[str, Any], count: TextCounter) -> int:
+def count_chat_prompt(
+    body: dict[str, Any], count: TextCounter, image_tokens: int = IMAGE_TOKENS
+) -> int:
     """A chat request's prompt tokens: messages, names, tools, each text counted by `count`."""
     total = REPLY_PRIMING
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
             continue
-        total += TOKENS_PER_MESSAGE + _content_tokens(message.get("content"), count)
+        content = _content_tokens(message.get("content"), count, image_tokens)
+        total += TOKENS_PER_MESSAGE + content
         if isinstance(message.get("role"), str):
             total += count(message["role"])
         if isinstance(message.get("name"), str):
@@ -127,7 +203,9 @@ def count_chat_prompt(body: dict[str, Any], count: TextCounter) -> int:
     return total
 
 
-def count_input(value: Any, count: TextCounter, depth: int = 0) -> int:
+def count_input(
+    value: Any, count: TextCounter, image_tokens: int = IMAGE_TOKENS, depth: int = 0
+) -> int:
     """Tokens of a completion prompt, an embedding input or a responses input."""
     if isinstance(value, str):
         return count(value)
@@ -137,9 +215,10 @@ def count_input(value: Any, count: TextCounter, depth: int = 0) -> int:
         total = 0
         for item in value:
             if isinstance(item, dict):
-                total += TOKENS_PER_MESSAGE + _content_tokens(item.get("content"), count)
+                content = _content_tokens(item.get("content"), count, image_tokens)
+                total += TOKENS_PER_MESSAGE + content
             else:
-                total += count_input(item, count, depth + 1)
+                total += count_input(item, count, image_tokens, depth + 1)
         return total
     return 0
 

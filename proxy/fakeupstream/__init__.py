@@ -17,7 +17,16 @@ can compute the expected usage by hand):
 - a chat tool call (the body has `tools` and the last message contains "call a tool") has a
   fixed argument string sent in 5 fragments: 5 completion tokens, never capped;
 - `user == "cached"` reports half the prompt tokens (rounded down) as cached; reasoning tokens
-  are always 0.
+  are always 0;
+- images (generations, edits and variations, JSON or multipart): `gpt-image-*` models report
+  usage: the prompt's words plus 100 image tokens an uploaded image in, and gpt-image-1's
+  output tokens out (low 272, medium 1,056, high 4,160 for 1024x1024, other sizes in proportion
+  to their pixels; `auto` is medium at 1024x1024), times `n`; other models report none;
+- transcriptions and translations hear a second of audio per 32,000 bytes of the file: whisper
+  models report `{"type": "duration", "seconds": <rounded up>}` (and `duration` in
+  `verbose_json`), other models 10 audio tokens a second in and the transcript's 5 words out;
+- speech with `stream_format: "sse"` ends with `speech.audio.done` reporting the input's words
+  and 4 output tokens per audio chunk (4 chunks); otherwise it is binary audio without usage.
 """
 
 from proxy.fakeupstream.app import create_fake_upstream, main

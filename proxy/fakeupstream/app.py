@@ -17,7 +17,7 @@ from proxy.fakeupstream.resources import (
     audio_transcriptions,
     embeddings,
     file_content,
-    image_generations,
+    images,
     list_models,
     moderations,
     retrieve_file,
@@ -97,9 +97,11 @@ def create_fake_upstream(options: FakeOptions | None = None) -> web.Application:
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/moderations", moderations)
-    app.router.add_post("/v1/images/generations", image_generations)
+    for kind in ("generations", "edits", "variations"):
+        app.router.add_post(f"/v1/images/{kind}", images)
     app.router.add_post("/v1/audio/speech", audio_speech)
     app.router.add_post("/v1/audio/transcriptions", audio_transcriptions)
+    app.router.add_post("/v1/audio/translations", audio_transcriptions)
     app.router.add_post("/v1/files", upload_file)
     app.router.add_get("/v1/files/{file_id}", retrieve_file)
     app.router.add_get("/v1/files/{file_id}/content", file_content)

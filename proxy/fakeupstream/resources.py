@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import struct
 import zlib
 
@@ -18,6 +19,7 @@ from proxy.fakeupstream.state import (
     EMBEDDING_DIMENSIONS,
     FAKE_UPSTREAM,
     IMAGE_B64,
+    IMAGE_TOKENS_SQUARE,
     JSON,
     MODELS,
     MODERATION_RESULT,
@@ -32,6 +34,7 @@ from proxy.fakeupstream.wire import (
     json_response,
     multipart_fields,
     read_json,
+    sse,
     stream_events,
 )
 
@@ -85,35 +88,111 @@ async def moderations(request: web.Request) -> web.Response:
     )
 
 
-async def image_generations(request: web.Request) -> web.Response:
-    body = await read_json(request)
+def _field(fields: dict[str, tuple[str | None, bytes]], name: str, default: str) -> str:
+    return fields[name][1].decode() if name in fields else default
+
+
+async def _image_request(request: web.Request) -> tuple[JSON, int]:
+    """The request's fields, JSON or multipart, and how many images it uploads."""
+    if request.content_type != "multipart/form-data":
+        return await read_json(request), 0
+    fields = multipart_fields(request, await request.read())
+    uploads = sum(1 for _, (filename, _) in fields.items() if filename is not None)
+    body: JSON = {
+        name: value.decode() for name, (filename, value) in fields.items() if not filename
+    }
+    return body, uploads
+
+
+def _image_usage(body: JSON, uploads: int, count: int) -> JSON:
+    """gpt-image-* usage: prompt words, 100 tokens an uploaded image, and gpt-image-1's output
+    tokens for the quality (auto: medium) and size (auto: 1024x1024)."""
+    words = len(str(body.get("prompt") or "").split())
+    quality = str(body.get("quality"))
+    quality = quality if quality in IMAGE_TOKENS_SQUARE else "medium"
+    size = re.fullmatch(r"(\d+)x(\d+)", str(body.get("size") or ""))
+    pixels = int(size[1]) * int(size[2]) if size else 1024 * 1024
+    output = count * IMAGE_TOKENS_SQUARE[quality] * pixels // (1024 * 1024)
+    return {
+        "input_tokens": words + 100 * uploads,
+        "input_tokens_details": {"text_tokens": words, "image_tokens": 100 * uploads},
+        "output_tokens": output,
+        "total_tokens": words + 100 * uploads + output,
+    }
+
+
+async def images(request: web.Request) -> web.Response:
+    """Generations, edits (JSON or multipart) and variations (multipart)."""
+    body, uploads = await _image_request(request)
     count = int(body.get("n") or 1)
     if body.get("response_format") == "url":
         image = {"url": "https://fake-upstream.invalid/image.png", "revised_prompt": None}
     else:
         image = {"b64_json": IMAGE_B64, "revised_prompt": None}
-    return json_response({"created": CREATED, "data": [image] * count})
+    payload: JSON = {"created": CREATED, "data": [image] * count}
+    if str(body.get("model", "")).startswith("gpt-image"):
+        payload["usage"] = _image_usage(body, uploads, count)
+    return json_response(payload)
 
 
 # --- audio and files -------------------------------------------------------------------------
 
 
 async def audio_speech(request: web.Request) -> web.StreamResponse:
-    await read_json(request)
-    chunks = (SPEECH_BYTES[i : i + SPEECH_CHUNK] for i in range(0, len(SPEECH_BYTES), SPEECH_CHUNK))
+    body = await read_json(request)
+    chunks = [SPEECH_BYTES[i : i + SPEECH_CHUNK] for i in range(0, len(SPEECH_BYTES), SPEECH_CHUNK)]
     interval = request.app[FAKE_UPSTREAM].options.stream_interval
-    return await stream_events(request, chunks, interval, {"Content-Type": "audio/mpeg"})
+    if body.get("stream_format") != "sse":
+        return await stream_events(request, chunks, interval, {"Content-Type": "audio/mpeg"})
+    words = len(str(body.get("input") or "").split())
+    usage = {"input_tokens": words, "output_tokens": 4 * len(chunks)}  # 4 tokens a chunk
+    events = [
+        *(
+            sse({"type": "speech.audio.delta", "audio": base64.b64encode(c).decode()})
+            for c in chunks
+        ),
+        sse({"type": "speech.audio.done", "usage": {**usage, "total_tokens": sum(usage.values())}}),
+    ]
+    return await stream_events(request, events, interval)
+
+
+def _transcript(model: str, seconds: float, response_format: str, task: str) -> JSON:
+    """Whisper reports seconds; other models tokens (10 a second of audio, a word of text)."""
+    text = " ".join(REPLY_WORDS)
+    if not model.startswith("whisper"):
+        audio_tokens = math.ceil(seconds * 10)
+        usage = {
+            "type": "tokens",
+            "input_tokens": audio_tokens,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+            "output_tokens": len(REPLY_WORDS),
+            "total_tokens": audio_tokens + len(REPLY_WORDS),
+        }
+        return {"text": text, "usage": usage}
+    usage = {"type": "duration", "seconds": math.ceil(seconds)}
+    if response_format != "verbose_json":
+        return {"text": text, "usage": usage}
+    return {
+        "task": task,
+        "language": "english",
+        "duration": seconds,
+        "text": text,
+        "segments": [],
+        "usage": usage,
+    }
 
 
 async def audio_transcriptions(request: web.Request) -> web.Response:
+    """Transcriptions and translations: a second of audio per 32,000 bytes (16-bit, 16 kHz)."""
     fields = multipart_fields(request, await request.read())
     if "file" not in fields:
         raise FakeAPIError(400, "Missing required parameter: 'file'.", param="file")
-    text = " ".join(REPLY_WORDS)
-    response_format = fields.get("response_format", (None, b"json"))[1].decode()
+    response_format = _field(fields, "response_format", "json")
     if response_format in ("text", "srt", "vtt"):
-        return web.Response(text=text, content_type="text/plain")
-    return json_response({"text": text})
+        return web.Response(text=" ".join(REPLY_WORDS), content_type="text/plain")
+    seconds = len(fields["file"][1]) / 32_000
+    task = "translate" if request.path.endswith("/translations") else "transcribe"
+    return json_response(_transcript(_field(fields, "model", ""), seconds, response_format, task))
 
 
 def _file_object(stored: StoredFile) -> JSON:

@@ -19,6 +19,7 @@ MODELS = ("gpt-4o-mini", "gpt-4o", "o4-mini", "gpt-3.5-turbo-instruct", "text-em
 EMBEDDING_DIMENSIONS = 8
 SPEECH_BYTES = bytes(range(256)) * 256  # 64 KiB
 SPEECH_CHUNK = 16 * 1024
+IMAGE_TOKENS_SQUARE = {"low": 272, "medium": 1056, "high": 4160}  # gpt-image-1, 1024x1024
 # A 1x1 transparent PNG.
 IMAGE_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6"

@@ -216,14 +216,26 @@ async def test_library_prices_bill_a_known_model(start_gateway: Start) -> None:
     assert spend["costInUsd"] == pytest.approx(expected)
 
 
-async def test_unknown_model_is_served_and_billed_zero(priced: Gateway) -> None:
-    raw, config = await priced.create_key(costLimitInUsd=1)
+async def test_unknown_model_is_served_and_billed_zero_without_a_cost_limit(
+    priced: Gateway,
+) -> None:
+    raw, config = await priced.create_key(rateLimitOverTime=100, rateLimitUnit="m")
     completion = await priced.client(raw).chat.completions.create(
         model="no-such-model-anywhere", messages=MESSAGES
     )
     assert completion.choices[0].message.content
     await asyncio.sleep(0.2)
     assert (await priced.spend(config["keyId"]))["costInUsd"] == 0
+
+
+async def test_unknown_model_is_refused_for_a_key_with_a_cost_limit(priced: Gateway) -> None:
+    raw, _ = await priced.create_key(costLimitInUsd=1)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await priced.client(raw).chat.completions.create(
+            model="no-such-model-anywhere", messages=MESSAGES
+        )
+    assert refused.value.code == "model_not_priced"
+    assert not priced.upstream.recorded
 
 
 async def test_mid_stream_disconnect_is_billed_for_what_was_streamed(

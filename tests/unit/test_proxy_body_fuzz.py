@@ -16,12 +16,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from proxy.calls import CHAT, COMPLETIONS, METERED, Call, new_call
+from proxy.calls import CHAT, COMPLETIONS, Call, new_call
+from proxy.endpoints import METERED, POST_BILLING
 from proxy.errors import ProxyError
 from shared.models import Key
 
 KEY = Key(key_id="k", name="fuzz", key_hash="h", created_at=0, updated_at=0)
-ENDPOINTS = [*sorted(METERED), "models", "moderations", "images/generations", "files"]
+METERED_ENDPOINTS = sorted(path for path, billing in POST_BILLING.items() if billing in METERED)
+UNMETERED_ENDPOINTS = ["models", "moderations", "files", "batches", "threads/runs"]
+ENDPOINTS = [*METERED_ENDPOINTS, *UNMETERED_ENDPOINTS]
 # Fields the parser and the token estimate look at, so that random bodies reach them.
 FIELDS = [
     "model",
@@ -121,19 +124,39 @@ def test_random_bytes_are_a_call_or_a_400(endpoint: str, body: bytes) -> None:
     parse(endpoint, body)
 
 
+def is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 @fuzz
 @given(
     endpoint=st.sampled_from(ENDPOINTS),
-    body=st.binary(max_size=100),
-    content_type=st.sampled_from(["text/plain", "application/octet-stream", "multipart/form-data"]),
+    body=st.binary(max_size=100) | st.builds(orjson.dumps, json_objects),
+    content_type=st.sampled_from(
+        [
+            "text/plain",
+            "application/octet-stream",
+            "application/vnd.a+json",
+            "application/json; charset=utf-8",
+            "",
+        ]
+    ),
 )
-def test_bodies_that_are_not_json_go_through_unread(
+@example(endpoint=CHAT, body=b'{"model": "gpt-4o"}', content_type="application/vnd.a+json")
+@example(endpoint=CHAT, body=b"model=gpt-4o", content_type="text/plain")
+def test_a_metered_endpoint_reads_json_whatever_the_declared_type(
     endpoint: str, body: bytes, content_type: str
 ) -> None:
     call = parse(endpoint, body, content_type)
-    assert call is not None
-    assert call.body == body
-    assert not call.metered
+    if endpoint in UNMETERED_ENDPOINTS:  # forwarded unread
+        assert call is not None and call.body == body and not call.metered
+    elif is_json_object(body):
+        assert call is not None and call.metered
+    else:
+        assert call is None  # a 400, never a free pass
 
 
 @fuzz
@@ -145,7 +168,7 @@ def test_random_json_values_are_a_call_or_a_400(endpoint: str, value: Any) -> No
 
 
 @fuzz
-@given(endpoint=st.sampled_from(sorted(METERED)), payload=json_objects | chat_objects)
+@given(endpoint=st.sampled_from(METERED_ENDPOINTS), payload=json_objects | chat_objects)
 @example(endpoint=CHAT, payload={"model": "m", "messages": [{"role": "user", "tool_calls": 1}]})
 @example(endpoint="embeddings", payload={"model": "m", "input": [[["a"]]]})
 def test_any_json_object_has_a_token_estimate(endpoint: str, payload: dict[str, Any]) -> None:

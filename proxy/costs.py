@@ -1,0 +1,131 @@
+"""What a metered call costs, and the most it may cost, by the way its endpoint is billed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from proxy.calls import Call
+from proxy.endpoints import Billing
+from proxy.errors import endpoint_not_metered, model_not_priced
+from proxy.metering import Usage
+from shared import tokens
+from shared.pricing import Pricing, Rates
+
+# Transcription answers that carry their usage (or duration); text, srt and vtt do not.
+USAGE_FORMATS = frozenset({"json", "verbose_json", "diarized_json"})
+
+
+def most_usd(call: Call, pricing: Pricing) -> float:
+    """The call's reservation, for a key with a cost limit: refused when it cannot be priced."""
+    if call.billing is None:
+        raise endpoint_not_metered(call.endpoint, "the gateway has no price for this endpoint")
+    if call.payload is None:
+        return 0.0  # upstream does not bill it, or not within the call
+    if not answer_has_usage(call):
+        answer_format = call.payload.get("response_format")
+        reason = f"a {answer_format!r} answer carries no usage (ask for json)"
+        raise endpoint_not_metered(call.endpoint, reason)
+    per_image = image_price(call, pricing)
+    if per_image is not None:
+        return per_image
+    rates = pricing.rates(call.model)
+    if rates is None:
+        raise model_not_priced(call.model)
+    return bound(call, rates)
+
+
+def cost_usd(call: Call, pricing: Pricing) -> float | None:
+    """What a successful metered call cost; None when no price is known for its model."""
+    per_image = image_price(call, pricing)
+    if per_image is not None:
+        return per_image
+    rates = pricing.rates(call.reported_model) if call.reported_model else None
+    if rates is None:
+        rates = pricing.rates(call.model)
+    if rates is None:
+        return None
+    usage = call.usage
+    if call.billing is Billing.TOKENS:
+        return 0.0 if usage is None else token_cost(rates, usage)
+    if not answer_has_usage(call):
+        return 0.0  # forwarded unmetered: only a key without a cost limit gets here
+    if usage is None or not (usage.prompt_tokens or usage.completion_tokens or usage.seconds):
+        # Priced by the request (characters) or, with no usage in the answer, its most.
+        return bound(call, rates)
+    if call.billing is Billing.IMAGES and not usage.output_image_tokens:
+        usage = replace(usage, output_image_tokens=usage.completion_tokens)
+    elif call.billing is Billing.SPEECH and not usage.output_audio_tokens:
+        usage = replace(usage, output_audio_tokens=usage.completion_tokens)
+    return token_cost(rates, usage)
+
+
+def answer_has_usage(call: Call) -> bool:
+    """False for a transcription asked for in text, srt or vtt: the answer says nothing of it."""
+    if call.billing is not Billing.TRANSCRIPTION or call.stream or call.payload is None:
+        return True
+    return str(call.payload.get("response_format") or "json") in USAGE_FORMATS
+
+
+def token_cost(rates: Rates, usage: Usage) -> float:
+    if not (usage.audio_tokens or usage.image_tokens or usage.output_audio_tokens) and not (
+        usage.output_image_tokens or usage.seconds
+    ):
+        return rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    return rates.cost(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        audio_tokens=usage.audio_tokens,
+        image_tokens=usage.image_tokens,
+        output_audio_tokens=usage.output_audio_tokens,
+        output_image_tokens=usage.output_image_tokens,
+        seconds=usage.seconds,
+    )
+
+
+def image_price(call: Call, pricing: Pricing) -> float | None:
+    """The price of the images asked for, for a model priced by the image (dall-e)."""
+    if call.billing is not Billing.IMAGES or call.payload is None:
+        return None
+    payload = call.payload
+    size, quality = _text(payload.get("size"), "1024x1024"), _text(payload.get("quality"), "")
+    each = pricing.image_price(call.model, size, quality or "standard")
+    return None if each is None else each * images_asked(payload)
+
+
+def images_asked(payload: dict[str, Any]) -> int:
+    n = payload.get("n")
+    if isinstance(n, str) and n.isdigit():
+        n = int(n)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def bound(call: Call, rates: Rates) -> float:
+    """The most the call can cost at `rates`; an estimate where upstream bounds nothing."""
+    payload = call.payload or {}
+    input_most = max(rates.input, rates.input_audio or 0.0, rates.input_image or 0.0)
+    if call.billing is Billing.TOKENS:
+        output_most = max(rates.output, rates.output_audio or 0.0)
+        return call.prompt_tokens_bound() * input_most + call.output_tokens_bound() * output_most
+    if call.billing is Billing.IMAGES:
+        size, quality = _text(payload.get("size"), "auto"), _text(payload.get("quality"), "high")
+        images = images_asked(payload) * tokens.image_output_tokens_most(size, quality)
+        prompt = tokens.utf8_bytes(_text(payload.get("prompt"), ""))
+        return prompt * input_most + images * _or(rates.output_image, rates.output)
+    if call.billing is Billing.TRANSCRIPTION:
+        audio_tokens = tokens.audio_tokens_most(call.upload_bytes)
+        seconds = audio_tokens / tokens.AUDIO_TOKENS_PER_SECOND
+        return audio_tokens * _or(rates.input_audio, rates.input) + seconds * rates.per_second
+    text = _text(payload.get("input"), "")  # speech
+    prompt = tokens.utf8_bytes(text + _text(payload.get("instructions"), ""))
+    audio = tokens.speech_tokens_estimate(text) * _or(rates.output_audio, rates.output)
+    return len(text) * rates.per_character + prompt * rates.input + audio
+
+
+def _text(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and value else default
+
+
+def _or(price: float | None, fallback: float) -> float:
+    return fallback if price is None else price
