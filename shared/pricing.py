@@ -23,6 +23,7 @@ class Rates:
     input: float
     output: float
     cached_input: float
+    training: float | None = None  # per trained token of a fine-tuning job; None: not known
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         cached = min(max(cached_tokens, 0), prompt_tokens)
@@ -67,14 +68,17 @@ def load_overrides(path: str) -> dict[str, Rates]:
             input_cost = float(prices["input_cost_per_token"])
             output_cost = float(prices.get("output_cost_per_token", 0.0))
             cached_cost = float(prices.get("cache_read_input_token_cost", input_cost))
+            training = prices.get("training_cost_per_token")
+            training_cost = None if training is None else float(training)
         except (TypeError, KeyError, ValueError, AttributeError):
             raise ConfigError(
                 f"PRICING_FILE: {model!r} needs a numeric input_cost_per_token "
-                "(and optionally output_cost_per_token, cache_read_input_token_cost)"
+                "(and optionally output_cost_per_token, cache_read_input_token_cost, "
+                "training_cost_per_token)"
             ) from None
-        if min(input_cost, output_cost, cached_cost) < 0:
+        if min(input_cost, output_cost, cached_cost, training_cost or 0.0) < 0:
             raise ConfigError(f"PRICING_FILE: {model!r} has a negative price")
-        overrides[model] = Rates(input_cost, output_cost, cached_cost)
+        overrides[model] = Rates(input_cost, output_cost, cached_cost, training_cost)
     return overrides
 
 
