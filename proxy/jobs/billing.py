@@ -1,0 +1,108 @@
+"""Charging a finished job once, through the settlement path, with a usage event like a call's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from proxy.calls import Call
+from proxy.jobs.kinds import Job, Kind, cost_of, is_priced, usage_of
+from proxy.jobs.store import JobStore
+from proxy.settlement import Settler
+from proxy.snapshot import KeySnapshot
+from proxy.telemetry import usage_event
+from shared.limits import Settlement, to_nano
+from shared.metrics import Counter
+from shared.models import Key
+from shared.pricing import Pricing, Rates
+
+log = logging.getLogger("gateway.jobs")
+
+
+class Jobs:
+    def __init__(
+        self,
+        store: JobStore,
+        snapshot: KeySnapshot,
+        pricing: Pricing,
+        settler: Settler,
+        unpriced: Counter,
+    ) -> None:
+        self.store = store
+        self._snapshot = snapshot
+        self._pricing = pricing
+        self._settler = settler
+        self._unpriced = unpriced
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a request's job work apart from it, so that a client leaving cannot cut it off."""
+        task = asyncio.create_task(self._logged(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, within: float) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=within)
+
+    async def _logged(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception as error:
+            log.error("recording a job failed: %s", error)
+
+    async def finished(self, job: Job, resource: dict[str, Any]) -> None:
+        """Charge a job upstream reports done, unless another replica or a read already did."""
+        key = self._snapshot.by_id(job.key_id)
+        if key is None:
+            if self._snapshot.loaded:  # the key was deleted: nothing left to charge
+                log.warning("job %s belongs to a deleted key: not charged", job.job_id)
+                await self.store.claim(job)
+            return
+        if await self.store.claim(job):
+            self._charge(job, key, resource)
+
+    async def finished_by_id(self, kind: Kind, job_id: str, resource: dict[str, Any]) -> None:
+        job = await self.store.find(job_id)
+        if job is not None and job.kind is kind:
+            await self.finished(job, resource)
+
+    def _charge(self, job: Job, key: Key, resource: dict[str, Any]) -> None:
+        usage = usage_of(job.kind, resource)
+        reported = resource.get("model")
+        reported = reported if isinstance(reported, str) else ""
+        model, rates = self._rates(reported, job.model)
+        if rates is not None and is_priced(job.kind, rates):
+            cost = to_nano(cost_of(job.kind, rates, usage))
+        else:
+            cost = 0
+            self._unpriced.inc(model=model or "unknown")
+        call = Call(
+            request_id=job.job_id,
+            key=key,
+            endpoint=f"{job.kind.root}/{job.job_id}",
+            body=b"",
+            model=job.model,
+            status=200,
+            usage=usage,
+            reported_model=reported,
+        )
+        self._settler.submit(Settlement(key, cost, "", usage_event(call, cost, 0.0)))
+        log.info(
+            "job charged",
+            extra={"job_id": job.job_id, "key_id": key.key_id, "model": model, "cost_nano": cost},
+        )
+
+    def _rates(self, reported: str, requested: str) -> tuple[str, Rates | None]:
+        """The rates of the model upstream reports, else of the one the creation named."""
+        rates = self._pricing.rates(reported) if reported else None
+        if rates is None and requested:
+            return requested, self._pricing.rates(requested)
+        return reported, rates
+
+
+JOBS = web.AppKey("jobs", Jobs)
