@@ -13,7 +13,8 @@ fine-tuning job trains on the words of every message of its file, plus 3 per mes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
 import orjson
 from aiohttp import web
@@ -52,6 +53,11 @@ class FakeJob:
 @dataclass
 class FakeJobs:
     by_id: dict[str, FakeJob] = field(default_factory=dict)
+
+
+def _job_id(prefix: str) -> str:
+    """Unique across fakes, since the Redis a gateway records jobs in outlives one test's fake."""
+    return prefix + os.urandom(12).hex()
 
 
 FAKE_JOBS = web.AppKey("fake_jobs", FakeJobs)
@@ -112,7 +118,7 @@ async def create_batch(request: web.Request) -> web.Response:
         raise FakeAPIError(400, f"Unsupported batch endpoint: {endpoint}", param="endpoint")
     lines = _line_bodies(request, body.get("input_file_id"))
     base = {
-        "id": state.new_id("batch_"),
+        "id": _job_id("batch_"),
         "object": "batch",
         "endpoint": endpoint,
         "model": lines[0].get("model") if lines else None,
@@ -148,11 +154,11 @@ def _training_tokens(request: web.Request, body: JSON) -> int:
 
 
 async def create_fine_tuning_job(request: web.Request) -> web.Response:
-    state, body = request.app[FAKE_UPSTREAM], await read_json(request)
+    body = await read_json(request)
     if not isinstance(body.get("model"), str):
         raise FakeAPIError(400, "Missing required parameter: 'model'.", param="model")
     trained = _training_tokens(request, body)
-    job_id = state.new_id("ftjob-")
+    job_id = _job_id("ftjob-")
     base = {
         "id": job_id,
         "object": "fine_tuning.job",
@@ -195,7 +201,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     if body.get("background") is not True:
         return await responses(request)
-    plan = _response_plan(request.app[FAKE_UPSTREAM], body)
+    plan = replace(_response_plan(request.app[FAKE_UPSTREAM], body), response_id=_job_id("resp_"))
     final = {**plan.final(), "background": True}
     queued = _response_object(body, plan.response_id, "queued", [])
     cancelled = _response_object(body, plan.response_id, "cancelled", [])
