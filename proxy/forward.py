@@ -62,7 +62,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
         # Batches, fine-tuning and background responses; for any other call one startswith.
-        job = track(app, request.method, call) if call.endpoint.startswith(JOB_PATHS) else None
+        job = (
+            await track(app, request.method, call) if call.endpoint.startswith(JOB_PATHS) else None
+        )
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         response = await forward(request, call)
         if job is not None:

@@ -22,6 +22,8 @@ from shared.pricing import Pricing, Rates
 
 log = logging.getLogger("gateway.jobs")
 
+MAX_UNRECORDED = 10_000
+
 
 class Jobs:
     def __init__(
@@ -38,12 +40,28 @@ class Jobs:
         self._settler = settler
         self._unpriced = unpriced
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs created while Redis was away, recorded by the watcher once it is back.
+        self._unrecorded: list[Job] = []
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a request's job work apart from it, so that a client leaving cannot cut it off."""
         task = asyncio.create_task(self._logged(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def record(self, job: Job) -> None:
+        try:
+            await self.store.add(job)
+        except Exception:
+            if len(self._unrecorded) < MAX_UNRECORDED:
+                self._unrecorded.append(job)
+            raise
+
+    async def record_late(self) -> None:
+        """Record the jobs whose creation found Redis away; raises while it still is."""
+        while self._unrecorded:
+            await self.store.add(self._unrecorded[-1])
+            self._unrecorded.pop()
 
     async def drain(self, within: float) -> None:
         if self._tasks:
@@ -75,8 +93,8 @@ class Jobs:
         usage = usage_of(job.kind, resource)
         reported = resource.get("model")
         reported = reported if isinstance(reported, str) else ""
-        model, rates = self._rates(reported, job.model)
-        if rates is not None and is_priced(job.kind, rates):
+        model, rates = self._rates(job.kind, reported, job.model)
+        if rates is not None:
             cost = to_nano(cost_of(job.kind, rates, usage))
         else:
             cost = 0
@@ -97,12 +115,13 @@ class Jobs:
             extra={"job_id": job.job_id, "key_id": key.key_id, "model": model, "cost_nano": cost},
         )
 
-    def _rates(self, reported: str, requested: str) -> tuple[str, Rates | None]:
-        """The rates of the model upstream reports, else of the one the creation named."""
-        rates = self._pricing.rates(reported) if reported else None
-        if rates is None and requested:
-            return requested, self._pricing.rates(requested)
-        return reported, rates
+    def _rates(self, kind: Kind, reported: str, requested: str) -> tuple[str, Rates | None]:
+        """The model upstream reports if it is priced for the kind, else the one first named."""
+        for model in (reported, requested):
+            rates = self._pricing.rates(model) if model else None
+            if rates is not None and is_priced(kind, rates):
+                return model, rates
+        return reported or requested, None
 
 
 JOBS = web.AppKey("jobs", Jobs)

@@ -45,6 +45,7 @@ class JobWatcher:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
+                await self._jobs.record_late()
                 if await self._jobs.store.lead(self._holder, lease_ms()):
                     await self.poll_once()
                 self._failing = False
@@ -55,13 +56,20 @@ class JobWatcher:
                 self._failing = True
 
     async def poll_once(self) -> None:
-        await asyncio.gather(*(self._poll(job) for job in await self._jobs.store.pending()))
+        pending = await self._jobs.store.pending()
+        unread = await asyncio.gather(*(self._poll(job) for job in pending))
+        if any(unread):
+            log.warning(
+                "%d of %d pending jobs could not be read upstream", sum(unread), len(unread)
+            )
 
-    async def _poll(self, job: Job) -> None:
+    async def _poll(self, job: Job) -> bool:
+        """Whether the job could not be read."""
         async with self._polls:
             resource = await self._fetch(job)
         if resource is not None and is_finished(job.kind, resource):
             await self._jobs.finished(job, resource)
+        return resource is None
 
     async def _fetch(self, job: Job) -> dict[str, Any] | None:
         settings = self._settings
@@ -74,13 +82,12 @@ class JobWatcher:
                 allow_redirects=False,
             ) as answer:
                 body = await answer.read()
-        except (TimeoutError, aiohttp.ClientError) as error:
-            log.warning("polling %s failed: %s", job.job_id, type(error).__name__)
+        except (TimeoutError, aiohttp.ClientError):
             return None
         if answer.status == 404:  # upstream no longer knows it: nothing left to charge
             log.warning("job %s is unknown upstream: dropped uncharged", job.job_id)
             await self._jobs.store.claim(job)
-            return None
+            return {}
         return resource_of(body) if answer.status == 200 else None
 
 

@@ -55,8 +55,10 @@ def jsonl(lines: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)
 
 
-async def create_batch(client: openai.AsyncOpenAI, lines: int, **options: Any) -> Any:
-    body = {"model": MODEL, "messages": MESSAGES}
+async def create_batch(
+    client: openai.AsyncOpenAI, lines: int, model: str = MODEL, **options: Any
+) -> Any:
+    body = {"model": model, "messages": MESSAGES}
     requests = [
         {"custom_id": str(n), "method": "POST", "url": "/v1/chat/completions", "body": body}
         for n in range(lines)
@@ -118,7 +120,7 @@ async def test_the_watcher_charges_a_batch_no_client_reads(
 ) -> None:
     gateway = await start_gateway(replicas=2, pricing_file=pricing_file)
     raw, config = await gateway.create_key(costLimitInUsd=10)
-    await create_batch(gateway.client(raw), lines=2, metadata={"fake_polls": "2"})
+    batch = await create_batch(gateway.client(raw), lines=2, metadata={"fake_polls": "2"})
     expected = 0.5 * 2 * LINE_COST
     deadline = time.monotonic() + 10
     while (await gateway.spend(config["keyId"]))["costInUsd"] < expected - 1e-12:
@@ -126,7 +128,7 @@ async def test_the_watcher_charges_a_batch_no_client_reads(
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)  # several more polls by both replicas: still charged once
     assert (await gateway.spend(config["keyId"]))["costInUsd"] == pytest.approx(expected)
-    reads = [r for r in gateway.upstream.recorded if r.method == "GET" and "/batches/" in r.path]
+    reads = [r for r in gateway.upstream.recorded if r.path == f"/v1/batches/{batch.id}"]
     assert len(reads) == 3  # one replica polls at a time, and stops once the batch is done
 
 
@@ -197,6 +199,14 @@ async def test_batch_of_an_unmetered_endpoint_is_refused_for_a_cost_limit(
             completion_window="24h",
         )
     assert refused.value.code == "endpoint_not_metered"
+    assert not [r for r in priced.upstream.recorded if r.path == "/v1/batches"]
+
+
+async def test_batch_of_an_unpriced_model_is_refused_for_a_cost_limit(priced: Gateway) -> None:
+    raw, _ = await priced.create_key(costLimitInUsd=10)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await create_batch(priced.client(raw), lines=2, model="no-such-model")
+    assert refused.value.code == "model_not_priced"
     assert not [r for r in priced.upstream.recorded if r.path == "/v1/batches"]
 
 
