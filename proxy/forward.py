@@ -21,7 +21,7 @@ from proxy.errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from proxy.jobs import JOB_PATHS, track
+from proxy.jobs import JOB_CREATIONS, track
 from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
@@ -61,11 +61,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
-        # Batches, fine-tuning and background responses; for any other call one startswith.
-        job = (
-            await track(app, request.method, call) if call.endpoint.startswith(JOB_PATHS) else None
-        )
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
+        # Batches, fine-tuning and background responses: created, read or cancelled.
+        tracked = call.endpoint in JOB_CREATIONS or not call.body
+        job = await track(app, request.method, call) if tracked else None
         response = await forward(request, call)
         if job is not None:
             job.answered(response)

@@ -2,7 +2,7 @@
 once when upstream reports it finished (seen by the watcher or in a client's read)."""
 
 from proxy.jobs.hook import track
-from proxy.jobs.kinds import JOB_PATHS
+from proxy.jobs.kinds import JOB_CREATIONS
 from proxy.jobs.watcher import job_watcher
 
-__all__ = ["JOB_PATHS", "job_watcher", "track"]
+__all__ = ["JOB_CREATIONS", "job_watcher", "track"]

@@ -1,8 +1,8 @@
 """The request path's part in jobs: refuse what cannot be priced, record creations, and charge a
 job a client's read shows finished.
 
-`handle` calls `track` only for endpoints under JOB_PATHS; every other call pays one
-`str.startswith` for jobs.
+`handle` calls `track` only for the endpoints that create jobs and for calls without a body
+(reads, cancels); every other call pays one set lookup for jobs.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ RESPONSE = Kind(
 )
 KINDS = {kind.root: kind for kind in (BATCH, FINE_TUNING, RESPONSE)}
 KINDS_BY_NAME = {kind.name: kind for kind in KINDS.values()}
-# Every creation and read of a job is under one of these paths: one `startswith` tells.
-JOB_PATHS = tuple(KINDS)
+# The endpoints that create jobs; a read or cancel of one has no body.
+JOB_CREATIONS = frozenset(KINDS)
 
 
 @dataclass(frozen=True, slots=True)
