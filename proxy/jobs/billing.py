@@ -14,9 +14,8 @@ from proxy.jobs.kinds import Job, Kind, cost_of, is_priced, usage_of
 from proxy.jobs.store import JobStore
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
-from proxy.telemetry import usage_event
-from shared.limits import Settlement, to_nano
-from shared.metrics import Counter
+from proxy.telemetry import ProxyMetrics, usage_event
+from shared.limits import Settlement, to_nano, to_usd
 from shared.models import Key
 from shared.pricing import Pricing, Rates
 
@@ -32,13 +31,13 @@ class Jobs:
         snapshot: KeySnapshot,
         pricing: Pricing,
         settler: Settler,
-        unpriced: Counter,
+        metrics: ProxyMetrics,
     ) -> None:
         self.store = store
         self._snapshot = snapshot
         self._pricing = pricing
         self._settler = settler
-        self._unpriced = unpriced
+        self._metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
         # Jobs created while Redis was away, recorded by the watcher once it is back.
         self._unrecorded: list[Job] = []
@@ -98,7 +97,11 @@ class Jobs:
             cost = to_nano(cost_of(job.kind, rates, usage))
         else:
             cost = 0
-            self._unpriced.inc(model=model or "unknown")
+            self._metrics.unpriced.inc(model=model or "unknown")
+        by_model = self._metrics.of_model(model or "unknown")
+        by_model.prompt_tokens.inc(usage.prompt_tokens)
+        by_model.completion_tokens.inc(usage.completion_tokens)
+        by_model.cost.inc(to_usd(cost))
         call = Call(
             request_id=job.job_id,
             key=key,

@@ -7,6 +7,8 @@ record is the once-only claim: `HDEL` answers 1 to exactly one of any number of 
 
 from __future__ import annotations
 
+import random
+
 from proxy.jobs.kinds import Job
 from shared.limits import PREFIX
 from shared.redispipe import RedisPipe
@@ -45,8 +47,9 @@ class JobStore:
         [record] = await self._redis.execute([("HGET", jobs_key(key_id.decode()), job_id)])
         return None if record is None else Job.of_record(job_id, key_id.decode(), record)
 
-    async def pending(self) -> list[Job]:
-        """Every job not yet charged; index entries left without a record are cleared."""
+    async def pending(self, limit: int) -> list[Job]:
+        """Jobs not yet charged, at most `limit` of them picked at random, so that every job is
+        picked in time however many there are; index entries without a record are cleared."""
         entries: list[tuple[str, str]] = []
         cursor = b"0"
         while True:
@@ -58,6 +61,8 @@ class JobStore:
             ]
             if cursor == b"0":
                 break
+        if len(entries) > limit:
+            entries = random.sample(entries, limit)
         if not entries:
             return []
         records = await self._redis.execute(

@@ -28,6 +28,7 @@ log = logging.getLogger("gateway.jobs")
 POLL_INTERVAL = 30.0  # seconds; jobs take minutes to hours
 LEASES_PER_INTERVAL = 3  # the lease outlives a few missed renewals
 CONCURRENT_POLLS = 8
+MAX_POLLS = 1000  # jobs read per interval, picked at random among more
 POLL_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 5.0
 
@@ -56,7 +57,7 @@ class JobWatcher:
                 self._failing = True
 
     async def poll_once(self) -> None:
-        pending = await self._jobs.store.pending()
+        pending = await self._jobs.store.pending(MAX_POLLS)
         unread = await asyncio.gather(*(self._poll(job) for job in pending))
         if any(unread):
             log.warning(
@@ -102,7 +103,7 @@ async def job_watcher(app: web.Application) -> AsyncIterator[None]:
         app[SNAPSHOT],
         app[PRICING],
         app[SETTLER],
-        app[METRICS].unpriced,
+        app[METRICS],
     )
     watcher = JobWatcher(jobs, app[SESSION], app[SETTINGS])
     task = asyncio.create_task(watcher.run(), name="job-watcher")

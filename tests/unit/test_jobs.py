@@ -26,6 +26,7 @@ from proxy.jobs.watcher import JobWatcher
 from proxy.metering import Usage
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
+from proxy.telemetry import ProxyMetrics
 from proxy.typedefs import PRICING
 from shared.config import RedisSettings, Settings
 from shared.limits import LimitEngine
@@ -93,15 +94,19 @@ def test_only_the_terminal_states_of_the_right_object_are_finished() -> None:
 def app(pipe: RedisPipe) -> web.Application:
     application = web.Application()
     application[PRICING] = Pricing({MODEL: RATES})
-    settler = Settler(LimitEngine(pipe, 60), counter())
+    settler = Settler(LimitEngine(pipe, 60), errors())
     application[JOBS] = Jobs(
-        JobStore(pipe), KeySnapshot(), application[PRICING], settler, counter()
+        JobStore(pipe), KeySnapshot(), application[PRICING], settler, metrics()
     )
     return application
 
 
-def counter() -> Any:
-    return Metrics().counter("c_total", "c", ("model",))
+def errors() -> Any:
+    return Metrics().counter("errors_total", "errors", ("operation",))
+
+
+def metrics() -> ProxyMetrics:
+    return ProxyMetrics.register(Metrics())
 
 
 def call_of(endpoint: str, body: dict[str, Any] | None = None, **key_fields: Any) -> Call:
@@ -191,7 +196,7 @@ async def test_a_recorded_job_is_known_to_a_new_store(store: JobStore, settings:
     await store.add(job)
     other = RedisPipe(settings.redis)  # another replica, or this one restarted
     try:
-        assert await JobStore(other).pending() == [job]
+        assert await JobStore(other).pending(100) == [job]
         assert await JobStore(other).find("batch_a") == job
     finally:
         await other.close()
@@ -202,15 +207,24 @@ async def test_exactly_one_of_many_concurrent_claims_wins(store: JobStore) -> No
     await store.add(job)
     claims = await asyncio.gather(*(store.claim(job) for _ in range(20)))
     assert claims.count(True) == 1
-    assert await store.pending() == []
+    assert await store.pending(100) == []
     assert await store.find("batch_b") is None
+
+
+async def test_pending_picks_at_most_its_limit(store: JobStore) -> None:
+    key = new_key()
+    for n in range(5):
+        await store.add(job_of(key, f"batch_{n}"))
+    picked = await store.pending(3)
+    assert len(picked) == 3 and len({job.job_id for job in picked}) == 3
+    assert len(await store.pending(10)) == 5
 
 
 async def test_an_index_entry_without_its_record_is_cleared(
     store: JobStore, pipe: RedisPipe
 ) -> None:
     await pipe.execute([("HSET", JOBS_INDEX, "batch_orphan", "some-key")])
-    assert await store.pending() == []
+    assert await store.pending(100) == []
     assert await pipe.execute([("HLEN", JOBS_INDEX)]) == [0]
 
 
@@ -227,13 +241,13 @@ async def test_a_job_created_while_redis_is_away_is_recorded_once_it_is_back(
     store: JobStore,
 ) -> None:
     away = RedisPipe(RedisSettings(hosts=("127.0.0.1",), port=1))
-    jobs = Jobs(JobStore(away), KeySnapshot(), Pricing(), None, counter())  # type: ignore[arg-type]
+    jobs = Jobs(JobStore(away), KeySnapshot(), Pricing(), None, metrics())  # type: ignore[arg-type]
     job = job_of(new_key(), "batch_late")
     with pytest.raises(OSError):
         await jobs.record(job)
     jobs.store = store
     await jobs.record_late()
-    assert await store.pending() == [job]
+    assert await store.pending(100) == [job]
     await away.close()
 
 
@@ -262,11 +276,11 @@ async def world(
     snapshot = KeySnapshot()
     snapshot.replace([key])
     engine = LimitEngine(pipe, 60)
-    settler = Settler(engine, counter())
+    settler = Settler(engine, errors())
     flusher = asyncio.create_task(settler.run())
     pricing = Pricing({MODEL: RATES})
     # Two replicas: each its own Jobs and watcher, sharing Redis and the settlement queue.
-    jobs = [Jobs(store, snapshot, pricing, settler, counter()) for _ in range(2)]
+    jobs = [Jobs(store, snapshot, pricing, settler, metrics()) for _ in range(2)]
     async with (
         aiohttp.ClientSession() as session,
         openai.AsyncOpenAI(base_url=settings.openai_base_url, api_key="x", max_retries=0) as sdk,
@@ -299,16 +313,16 @@ async def test_two_replicas_polling_at_once_charge_a_finished_batch_once(world: 
     await world.jobs[0].record(job_of(world.key, batch_id))
     await asyncio.gather(*(w.poll_once() for w in world.watchers))  # both see it pending
     assert await spend(world) == 0
-    assert len(await world.jobs[0].store.pending()) == 1
+    assert len(await world.jobs[0].store.pending(100)) == 1
     await asyncio.gather(*(w.poll_once() for w in world.watchers))  # done: both try to charge
     assert await spend(world) == pytest.approx(0.5 * 4 * LINE_COST)
-    assert await world.jobs[0].store.pending() == []
+    assert await world.jobs[0].store.pending(100) == []
 
 
 async def test_a_job_upstream_does_not_know_is_dropped_uncharged(world: World) -> None:
     await world.jobs[0].record(job_of(world.key, "batch_gone"))
     await world.watchers[0].poll_once()
-    assert await world.jobs[0].store.pending() == []
+    assert await world.jobs[0].store.pending(100) == []
     assert await spend(world) == 0
 
 
@@ -316,7 +330,7 @@ async def test_a_job_of_a_deleted_key_is_dropped_uncharged(world: World) -> None
     batch_id = await create_batch(world.sdk, lines=1, polls=0)
     await world.jobs[0].record(job_of(new_key(), batch_id))  # a key the snapshot lacks
     await world.watchers[0].poll_once()
-    assert await world.jobs[0].store.pending() == []
+    assert await world.jobs[0].store.pending(100) == []
 
 
 async def test_only_the_lease_holder_polls(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
