@@ -70,7 +70,7 @@ class Jobs:
         try:
             await work
         except Exception as error:
-            log.error("recording a job failed: %s", error)
+            log.error("recording or charging a job failed: %s", error)
 
     async def finished(self, job: Job, resource: dict[str, Any]) -> None:
         """Charge a job upstream reports done, unless another replica or a read already did."""

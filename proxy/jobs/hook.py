@@ -136,6 +136,11 @@ def refuse_unpriced(pricing: Pricing, kind: Kind, body: dict[str, Any]) -> None:
             f"batches of {body.get('endpoint')!r} are not metered, so a key with a cost limit "
             "cannot create them"
         )
+    if kind is BATCH and not model:
+        raise endpoint_not_metered(
+            "the model of this batch could not be read from the first line of its input file, "
+            "so a key with a cost limit cannot create it"
+        )
     if rates is None:
         raise model_not_priced(model)
 

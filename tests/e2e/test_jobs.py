@@ -210,6 +210,18 @@ async def test_batch_of_an_unpriced_model_is_refused_for_a_cost_limit(priced: Ga
     assert not [r for r in priced.upstream.recorded if r.path == "/v1/batches"]
 
 
+async def test_batch_whose_model_cannot_be_read_is_refused_for_a_cost_limit(
+    priced: Gateway,
+) -> None:
+    raw, _ = await priced.create_key(costLimitInUsd=10)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await priced.client(raw).batches.create(
+            input_file_id="file-missing", endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert refused.value.code == "endpoint_not_metered"
+    assert not [r for r in priced.upstream.recorded if r.path == "/v1/batches"]
+
+
 async def test_background_response_is_charged_once_from_its_final_usage(priced: Gateway) -> None:
     raw, config = await priced.create_key(costLimitInUsd=10)
     client = priced.client(raw)

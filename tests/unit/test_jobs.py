@@ -149,7 +149,7 @@ async def test_track_tells_creations_and_reads_from_other_calls(
         (FINE_TUNING, {}, "endpoint_not_metered"),
         (BATCH, {"endpoint": "/v1/images/generations", "model": MODEL}, "endpoint_not_metered"),
         (BATCH, {"endpoint": "/v1/chat/completions", "model": "unknown"}, "model_not_priced"),
-        (BATCH, {"endpoint": "/v1/chat/completions", "model": ""}, "model_not_priced"),
+        (BATCH, {"endpoint": "/v1/chat/completions", "model": ""}, "endpoint_not_metered"),
         (RESPONSE, {"model": "unknown", "background": True}, "model_not_priced"),
     ],
 )
