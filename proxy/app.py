@@ -12,6 +12,7 @@ from aiohttp import web
 from proxy.errors import not_found
 from proxy.fallback import LocalLimits
 from proxy.forward import PREFIX, handle
+from proxy.jobs import job_watcher
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(limits)
     app.cleanup_ctx.append(upstream_session)
     app.cleanup_ctx.append(key_snapshot)
+    app.cleanup_ctx.append(job_watcher)
     app.router.add_route("*", PREFIX + "/{tail:.*}", handle)
     app.router.add_get("/api/health", health)
     app.router.add_get("/metrics", metrics_endpoint)

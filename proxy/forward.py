@@ -23,6 +23,7 @@ from proxy.errors import (
     upstream_timeout,
     upstream_unreachable,
 )
+from proxy.jobs import JOB_CREATIONS, track
 from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
 from proxy.paths import upstream_url
 from proxy.telemetry import record_call, usage_event
@@ -69,7 +70,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
+        # Batches, fine-tuning and background responses: created, read or cancelled.
+        tracked = call.endpoint in JOB_CREATIONS or not call.body
+        job = await track(app, request.method, call) if tracked else None
         response = await forward(request, call)
+        if job is not None:
+            job.answered(response)
         outcome = (response.status, "")
         return response
     except ProxyError as error:

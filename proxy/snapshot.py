@@ -25,10 +25,11 @@ OVERLAP = timedelta(seconds=30)
 
 
 class KeySnapshot:
-    """Keys by SHA-256 of the raw key. Lookups are one dict access."""
+    """Keys by SHA-256 of the raw key, and by id. Lookups are one dict access."""
 
     def __init__(self) -> None:
         self._by_hash: dict[str, Key] = {}
+        self._by_id: dict[str, Key] = {}  # for work done later on a key's behalf (jobs)
         self.loaded = False
         self.refreshed_at = 0.0  # monotonic time of the last successful read
 
@@ -38,20 +39,27 @@ class KeySnapshot:
     def get(self, key_hash: str) -> Key | None:
         return self._by_hash.get(key_hash)
 
+    def by_id(self, key_id: str) -> Key | None:
+        return self._by_id.get(key_id)
+
     def replace(self, live_keys: list[Key]) -> None:
         # Built aside, then rebound in one assignment: no request sees a half-loaded mapping.
         self._by_hash = {key.key_hash: key for key in live_keys}
+        self._by_id = {key.key_id: key for key in live_keys}
         self.loaded = True
 
     def apply(self, changed: list[Key]) -> None:
         # No await between these updates, so no request observes a partly applied batch.
-        by_hash = self._by_hash
+        by_hash, by_id = self._by_hash, self._by_id
         for key in changed:
             current = by_hash.get(key.key_hash)
             if key.deleted:
+                by_id.pop(key.key_id, None)
                 if current is not None and current.key_id == key.key_id:
                     del by_hash[key.key_hash]
-            elif (
+                continue
+            by_id[key.key_id] = key
+            if (
                 current is None
                 or current.key_id == key.key_id
                 or current.created_at <= key.created_at

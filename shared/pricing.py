@@ -59,6 +59,7 @@ class Rates:
     per_character: float = 0.0
     per_image: float | None = None  # None: not priced by the image
     per_pixel: float | None = None
+    training: float | None = None  # per trained token of a fine-tuning job; None: not known
 
     def cost(
         self,
@@ -149,6 +150,7 @@ TOKEN_FIELDS = {
     "output_cost_per_audio_token": "output_audio",
     "input_cost_per_image_token": "input_image",
     "output_cost_per_image_token": "output_image",
+    "training_cost_per_token": "training",
 }
 UNIT_FIELDS = {
     "input_cost_per_second": "per_second",

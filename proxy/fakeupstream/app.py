@@ -12,6 +12,7 @@ from proxy.fakeupstream.completions import (
     chat_completions,
     completions,
 )
+from proxy.fakeupstream.jobs import add_job_routes
 from proxy.fakeupstream.resources import (
     audio_speech,
     audio_transcriptions,
@@ -24,9 +25,6 @@ from proxy.fakeupstream.resources import (
     retrieve_model,
     unknown_route,
     upload_file,
-)
-from proxy.fakeupstream.responses import (
-    responses,
 )
 from proxy.fakeupstream.state import (
     FAKE_UPSTREAM,
@@ -94,7 +92,7 @@ def create_fake_upstream(options: FakeOptions | None = None) -> web.Application:
     app.on_response_prepare.append(_api_headers)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/responses", responses)
+    add_job_routes(app)  # responses (background ones become jobs), batches, fine-tuning
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/moderations", moderations)
     for kind in ("generations", "edits", "variations"):
