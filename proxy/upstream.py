@@ -71,8 +71,16 @@ def upstream_headers(
     if hop_by_hop:
         headers = {name: value for name, value in headers.items() if name.lower() not in hop_by_hop}
     # Set last, so that nothing the client sends or names in Connection replaces them.
-    headers["Authorization"] = f"Bearer {settings.openai_api_key}"
-    headers["X-Client-Request-Id"] = request_id
+    headers.update(gateway_headers(settings, request_id))
+    return headers
+
+
+def gateway_headers(settings: Settings, request_id: str) -> dict[str, str]:
+    """What the gateway itself sends upstream: its credential and identity, and the call's id."""
+    headers = {
+        "Authorization": f"Bearer {settings.openai_api_key}",
+        "X-Client-Request-Id": request_id,
+    }
     if settings.openai_organization:
         headers["OpenAI-Organization"] = settings.openai_organization
     if settings.openai_project:

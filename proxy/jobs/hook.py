@@ -30,7 +30,7 @@ from proxy.jobs.kinds import (
     resource_of,
 )
 from proxy.typedefs import PRICING, SESSION, SETTINGS
-from proxy.upstream import upstream_headers
+from proxy.upstream import gateway_headers
 from shared.limits import has_cost_limits
 from shared.pricing import Pricing
 
@@ -155,7 +155,7 @@ async def batch_model(app: web.Application, file_id: object) -> str:
     try:
         async with app[SESSION].get(
             url,
-            headers=upstream_headers({}, settings, file_id),
+            headers=gateway_headers(settings, file_id),
             timeout=aiohttp.ClientTimeout(total=FILE_READ_TIMEOUT),
             allow_redirects=False,
         ) as answer:

@@ -19,7 +19,7 @@ from proxy.jobs.billing import JOBS, Jobs
 from proxy.jobs.kinds import Job, is_finished, resource_of
 from proxy.jobs.store import JobStore
 from proxy.typedefs import LIMITS, METRICS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
-from proxy.upstream import upstream_headers
+from proxy.upstream import gateway_headers
 from shared.config import Settings
 from shared.runtime import raise_if_cancelled, stop_task
 
@@ -78,7 +78,7 @@ class JobWatcher:
         try:
             async with self._session.get(
                 url,
-                headers=upstream_headers({}, settings, job.request_id),
+                headers=gateway_headers(settings, job.request_id),
                 timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT),
                 allow_redirects=False,
             ) as answer:
