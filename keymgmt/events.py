@@ -19,12 +19,19 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
+import sqlalchemy as sa
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import describe, is_unavailable, usage_events, usage_events_rejected
+from shared.db import (
+    EVENT_WRITE_LOCK,
+    describe,
+    is_unavailable,
+    usage_events,
+    usage_events_rejected,
+)
 from shared.limits import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Counter
 from shared.runtime import raise_if_cancelled
@@ -170,10 +177,12 @@ class EventConsumer:
         # and acknowledging it lets the trimming pass it.
         await self._write([entry for entry in entries if entry[1]])
         ids = [entry_id for entry_id, _ in entries]
-        await self._client.xack(EVENTS_STREAM, GROUP, *ids)
-        await self._trim(
-            keys=[EVENTS_STREAM, SPEND_MARKER], args=[GROUP, max(ids, key=stream_order)]
-        )
+        acknowledged = await self._client.xack(EVENTS_STREAM, GROUP, *ids)
+        # Fewer acknowledged: this may not be the Redis they were read from (it restarted), whose
+        # ids are no bound for the new stream's. The next batch trims.
+        if acknowledged == len(ids):
+            last = max(ids, key=stream_order)
+            await self._trim(keys=[EVENTS_STREAM, SPEND_MARKER], args=[GROUP, last])
         return len(entries)
 
     async def _ensure_group(self) -> None:
@@ -212,6 +221,7 @@ class EventConsumer:
             return
         try:
             async with self._engine.begin() as connection:
+                await _hold_off_restores(connection)
                 if rows:
                     await connection.execute(_insert_events([row for _, _, row in rows]))
                 await _park(connection, parked)
@@ -226,6 +236,7 @@ class EventConsumer:
         """One event at a time, keeping aside those Postgres refuses; in key order, as the batch
         insert locks the keys' totals, so that concurrent consumers never deadlock."""
         async with self._engine.begin() as connection:
+            await _hold_off_restores(connection)
             for entry_id, fields, row in sorted(rows, key=lambda item: item[2]["key_id"]):
                 try:
                     async with connection.begin_nested():
@@ -255,6 +266,10 @@ class EventConsumer:
 def stream_order(entry_id: bytes) -> tuple[int, int]:
     milliseconds, sequence = entry_id.split(b"-")
     return int(milliseconds), int(sequence)
+
+
+async def _hold_off_restores(connection: AsyncConnection) -> None:
+    await connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(EVENT_WRITE_LOCK)))
 
 
 def _insert_events(rows: list[dict[str, Any]]) -> Any:

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import key_from_row, key_spend, keys, usage_events, usage_events_rejected
+from shared.db import (
+    EVENT_WRITE_LOCK,
+    key_from_row,
+    key_spend,
+    keys,
+    usage_events,
+    usage_events_rejected,
+)
 from shared.limits import KeyNames, spend_key
 from shared.models import UNIT_SECONDS, Key
 
@@ -50,11 +57,21 @@ async def read_plan(engine: AsyncEngine, cutoff_ms: int | None, now_ms: int) -> 
     back empty lost. Without (a rebuild): all of it.
     """
     async with engine.connect() as connection:
-        snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
-        async with snapshot.begin():
-            plan = SpendPlan(await _lifetime(snapshot, cutoff_ms))
-            windowed = await _windowed_keys(snapshot)
-            await _add_windows(snapshot, plan, windowed, cutoff_ms, now_ms)
+        try:
+            # Taken before the snapshot's transaction: its snapshot then sees every event write
+            # that was in flight when the restore began.
+            await connection.execute(sa.select(sa.func.pg_advisory_lock(EVENT_WRITE_LOCK)))
+            await connection.commit()
+            snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
+            async with snapshot.begin():
+                plan = SpendPlan(await _lifetime(snapshot, cutoff_ms))
+                windowed = await _windowed_keys(snapshot)
+                await _add_windows(snapshot, plan, windowed, cutoff_ms, now_ms)
+            await connection.execute(sa.select(sa.func.pg_advisory_unlock(EVENT_WRITE_LOCK)))
+            await connection.commit()
+        except BaseException:
+            await connection.invalidate()  # closing the connection surely releases the lock
+            raise
     return plan
 
 

@@ -91,6 +91,11 @@ usage_events_rejected = sa.Table(
     sa.Column("error", sa.Text, nullable=False),
 )
 
+# Held shared by every transaction that writes usage events, and alone while a spend restore
+# takes its snapshot: a batch read from a Redis that was then lost is either in the snapshot or
+# still to be read (advisory lock key, any constant).
+EVENT_WRITE_LOCK = 7_226_330_152
+
 # Each key's spend over all its recorded events (rejected ones included), kept by a trigger on
 # both event tables in the inserting statement's transaction (migration 0003), counting only the
 # rows actually inserted: restoring a key's spend reads one row, however many events it has.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -11,15 +12,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio as redis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keymgmt.events import EventConsumer
 from keymgmt.spend import rebuild_all_spend, restore_lost_spend
 from shared.config import PostgresSettings, Settings
 from shared.db import create_engine, keys, migrate, usage_events
 from shared.limits import (
+    EVENT_FIELD,
     EVENTS_STREAM,
     SPEND_MARKER,
     KeyNames,
@@ -27,6 +31,7 @@ from shared.limits import (
     LimitsNotReady,
     spend_key,
 )
+from shared.metrics import Metrics
 from shared.models import Key
 from shared.redispipe import RedisPipe
 from tests.conftest import Endpoint
@@ -268,3 +273,39 @@ async def test_a_restore_waits_for_one_under_way_elsewhere(
     assert sum(results) == 1
     assert await spend_of(empty_redis, key.key_id) == 40
     assert not await restore_lost_spend(engine, empty_redis)
+
+
+async def test_events_being_written_when_redis_is_lost_are_restored(
+    engine: AsyncEngine, empty_redis: redis.Redis, settings: Settings
+) -> None:
+    """A batch read from the Redis that was lost, committed while the restore begins."""
+    key = await add_key(engine, cost_limit_in_usd=1.0)
+    await record(engine, key.key_id, 10, ago(60))
+    fields = {
+        EVENT_FIELD: orjson.dumps({
+            "event_id": uuid.uuid4().hex, "request_id": "r", "key_id": key.key_id, "model": "m",
+            "path": "chat/completions", "status": 200, "prompt_tokens": 1, "completion_tokens": 1,
+            "cached_tokens": 0, "cost_nano": 900, "latency_ms": 1.0, "upstream_ms": 1.0,
+            "streamed": False, "time": time.time(),
+        })
+    }  # fmt: skip
+    await empty_redis.xadd(EVENTS_STREAM, fields)
+    written = Metrics().counter("written_total", "events written")
+    consumer = EventConsumer(empty_redis, engine, written, name="c", claim_idle_ms=0)
+    blocker = await connect(settings.postgres)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        # Holds the consumer's insert mid-transaction: its trigger waits on the key's total.
+        await blocker.execute("SELECT * FROM key_spend WHERE key_id = $1 FOR UPDATE", key.key_id)
+        consuming = asyncio.create_task(consumer.consume_once())
+        await asyncio.sleep(0.3)
+        await empty_redis.flushdb()  # Redis restarts empty, the batch not yet committed
+        restoring = asyncio.create_task(restore_lost_spend(engine, empty_redis))
+        await asyncio.sleep(0.3)
+        await transaction.rollback()
+        assert await restoring
+    finally:
+        await blocker.close()
+    assert await consuming == 1
+    assert await spend_of(empty_redis, key.key_id) == 910
