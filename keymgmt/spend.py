@@ -37,7 +37,7 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local cutoff = redis.call('GET', KEYS[1])
 if not cutoff then
   local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-  cutoff = first and string.match(first[1], '^%d+') or tostring(now)
+  cutoff = first and string.match(first[1], '^%d+') or string.format('%d', now)
   redis.call('SET', KEYS[1], cutoff)
 end
 return {tonumber(cutoff), now}

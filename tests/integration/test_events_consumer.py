@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.events import GROUP, EventConsumer
 from shared.config import Settings
-from shared.db import usage_events
+from shared.db import key_spend, usage_events
 from shared.limits import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
@@ -83,6 +83,11 @@ async def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     events = [orjson.loads(entry[EVENT_FIELD]) for entry in sent]
     assert sorted(r.request_id for r in rows) == sorted(e["request_id"] for e in events)
     assert sum(r.cost_nano for r in rows) == sum(e["cost_nano"] for e in events)
+    async with engine.connect() as connection:
+        total = await connection.scalar(
+            sa.select(key_spend.c.cost_nano).where(key_spend.c.key_id == key_id)
+        )
+    assert total == sum(e["cost_nano"] for e in events)  # a batch written again counts once
     pending: Any = await client.xpending(EVENTS_STREAM, GROUP)
     assert pending["pending"] == 0
 

@@ -309,3 +309,28 @@ async def test_events_being_written_when_redis_is_lost_are_restored(
         await blocker.close()
     assert await consuming == 1
     assert await spend_of(empty_redis, key.key_id) == 910
+
+
+async def test_every_try_of_a_restore_keeps_the_cutoff_of_the_first(
+    engine: AsyncEngine, short_engine: AsyncEngine, empty_redis: redis.Redis, settings: Settings
+) -> None:
+    key = await add_key(engine, cost_limit_in_usd=1.0)
+    await record(engine, key.key_id, 1000, ago(120))  # charged into the Redis that was lost
+    seconds, micros = await empty_redis.time()
+    first_ms = seconds * 1000 + micros // 1000
+    first_id = await empty_redis.xadd(EVENTS_STREAM, {"event": b"{}"}, id=f"{first_ms}-0")
+    await empty_redis.incrby(spend_key(key.key_id), 30)
+    await record(engine, key.key_id, 30, datetime.fromtimestamp(first_ms / 1000, UTC))
+    blocker = await connect(settings.postgres)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(TimeoutError):
+                await restore_lost_spend(short_engine, empty_redis)
+    finally:
+        await blocker.close()
+    # Meanwhile the stream's head is trimmed away (its length cap) behind newer entries.
+    await empty_redis.xadd(EVENTS_STREAM, {"event": b"{}"}, id=f"{first_ms + 1000}-0")
+    await empty_redis.xdel(EVENTS_STREAM, first_id)
+    assert await restore_lost_spend(short_engine, empty_redis)
+    assert await spend_of(empty_redis, key.key_id) == 1030
