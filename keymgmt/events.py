@@ -43,6 +43,7 @@ EVENT_KEY = EVENT_FIELD.encode()
 BATCH = 500
 INT64 = range(-(2**63), 2**63)
 Entry = tuple[bytes, dict[bytes, bytes]]
+Parsed = tuple[bytes, dict[bytes, bytes], dict[str, Any]]  # an entry and its table row
 
 # Trims below the oldest pending entry, or below the last acknowledged one when none is pending:
 # every lower entry was delivered and acknowledged. Not while the spend marker is absent: the
@@ -68,8 +69,12 @@ def raw_event(fields: dict[bytes, bytes]) -> str:
     """An entry's event as text, however malformed, to keep it where it can be read."""
     raw = fields.get(EVENT_KEY)
     if raw is None:
-        raw = orjson.dumps({name.decode(errors="replace"): value.decode(errors="replace")
-                            for name, value in fields.items()})  # fmt: skip
+        raw = orjson.dumps(
+            {
+                name.decode(errors="replace"): value.decode(errors="replace")
+                for name, value in fields.items()
+            }
+        )
     return raw.decode(errors="replace").replace("\x00", "")
 
 
@@ -209,7 +214,8 @@ class EventConsumer:
         return list(reply[1])
 
     async def _write(self, entries: list[Entry]) -> None:
-        rows, parked = [], []
+        rows: list[Parsed] = []
+        parked: list[dict[str, Any]] = []
         for entry_id, fields in entries:
             row = row_of(entry_id, fields)
             if row is None:
@@ -231,8 +237,7 @@ class EventConsumer:
             await self._write_each(rows, parked)
         self._written.inc(len(rows))
 
-    async def _write_each(self, rows: list[tuple[bytes, dict[bytes, bytes], Any]],
-                          parked: list[dict[str, Any]]) -> None:  # fmt: skip
+    async def _write_each(self, rows: list[Parsed], parked: list[dict[str, Any]]) -> None:
         """One event at a time, keeping aside those Postgres refuses; in key order, as the batch
         insert locks the keys' totals, so that concurrent consumers never deadlock."""
         async with self._engine.begin() as connection:

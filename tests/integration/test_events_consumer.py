@@ -96,14 +96,21 @@ async def test_malformed_entries_are_skipped_not_retried_forever(
     client: redis.Redis, engine: AsyncEngine
 ) -> None:
     key_id = str(uuid.uuid4())
-    await client.xadd(EVENTS_STREAM, {"event_id": "not-a-uuid", "junk": "x"})
-    await client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"not json"})
-    await client.xadd(EVENTS_STREAM, event(key_id, 2, event_id="not-a-uuid"))
+    malformed = [
+        await client.xadd(EVENTS_STREAM, {"event_id": "not-a-uuid", "junk": "x"}),
+        await client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"not json"}),
+        await client.xadd(EVENTS_STREAM, event(key_id, 2, event_id="not-a-uuid")),
+    ]
     await client.xadd(EVENTS_STREAM, event(key_id, 1))
     reader = consumer(client, engine, "only")
     assert await reader.consume_once() == 4
     assert await reader.consume_once() == 0
     assert len(await rows_for(engine, key_id)) == 1
+    async with engine.connect() as connection:  # kept aside, as they came
+        query = sa.text("SELECT event FROM usage_events_rejected WHERE entry_id = ANY(:ids)")
+        kept = (await connection.execute(query, {"ids": [i.decode() for i in malformed]})).all()
+    assert len(kept) == 3
+    assert {"not json", '{"event_id":"not-a-uuid","junk":"x"}'} < {row.event for row in kept}
 
 
 async def test_entries_in_the_older_field_per_value_format_are_recorded(
