@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from keymgmt.event_rows import redis_time
 from shared.db import (
     EVENT_WRITE_LOCK,
     key_from_row,
@@ -44,10 +45,6 @@ class SpendPlan:
 
     spend: dict[str, int] = field(default_factory=dict)
     windows: dict[str, Window] = field(default_factory=dict)
-
-
-def as_time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)  # as the consumer stores recorded_at
 
 
 async def read_plan(engine: AsyncEngine, cutoff_ms: int | None, now_ms: int) -> SpendPlan:
@@ -83,7 +80,7 @@ async def _lifetime(connection: AsyncConnection, cutoff_ms: int | None) -> dict[
         )
     }
     if cutoff_ms is not None:
-        for key_id, cost in await connection.execute(_since(as_time(cutoff_ms))):
+        for key_id, cost in await connection.execute(_since(redis_time(cutoff_ms))):
             # Charged into the restarted Redis: it holds them already.
             totals[str(key_id)] = totals.get(str(key_id), 0) - int(cost)
     return {spend_key(key_id): cost for key_id, cost in totals.items() if cost > 0}
@@ -158,8 +155,8 @@ async def _add(
         sa.select(usage_events.c.key_id, bucket, aggregate(usage_events.c.cost_nano))
         .where(
             usage_events.c.key_id == sa.any_(ids),
-            usage_events.c.recorded_at >= as_time(int(now_ms - window_ms - width)),
-            usage_events.c.recorded_at < as_time(until_ms),
+            usage_events.c.recorded_at >= redis_time(int(now_ms - window_ms - width)),
+            usage_events.c.recorded_at < redis_time(until_ms),
         )
         .group_by(usage_events.c.key_id, bucket)
     )
