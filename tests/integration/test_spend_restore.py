@@ -18,6 +18,8 @@ import redis.asyncio as redis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keymgmt.app import SPEND_CHECK_INTERVAL
+from keymgmt.app import create_app as create_keymgmt
 from keymgmt.events import EventConsumer
 from keymgmt.spend import rebuild_all_spend, restore_lost_spend
 from shared.config import PostgresSettings, Settings
@@ -334,3 +336,25 @@ async def test_every_try_of_a_restore_keeps_the_cutoff_of_the_first(
     await empty_redis.xdel(EVENTS_STREAM, first_id)
     assert await restore_lost_spend(short_engine, empty_redis)
     assert await spend_of(empty_redis, key.key_id) == 1030
+
+
+async def test_keymgmt_tries_a_failed_restore_again(
+    aiohttp_client: Any, engine: AsyncEngine, empty_redis: redis.Redis, settings: Settings
+) -> None:
+    key = await add_key(engine, cost_limit_in_usd=1.0)
+    await record(engine, key.key_id, 777, ago(60))
+    blocker = await connect(settings.postgres)
+    try:
+        async with blocker.transaction():
+            # Longer than the statement timeout: keymgmt's first try fails.
+            await blocker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
+            await aiohttp_client(create_keymgmt(settings))
+            await asyncio.sleep(settings.postgres.read_timeout + 1)
+            assert not await empty_redis.exists(SPEND_MARKER)
+    finally:
+        await blocker.close()
+    for _ in range(int(SPEND_CHECK_INTERVAL + 10) * 5):  # the next try, within one interval
+        if await empty_redis.exists(SPEND_MARKER):
+            break
+        await asyncio.sleep(0.2)
+    assert await spend_of(empty_redis, key.key_id) == 777
