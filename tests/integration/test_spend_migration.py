@@ -81,3 +81,17 @@ async def test_the_totals_start_from_the_events_already_recorded(old_schema: Asy
             sa.select(key_spend.c.cost_nano).where(key_spend.c.key_id == first)
         )
     assert total == sum(range(4, 1001, 4)) + 5
+
+
+async def test_the_migration_goes_down_and_up_again(old_schema: AsyncEngine) -> None:
+    def down_and_up(connection: sa.Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        command.downgrade(config, "0002")
+        assert not sa.inspect(connection).has_table("key_spend")
+        command.upgrade(config, "head")
+
+    async with old_schema.begin() as connection:
+        await connection.run_sync(down_and_up)
+        assert await connection.scalar(sa.select(sa.func.count()).select_from(key_spend)) == 0
