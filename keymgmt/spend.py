@@ -7,7 +7,8 @@ first try, and the consumer does not trim the stream until the marker is back, s
 one restore agrees on it. Lifetime spend comes from the per-key totals, the current windows from
 the events of the last window. One keymgmt replica restores at a time (a lock that expires if it
 dies), and everything is written, marker last, in one script call, only while it holds the lock:
-until then no proxy trusts the counters, and a restore that failed is tried again from scratch.
+until then no proxy trusts the counters, and a restore that failed has written nothing and is
+tried again.
 """
 
 from __future__ import annotations
