@@ -1,7 +1,7 @@
 """`python -m keymgmt` serves the admin API.
 
 `python -m keymgmt migrate` only migrates; `python -m keymgmt rebuild-spend` sets every key's
-lifetime spend in Redis to the sum of its usage events in Postgres.
+spend in Redis to its total in Postgres, and its current windows from the events of the last one.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def _rebuild_spend(settings: Settings) -> None:
         await wait_for_database(engine)
         await migrate(engine)
         rebuilt = await rebuild_all_spend(engine, client)
-        log.info("lifetime spend rebuilt from usage events", extra={"keys": rebuilt})
+        log.info("spend rebuilt from the per-key totals", extra={"keys": rebuilt})
     finally:
         await client.aclose()
         await engine.dispose()

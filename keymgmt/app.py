@@ -28,7 +28,7 @@ from keymgmt.typedefs import (
     STORE,
 )
 from shared.config import Settings
-from shared.db import create_engine, migrate, wait_for_database
+from shared.db import create_engine, describe, migrate, wait_for_database
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
@@ -68,7 +68,7 @@ async def _forever(step: Callable[[], Awaitable[object]], interval: float, what:
             await step()
         except Exception as error:  # Redis or Postgres away: try again next time
             raise_if_cancelled()
-            log.warning("%s failed: %s", what, error)
+            log.warning("%s failed: %s", what, describe(error))
         await asyncio.sleep(interval)
 
 

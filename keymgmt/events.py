@@ -2,7 +2,9 @@
 
 Entries are acknowledged only after their batch is committed, and rows are keyed by event id, so
 a consumer killed at any point loses nothing and duplicates nothing: what it had read but not
-acknowledged stays pending, and is claimed again by itself or by another consumer.
+acknowledged stays pending, and is claimed again by itself or by another consumer. An event
+Postgres refuses is kept aside in usage_events_rejected, so that it cannot stall the others.
+After each commit the stream is trimmed below the oldest entry not yet written.
 """
 
 from __future__ import annotations
@@ -11,66 +13,52 @@ import asyncio
 import logging
 import os
 import socket
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis.asyncio as redis
+import sqlalchemy as sa
 from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import describe, is_unavailable, usage_events
-from shared.limits import EVENT_FIELD, EVENTS_STREAM
+from keymgmt.event_rows import rejection, row_of
+from shared.db import (
+    EVENT_WRITE_LOCK,
+    describe,
+    is_unavailable,
+    usage_events,
+    usage_events_rejected,
+)
+from shared.limits import EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Counter
 from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.events")
 
 GROUP = "keymgmt"
-EVENT_KEY = EVENT_FIELD.encode()
 BATCH = 500
+Entry = tuple[bytes, dict[bytes, bytes]]
+Parsed = tuple[bytes, dict[bytes, bytes], dict[str, Any]]  # an entry and its table row
+
+# Trims below the oldest pending entry, or below the last acknowledged one when none is pending:
+# every lower entry was delivered and acknowledged. Not while the spend marker is absent: the
+# spend restore then needs the first entry of the stream (see keymgmt.spend).
+TRIM = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local oldest = redis.call('XPENDING', KEYS[1], ARGV[1])[2]
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest or ARGV[2])
+"""
 
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _text(value: Any, limit: int = 512) -> str:
-    if not isinstance(value, str):
-        raise ValueError("not text")
-    return value.replace("\x00", "")[:limit]
-
-
-def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
-    """The table row of one stream entry, or None for an entry that is not an event."""
-    try:
-        if EVENT_KEY in fields:
-            event = orjson.loads(fields[EVENT_KEY])
-        else:  # a field per value, as proxies before the JSON field wrote them
-            event = {name.decode(): value.decode() for name, value in fields.items()}
-        recorded_ms = int(entry_id.split(b"-")[0])
-        return {
-            "event_id": str(uuid.UUID(event["event_id"])),
-            "request_id": _text(event["request_id"]),
-            "key_id": str(uuid.UUID(event["key_id"])),
-            "model": _text(event["model"]),
-            "path": _text(event["path"]),
-            "status": int(event["status"]),
-            "prompt_tokens": int(event["prompt_tokens"]),
-            "completion_tokens": int(event["completion_tokens"]),
-            "cached_tokens": int(event["cached_tokens"]),
-            "cost_nano": int(event["cost_nano"]),
-            "latency_ms": float(event["latency_ms"]),
-            "upstream_ms": float(event["upstream_ms"]),
-            "streamed": event["streamed"] in (True, "1"),
-            "created_at": datetime.fromtimestamp(float(event["time"]), UTC),
-            "recorded_at": datetime.fromtimestamp(recorded_ms / 1000, UTC),
-        }
-    # JSONDecodeError and UnicodeDecodeError are ValueErrors.
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
+def is_rejection(error: BaseException) -> bool:
+    """Postgres refused the data itself (SQLSTATE class 22 or 23): sending it again cannot help."""
+    code = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    return isinstance(error, exc.DBAPIError) and code[:2] in ("22", "23")
 
 
 class EventConsumer:
@@ -91,6 +79,7 @@ class EventConsumer:
         self._block_ms = block_ms  # below the Redis read timeout, or every idle read times out
         self._failing = False
         self._group_ready = False
+        self._trim = client.register_script(TRIM)
 
     async def run(self) -> None:
         delay = 0.5
@@ -119,8 +108,16 @@ class EventConsumer:
             entries = await self._read(">", block_ms)
         if not entries:
             return 0
-        await self._write(entries)
-        await self._client.xack(EVENTS_STREAM, GROUP, *(entry_id for entry_id, _ in entries))
+        # An entry trimmed before it was written has no fields: nothing of it is left to write,
+        # and acknowledging it lets the trimming pass it.
+        await self._write([entry for entry in entries if entry[1]])
+        ids = [entry_id for entry_id, _ in entries]
+        acknowledged = await self._client.xack(EVENTS_STREAM, GROUP, *ids)
+        # Fewer acknowledged: this may not be the Redis they were read from (it restarted), whose
+        # ids are no bound for the new stream's. The next batch trims.
+        if acknowledged == len(ids):
+            last = max(ids, key=stream_order)
+            await self._trim(keys=[EVENTS_STREAM, SPEND_MARKER], args=[GROUP, last])
         return len(entries)
 
     async def _ensure_group(self) -> None:
@@ -133,33 +130,62 @@ class EventConsumer:
                 raise
         self._group_ready = True
 
-    async def _read(self, start: str, block_ms: int = 0) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _read(self, start: str, block_ms: int = 0) -> list[Entry]:
         reply: Any = await self._client.xreadgroup(
             GROUP, self.name, {EVENTS_STREAM: start}, count=BATCH, block=block_ms or None
         )
-        return [entry for _, entries in reply or () for entry in entries if entry[1]]
+        return [entry for _, entries in reply or () for entry in entries]
 
-    async def _claim(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _claim(self) -> list[Entry]:
         # Entries a dead consumer read but never acknowledged.
         reply = await self._client.xautoclaim(
             EVENTS_STREAM, GROUP, self.name, self._claim_idle_ms, start_id="0-0", count=BATCH
         )
-        return [entry for entry in reply[1] if entry[1]]
+        return list(reply[1])
 
-    async def _write(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        rows = []
+    async def _write(self, entries: list[Entry]) -> None:
+        rows: list[Parsed] = []
+        parked: list[dict[str, Any]] = []
         for entry_id, fields in entries:
             row = row_of(entry_id, fields)
             if row is None:
-                log.error("skipping a malformed usage event %s", entry_id.decode())
+                log.error("keeping aside a malformed usage event %s", entry_id.decode())
+                parked.append(rejection(entry_id, fields, None, "malformed"))
             else:
-                rows.append(row)
-        if rows:
+                rows.append((entry_id, fields, row))
+        if not (rows or parked):
+            return
+        try:
             async with self._engine.begin() as connection:
-                await connection.execute(
-                    insert(usage_events).on_conflict_do_nothing(index_elements=["event_id"]), rows
-                )
-            self._written.inc(len(rows))
+                await _hold_off_restores(connection)
+                if rows:
+                    await connection.execute(_insert_events([row for _, _, row in rows]))
+                await _park(connection, parked)
+        except exc.DBAPIError as error:
+            if is_unavailable(error) or not is_rejection(error):
+                raise
+            await self._write_each(rows, parked)
+        self._written.inc(len(rows))
+
+    async def _write_each(self, rows: list[Parsed], parked: list[dict[str, Any]]) -> None:
+        """One event at a time, keeping aside those Postgres refuses; in key order, as the batch
+        insert locks the keys' totals, so that concurrent consumers never deadlock."""
+        async with self._engine.begin() as connection:
+            await _hold_off_restores(connection)
+            for entry_id, fields, row in sorted(rows, key=lambda item: item[2]["key_id"]):
+                try:
+                    async with connection.begin_nested():
+                        await connection.execute(_insert_events([row]))
+                except exc.DBAPIError as error:
+                    if is_unavailable(error) or not is_rejection(error):
+                        raise
+                    log.error(
+                        "keeping aside a usage event Postgres refused %s: %s",
+                        entry_id.decode(),
+                        describe(error),
+                    )
+                    await _park(connection, [rejection(entry_id, fields, row, describe(error))])
+            await _park(connection, parked)  # malformed ones: no key, nothing locked
 
     def _failed(self, error: BaseException) -> None:
         if not self._failing:
@@ -170,3 +196,23 @@ class EventConsumer:
         if self._failing:
             log.info("usage events flowing again")
         self._failing = False
+
+
+def stream_order(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, sequence = entry_id.split(b"-")
+    return int(milliseconds), int(sequence)
+
+
+async def _hold_off_restores(connection: AsyncConnection) -> None:
+    await connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(EVENT_WRITE_LOCK)))
+
+
+def _insert_events(rows: list[dict[str, Any]]) -> Any:
+    # One statement, so that the spend trigger runs once per batch.
+    return insert(usage_events).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
+
+
+async def _park(connection: AsyncConnection, parked: list[dict[str, Any]]) -> None:
+    if parked:
+        statement = insert(usage_events_rejected).values(parked)
+        await connection.execute(statement.on_conflict_do_nothing(index_elements=["entry_id"]))

@@ -1,71 +1,126 @@
-"""Lifetime spend rebuilt in Redis from the usage events in Postgres, when Redis has lost it."""
+"""Spend rebuilt in Redis from Postgres, when Redis has lost it.
+
+An event reaches the stream in the same script call as its charge. The events recorded before
+the first entry of a restarted Redis's stream (or before the restore began, if it has none) are
+the charges that Redis lost; later ones it holds already. That cutoff is kept in Redis from the
+first try, and the consumer does not trim the stream until the marker is back, so every try of
+one restore agrees on it. Lifetime spend comes from the per-key totals, the current windows from
+the events of the last window. One keymgmt replica restores at a time (a lock that expires if it
+dies), and everything is written, marker last, in one script call, only while it holds the lock:
+until then no proxy trusts the counters, and a restore that failed has written nothing and is
+tried again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from datetime import UTC, datetime
+import os
 from typing import Any
 
 import redis.asyncio as redis
-import sqlalchemy as sa
+from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import usage_events
-from shared.limits import EVENTS_STREAM, SPEND_MARKER, spend_key
+from keymgmt.spend_totals import SpendPlan, read_plan
+from shared.limits import EVENTS_STREAM, PREFIX, SPEND_MARKER
 
 log = logging.getLogger("gateway.spend")
 
+RESTORE_LOCK = f"{PREFIX}spend-restore-lock"
+RESTORE_CUTOFF = f"{PREFIX}spend-restore-cutoff"
+LOCK_SECONDS = 120  # far above a restore's few bounded queries
 
-async def spend_by_key(engine: AsyncEngine, before: datetime | None = None) -> dict[str, int]:
-    """Spend per key from the events; with `before`, only what reached Redis before that time."""
-    query = sa.select(usage_events.c.key_id, sa.func.sum(usage_events.c.cost_nano)).group_by(
-        usage_events.c.key_id
-    )
-    if before is not None:
-        query = query.where(usage_events.c.recorded_at < before)
-    async with engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return {str(key_id): int(total) for key_id, total in rows if total}
+# Returns {cutoff ms, now ms}, by Redis's clock. KEYS: 1 cutoff, 2 event stream.
+CUTOFF = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local cutoff = redis.call('GET', KEYS[1])
+if not cutoff then
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  cutoff = first and string.match(first[1], '^%d+') or string.format('%d', now)
+  redis.call('SET', KEYS[1], cutoff)
+end
+return {tonumber(cutoff), now}
+"""
+
+# Writes a plan and sets the marker, if the lock is still this writer's; 1 if it did.
+# KEYS: 1 marker, 2 lock, 3 cutoff, then S lifetime spend keys, then the window hashes.
+# ARGV: 1 lock token, 2 marker value ("restored": add to what is there, unless the marker is
+# back already; "rebuilt": replace it), 3 S, then S amounts, then for each hash its ttl ms, its
+# number of buckets B and B bucket/value pairs.
+APPLY = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local replace = ARGV[2] == 'rebuilt'
+if not replace and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local spends = tonumber(ARGV[3])
+for i = 1, spends do
+  if replace then redis.call('SET', KEYS[3 + i], ARGV[3 + i])
+  else redis.call('INCRBY', KEYS[3 + i], ARGV[3 + i]) end
+end
+local a = 4 + spends
+for k = 4 + spends, #KEYS do
+  local buckets = tonumber(ARGV[a + 1])
+  if replace then redis.call('DEL', KEYS[k]) end
+  for b = 1, buckets do
+    redis.call('HINCRBY', KEYS[k], ARGV[a + 2 * b], ARGV[a + 2 * b + 1])
+  end
+  redis.call('PEXPIRE', KEYS[k], ARGV[a])
+  a = a + 2 + 2 * buckets
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[3])
+return 1
+"""
 
 
 async def restore_lost_spend(engine: AsyncEngine, client: redis.Redis) -> bool:
-    """If Redis came back empty, add the spend it held before; True if it did.
-
-    An event reaches the stream in the same script call as its charge. The events recorded before
-    the first entry of the new stream (or before now, if it has none yet) are the charges the
-    restarted Redis lost; later ones it holds already. The marker is taken first, so that one
-    keymgmt replica does this, once.
-    """
+    """If Redis came back empty, give it the spend it held before; True if this call did."""
     if await client.exists(SPEND_MARKER):
         return False
-    if not await client.set(SPEND_MARKER, "restored", nx=True):
-        return False
-    first: Any = await client.xrange(EVENTS_STREAM, count=1)
-    if first:
-        cutoff_ms = int(first[0][0].split(b"-")[0])
-    else:
-        seconds, micros = await client.time()
-        cutoff_ms = seconds * 1000 + micros // 1000
-    sums = await spend_by_key(engine, before=datetime.fromtimestamp(cutoff_ms / 1000, UTC))
-    async with client.pipeline(transaction=False) as pipe:
-        for key_id, nano in sums.items():
-            pipe.incrby(spend_key(key_id), nano)
-        await pipe.execute()
-    if sums:
-        log.warning("redis had lost spend: restored it for %d keys from usage events", len(sums))
-    return True
+    token = os.urandom(16).hex()
+    lock = client.lock(RESTORE_LOCK, timeout=LOCK_SECONDS, blocking=False)
+    if not await lock.acquire(token=token):
+        return False  # another replica is restoring
+    try:
+        cutoff_ms, now_ms = await client.register_script(CUTOFF)(
+            keys=[RESTORE_CUTOFF, EVENTS_STREAM]
+        )
+        plan = await read_plan(engine, int(cutoff_ms), int(now_ms))
+        restored = await _apply(client, plan, token, "restored")
+    finally:
+        with contextlib.suppress(LockError):  # it expired: the apply refused to write
+            await lock.release()
+    if restored and plan.spend:
+        log.warning("redis had lost spend: restored it for %d keys", len(plan.spend))
+    return restored
 
 
 async def rebuild_all_spend(engine: AsyncEngine, client: redis.Redis) -> int:
-    """Set every key's lifetime spend to the sum of its events (`python -m keymgmt rebuild-spend`).
+    """Set every key's spend and current windows from Postgres (`python -m keymgmt rebuild-spend`).
 
     Run it with the proxies stopped, or accept that calls settling meanwhile may be counted
-    twice or not at all.
+    twice or not at all. Returns the number of keys with spend.
     """
-    sums = await spend_by_key(engine)
-    async with client.pipeline(transaction=False) as pipe:
-        for key_id, nano in sums.items():
-            pipe.set(spend_key(key_id), nano)
-        pipe.set(SPEND_MARKER, "rebuilt")
-        await pipe.execute()
-    return len(sums)
+    token = os.urandom(16).hex()
+    lock = client.lock(RESTORE_LOCK, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS)
+    if not await lock.acquire(token=token):
+        raise RuntimeError("a spend restore holds the lock; try again")
+    try:
+        seconds, micros = await client.time()
+        plan = await read_plan(engine, None, seconds * 1000 + micros // 1000)
+        await _apply(client, plan, token, "rebuilt")
+    finally:
+        with contextlib.suppress(LockError):
+            await lock.release()
+    return len(plan.spend)
+
+
+async def _apply(client: redis.Redis, plan: SpendPlan, token: str, marker: str) -> bool:
+    keys = [SPEND_MARKER, RESTORE_LOCK, RESTORE_CUTOFF, *plan.spend, *plan.windows]
+    args: list[Any] = [token, marker, len(plan.spend), *plan.spend.values()]
+    for window in plan.windows.values():
+        args += [window.ttl_ms, len(window.buckets)]
+        for bucket, value in window.buckets.items():
+            args += [bucket, value]
+    return bool(await client.register_script(APPLY)(keys=keys, args=args))

@@ -75,6 +75,37 @@ usage_events = sa.Table(
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)
+# The spend restore reads the events recorded since a cutoff, and those of the last window.
+sa.Index("usage_events_recorded_at", usage_events.c.recorded_at)
+
+# Events Postgres refused or that could not be read, kept as they arrived instead of stalling the
+# consumer. key_id and cost_nano are set when the event had valid ones: the charge is counted.
+usage_events_rejected = sa.Table(
+    "usage_events_rejected",
+    metadata,
+    sa.Column("entry_id", sa.Text, primary_key=True),  # the stream entry's id
+    sa.Column("key_id", UUID(as_uuid=False)),
+    sa.Column("cost_nano", sa.BigInteger),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+)
+
+# Held shared by every transaction that writes usage events, and alone while a spend restore
+# takes its snapshot: a batch read from a Redis that was then lost is either in the snapshot or
+# still to be read (advisory lock key, any constant).
+EVENT_WRITE_LOCK = 7_226_330_152
+
+# Each key's spend over all its recorded events (rejected ones included), kept by a trigger on
+# both event tables in the inserting statement's transaction (migration 0003), counting only the
+# rows actually inserted: restoring a key's spend reads one row, however many events it has.
+key_spend = sa.Table(
+    "key_spend",
+    metadata,
+    sa.Column("key_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("cost_nano", sa.BigInteger, nullable=False),
+    sa.Column("events", sa.BigInteger, nullable=False),
+)
 
 
 def key_from_row(row: Any) -> Key:

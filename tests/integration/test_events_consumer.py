@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,12 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.events import GROUP, EventConsumer
 from shared.config import Settings
-from shared.db import usage_events
-from shared.limits import EVENT_FIELD, EVENTS_STREAM
+from shared.db import key_spend, usage_events
+from shared.limits import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
-
-ISOLATED_DB = 12  # the stream is flushed here; other tests' proxies write to their own db
 
 
 class Died(Exception):
@@ -30,7 +27,8 @@ class Died(Exception):
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[redis.Redis]:
-    connection = create_redis(replace(settings.redis, db=ISOLATED_DB))
+    """The run's own Redis database (TEST_REDIS_DB), flushed: no other test's stream in it."""
+    connection = create_redis(settings.redis)
     await connection.flushdb()
     yield connection
     await connection.flushdb()
@@ -85,6 +83,11 @@ async def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     events = [orjson.loads(entry[EVENT_FIELD]) for entry in sent]
     assert sorted(r.request_id for r in rows) == sorted(e["request_id"] for e in events)
     assert sum(r.cost_nano for r in rows) == sum(e["cost_nano"] for e in events)
+    async with engine.connect() as connection:
+        total = await connection.scalar(
+            sa.select(key_spend.c.cost_nano).where(key_spend.c.key_id == key_id)
+        )
+    assert total == sum(e["cost_nano"] for e in events)  # a batch written again counts once
     pending: Any = await client.xpending(EVENTS_STREAM, GROUP)
     assert pending["pending"] == 0
 
@@ -93,14 +96,21 @@ async def test_malformed_entries_are_skipped_not_retried_forever(
     client: redis.Redis, engine: AsyncEngine
 ) -> None:
     key_id = str(uuid.uuid4())
-    await client.xadd(EVENTS_STREAM, {"event_id": "not-a-uuid", "junk": "x"})
-    await client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"not json"})
-    await client.xadd(EVENTS_STREAM, event(key_id, 2, event_id="not-a-uuid"))
+    malformed = [
+        await client.xadd(EVENTS_STREAM, {"event_id": "not-a-uuid", "junk": "x"}),
+        await client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"not json"}),
+        await client.xadd(EVENTS_STREAM, event(key_id, 2, event_id="not-a-uuid")),
+    ]
     await client.xadd(EVENTS_STREAM, event(key_id, 1))
     reader = consumer(client, engine, "only")
     assert await reader.consume_once() == 4
     assert await reader.consume_once() == 0
     assert len(await rows_for(engine, key_id)) == 1
+    async with engine.connect() as connection:  # kept aside, as they came
+        query = sa.text("SELECT event FROM usage_events_rejected WHERE entry_id = ANY(:ids)")
+        kept = (await connection.execute(query, {"ids": [i.decode() for i in malformed]})).all()
+    assert len(kept) == 3
+    assert {"not json", '{"event_id":"not-a-uuid","junk":"x"}'} < {row.event for row in kept}
 
 
 async def test_entries_in_the_older_field_per_value_format_are_recorded(
@@ -144,3 +154,82 @@ async def test_event_rows_keep_their_numbers(client: redis.Redis, engine: AsyncE
             .where(usage_events.c.event_id == str(uuid.UUID(event_id)))
         )
     assert total == 1
+
+
+async def test_an_event_postgres_refuses_is_kept_aside_and_the_batch_written(
+    client: redis.Redis, engine: AsyncEngine
+) -> None:
+    key_id = str(uuid.uuid4())
+    await client.xadd(EVENTS_STREAM, event(key_id, 1))
+    overflowing = orjson.loads(event(key_id, 2)[EVENT_FIELD])
+    overflowing["prompt_tokens"] = 2**40  # a compatible upstream's usage, past an int32 column
+    refused_id = await client.xadd(EVENTS_STREAM, {EVENT_FIELD: orjson.dumps(overflowing)})
+    await client.xadd(EVENTS_STREAM, event(key_id, 3))
+    reader = consumer(client, engine, "only")
+    assert await reader.consume_once() == 3
+    assert await reader.consume_once() == 0
+    assert sorted(row.request_id for row in await rows_for(engine, key_id)) == ["req-1", "req-3"]
+    async with engine.connect() as connection:
+        query = sa.text("SELECT * FROM usage_events_rejected WHERE entry_id = :id")
+        (parked,) = (await connection.execute(query, {"id": refused_id.decode()})).all()
+    assert (str(parked.key_id), parked.cost_nano) == (key_id, 1002)  # its charge still counts
+    assert orjson.loads(parked.event)["prompt_tokens"] == 2**40
+    assert "int32" in parked.error
+    pending: Any = await client.xpending(EVENTS_STREAM, GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_the_stream_stays_short_while_events_keep_flowing(
+    client: redis.Redis, engine: AsyncEngine
+) -> None:
+    await client.set(SPEND_MARKER, "test")
+    key_id = str(uuid.uuid4())
+    reader = consumer(client, engine, "only")
+    lengths = []
+    for round_ in range(12):
+        for n in range(250):
+            await client.xadd(EVENTS_STREAM, event(key_id, round_ * 250 + n))
+        while await reader.consume_once():
+            pass
+        lengths.append(await client.xlen(EVENTS_STREAM))
+    assert len(await rows_for(engine, key_id)) == 3000
+    # Trimming drops whole stream nodes (100 entries by default): some entries stay behind.
+    assert max(lengths) <= 250
+
+
+async def test_trimming_keeps_every_entry_not_yet_written(
+    client: redis.Redis, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await client.set(SPEND_MARKER, "test")
+    key_id = str(uuid.uuid4())
+    ids = [await client.xadd(EVENTS_STREAM, event(key_id, n)) for n in range(1500)]
+    first = consumer(client, engine, "first")
+    monkeypatch.setattr(first, "_write", _die)
+    with pytest.raises(Died):  # entries 0-499 read and never written: pending
+        await first.consume_once()
+    monkeypatch.undo()
+    second = EventConsumer(
+        client, engine, Metrics().counter("w_total", "w"), name="second", claim_idle_ms=3_600_000
+    )
+    assert await second.consume_once() == 500  # 500-999 written; 1000-1499 not read yet
+    assert await client.xlen(EVENTS_STREAM) == 1500  # nothing below the oldest pending entry
+    assert await consumer(client, engine, "first").consume_once() == 500  # its pending ones
+    # None pending now: trimmed below the last entry acknowledged, 499, and no further.
+    assert await client.xlen(EVENTS_STREAM) < 1500
+    kept: Any = await client.xrange(EVENTS_STREAM, min=ids[499])
+    assert [entry_id for entry_id, _ in kept] == ids[499:]
+    assert await second.consume_once() == 500
+    assert len(await rows_for(engine, key_id)) == 1500
+
+
+async def test_the_stream_is_not_trimmed_while_the_spend_is_not_restored(
+    client: redis.Redis, engine: AsyncEngine
+) -> None:
+    """The restore reads the first entry of the stream: when Redis came back empty."""
+    key_id = str(uuid.uuid4())
+    for n in range(1000):
+        await client.xadd(EVENTS_STREAM, event(key_id, n))
+    reader = consumer(client, engine, "only")
+    while await reader.consume_once():
+        pass
+    assert await client.xlen(EVENTS_STREAM) == 1000

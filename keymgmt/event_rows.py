@@ -1,0 +1,85 @@
+"""Stream entries as table rows: a usage event, or the record of one kept aside."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from shared.limits import EVENT_FIELD
+
+EVENT_KEY = EVENT_FIELD.encode()
+INT64 = range(-(2**63), 2**63)
+
+
+def _text(value: Any, limit: int = 512) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not text")
+    return value.replace("\x00", "")[:limit]
+
+
+def raw_event(fields: dict[bytes, bytes]) -> str:
+    """An entry's event as text, however malformed, to keep it where it can be read."""
+    raw = fields.get(EVENT_KEY)
+    if raw is None:
+        raw = orjson.dumps(
+            {
+                name.decode(errors="replace"): value.decode(errors="replace")
+                for name, value in fields.items()
+            }
+        )
+    return raw.decode(errors="replace").replace("\x00", "")
+
+
+def redis_time(ms: int) -> datetime:
+    """A time in ms by Redis's clock, as recorded_at holds it."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def recorded_at(entry_id: bytes) -> datetime:
+    """When the entry, and the charge of the same script call, reached Redis."""
+    return redis_time(int(entry_id.split(b"-")[0]))
+
+
+def rejection(entry_id: bytes, fields: dict[bytes, bytes], row: Any, error: str) -> dict[str, Any]:
+    """The usage_events_rejected row of an entry, with its charge when the event had a valid one."""
+    cost = row["cost_nano"] if row is not None and row["cost_nano"] in INT64 else None
+    return {
+        "entry_id": entry_id.decode(),
+        "key_id": None if cost is None else row["key_id"],
+        "cost_nano": cost,
+        "recorded_at": recorded_at(entry_id),
+        "event": raw_event(fields),
+        "error": error[:1000],
+    }
+
+
+def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """The table row of one stream entry, or None for an entry that is not an event."""
+    try:
+        if EVENT_KEY in fields:
+            event = orjson.loads(fields[EVENT_KEY])
+        else:  # a field per value, as proxies before the JSON field wrote them
+            event = {name.decode(): value.decode() for name, value in fields.items()}
+        return {
+            "event_id": str(uuid.UUID(event["event_id"])),
+            "request_id": _text(event["request_id"]),
+            "key_id": str(uuid.UUID(event["key_id"])),
+            "model": _text(event["model"]),
+            "path": _text(event["path"]),
+            "status": int(event["status"]),
+            "prompt_tokens": int(event["prompt_tokens"]),
+            "completion_tokens": int(event["completion_tokens"]),
+            "cached_tokens": int(event["cached_tokens"]),
+            "cost_nano": int(event["cost_nano"]),
+            "latency_ms": float(event["latency_ms"]),
+            "upstream_ms": float(event["upstream_ms"]),
+            "streamed": event["streamed"] in (True, "1"),
+            "created_at": datetime.fromtimestamp(float(event["time"]), UTC),
+            "recorded_at": recorded_at(entry_id),
+        }
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None

@@ -1,0 +1,167 @@
+"""What Postgres recorded of each key's spend, read for a restore in one consistent snapshot.
+
+Every read is bounded by the number of keys or by the events of the last window, never by all
+the events: lifetime spend comes from the per-key totals (key_spend).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keymgmt.event_rows import redis_time
+from shared.db import (
+    EVENT_WRITE_LOCK,
+    key_from_row,
+    key_spend,
+    keys,
+    usage_events,
+    usage_events_rejected,
+)
+from shared.limits import KeyNames, spend_key
+from shared.models import UNIT_SECONDS, Key
+
+# Buckets a window has, as the limit scripts (shared/lua) lay windows out.
+WINDOW_BUCKETS = 60
+
+
+@dataclass
+class Window:
+    """One bucketed window hash (cost or requests), as the limit scripts keep it."""
+
+    ttl_ms: int
+    buckets: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class SpendPlan:
+    """What to write to Redis: lifetime spend by Redis key, and window hashes by Redis key."""
+
+    spend: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, Window] = field(default_factory=dict)
+
+
+async def read_plan(engine: AsyncEngine, cutoff_ms: int | None, now_ms: int) -> SpendPlan:
+    """The spend Redis should be given.
+
+    With a cutoff (a restore): what was charged into Redis before it, which a Redis that came
+    back empty lost. Without (a rebuild): all of it.
+    """
+    async with engine.connect() as connection:
+        try:
+            # Taken before the snapshot's transaction: its snapshot then sees every event write
+            # that was in flight when the restore began.
+            await connection.execute(sa.select(sa.func.pg_advisory_lock(EVENT_WRITE_LOCK)))
+            await connection.commit()
+            snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
+            async with snapshot.begin():
+                plan = SpendPlan(await _lifetime(snapshot, cutoff_ms))
+                windowed = await _windowed_keys(snapshot)
+                await _add_windows(snapshot, plan, windowed, cutoff_ms, now_ms)
+            await connection.execute(sa.select(sa.func.pg_advisory_unlock(EVENT_WRITE_LOCK)))
+            await connection.commit()
+        except BaseException:
+            await connection.invalidate()  # closing the connection surely releases the lock
+            raise
+    return plan
+
+
+async def _lifetime(connection: AsyncConnection, cutoff_ms: int | None) -> dict[str, int]:
+    totals = {
+        str(key_id): int(cost)
+        for key_id, cost in await connection.execute(
+            sa.select(key_spend.c.key_id, key_spend.c.cost_nano)
+        )
+    }
+    if cutoff_ms is not None:
+        for key_id, cost in await connection.execute(_since(redis_time(cutoff_ms))):
+            # Charged into the restarted Redis: it holds them already.
+            totals[str(key_id)] = totals.get(str(key_id), 0) - int(cost)
+    return {spend_key(key_id): cost for key_id, cost in totals.items() if cost > 0}
+
+
+def _since(cutoff: datetime) -> sa.Select[str, int]:
+    recorded = sa.union_all(
+        sa.select(usage_events.c.key_id, usage_events.c.cost_nano).where(
+            usage_events.c.recorded_at >= cutoff
+        ),
+        sa.select(usage_events_rejected.c.key_id, usage_events_rejected.c.cost_nano).where(
+            usage_events_rejected.c.recorded_at >= cutoff,
+            usage_events_rejected.c.cost_nano.is_not(None),
+        ),
+    ).subquery()
+    return sa.select(recorded.c.key_id, sa.func.sum(recorded.c.cost_nano)).group_by(
+        recorded.c.key_id
+    )
+
+
+async def _windowed_keys(connection: AsyncConnection) -> list[Key]:
+    query = keys.select().where(
+        keys.c.deleted_at.is_(None),
+        sa.or_(keys.c.cost_limit_in_usd_over_time > 0, keys.c.rate_limit_over_time > 0),
+    )
+    return [key_from_row(row) for row in await connection.execute(query)]
+
+
+async def _add_windows(
+    connection: AsyncConnection,
+    plan: SpendPlan,
+    windowed: list[Key],
+    cutoff_ms: int | None,
+    now_ms: int,
+) -> None:
+    # Charges after the cutoff are in the restarted Redis's buckets already; admissions are
+    # counted there only once the marker is set, so every event of the rate window counts.
+    cost_until = now_ms + 1 if cutoff_ms is None else cutoff_ms
+    for seconds in sorted(set(UNIT_SECONDS.values())):
+        cost = {
+            key.key_id: KeyNames.of(key).window_spend
+            for key in windowed
+            if key.cost_limit_in_usd_over_time and key.cost_window_seconds == seconds
+        }
+        rate = {
+            key.key_id: KeyNames.of(key).rate
+            for key in windowed
+            if key.rate_limit_over_time and key.rate_window_seconds == seconds
+        }
+        await _add(connection, plan, cost, seconds * 1000, (now_ms, cost_until), sa.func.sum)
+        await _add(connection, plan, rate, seconds * 1000, (now_ms, now_ms + 1), sa.func.count)
+
+
+async def _add(
+    connection: AsyncConnection,
+    plan: SpendPlan,
+    names: dict[str, str],
+    window_ms: int,
+    now_and_until_ms: tuple[int, int],
+    aggregate: Callable[[sa.ColumnElement[int]], sa.ColumnElement[int]],
+) -> None:
+    """The buckets of one window length for the keys in `names` (key id: Redis hash name)."""
+    if not names:
+        return
+    now_ms, until_ms = now_and_until_ms
+    width = window_ms / WINDOW_BUCKETS
+    # As the scripts compute it from Redis's clock in ms: floor(ms / width), in floating point.
+    epoch_ms = sa.cast(sa.extract("epoch", usage_events.c.recorded_at) * 1000, sa.Double)
+    bucket = sa.func.floor(epoch_ms / width)
+    ids = sa.bindparam("ids", list(names), type_=ARRAY(UUID(as_uuid=False)))
+    query = (
+        sa.select(usage_events.c.key_id, bucket, aggregate(usage_events.c.cost_nano))
+        .where(
+            usage_events.c.key_id == sa.any_(ids),
+            usage_events.c.recorded_at >= redis_time(int(now_ms - window_ms - width)),
+            usage_events.c.recorded_at < redis_time(until_ms),
+        )
+        .group_by(usage_events.c.key_id, bucket)
+    )
+    ttl_ms = window_ms + math.ceil(width)  # as the scripts set it
+    for key_id, index, total in await connection.execute(query):
+        if total:
+            window = plan.windows.setdefault(names[str(key_id)], Window(ttl_ms))
+            window.buckets[int(index)] = int(total)
