@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from shared.limits import LimitEngine, Settlement
+from shared.limits import LimitEngine, Settlement, UnusableSettlement
 from shared.metrics import Counter
 
 log = logging.getLogger("gateway.settle")
@@ -121,6 +121,19 @@ class Settler:
             batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
         try:
             await self._engine.settle(batch, self._replica, self._number)
+        except UnusableSettlement as unusable:
+            # Sent again at once without that charge, under the same number: nothing was applied.
+            # Its usage event still goes.
+            dropped = batch.pop(unusable.index)
+            log.error(
+                "dropping a charge of %d nano-USD that Redis cannot take: %s",
+                dropped.cost_nano,
+                unusable,
+            )
+            if dropped.event is not None:
+                batch.insert(unusable.index, Settlement(dropped.key, 0, "", dropped.event))
+            self._failed = batch
+            return True
         except Exception as error:
             self._failed = batch
             self._errors.inc(operation="settle")

@@ -131,6 +131,15 @@ class LimitsNotReady(Exception):
     """Redis came back without its data and keymgmt has not restored the spend yet."""
 
 
+class UnusableSettlement(Exception):
+    """Redis holds data that settlement `index` of a batch cannot be applied to (a key of another
+    type): nothing of the batch was applied; without that settlement it can be."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     admitted: bool
@@ -302,12 +311,16 @@ class LimitEngine:
         args: list[int | str | bytes] = [
             EVENTS_MAX_LENGTH, EVENT_FIELD, number, SETTLE_SEQUENCE_TTL_MS, len(events), *events
         ]  # fmt: skip
-        for settlement in settlements:
+        charged: list[int] = []  # the settlements the script gets keys for, by their index
+        for index, settlement in enumerate(settlements):
             if settlement.cost_nano or settlement.reservation:
+                charged.append(index)
                 key_args = self.key_args(settlement.key)
                 keys += key_args.settle_keys
                 args += [settlement.cost_nano, key_args.settle_window_ms, settlement.reservation]
-        await self._run_one(self._settle, self._settle.call(keys, args))
+        reply = await self._run_one(self._settle, self._settle.call(keys, args))
+        if isinstance(reply, list):  # {-2, call, why}
+            raise UnusableSettlement(charged[int(reply[1])], reply[2].decode())
 
     async def usage(self, key: Key) -> KeyUsage:
         names = KeyNames.of(key)

@@ -9,7 +9,8 @@
 --   KEYS[4i+5] reservation expiries (zset), KEYS[4i+6] reservation amounts (hash);
 --   ARGV[A+3i+1] cost (nano-USD), ARGV[A+3i+2] cost window ms (0: no windowed limit),
 --   ARGV[A+3i+3] reservation id ("" if none), where A = 5 + E.
--- Returns the number of calls settled, or -1 when the batch had been applied already.
+-- Returns the number of calls settled, -1 when the batch had been applied already, or
+-- {-2, i, why} when call i's keys hold data it cannot be applied to (then nothing was applied).
 -- A script that fails part-way keeps what it wrote, so everything a write could fail on is
 -- checked before the first one, and the batch's number is stored last: a batch is applied whole,
 -- or not at all and may be sent again.
@@ -23,35 +24,37 @@ local function integer(value)
   return number
 end
 
-local checked = {}
-local function holds(key, kind)
-  if checked[key] then return end
+-- Why `key` cannot take writes meant for a `kind`, or nil.
+local usable = {}
+local function unusable(key, kind)
+  if usable[key] then return nil end
   local found = redis.call('TYPE', key).ok
-  if found ~= 'none' and found ~= kind then error('settle: ' .. key .. ' holds a ' .. found) end
-  checked[key] = true
+  if found ~= 'none' and found ~= kind then return key .. ' holds a ' .. found end
+  if found == 'string' and not string.match(redis.call('GET', key), '^-?%d+$') then
+    return key .. ' holds no integer'
+  end
+  usable[key] = true
+  return nil
+end
+
+local function check(key, kind)
+  local why = unusable(key, kind)
+  if why then error('settle: ' .. why) end
 end
 
 local number, keep_ms, events = integer(ARGV[3]), integer(ARGV[4]), integer(ARGV[5])
 local base = 5 + events
 local calls = (#KEYS - 2) / 4
 if calls ~= math.floor(calls) or #ARGV ~= base + 3 * calls then error('settle: bad arguments') end
-holds(KEYS[2], 'string')
+check(KEYS[2], 'string')
 if number <= tonumber(redis.call('GET', KEYS[2]) or '0') then return -1 end
-holds(KEYS[1], 'stream')
+check(KEYS[1], 'stream')
 for i = 0, calls - 1 do
   integer(ARGV[base + 3 * i + 1])
   integer(ARGV[base + 3 * i + 2])
-  local spend = KEYS[4 * i + 3]
-  if not checked[spend] then
-    holds(spend, 'string')
-    local spent = redis.call('GET', spend)
-    if spent and not string.match(spent, '^-?%d+$') then
-      error('settle: ' .. spend .. ' holds no count')
-    end
-  end
-  holds(KEYS[4 * i + 4], 'hash')
-  holds(KEYS[4 * i + 5], 'zset')
-  holds(KEYS[4 * i + 6], 'hash')
+  local why = unusable(KEYS[4 * i + 3], 'string') or unusable(KEYS[4 * i + 4], 'hash')
+    or unusable(KEYS[4 * i + 5], 'zset') or unusable(KEYS[4 * i + 6], 'hash')
+  if why then return {-2, i, why} end
 end
 
 local stream, max_length, field = KEYS[1], ARGV[1], ARGV[2]

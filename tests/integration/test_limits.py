@@ -22,6 +22,7 @@ from shared.limits import (
     LimitsNotReady,
     Script,
     Settlement,
+    UnusableSettlement,
     to_nano,
     to_usd,
 )
@@ -396,8 +397,9 @@ async def test_a_batch_that_fails_part_way_applies_nothing_and_its_retry_applies
     await redis_client.hset(KeyNames.of(second).spend, "not", "a counter")
     batch = [Settlement(first, to_nano(1.0)), Settlement(second, to_nano(2.0))]
     number = next(BATCH_NUMBERS)
-    with pytest.raises(RedisReplyError):
+    with pytest.raises(UnusableSettlement) as raised:
         await engine.settle(batch, REPLICA, number)
+    assert raised.value.index == 1 and "hash" in str(raised.value)
     assert (await engine.usage(first)).cost_usd == 0
     await redis_client.delete(KeyNames.of(second).spend)
     await engine.settle(batch, REPLICA, number)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from proxy.settlement import Settler
-from shared.limits import Settlement
+from shared.limits import Settlement, UnusableSettlement
 from shared.metrics import Metrics
 from shared.models import Key
 
@@ -144,3 +144,30 @@ def test_the_default_queue_bound_fits_in_a_pod() -> None:
 
 
 POD_QUEUE_BUDGET = 128 * 1024 * 1024  # of a proxy pod's 1 GiB memory limit (deploy/k8s)
+
+
+class PickyEngine(SlowEngine):
+    """Refuses, applying nothing, every batch holding a settlement of cost 13."""
+
+    async def settle(self, batch: list[Settlement], replica: str, number: int) -> None:
+        self.sent.append((replica, number, [s.cost_nano for s in batch]))
+        if 13 in (costs := [s.cost_nano for s in batch]):
+            raise UnusableSettlement(costs.index(13), "gw:{k}:spend holds a hash")
+        self.applied += costs
+
+
+async def test_a_charge_redis_cannot_take_is_dropped_and_the_rest_of_its_batch_applied(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = PickyEngine()
+    queue = settler(engine)
+    for cost in (1, 13, 2):
+        queue.submit(Settlement(KEY, cost, event=b"{}" if cost == 13 else None))
+    task = asyncio.create_task(queue.run())
+    queue.close(within=1)
+    await asyncio.wait_for(task, 2)
+    assert engine.applied == [1, 0, 2]  # its event still goes, at no cost
+    assert [number for _, number, _ in engine.sent] == [1, 1]
+    assert any(
+        "13 nano-USD" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+    )
