@@ -253,6 +253,9 @@ class LimitEngine:
         task.add_done_callback(self._in_flight.discard)
 
     async def _admit_batch(self, batch: list[_Waiting]) -> None:
+        batch = [waiting for waiting in batch if not waiting[1].cancelled()]  # callers who left
+        if not batch:
+            return
         try:
             replies = await self._run(self._admit, [command for command, *_ in batch])
         except BaseException as error:  # every waiter learns that Redis failed it

@@ -405,3 +405,15 @@ async def test_a_batch_that_fails_part_way_applies_nothing_and_its_retry_applies
     await engine.settle(batch, REPLICA, number)
     assert (await engine.usage(first)).cost_usd == pytest.approx(1.0)
     assert (await engine.usage(second)).cost_usd == pytest.approx(2.0)
+
+
+async def test_an_admission_given_up_before_it_was_sent_never_reaches_redis(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(rate_limit_over_time=5, rate_limit_unit="m")
+    admitting = asyncio.create_task(engine.admit(key))
+    await asyncio.sleep(0)  # queued for the next loop turn's batch
+    admitting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await admitting
+    assert (await engine.admit(key)).remaining_requests == 4
