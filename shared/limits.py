@@ -266,41 +266,42 @@ class LimitEngine:
                 raise
             return
         for (_, waiter, key, reservation), reply in zip(batch, replies, strict=True):
-            failed = reply_error(reply)
-            if waiter.cancelled():  # its caller left: what the script reserved is released
-                if failed is None:
-                    self._release_if_admitted(key, reservation, reply)
+            if isinstance(reply, Exception):
+                if not waiter.done():
+                    waiter.set_exception(reply)
+            elif waiter.cancelled():  # its caller left: what the script reserved is released
+                self._release_if_admitted(key, reservation, reply)
             elif not waiter.done():
-                if failed is None:
-                    waiter.set_result(reply)
-                else:
-                    waiter.set_exception(failed)
+                waiter.set_result(reply)
 
     def _release_if_admitted(self, key: Key, reservation: str, reply: list[Any]) -> None:
         if reservation and int(reply[0]) == 1 and self.release is not None:
             self.release(Settlement(key, 0, reservation))
 
     async def _run(self, script: Script, commands: list[Command]) -> list[Any]:
-        """The replies of calls of `script`, errors in place. A call Redis answered NOSCRIPT (it
-        restarted or was flushed) did not run: it is sent again, after loading the script, in one
-        round trip; a call that ran is never sent twice."""
-        replies = await self.redis.replies(commands)
-        lost = [
-            i for i, reply in enumerate(replies) if isinstance(reply_error(reply), NoScriptError)
-        ]
-        if lost:
-            load: Command = ("SCRIPT", "LOAD", script.source)
+        """The replies of calls of `script`, each error in its place as an exception. A call Redis
+        answered NOSCRIPT (it restarted or was flushed) did not run: it is sent again, after
+        loading the script, in one more round trip; a call that ran is never sent twice."""
+        replies = [reply_error(reply) or reply for reply in await self.redis.replies(commands)]
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if not lost:
+            return replies
+        load: Command = ("SCRIPT", "LOAD", script.source)
+        try:
             loaded, *again = await self.redis.replies([load, *(commands[i] for i in lost)])
-            if (error := reply_error(loaded)) is not None:
-                raise error
-            for i, reply in zip(lost, again, strict=True):
-                replies[i] = reply
+        except Exception as error:  # the calls that ran keep their replies
+            again = [error] * len(lost)
+        else:
+            failed = reply_error(loaded)
+            again = [failed or reply_error(reply) or reply for reply in again]
+        for i, reply in zip(lost, again, strict=True):
+            replies[i] = reply
         return replies
 
     async def _run_one(self, script: Script, command: Command) -> Any:
         [reply] = await self._run(script, [command])
-        if (error := reply_error(reply)) is not None:
-            raise error
+        if isinstance(reply, Exception):
+            raise reply
         return reply
 
     async def settle(self, settlements: list[Settlement], replica: str, number: int) -> None:
