@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from shared.models import Key
-from shared.redispipe import Command, NoScriptError, RedisPipe, reply_error
+from shared.redispipe import Command, NoScriptError, RedisPipe, RedisReplyError, reply_error
 
 PREFIX = "gw:"
 NANO_PER_USD = 1_000_000_000
@@ -282,8 +282,13 @@ class LimitEngine:
         """The replies of calls of `script`, each error in its place as an exception. A call Redis
         answered NOSCRIPT (it restarted or was flushed) did not run: it is sent again, after
         loading the script, in one more round trip; a call that ran is never sent twice."""
-        replies = [reply_error(reply) or reply for reply in await self.redis.replies(commands)]
-        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        replies = await self.redis.replies(commands)
+        failed = [i for i, reply in enumerate(replies) if isinstance(reply, RedisReplyError)]
+        if not failed:
+            return replies
+        for i in failed:
+            replies[i] = reply_error(replies[i])
+        lost = [i for i in failed if isinstance(replies[i], NoScriptError)]
         if not lost:
             return replies
         load: Command = ("SCRIPT", "LOAD", script.source)
@@ -292,8 +297,8 @@ class LimitEngine:
         except Exception as error:  # the calls that ran keep their replies
             again = [error] * len(lost)
         else:
-            failed = reply_error(loaded)
-            again = [failed or reply_error(reply) or reply for reply in again]
+            unloaded = reply_error(loaded)
+            again = [unloaded or reply_error(reply) or reply for reply in again]
         for i, reply in zip(lost, again, strict=True):
             replies[i] = reply
         return replies
