@@ -347,10 +347,18 @@ async def test_a_call_whose_own_reservation_exceeds_a_fresh_budget_is_served(
     assert spend["costInUsd"] == pytest.approx(CHAT_COST)
 
 
+@pytest.mark.parametrize(
+    "limit",
+    [
+        {"costLimitInUsd": 3 * CHAT_COST},
+        {"costLimitInUsdOverTime": 3 * CHAT_COST, "costLimitInUsdUnit": "h"},
+    ],
+    ids=["lifetime", "windowed"],
+)
 async def test_a_refusal_caused_by_a_call_in_flight_is_retried_by_the_sdk(
-    priced: Gateway,
+    priced: Gateway, limit: dict[str, Any]
 ) -> None:
-    raw, config = await priced.create_key(costLimitInUsd=3 * CHAT_COST)
+    raw, config = await priced.create_key(**limit)
     priced.upstream.options.latency = 1.0
     in_flight = asyncio.ensure_future(chat(priced.client(raw), max_tokens=1000))  # reserves 1 USD
     await asyncio.sleep(0.5)

@@ -262,7 +262,7 @@ async def test_a_windowed_refusal_caused_by_reservations_is_retryable_soon(
     assert refused.retry_after is not None and 1 <= refused.retry_after <= 5
 
 
-async def test_spend_alone_at_the_limit_is_final_even_with_an_own_reservation_that_fits(
+async def test_spend_alone_at_the_limit_is_final(
     engine: LimitEngine,
 ) -> None:
     key = make_key(cost_limit_in_usd=1.0, cost_limit_in_usd_over_time=1.0)
