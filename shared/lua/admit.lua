@@ -92,21 +92,31 @@ local function reserved_wait()
   return math.max(1000, wait)
 end
 
+-- A limit spend alone has reached is reported before one that reservations hold.
+local lifetime_spent, window_spent = 0, 0
+if lifetime_limit > 0 then
+  lifetime_spent = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if lifetime_spent >= lifetime_limit then return {0, 'cost', -1} end
+end
+if window_limit > 0 then
+  local live, width
+  window_spent, live, width = window_sum(KEYS[3], cost_window)
+  if window_spent >= window_limit then
+    return {0, 'window', wait_for(live, width, cost_window, window_spent - window_limit + 1)}
+  end
+end
 local lifetime_committed, window_committed = -1, -1
 if lifetime_limit > 0 then
-  local spent = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if spent >= lifetime_limit then return {0, 'cost', -1} end
-  if spent + reserved >= lifetime_limit then return {0, 'cost_reserved', reserved_wait()} end
-  lifetime_committed = spent + reserved + amount
-end
-
-if window_limit > 0 then
-  local spent, live, width = window_sum(KEYS[3], cost_window)
-  if spent >= window_limit then
-    return {0, 'window', wait_for(live, width, cost_window, spent - window_limit + 1)}
+  if lifetime_spent + reserved >= lifetime_limit then
+    return {0, 'cost_reserved', reserved_wait()}
   end
-  if spent + reserved >= window_limit then return {0, 'window_reserved', reserved_wait()} end
-  window_committed = spent + reserved + amount
+  lifetime_committed = lifetime_spent + reserved + amount
+end
+if window_limit > 0 then
+  if window_spent + reserved >= window_limit then
+    return {0, 'window_reserved', reserved_wait()}
+  end
+  window_committed = window_spent + reserved + amount
 end
 
 if rate_limit > 0 then

@@ -417,3 +417,18 @@ async def test_an_admission_given_up_before_it_was_sent_never_reaches_redis(
     with pytest.raises(asyncio.CancelledError):
         await admitting
     assert (await engine.admit(key)).remaining_requests == 4
+
+
+async def test_a_window_spent_is_reported_before_a_lifetime_budget_held_in_flight(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(
+        cost_limit_in_usd=1.0, cost_limit_in_usd_over_time=0.5, cost_limit_in_usd_unit="h"
+    )
+    assert (await engine.admit(key, to_nano(0.6))).admitted  # stays in flight
+    spending = await engine.admit(key)
+    await settle(engine, [Settlement(key, to_nano(0.5), spending.reservation)])
+    # Lifetime: 0.5 spent + 0.6 in flight holds it all; the window is spent: that is what counts.
+    refused = await engine.admit(key, to_nano(0.1))
+    assert (refused.admitted, refused.reason) == (False, "window")
+    assert refused.retry_after is not None and refused.retry_after > 5
