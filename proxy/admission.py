@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from proxy.calls import Call
 from proxy.costs import most_usd
-from proxy.errors import budget_spent, rate_limited, window_budget_spent
+from proxy.errors import budget_reserved, budget_spent, rate_limited, window_budget_spent
 from proxy.fallback import LocalLimits
 from shared.limits import (
     Admission,
@@ -58,13 +58,20 @@ async def admit(
     admission = await decide(call, engine, local, reservation, errors)
     if admission.admitted:
         call.admission = admission
-    elif admission.reason == "rate":
-        raise rate_limited(
-            key.rate_limit_over_time, key.rate_limit_unit, admission.retry_after or 1
-        )
-    elif admission.reason == "window":
-        raise window_budget_spent(
-            key.cost_limit_in_usd_over_time, key.cost_limit_in_usd_unit, admission.retry_after or 1
-        )
-    else:
-        raise budget_spent(key.cost_limit_in_usd)
+        return
+    retry_after = admission.retry_after or 1
+    match admission.reason:
+        case "rate":
+            raise rate_limited(key.rate_limit_over_time, key.rate_limit_unit, retry_after)
+        case "window":
+            raise window_budget_spent(
+                key.cost_limit_in_usd_over_time, key.cost_limit_in_usd_unit, retry_after
+            )
+        case "cost_reserved":
+            raise budget_reserved(key.cost_limit_in_usd, "", retry_after)
+        case "window_reserved":
+            raise budget_reserved(
+                key.cost_limit_in_usd_over_time, key.cost_limit_in_usd_unit, retry_after
+            )
+        case _:
+            raise budget_spent(key.cost_limit_in_usd)

@@ -110,10 +110,22 @@ def rate_limited(limit: int, unit: str, retry_after: float) -> ProxyError:
 def budget_spent(limit_usd: float) -> ProxyError:
     return ProxyError(
         429,
-        f"this key's cost limit of {limit_usd:g} USD is reached (spend plus requests in flight)",
+        f"this key's cost limit of {limit_usd:g} USD is spent",
         "insufficient_quota",
         "insufficient_quota",
         headers={"x-should-retry": "false"},
+    )
+
+
+def budget_reserved(limit_usd: float, unit: str, retry_after: float) -> ProxyError:
+    """Refused because requests in flight hold the rest of the budget: retry once they end."""
+    per_unit = f" per {unit}" if unit else ""
+    return ProxyError(
+        429,
+        f"this key's cost limit of {limit_usd:g} USD{per_unit} is held by requests in flight",
+        "insufficient_quota",
+        "insufficient_quota",
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
     )
 
 

@@ -20,6 +20,9 @@ from shared.limits import Admission, to_nano
 from shared.models import Key
 
 RETRY_INTERVAL = 1.0  # while Redis is away, one call a second tries it; the others go local
+# A local refusal is provisional (Redis, once back, decides on the whole fleet's figures, and
+# spend alone is not known here): it asks for a retry within this, however long the key's window.
+LOCAL_RETRY_AFTER = 10.0
 
 
 @dataclass(slots=True)
@@ -38,6 +41,9 @@ class LocalLimits:
         self.down_since: float | None = None
         self._last_try = 0.0
         self._views: dict[str, KeyView] = {}
+        # The views' generation, a new one each time Redis comes back: a call admitted locally
+        # settles only against the views it was admitted in.
+        self._epoch = 0
 
     def should_try_redis(self) -> bool:
         if self.down_since is None:
@@ -52,6 +58,7 @@ class LocalLimits:
         if self.down_since is not None:
             self.down_since = None
             self._views.clear()  # Redis has every charge queued meanwhile, or soon will
+            self._epoch += 1
         if admission.admitted:
             view = self._views.setdefault(key.key_id, KeyView())
             view.lifetime_committed = admission.lifetime_committed
@@ -70,10 +77,11 @@ class LocalLimits:
             raise limits_unavailable()
         view = self._views.setdefault(key.key_id, KeyView())
         if key.rate_limit_over_time and not self._rate_allows(key, view):
-            return Admission(False, reason="rate", retry_after=key.rate_window_seconds * self.share)
-        for limit, committed in (
-            (key.cost_limit_in_usd, view.lifetime_committed),
-            (key.cost_limit_in_usd_over_time, view.window_committed),
+            frees = view.admitted[0] + key.rate_window_seconds - time.monotonic()
+            return Admission(False, reason="rate", retry_after=min(LOCAL_RETRY_AFTER, frees))
+        for limit, committed, reason in (
+            (key.cost_limit_in_usd, view.lifetime_committed, "cost_reserved"),
+            (key.cost_limit_in_usd_over_time, view.window_committed, "window_reserved"),
         ):
             if not limit:
                 continue
@@ -81,19 +89,17 @@ class LocalLimits:
                 raise limits_unavailable()  # never saw this key's spend: no safe share to give
             allowance = (to_nano(limit) - committed) * self.share
             if view.local_spend + reservation > allowance:
-                reason = "cost" if limit == key.cost_limit_in_usd else "window"
-                retry = None if reason == "cost" else float(key.cost_window_seconds)
-                return Admission(False, reason=reason, retry_after=retry)
+                return Admission(False, reason=reason, retry_after=LOCAL_RETRY_AFTER)
         view.local_spend += reservation
         if key.rate_limit_over_time:
             view.admitted.append(time.monotonic())
-        return Admission(True, local=True, reservation_nano=reservation)
+        return Admission(True, local=True, reservation_nano=reservation, local_epoch=self._epoch)
 
-    def settled(self, key: Key, reservation: int, cost: int) -> None:
-        """Replace a local reservation by the call's real cost."""
+    def settled(self, key: Key, admission: Admission, cost: int) -> None:
+        """Replace a local reservation by the call's real cost, in the views it was made in."""
         view = self._views.get(key.key_id)
-        if view is not None:
-            view.local_spend += cost - reservation
+        if view is not None and admission.local_epoch == self._epoch:
+            view.local_spend += cost - admission.reservation_nano
 
     def _rate_allows(self, key: Key, view: KeyView) -> bool:
         horizon = time.monotonic() - key.rate_window_seconds

@@ -218,7 +218,7 @@ def finish(
     if call is not None:
         admission = call.admission
         if admission is not None and admission.local:
-            app[LOCAL_LIMITS].settled(call.key, admission.reservation_nano, cost)
+            app[LOCAL_LIMITS].settled(call.key, admission, cost)
         reservation = admission.reservation if admission else ""
         event = usage_event(call, cost, latency) if call.upstream_started else None
         if event is not None or reservation:

@@ -14,45 +14,87 @@ import logging
 import os
 import time
 
-from shared.limits import LimitEngine, Settlement
+from shared.limits import LimitEngine, Settlement, UnusableSettlement
 from shared.metrics import Counter
 
 log = logging.getLogger("gateway.settle")
 
 BATCH = 256
 MAX_RETRY_DELAY = 5.0
+# A queued call costs about 650 bytes (tests/unit/test_settlement.py measures it): this bound
+# holds under 100 MB, a tenth of a proxy pod's memory limit, and about 150 s of a Redis outage
+# at 1,000 calls a second.
+MAX_PENDING = 150_000
+DROP_LOG_INTERVAL = 10.0  # seconds between the error lines that count dropped charges
 
 
 class Settler:
-    def __init__(self, engine: LimitEngine, errors: Counter, max_pending: int = 1_000_000) -> None:
+    def __init__(
+        self, engine: LimitEngine, errors: Counter, max_pending: int = MAX_PENDING
+    ) -> None:
         self._engine = engine
         self._errors = errors
         self._pending: collections.deque[Settlement] = collections.deque()
-        self._max_pending = max_pending
+        self.max_pending = max_pending
         self._wake = asyncio.Event()
-        # A batch that failed is sent again as it was, under its id: Redis may have applied it
-        # and lost only the reply, and the settle script applies a batch id once.
-        self._failed: tuple[str, list[Settlement]] = ("", [])
+        # Batches are numbered, per process, from 1 up. One that failed is sent again as it was,
+        # under its number: Redis may have applied it and lost only the reply, and the settle
+        # script applies a replica's batch only if its number is above the last one applied.
+        self._replica = os.urandom(8).hex()
+        self._number = 0
+        self._failed: list[Settlement] = []
         self._failing = False
         self._close_by: float | None = None  # monotonic deadline once closing
+        self._dropped = self._dropped_nano = 0  # since the last line that reported drops
+        self._dropped_reported = -DROP_LOG_INTERVAL
+        # Admissions whose callers left release their reservations through the queue.
+        engine.release = self.submit
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._failed[1])
+        return len(self._pending) + len(self._failed)
 
     def submit(self, settlement: Settlement) -> None:
-        if len(self._pending) >= self._max_pending:
-            log.error(
-                "settlement queue full: dropping a charge of %d nano-USD", settlement.cost_nano
-            )
+        pending = self._pending
+        if len(pending) >= self.max_pending:
+            self._dropped += 1
+            self._dropped_nano += settlement.cost_nano
+            if time.monotonic() - self._dropped_reported >= DROP_LOG_INTERVAL:
+                self._report_dropped()
             return
-        self._pending.append(settlement)
+        if len(pending) >= BATCH and settlement.event is not None:
+            # Backed up (Redis away): keep an exact-size copy of the event, not orjson's buffer
+            # of several KB.
+            settlement = Settlement(
+                settlement.key,
+                settlement.cost_nano,
+                settlement.reservation,
+                bytes(memoryview(settlement.event)),
+            )
+        pending.append(settlement)
         self._wake.set()
+
+    def _report_dropped(self) -> None:
+        log.error(
+            "settlement queue full (%d calls): dropped %d charges, %d nano-USD in all",
+            self.max_pending,
+            self._dropped,
+            self._dropped_nano,
+        )
+        self._dropped = self._dropped_nano = 0
+        self._dropped_reported = time.monotonic()
 
     async def run(self) -> None:
         """Flush until closed and drained (or out of time to drain)."""
+        try:
+            await self._flush_until_closed()
+        finally:
+            if self._dropped:
+                self._report_dropped()
+
+    async def _flush_until_closed(self) -> None:
         delay = 0.1
         while True:
-            if not self._pending and not self._failed[1]:
+            if not self._pending and not self._failed:
                 if self._close_by is not None:
                     return
                 await self._wake.wait()
@@ -73,21 +115,36 @@ class Settler:
         self._wake.set()
 
     async def _flush_once(self) -> bool:
-        batch_id, batch = self._failed
+        batch = self._failed
         if not batch:
-            batch_id = os.urandom(16).hex()
+            self._number += 1
             batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
         try:
-            await self._engine.settle(batch, batch_id)
+            await self._engine.settle(batch, self._replica, self._number)
+        except UnusableSettlement as unusable:
+            # Sent again at once without that charge, under the same number: nothing was applied.
+            # Its usage event still goes.
+            dropped = batch.pop(unusable.index)
+            log.error(
+                "dropping a charge of %d nano-USD that Redis cannot take: %s",
+                dropped.cost_nano,
+                unusable,
+            )
+            if dropped.event is not None:
+                batch.insert(unusable.index, Settlement(dropped.key, 0, "", dropped.event))
+            self._failed = batch
+            return True
         except Exception as error:
-            self._failed = (batch_id, batch)
+            self._failed = batch
             self._errors.inc(operation="settle")
             if not self._failing:
                 log.warning("settling spend failed, will retry: %s", error)
             self._failing = True
             return False
-        self._failed = ("", [])
+        self._failed = []
         if self._failing:
             log.info("settling spend recovered")
         self._failing = False
+        if self._dropped and time.monotonic() - self._dropped_reported >= DROP_LOG_INTERVAL:
+            self._report_dropped()
         return True

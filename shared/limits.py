@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from shared.models import Key
-from shared.redispipe import Command, NoScriptError, RedisPipe
+from shared.redispipe import Command, NoScriptError, RedisPipe, RedisReplyError, reply_error
 
 PREFIX = "gw:"
 NANO_PER_USD = 1_000_000_000
@@ -24,9 +24,14 @@ NANO_PER_USD = 1_000_000_000
 EVENTS_STREAM = f"{PREFIX}events"
 EVENTS_MAX_LENGTH = 1_000_000
 EVENT_FIELD = "event"  # an entry's one field: the event as a JSON object
-# How long Redis remembers that a settle batch was applied: a batch whose reply was lost and that
-# is sent again within this time is not applied twice.
-SETTLED_MARKER_MS = 15 * 60 * 1000
+# Each replica numbers its settle batches; Redis keeps the last number it applied, so that a batch
+# whose reply was lost and that is sent again is not applied twice. A number is forgotten once its
+# replica has applied nothing for this long (it is gone).
+SETTLE_SEQUENCE_TTL_MS = 24 * 3600 * 1000
+
+
+def settle_sequence_key(replica: str) -> str:
+    return f"{PREFIX}settle-seq:{replica}"
 
 
 def to_nano(usd: float) -> int:
@@ -126,11 +131,22 @@ class LimitsNotReady(Exception):
     """Redis came back without its data and keymgmt has not restored the spend yet."""
 
 
+class UnusableSettlement(Exception):
+    """Redis holds data that settlement `index` of a batch cannot be applied to (a key of another
+    type): nothing of the batch was applied; without that settlement it can be."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     admitted: bool
-    reason: str = ""  # "rate", "cost" (lifetime) or "window" when refused
-    retry_after: float | None = None  # seconds, for "rate" and "window"
+    # When refused: "rate"; "cost" or "window" when spend alone reached the lifetime or windowed
+    # limit; "cost_reserved" or "window_reserved" when calls in flight hold the rest of it.
+    reason: str = ""
+    retry_after: float | None = None  # seconds; None for "cost", which is final
     remaining_requests: int | None = None  # in the rate window, when the key has a rate limit
     reservation: str = ""
     # Budget committed (spend + reservations) after this admission, nano-USD; -1: no such limit.
@@ -138,6 +154,7 @@ class Admission:
     window_committed: int = -1
     local: bool = False  # decided by this replica alone, while Redis was away
     reservation_nano: int = 0  # what a local admission reserved, to release when settled
+    local_epoch: int = 0  # the local limits' view a local admission was made in
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +183,9 @@ def has_cost_limits(key: Key) -> bool:
     return bool(key.cost_limit_in_usd or key.cost_limit_in_usd_over_time)
 
 
-# The script call of one admission, and the future its caller awaits.
-_Waiting = tuple[Command, "asyncio.Future[Any]"]
+# The script call of one admission, the future its caller awaits, and the key and reservation id
+# to release should the caller give up waiting.
+_Waiting = tuple[Command, "asyncio.Future[Any]", Key, str]
 
 
 class LimitEngine:
@@ -180,6 +198,8 @@ class LimitEngine:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._settle = Script.named("settle.lua")
         self._usage = Script.named("usage.lua")
+        # Takes the release of a reservation whose caller left before learning it was admitted.
+        self.release: Callable[[Settlement], None] | None = None
 
     def key_args(self, key: Key) -> KeyArgs:
         """Built once per version of the key: the snapshot replaces a Key object that changed."""
@@ -195,7 +215,8 @@ class LimitEngine:
     def admit_call(self, key: Key, reservation_nano: int) -> tuple[Command, str]:
         """The admit script call for one request, and its reservation id."""
         args = self.key_args(key)
-        reservation = os.urandom(8).hex() if has_cost_limits(key) else ""
+        reserves = reservation_nano > 0 and has_cost_limits(key)
+        reservation = os.urandom(8).hex() if reserves else ""
         command: Command = (
             "EVALSHA",
             self._admit.sha,
@@ -211,11 +232,19 @@ class LimitEngine:
     async def admit(self, key: Key, reservation_nano: int = 0) -> Admission:
         """Admit one call. Calls that arrive in the same event-loop turn share one round trip."""
         command, reservation = self.admit_call(key, reservation_nano)
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((command, waiter))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((command, waiter, key, reservation))
         if len(self._waiting) == 1:
-            asyncio.get_running_loop().call_soon(self._send_waiting)
-        return parse_admission(await waiter, reservation)
+            loop.call_soon(self._send_waiting)
+        try:
+            reply = await waiter
+        except asyncio.CancelledError:
+            # Cancelled after its reply came: _admit_batch saw a waiter with a result.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release_if_admitted(key, reservation, waiter.result())
+            raise
+        return parse_admission(reply, reservation)
 
     def _send_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -224,44 +253,83 @@ class LimitEngine:
         task.add_done_callback(self._in_flight.discard)
 
     async def _admit_batch(self, batch: list[_Waiting]) -> None:
+        batch = [waiting for waiting in batch if not waiting[1].cancelled()]  # callers who left
+        if not batch:
+            return
         try:
-            # Every command is the same script: on NOSCRIPT none of them ran.
-            replies = await self._execute(self._admit, [command for command, _ in batch])
+            replies = await self._run(self._admit, [command for command, *_ in batch])
         except BaseException as error:  # every waiter learns that Redis failed it
-            for _, waiter in batch:
+            for _, waiter, *_ in batch:
                 if not waiter.done():
                     waiter.set_exception(error)
             if not isinstance(error, Exception):
                 raise
             return
-        for (_, waiter), reply in zip(batch, replies, strict=True):
-            if not waiter.done():
+        for (_, waiter, key, reservation), reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                if not waiter.done():
+                    waiter.set_exception(reply)
+            elif waiter.cancelled():  # its caller left: what the script reserved is released
+                self._release_if_admitted(key, reservation, reply)
+            elif not waiter.done():
                 waiter.set_result(reply)
 
-    async def _execute(self, script: Script, commands: list[Command]) -> list[Any]:
-        try:
-            return await self.redis.execute(commands)
-        except NoScriptError:
-            # Redis lost its scripts (a restart): load the script and send the batch again.
-            await self.redis.execute([("SCRIPT", "LOAD", script.source)])
-            return await self.redis.execute(commands)
+    def _release_if_admitted(self, key: Key, reservation: str, reply: list[Any]) -> None:
+        if reservation and int(reply[0]) == 1 and self.release is not None:
+            self.release(Settlement(key, 0, reservation))
 
-    async def settle(self, settlements: list[Settlement], batch_id: str) -> None:
+    async def _run(self, script: Script, commands: list[Command]) -> list[Any]:
+        """The replies of calls of `script`, each error in its place as an exception. A call Redis
+        answered NOSCRIPT (it restarted or was flushed) did not run: it is sent again, after
+        loading the script, in one more round trip; a call that ran is never sent twice."""
+        replies = await self.redis.replies(commands)
+        failed = [i for i, reply in enumerate(replies) if isinstance(reply, RedisReplyError)]
+        if not failed:
+            return replies
+        for i in failed:
+            replies[i] = reply_error(replies[i])
+        lost = [i for i in failed if isinstance(replies[i], NoScriptError)]
+        if not lost:
+            return replies
+        load: Command = ("SCRIPT", "LOAD", script.source)
+        try:
+            loaded, *again = await self.redis.replies([load, *(commands[i] for i in lost)])
+        except Exception as error:  # the calls that ran keep their replies
+            again = [error] * len(lost)
+        else:
+            unloaded = reply_error(loaded)
+            again = [unloaded or reply_error(reply) or reply for reply in again]
+        for i, reply in zip(lost, again, strict=True):
+            replies[i] = reply
+        return replies
+
+    async def _run_one(self, script: Script, command: Command) -> Any:
+        [reply] = await self._run(script, [command])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def settle(self, settlements: list[Settlement], replica: str, number: int) -> None:
         """Settle a batch, events included, in one script call: no other command runs between.
 
-        A batch id is applied once (within SETTLED_MARKER_MS), so that a batch whose reply was lost
-        can be sent again."""
-        keys: list[str] = [EVENTS_STREAM, f"{PREFIX}settled:{batch_id}"]
+        `number` numbers the replica's batches, from 1 up: Redis applies a batch only if its
+        number is above the last one it applied from `replica`, so a batch whose reply was lost
+        can be sent again. A batch is applied whole or not at all."""
+        keys: list[str] = [EVENTS_STREAM, settle_sequence_key(replica)]
         events = [s.event for s in settlements if s.event is not None]
         args: list[int | str | bytes] = [
-            EVENTS_MAX_LENGTH, EVENT_FIELD, SETTLED_MARKER_MS, len(events), *events
+            EVENTS_MAX_LENGTH, EVENT_FIELD, number, SETTLE_SEQUENCE_TTL_MS, len(events), *events
         ]  # fmt: skip
-        for settlement in settlements:
+        charged: list[int] = []  # the settlements the script gets keys for, by their index
+        for index, settlement in enumerate(settlements):
             if settlement.cost_nano or settlement.reservation:
+                charged.append(index)
                 key_args = self.key_args(settlement.key)
                 keys += key_args.settle_keys
                 args += [settlement.cost_nano, key_args.settle_window_ms, settlement.reservation]
-        await self._execute(self._settle, [self._settle.call(keys, args)])
+        reply = await self._run_one(self._settle, self._settle.call(keys, args))
+        if isinstance(reply, list):  # {-2, call, why}
+            raise UnusableSettlement(charged[int(reply[1])], reply[2].decode())
 
     async def usage(self, key: Key) -> KeyUsage:
         names = KeyNames.of(key)
@@ -269,7 +337,7 @@ class LimitEngine:
             (names.spend, names.window_spend, names.rate),
             (key.cost_window_seconds * 1000, key.rate_window_seconds * 1000),
         )
-        [(spend, window_spend, requests)] = await self._execute(self._usage, [command])
+        spend, window_spend, requests = await self._run_one(self._usage, command)
         return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
 
 

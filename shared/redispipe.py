@@ -33,13 +33,19 @@ class RedisUnavailable(ConnectionError):
     """No connection to Redis, or it broke with replies outstanding."""
 
 
+def reply_error(reply: Any) -> RedisReplyError | None:
+    """The error a reply carries, NOSCRIPT as NoScriptError; None for a reply that succeeded."""
+    if not isinstance(reply, RedisReplyError):
+        return None
+    message = str(reply)
+    return NoScriptError(message) if message.startswith("NOSCRIPT") else reply
+
+
 def _raise_first_error(replies: list[Any]) -> None:
     for reply in replies:
-        errors = reply if isinstance(reply, list) else (reply,)  # EXEC: one per queued command
-        for error in errors:
-            if isinstance(error, RedisReplyError):
-                message = str(error)
-                raise NoScriptError(message) if message.startswith("NOSCRIPT") else error
+        for each in reply if isinstance(reply, list) else (reply,):  # EXEC: one per command
+            if (error := reply_error(each)) is not None:
+                raise error
 
 
 _INCOMPLETE = object()  # what the reader returns until a whole reply has arrived
@@ -55,11 +61,14 @@ class _Batch:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, write_timeout: float) -> None:
         self._reader = hiredis.Reader(replyError=RedisReplyError, notEnoughData=_INCOMPLETE)
         self._waiting: collections.deque[_Batch] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.last_received = time.monotonic()
+        self._write_timeout = write_timeout
+        self._write_stalled: asyncio.TimerHandle | None = None
+        self._lost_because = "closed by the server"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -89,9 +98,26 @@ class _Connection(asyncio.Protocol):
         except (hiredis.ProtocolError, IndexError):  # garbage, or a reply nobody asked for
             self.abort()
 
+    def pause_writing(self) -> None:
+        # The socket's buffer is full: Redis is not reading. Give up on it past the write timeout
+        # rather than queueing every later batch behind it.
+        self._write_stalled = asyncio.get_running_loop().call_later(
+            self._write_timeout, self._give_up_writing
+        )
+
+    def resume_writing(self) -> None:
+        if self._write_stalled is not None:
+            self._write_stalled.cancel()
+            self._write_stalled = None
+
+    def _give_up_writing(self) -> None:
+        self._lost_because = f"Redis did not take a write within {self._write_timeout:g}s"
+        self.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        error = RedisUnavailable(f"connection to Redis lost: {exc or 'closed by the server'}")
+        self.resume_writing()
+        error = RedisUnavailable(f"connection to Redis lost: {exc or self._lost_because}")
         while self._waiting:
             future = self._waiting.popleft().future
             if not future.done():
@@ -116,6 +142,13 @@ class RedisPipe:
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of `commands`, sent in one write; raises the first error reply."""
+        replies = await self.replies(commands)
+        _raise_first_error(replies)
+        return replies
+
+    async def replies(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies of `commands`, sent in one write, an error reply as a RedisReplyError in
+        its place (see `reply_error`); raises only when the batch as a whole failed."""
         connection = self._connection
         if connection is None or not connection.open:
             connection = await self._connect()
@@ -132,7 +165,6 @@ class RedisPipe:
             raise TimeoutError(
                 f"Redis did not answer within {self._settings.read_timeout}s"
             ) from None
-        _raise_first_error(replies)
         return replies
 
     async def _connect(self) -> _Connection:
@@ -149,7 +181,9 @@ class RedisPipe:
             try:
                 async with asyncio.timeout(settings.read_timeout):
                     _, connection = await asyncio.get_running_loop().create_connection(
-                        _Connection, settings.hosts[0], settings.port
+                        lambda: _Connection(settings.write_timeout),
+                        settings.hosts[0],
+                        settings.port,
                     )
                     _raise_first_error(await connection.send(handshake))
             except BaseException as error:

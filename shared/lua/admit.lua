@@ -7,10 +7,18 @@
 --       7 reservation id, 8 reservation lifetime ms
 -- Returns {1, requests left in the window (-1: no rate limit), lifetime and windowed budget now
 -- committed (spend + reservations, nano-USD; -1 where the key has no such limit)},
--- {0, reason, retry after ms}, or {2} when spend is not restored yet.
+-- {0, reason, retry after ms (-1: never)}, or {2} when spend is not restored yet.
+-- A call is admitted while spend plus the reservations of other calls is below a cost limit; its
+-- own reservation need not fit. Refused: 'cost' or 'window' when spend alone reached the limit,
+-- 'cost_reserved' or 'window_reserved' when reservations in flight make up the rest.
 -- Windows are sliding and bucketed (BUCKETS buckets a window); every bucket that overlaps the
 -- last window counts whole, so no interval of one window ever holds more than the limit.
 local BUCKETS = 60
+-- Lapsed reservations expired per call: unpack() fails past about 8,000 values.
+local LAPSE_STEP = 1000
+-- A call refused for reservations in flight retries when the earliest one lapses, or sooner:
+-- most are settled long before they lapse.
+local RESERVED_WAIT_MS = 5000
 if redis.call('EXISTS', KEYS[6]) == 0 then return {2} end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -64,36 +72,51 @@ end
 local reserved = 0
 if lifetime_limit > 0 or window_limit > 0 then
   -- Reservations of replicas that died lapse here rather than holding budget for ever.
-  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+  -- Any number of them is expired over a few calls, LAPSE_STEP at a time.
+  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, LAPSE_STEP)
   if #lapsed > 0 then
     local amounts = redis.call('HMGET', KEYS[5], unpack(lapsed))
     local released = 0
     for _, value in ipairs(amounts) do released = released + (tonumber(value) or 0) end
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+    redis.call('ZREM', KEYS[4], unpack(lapsed))
     redis.call('HDEL', KEYS[5], unpack(lapsed))
     redis.call('HINCRBY', KEYS[5], 'total', -released)
   end
   reserved = tonumber(redis.call('HGET', KEYS[5], 'total') or '0')
 end
 
-local lifetime_committed, window_committed = -1, -1
-if lifetime_limit > 0 then
-  local spent = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if spent >= lifetime_limit or spent + reserved + amount > lifetime_limit then
-    return {0, 'cost', -1}
-  end
-  lifetime_committed = spent + reserved + amount
+local function reserved_wait()
+  local earliest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local wait = RESERVED_WAIT_MS
+  if #earliest == 2 then wait = math.min(wait, tonumber(earliest[2]) - now) end
+  return math.max(1000, wait)
 end
 
+-- A limit spend alone has reached is reported before one that reservations hold.
+local lifetime_spent, window_spent = 0, 0
+if lifetime_limit > 0 then
+  lifetime_spent = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if lifetime_spent >= lifetime_limit then return {0, 'cost', -1} end
+end
 if window_limit > 0 then
-  local spent, live, width = window_sum(KEYS[3], cost_window)
-  local excess = spent + reserved + amount - window_limit
-  if spent >= window_limit or excess > 0 then
-    local wait = 1000
-    if excess <= spent then wait = wait_for(live, width, cost_window, math.max(excess, 1)) end
-    return {0, 'window', wait}
+  local live, width
+  window_spent, live, width = window_sum(KEYS[3], cost_window)
+  if window_spent >= window_limit then
+    return {0, 'window', wait_for(live, width, cost_window, window_spent - window_limit + 1)}
   end
-  window_committed = spent + reserved + amount
+end
+local lifetime_committed, window_committed = -1, -1
+if lifetime_limit > 0 then
+  if lifetime_spent + reserved >= lifetime_limit then
+    return {0, 'cost_reserved', reserved_wait()}
+  end
+  lifetime_committed = lifetime_spent + reserved + amount
+end
+if window_limit > 0 then
+  if window_spent + reserved >= window_limit then
+    return {0, 'window_reserved', reserved_wait()}
+  end
+  window_committed = window_spent + reserved + amount
 end
 
 if rate_limit > 0 then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 import uuid
 from typing import Any
@@ -11,16 +12,23 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
+from proxy.settlement import Settler
 from shared.limits import (
     EVENTS_STREAM,
     SPEND_MARKER,
+    Admission,
+    KeyNames,
     LimitEngine,
     LimitsNotReady,
+    Script,
     Settlement,
+    UnusableSettlement,
     to_nano,
+    to_usd,
 )
+from shared.metrics import Metrics
 from shared.models import Key
-from shared.redispipe import RedisPipe
+from shared.redispipe import RedisPipe, RedisReplyError, _Connection
 
 
 def make_key(**limits: object) -> Key:
@@ -32,6 +40,15 @@ def make_key(**limits: object) -> Key:
         updated_at=0,
         **limits,  # type: ignore[arg-type]
     )
+
+
+REPLICA = uuid.uuid4().hex
+BATCH_NUMBERS = itertools.count(1)
+
+
+async def settle(engine: LimitEngine, batch: list[Settlement]) -> None:
+    """Settle as one replica's next batch."""
+    await engine.settle(batch, REPLICA, next(BATCH_NUMBERS))
 
 
 @pytest.fixture
@@ -71,22 +88,20 @@ async def test_reservations_keep_concurrent_requests_within_budget(engine: Limit
     key = make_key(cost_limit_in_usd=1.0)
     results = await asyncio.gather(*(engine.admit(key, to_nano(0.3)) for _ in range(10)))
     admitted = [r for r in results if r.admitted]
-    assert len(admitted) == 3
-    assert {r.reason for r in results if not r.admitted} == {"cost"}
-    await engine.settle(
-        [Settlement(key, to_nano(0.25), r.reservation) for r in admitted], uuid.uuid4().hex
-    )
-    assert (await engine.usage(key)).cost_usd == pytest.approx(0.75)
-    # 0.25 left: a request that may cost 0.3 is refused, one that may cost 0.2 is not.
-    assert not (await engine.admit(key, to_nano(0.3))).admitted
-    assert (await engine.admit(key, to_nano(0.2))).admitted
+    assert len(admitted) == 4  # admitted while 0, 0.3, 0.6 and 0.9 were committed
+    assert {r.reason for r in results if not r.admitted} == {"cost_reserved"}
+    await settle(engine, [Settlement(key, to_nano(0.2), r.reservation) for r in admitted])
+    assert (await engine.usage(key)).cost_usd == pytest.approx(0.8)
+    # 0.2 left: a request that may cost 0.3 is admitted, and holds the rest while in flight.
+    assert (await engine.admit(key, to_nano(0.3))).admitted
+    assert (await engine.admit(key, to_nano(0.01))).reason == "cost_reserved"
 
 
 async def test_spent_budget_is_refused_without_retry(engine: LimitEngine) -> None:
     key = make_key(cost_limit_in_usd=0.01)
     first = await engine.admit(key)
     assert first.admitted
-    await engine.settle([Settlement(key, to_nano(0.02), first.reservation)], uuid.uuid4().hex)
+    await settle(engine, [Settlement(key, to_nano(0.02), first.reservation)])
     refused = await engine.admit(key)
     assert (refused.admitted, refused.reason, refused.retry_after) == (False, "cost", None)
 
@@ -94,7 +109,7 @@ async def test_spent_budget_is_refused_without_retry(engine: LimitEngine) -> Non
 async def test_windowed_cost_refuses_with_retry_after(engine: LimitEngine) -> None:
     key = make_key(cost_limit_in_usd_over_time=0.5, cost_limit_in_usd_unit="s")
     admission = await engine.admit(key)
-    await engine.settle([Settlement(key, to_nano(0.6), admission.reservation)], uuid.uuid4().hex)
+    await settle(engine, [Settlement(key, to_nano(0.6), admission.reservation)])
     refused = await engine.admit(key)
     assert (refused.admitted, refused.reason) == (False, "window")
     assert refused.retry_after is not None and 0 < refused.retry_after <= 1.1
@@ -106,7 +121,7 @@ async def test_windowed_cost_refuses_with_retry_after(engine: LimitEngine) -> No
 async def test_reservations_lapse_when_never_settled(pipe: RedisPipe, engine: LimitEngine) -> None:
     engine = LimitEngine(pipe, reservation_lifetime=1)
     key = make_key(cost_limit_in_usd=1.0)
-    assert (await engine.admit(key, to_nano(0.9))).admitted
+    assert (await engine.admit(key, to_nano(1.0))).admitted
     assert not (await engine.admit(key, to_nano(0.5))).admitted
     await asyncio.sleep(1.1)
     assert (await engine.admit(key, to_nano(0.5))).admitted
@@ -114,12 +129,12 @@ async def test_reservations_lapse_when_never_settled(pipe: RedisPipe, engine: Li
 
 async def test_settling_twice_releases_once(engine: LimitEngine) -> None:
     key = make_key(cost_limit_in_usd=1.0)
-    first = await engine.admit(key, to_nano(0.6))
-    await engine.settle([Settlement(key, 0, first.reservation)], uuid.uuid4().hex)
-    await engine.settle([Settlement(key, 0, first.reservation)], uuid.uuid4().hex)
-    # Released once: a second 0.6 fits, a third does not.
-    assert (await engine.admit(key, to_nano(0.6))).admitted
-    assert not (await engine.admit(key, to_nano(0.6))).admitted
+    first = await engine.admit(key, to_nano(1.0))
+    await settle(engine, [Settlement(key, 0, first.reservation)])
+    await settle(engine, [Settlement(key, 0, first.reservation)])
+    # Released once: a second call reserving the whole budget holds it all.
+    assert (await engine.admit(key, to_nano(1.0))).admitted
+    assert not (await engine.admit(key, to_nano(0.1))).admitted
 
 
 async def test_every_key_is_under_the_prefix(
@@ -133,7 +148,7 @@ async def test_every_key_is_under_the_prefix(
         cost_limit_in_usd_unit="h",
     )
     admission = await engine.admit(key, to_nano(0.1))
-    await engine.settle([Settlement(key, to_nano(0.05), admission.reservation)], uuid.uuid4().hex)
+    await settle(engine, [Settlement(key, to_nano(0.05), admission.reservation)])
     await engine.admit(key, to_nano(0.1))
     written = [k.decode() async for k in redis_client.scan_iter(match=f"*{key.key_id}*")]
     assert len(written) >= 4
@@ -152,7 +167,7 @@ async def test_scripts_lost_by_redis_are_loaded_again(
     key = make_key(cost_limit_in_usd=1.0)
     admission = await engine.admit(key, to_nano(0.1))
     await redis_client.script_flush()
-    await engine.settle([Settlement(key, to_nano(0.1), admission.reservation)], uuid.uuid4().hex)
+    await settle(engine, [Settlement(key, to_nano(0.1), admission.reservation)])
     await redis_client.script_flush()
     assert (await engine.admit(key, to_nano(0.1))).admitted
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.1)
@@ -175,14 +190,14 @@ async def test_admissions_of_one_loop_turn_share_a_round_trip(
     key = make_key(rate_limit_over_time=1000, rate_limit_unit="m")
     await engine.admit(key)  # connection made, script loaded
     sent = 0
-    original = RedisPipe.execute
+    original = _Connection.send
 
-    async def counting(self: RedisPipe, commands: Any) -> list[Any]:
+    def counting(self: _Connection, commands: Any) -> asyncio.Future[list[Any]]:
         nonlocal sent
-        sent += 1  # each execute is one write and one wait for its replies
-        return await original(self, commands)
+        sent += 1  # each send is one write, whose replies come back together
+        return original(self, commands)
 
-    monkeypatch.setattr(RedisPipe, "execute", counting)
+    monkeypatch.setattr(_Connection, "send", counting)
     results = await asyncio.gather(*(engine.admit(key) for _ in range(50)))
     assert all(r.admitted for r in results)
     assert sorted(r.remaining_requests for r in results) == list(range(949, 999))
@@ -206,10 +221,214 @@ async def test_a_batch_sent_again_is_applied_once(
     admission = await engine.admit(key, to_nano(0.5))
     before = await redis_client.xlen(EVENTS_STREAM)
     batch = [Settlement(key, to_nano(0.2), admission.reservation, b'{"event_id": "x"}')]
-    batch_id = uuid.uuid4().hex
-    await engine.settle(batch, batch_id)
-    await engine.settle(batch, batch_id)
+    number = next(BATCH_NUMBERS)
+    await engine.settle(batch, REPLICA, number)
+    await engine.settle(batch, REPLICA, number)
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.2)
     assert await redis_client.xlen(EVENTS_STREAM) == before + 1
-    await engine.settle([Settlement(key, to_nano(0.1))], uuid.uuid4().hex)
+    await settle(engine, [Settlement(key, to_nano(0.1))])
     assert (await engine.usage(key)).cost_usd == pytest.approx(0.3)
+
+
+async def test_the_calls_own_reservation_need_not_fit(engine: LimitEngine) -> None:
+    """A fresh key is never refused for good with nothing spent."""
+    key = make_key(cost_limit_in_usd=5.0, cost_limit_in_usd_over_time=5.0)
+    admission = await engine.admit(key, to_nano(40.0))
+    assert admission.admitted
+    assert admission.lifetime_committed == to_nano(40.0)
+
+
+async def test_a_refusal_caused_by_reservations_in_flight_is_retryable(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(cost_limit_in_usd=1.0)
+    first = await engine.admit(key, to_nano(0.7))
+    second = await engine.admit(key, to_nano(0.7))  # 0.7 committed by others: below the limit
+    assert first.admitted and second.admitted
+    refused = await engine.admit(key, to_nano(0.1))
+    assert (refused.admitted, refused.reason) == (False, "cost_reserved")
+    assert refused.retry_after is not None and 1 <= refused.retry_after <= 5
+    await settle(engine, [Settlement(key, 0, first.reservation)])
+    assert (await engine.admit(key, to_nano(0.1))).admitted
+
+
+async def test_a_windowed_refusal_caused_by_reservations_is_retryable_soon(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(cost_limit_in_usd_over_time=1.0, cost_limit_in_usd_unit="d")
+    assert (await engine.admit(key, to_nano(1.5))).admitted
+    refused = await engine.admit(key, to_nano(0.1))
+    assert (refused.admitted, refused.reason) == (False, "window_reserved")
+    assert refused.retry_after is not None and 1 <= refused.retry_after <= 5
+
+
+async def test_spend_alone_at_the_limit_is_final(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(cost_limit_in_usd=1.0, cost_limit_in_usd_over_time=1.0)
+    first = await engine.admit(key)
+    await settle(engine, [Settlement(key, to_nano(1.0), first.reservation)])
+    refused = await engine.admit(key, 0)
+    assert (refused.admitted, refused.reason, refused.retry_after) == (False, "cost", None)
+
+
+async def test_more_lapsed_reservations_than_lua_can_unpack_are_expired_in_steps(
+    pipe: RedisPipe, engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    engine = LimitEngine(pipe, reservation_lifetime=60)
+    key = make_key(cost_limit_in_usd=1000.0)
+    names = KeyNames.of(key)
+    lapsed = 9_000
+    amount = to_nano(0.01)
+    await redis_client.zadd(names.reservations, {f"lapsed-{i}": 1000 + i for i in range(lapsed)})
+    await redis_client.hset(names.reserved, mapping={f"lapsed-{i}": amount for i in range(lapsed)})
+    await redis_client.hset(names.reserved, "total", lapsed * amount)
+    admissions = [await engine.admit(key, to_nano(1.0)) for _ in range(12)]
+    assert all(a.admitted for a in admissions)
+    # Every lapsed one is gone, and the total holds only the twelve reservations just made.
+    assert await redis_client.zcard(names.reservations) == 12
+    assert await redis_client.hlen(names.reserved) == 13
+    assert int(await redis_client.hget(names.reserved, "total")) == 12 * to_nano(1.0)
+
+
+async def test_an_error_reply_fails_only_its_own_admission(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    broken = make_key(rate_limit_over_time=5, rate_limit_unit="m")
+    await redis_client.set(KeyNames.of(broken).rate, "not a hash")
+    fine = [make_key(rate_limit_over_time=5, rate_limit_unit="m") for _ in range(4)]
+    results = await asyncio.gather(
+        *(engine.admit(key) for key in [fine[0], fine[1], broken, fine[2], fine[3]]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], RedisReplyError) and "WRONGTYPE" in str(results[2])
+    assert all(isinstance(r, Admission) and r.admitted for i, r in enumerate(results) if i != 2)
+
+
+async def test_only_the_admissions_that_got_noscript_are_sent_again(
+    engine: LimitEngine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client loads the script while a batch runs: the commands after it ran once."""
+    key = make_key(rate_limit_over_time=100, rate_limit_unit="m", cost_limit_in_usd=100.0)
+    await redis_client.script_flush()
+    source = Script.named("admit.lua").source
+    send = _Connection.send
+    injected = False
+
+    def send_with_a_load_in_the_middle(
+        self: _Connection, commands: Any
+    ) -> asyncio.Future[list[Any]]:
+        nonlocal injected
+        if injected or len(commands) < 6 or commands[0][0] != "EVALSHA":
+            return send(self, commands)
+        injected = True
+        middle = len(commands) // 2
+        sent = send(self, [*commands[:middle], ("SCRIPT", "LOAD", source), *commands[middle:]])
+        replies: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+        def without_the_load(done: asyncio.Future[list[Any]]) -> None:
+            if done.exception() is not None:
+                replies.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                got = done.result()
+                replies.set_result(got[:middle] + got[middle + 1 :])
+
+        sent.add_done_callback(without_the_load)
+        return replies
+
+    monkeypatch.setattr(_Connection, "send", send_with_a_load_in_the_middle)
+    results = await asyncio.gather(*(engine.admit(key, to_nano(1.0)) for _ in range(10)))
+    assert injected and all(r.admitted for r in results)
+    names = KeyNames.of(key)
+    assert (await engine.usage(key)).requests_in_window == 10
+    assert await redis_client.zcard(names.reservations) == 10
+    assert int(await redis_client.hget(names.reserved, "total")) == 10 * to_nano(1.0)
+
+
+async def test_an_admission_abandoned_by_its_caller_releases_its_reservation(
+    engine: LimitEngine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client leaves once the script is on its way, before the call learnt the answer."""
+    settler = Settler(engine, Metrics().counter("errors_total", "errors", ("operation",)))
+    flusher = asyncio.create_task(settler.run())
+    key = make_key(cost_limit_in_usd=1.0)
+    names = KeyNames.of(key)
+    await engine.admit(make_key(cost_limit_in_usd=1.0))  # connected, script loaded
+    sent = asyncio.Event()
+    send = _Connection.send
+
+    def noting_send(self: _Connection, commands: Any) -> asyncio.Future[list[Any]]:
+        replies = send(self, commands)
+        sent.set()
+        return replies
+
+    monkeypatch.setattr(_Connection, "send", noting_send)
+    admitting = asyncio.create_task(engine.admit(key, to_nano(0.9)))
+    await sent.wait()
+    admitting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await admitting
+    for _ in range(250):  # released through the settlement queue, within moments
+        if not await redis_client.zcard(names.reservations):
+            break
+        await asyncio.sleep(0.02)
+    settler.close(within=2)
+    await asyncio.wait_for(flusher, 5)
+    assert await redis_client.zcard(names.reservations) == 0
+    assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
+
+
+async def test_settle_batches_leave_no_key_per_batch(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    key = make_key(cost_limit_in_usd=100.0)
+    await settle(engine, [Settlement(key, 1)])
+    before = await redis_client.dbsize()
+    for _ in range(50):
+        await settle(engine, [Settlement(key, 1, event=b'{"event_id": "y"}')])
+    assert await redis_client.dbsize() == before
+    assert (await engine.usage(key)).cost_usd == pytest.approx(to_usd(51))
+
+
+async def test_a_batch_that_fails_part_way_applies_nothing_and_its_retry_applies_all(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    first, second = make_key(cost_limit_in_usd=10.0), make_key(cost_limit_in_usd=10.0)
+    await redis_client.hset(KeyNames.of(second).spend, "not", "a counter")
+    batch = [Settlement(first, to_nano(1.0)), Settlement(second, to_nano(2.0))]
+    number = next(BATCH_NUMBERS)
+    with pytest.raises(UnusableSettlement) as raised:
+        await engine.settle(batch, REPLICA, number)
+    assert raised.value.index == 1 and "hash" in str(raised.value)
+    assert (await engine.usage(first)).cost_usd == 0
+    await redis_client.delete(KeyNames.of(second).spend)
+    await engine.settle(batch, REPLICA, number)
+    assert (await engine.usage(first)).cost_usd == pytest.approx(1.0)
+    assert (await engine.usage(second)).cost_usd == pytest.approx(2.0)
+
+
+async def test_an_admission_given_up_before_it_was_sent_never_reaches_redis(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(rate_limit_over_time=5, rate_limit_unit="m")
+    admitting = asyncio.create_task(engine.admit(key))
+    await asyncio.sleep(0)  # queued for the next loop turn's batch
+    admitting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await admitting
+    assert (await engine.admit(key)).remaining_requests == 4
+
+
+async def test_a_window_spent_is_reported_before_a_lifetime_budget_held_in_flight(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(
+        cost_limit_in_usd=1.0, cost_limit_in_usd_over_time=0.5, cost_limit_in_usd_unit="h"
+    )
+    assert (await engine.admit(key, to_nano(0.6))).admitted  # stays in flight
+    spending = await engine.admit(key)
+    await settle(engine, [Settlement(key, to_nano(0.5), spending.reservation)])
+    # Lifetime: 0.5 spent + 0.6 in flight holds it all; the window is spent: that is what counts.
+    refused = await engine.admit(key, to_nano(0.1))
+    assert (refused.admitted, refused.reason) == (False, "window")
+    assert refused.retry_after is not None and refused.retry_after > 5

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import replace
+from typing import cast
 
 import pytest
 import redis.asyncio as redis
@@ -95,3 +97,31 @@ async def test_a_batch_that_times_out_while_redis_answers_keeps_the_connection(
         assert await pipe.execute([("CLIENT", "ID")]) == [before]
     finally:
         await pipe.close()
+
+
+class _Unread(asyncio.Protocol):
+    """A Redis that answers the handshake, then stops reading its socket."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"+OK\r\n")  # CLIENT SETNAME
+        self.transport.pause_reading()
+
+
+async def test_a_write_redis_does_not_take_fails_after_the_write_timeout() -> None:
+    server = await asyncio.get_running_loop().create_server(_Unread, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = RedisPipe(
+        RedisSettings(hosts=("127.0.0.1",), port=port, read_timeout=30, write_timeout=0.2)
+    )
+    try:
+        value = b"x" * (8 * 1024 * 1024)  # far more than the socket buffers hold
+        with pytest.raises(RedisUnavailable, match="write"):
+            await asyncio.wait_for(pipe.execute([("SET", "big", value)]), 10)
+    finally:
+        await pipe.close()
+        server.close()

@@ -1,0 +1,50 @@
+"""Local limits while Redis is away: the shares, the reasons and the Retry-After they give."""
+
+from __future__ import annotations
+
+from proxy.fallback import LocalLimits
+from shared.limits import Admission, to_nano
+from shared.models import Key
+
+
+def make_key(**limits: object) -> Key:
+    return Key(key_id="k", name="k", key_hash="h", created_at=0, updated_at=0, **limits)  # type: ignore[arg-type]
+
+
+def outage(key: Key, lifetime: int = -1, window: int = -1) -> LocalLimits:
+    """Local limits that last saw `key` committed so far through Redis, now in an outage."""
+    local = LocalLimits("local", share=0.5, max_outage=300)
+    local.redis_answered(key, Admission(True, lifetime_committed=lifetime, window_committed=window))
+    local.redis_failed()
+    return local
+
+
+def test_a_window_refusal_is_reported_as_window_when_both_limits_are_equal() -> None:
+    key = make_key(
+        cost_limit_in_usd=1.0, cost_limit_in_usd_over_time=1.0, cost_limit_in_usd_unit="h"
+    )
+    local = outage(key, lifetime=0, window=to_nano(0.9))
+    refused = local.admit(key, to_nano(0.1))
+    assert (refused.admitted, refused.reason) == (False, "window_reserved")
+    assert refused.retry_after is not None and refused.retry_after <= 60
+
+
+def test_a_local_rate_refusal_for_a_daily_limit_retries_within_a_minute() -> None:
+    key = make_key(rate_limit_over_time=2, rate_limit_unit="d")
+    local = outage(key)
+    assert local.admit(key, 0).admitted
+    refused = local.admit(key, 0)
+    assert (refused.admitted, refused.reason) == (False, "rate")
+    assert refused.retry_after is not None and 1 <= refused.retry_after <= 60
+
+
+def test_a_call_admitted_in_an_earlier_outage_gives_no_allowance_to_the_next() -> None:
+    key = make_key(cost_limit_in_usd=1.0)
+    local = outage(key, lifetime=to_nano(0.5))
+    earlier = local.admit(key, to_nano(0.2))
+    assert earlier.admitted
+    local.redis_answered(key, Admission(True, lifetime_committed=to_nano(0.5)))  # Redis is back
+    local.settled(key, earlier, 0)  # the earlier call ends, billed 0
+    local.redis_failed()  # the next outage: a share of 0.5 of what is left, 0.25
+    assert local.admit(key, to_nano(0.2)).admitted
+    assert not local.admit(key, to_nano(0.1)).admitted
