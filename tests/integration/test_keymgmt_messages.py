@@ -40,3 +40,17 @@ async def test_post_where_put_creates_is_a_405_naming_put(client: TestClient) ->
     assert_problem(body, 405, KEYS)
     assert body["type"] == "method_not_allowed"
     assert "create with PUT" in body["detail"]
+
+
+async def test_a_revoked_key_value_stays_taken_and_the_409_says_how_to_reuse_it(
+    client: TestClient,
+) -> None:
+    body = new_key()
+    created = await (await client.put(KEYS, json=body)).json()
+    revoked = await client.patch(f"{KEYS}/{created['keyId']}", json={"revoked": True})
+    assert revoked.status == 200
+    response = await client.put(KEYS, json=body)
+    assert response.status == 409
+    assert "delete it" in (await response.json())["detail"]
+    assert (await client.delete(f"{KEYS}/{created['keyId']}")).status in (200, 204)
+    assert (await client.put(KEYS, json=body)).status == 200
