@@ -31,7 +31,7 @@ from tests.integration.test_launcher import (
 )
 
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
-import run  # noqa: E402  (deploy/local is not a package)
+import run
 
 __all__ = ["data_dir"]  # the fixture, shared with the launcher test
 
