@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import run  # deploy/local, on the path by tests/conftest.py
 import services
 
 from tests.integration.test_launcher import (
@@ -29,9 +30,6 @@ from tests.integration.test_launcher import (
     _wait_ready,
     data_dir,
 )
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-import run
 
 __all__ = ["data_dir"]  # the fixture, shared with the launcher test
 
