@@ -17,6 +17,7 @@ from keymgmt.spend import rebuild_all_spend
 from shared.config import ConfigError, Settings
 from shared.db import create_engine, migrate, wait_for_database
 from shared.logs import setup_logging
+from shared.pg import describe
 from shared.redisconn import create_redis
 from shared.runtime import install_uvloop
 
@@ -59,7 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(settings.log_format, settings.log_level)
     install_uvloop()
     if args:
-        asyncio.run(COMMANDS[args[0]](settings))
+        command, target = args[0], settings.postgres.target()
+        print(f"keymgmt {command}: {target}", file=sys.stderr, flush=True)
+        try:
+            asyncio.run(COMMANDS[command](settings))
+        except Exception as error:
+            sys.exit(f"keymgmt {command}: failed on {target}: {describe(error)}")
         return
     log.info(
         "keymgmt listening", extra={"host": settings.keymgmt_host, "port": settings.keymgmt_port}

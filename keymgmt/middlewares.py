@@ -36,6 +36,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as error:
         return problem(request, error.status, error.title, error.type, error.detail)
+    except web.HTTPMethodNotAllowed as error:
+        allowed = ", ".join(sorted(error.allowed_methods))
+        detail = f"{request.method} is not allowed on {request.path}; it takes {allowed}"
+        if request.method == "POST" and "PUT" in error.allowed_methods:
+            detail += " (create with PUT)"
+        response = problem(request, 405, error.reason, "method_not_allowed", detail)
+        response.headers["Allow"] = error.headers["Allow"]
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -48,7 +56,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def _http_type(status: int) -> str:
     return {
         404: "not_found",
-        405: "method_not_allowed",
         413: "payload_too_large",
     }.get(status, "invalid_request" if status < 500 else "internal_error")
 

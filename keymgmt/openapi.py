@@ -55,7 +55,7 @@ _EVENT = _object(
         "path": "string", "status": "integer", "promptTokens": "integer",
         "completionTokens": "integer", "cachedTokens": "integer", "costInUsd": "number",
         "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
-        "createdAt": "number",
+        "createdAt": "integer",
     }
 )  # fmt: skip
 
@@ -90,7 +90,7 @@ def _reporting_paths(spec: APISpec) -> None:
         }},
     )  # fmt: skip
     bucket = _object({
-        "start": "number", "requests": "integer", "costInUsd": "number",
+        "start": "integer", "requests": "integer", "costInUsd": "number",
         "promptTokens": "integer", "completionTokens": "integer",
         "latencyP50Ms": "number", "latencyP99Ms": "number",
     })  # fmt: skip

@@ -69,7 +69,7 @@ def _event(row: Any) -> dict[str, Any]:
         "latencyMs": row.latency_ms,
         "upstreamMs": row.upstream_ms,
         "streamed": row.streamed,
-        "createdAt": row.created_at.timestamp(),
+        "createdAt": int(row.created_at.timestamp()),
     }
 
 
@@ -142,7 +142,7 @@ async def key_usage(request: web.Request) -> web.Response:
         raise InvalidInput({"granularity": ["must be hour or day"]})
     start, end = _range(request, 7 * DAY)
     e = usage_events.c
-    bucket = sa.func.date_trunc(granularity, e.created_at).label("bucket")
+    bucket = sa.func.date_trunc(granularity, e.created_at, "UTC").label("bucket")  # UTC days
     latency = e.latency_ms
     query = (
         sa.select(
@@ -161,7 +161,7 @@ async def key_usage(request: web.Request) -> web.Response:
     rows = await request.app[STORE].fetch(query)
     buckets = [
         {
-            "start": row.bucket.timestamp(),
+            "start": int(row.bucket.timestamp()),
             "requests": row.requests,
             "costInUsd": to_usd(int(row.cost_nano or 0)),
             "promptTokens": int(row.prompt_tokens or 0),

@@ -78,7 +78,10 @@ class KeyStore:
                     )
                 yield connection
         except exc.IntegrityError as error:
-            raise KeyExists("a key with this value already exists") from error
+            raise KeyExists(
+                "a key with this value already exists (a revoked key keeps its value; delete it"
+                " to use the value again)"
+            ) from error
         except Exception as error:
             if is_unavailable(error):
                 raise DatabaseUnavailable(f"postgres unavailable: {describe(error)}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,12 @@ class PostgresSettings:
     ssl_enabled: bool = False
     read_timeout: float = 2.0
     write_timeout: float = 1.0
+
+    def target(self) -> str:
+        """Which database these settings reach, for messages (never the password)."""
+        # An empty user name means the operating system's, as libpq and asyncpg take it.
+        user = self.username or getpass.getuser()
+        return f"database {self.db_name!r} on {','.join(self.hosts)}:{self.port} as user {user!r}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,8 +70,13 @@ class WholeNumber(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+UNIT_CHOICE = validate.OneOf(
+    (*UNITS, ""), error="must be one of s (seconds), m (minutes), h (hours) or d (days)"
+)
+
+
 def _unit() -> fields.String:
-    return fields.String(validate=validate.OneOf((*UNITS, "")), allow_none=True)
+    return fields.String(validate=UNIT_CHOICE, allow_none=True)
 
 
 class _LimitFields(Schema):
@@ -89,7 +94,8 @@ class _LimitFields(Schema):
     costLimitInUsdUnit = _unit()
     rateLimitOverTime = WholeNumber(validate=validate.Range(min=0, max=MAX_RATE), allow_none=True)
     rateLimitUnit = _unit()
-    ttl = fields.String(validate=[validate.Regexp(DURATION_PATTERN), _duration], allow_none=True)
+    # The pattern is documented in the OpenAPI document; _duration alone gives the message.
+    ttl = fields.String(validate=_duration, allow_none=True, metadata={"pattern": DURATION_PATTERN})
 
 
 def check_limit_pairs(values: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,16 @@ START_TIMEOUT = 60.0
 POLL_INTERVAL = 0.2
 DEMO_API_KEY = "sk-demo-not-a-real-key"
 PLACEHOLDER_API_KEY = "sk-placeholder-set-OPENAI_API_KEY"
+# The README's first call, word for word but for the address (tests/integration/test_readme.py).
+README_PROXY_URL = "http://localhost:8002"
+SDK_EXAMPLE = f"""\
+from openai import OpenAI
+client = OpenAI(base_url="{README_PROXY_URL}/api/providers/openai/v1", api_key="my-secret-key")
+stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                        messages=[{{"role": "user", "content": "Say hello"}}])
+for chunk in stream: print(chunk.choices[0].delta.content or "", end="")
+print()
+"""
 EXAMPLE_KEY = {
     "name": "my-first-key",
     "key": "my-secret-key",
@@ -328,6 +339,14 @@ class Launcher:
         admin = "" if _unset(self.env, "ADMIN_PASS") else ' -H "X-API-KEY: $ADMIN_PASS"'
         interval = self.env.get("IN_MEMORY_DB_UPDATE_INTERVAL") or "10s"
         body = json.dumps(EXAMPLE_KEY, separators=(",", ":"))
+        databases = " ".join(
+            f"{name}={self.env[name]}"
+            for name in (
+                "POSTGRESQL_HOSTS", "POSTGRESQL_PORT", "POSTGRESQL_USERNAME", "REDIS_HOSTS",
+                "REDIS_PORT",
+            )
+            if name in self.env
+        )  # fmt: skip
         return f"""
 Create a key:
 
@@ -337,11 +356,10 @@ Create a key:
 
 Then, once the proxy has picked it up (within IN_MEMORY_DB_UPDATE_INTERVAL, {interval}):
 
-  from openai import OpenAI
-  client = OpenAI(base_url="{proxy_url}/api/providers/openai/v1", api_key="my-secret-key")
-  reply = client.chat.completions.create(
-      model="gpt-4o-mini", messages=[{{"role": "user", "content": "Say hello"}}])
-  print(reply.choices[0].message.content)
+{textwrap.indent(SDK_EXAMPLE.replace(README_PROXY_URL, proxy_url), "  ")}
+Postgres and Redis of this run, for commands run beside it (python -m keymgmt migrate):
+
+  {databases}
 
 Press Ctrl-C to stop.
 """

@@ -173,10 +173,12 @@ async def test_reporting_events_usage_and_top_keys(start_gateway: Start, pricing
     assert len(second["events"]) == 1 and second["next"] is None
     ids = {e["eventId"] for e in first["events"] + second["events"]}
     assert len(ids) == 3
+    assert all(type(e["createdAt"]) is int for e in first["events"])  # unix seconds, like keys
 
     usage = await (await gateway.keymgmt.get(f"{base}/usage", params={"granularity": "day"})).json()
     (bucket,) = usage["buckets"]
     assert bucket["requests"] == 3
+    assert type(bucket["start"]) is int and bucket["start"] % 86400 == 0
     assert bucket["costInUsd"] == pytest.approx(3 * (6 * 1e-4 + 5 * 1e-3))
     assert 0 < bucket["latencyP50Ms"] <= bucket["latencyP99Ms"]
 
