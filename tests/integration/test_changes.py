@@ -94,4 +94,3 @@ def test_foreign_payloads_are_not_changes(payload: str) -> None:
 def test_a_payload_is_parsed() -> None:
     payload = '{"kind": "key", "id": "k1", "version": 1.5, "at": 2}'
     assert parse_change(payload) == Change("key", "k1", 1.5, 2)
-
