@@ -57,7 +57,9 @@ class Gateway:
         """Until every replica's snapshot holds the key: the change feed brings it at once."""
         key_hash = hash_key(raw)
         async with asyncio.timeout(10):
-            while not all(proxy.app[SNAPSHOT].get(key_hash) for proxy in self.proxies):
+            while True:
+                if all(proxy.app[SNAPSHOT].get(key_hash) for proxy in self.proxies):
+                    return
                 await asyncio.sleep(0.005)
 
     async def wait_for_refresh(self) -> None:
