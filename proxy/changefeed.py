@@ -106,6 +106,10 @@ class ChangeFeed:
             self._retry = RETRY_FIRST
             self._recovered()
             await self._follow(connection, closed)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # stopping: say goodbye to Postgres
+                await connection.close(timeout=self._settings.read_timeout)
+            raise
         finally:
             self.listening = False
             connection.terminate()
@@ -127,8 +131,14 @@ class ChangeFeed:
     async def _apply_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for kind, changed in pending.items():
-            # Should this fail, the session ends, and the next one's refresh reads these too.
-            await self._reloaders[kind].reload(changed)
+            reloader = self._reloaders[kind]
+            try:
+                await reloader.reload(changed)
+            except Exception as error:
+                raise_if_cancelled()
+                self._metrics.errors.inc(operation="change_reload")
+                log.warning("reloading changed %ss failed, refreshing: %s", kind, describe(error))
+                await reloader.refresh()  # should this fail too, the next session refreshes
             now = time.time()
             lag = self._metrics.lag.series(kind=kind)
             for committed_at in changed.values():
