@@ -154,22 +154,20 @@ async def burst(
     async with aiohttp.ClientSession() as session:
         raw, _ = await new_key(session, keymgmt, proxy)
         others = [(await new_key(session, keymgmt, proxy))[1] for _ in range(50)]
-    cpu = cpu_seconds(proxy.pid)
     quiet = await latencies(proxy, raw, args.burst_seconds)
-    cpu_quiet, cpu = cpu_seconds(proxy.pid) - cpu, cpu_seconds(proxy.pid)
     during, made = await asyncio.gather(
         latencies(proxy, raw, args.burst_seconds),
         changes(stores, others, args.burst_seconds, args.burst_rate),
     )
-    cpu_burst = cpu_seconds(proxy.pid) - cpu
-    per_request = cpu_quiet / len(quiet)
-    # The proxy's CPU beyond what its requests cost: what the changes cost it.
-    per_change = (cpu_burst - per_request * len(during)) / made
     print(summary("proxy latency, no changes", quiet))
     print(summary(f"proxy latency, {made / args.burst_seconds:.0f} changes/s", during))
-    print(
-        f"proxy CPU: {per_request * 1e6:.0f} us a request, about {per_change * 1e6:.0f} us a change"
-    )
+    # The proxy's CPU for the changes alone, against the same time with nothing to do.
+    idle = cpu_seconds(proxy.pid)
+    await asyncio.sleep(args.burst_seconds)
+    idle, before = cpu_seconds(proxy.pid) - idle, cpu_seconds(proxy.pid)
+    made = await changes(stores, others, args.burst_seconds, args.burst_rate)
+    per_change = (cpu_seconds(proxy.pid) - before - idle) / made
+    print(f"proxy CPU per change: {per_change * 1e6:.0f} us")
 
 
 def start(processes: Processes, stores: gateway.Stores, redis_db: int) -> tuple[Server, Server]:
