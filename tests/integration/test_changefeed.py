@@ -157,49 +157,58 @@ async def test_a_change_made_while_the_listener_is_away_is_applied_on_reconnect(
     assert listening_since.timestamp() > revoked.updated_at
 
 
-async def test_a_connection_that_stops_answering_is_replaced(
-    engine: AsyncEngine, settings: Settings, feed: Feed, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(changefeed, "HEARTBEAT", 0.2)
-    pid, _ = await feed.listener()
-    os.kill(pid, signal.SIGSTOP)  # no answer and no close: only the heartbeat can tell
-    try:
-        await until(lambda: not feed.feed.listening, 10, "the silent connection noticed")
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    new_pid, _ = await asyncio.wait_for(feed.listener(), 10)
-    assert new_pid != pid
-    raw = f"sk-feed-{uuid.uuid4().hex}"
-    await KeyStore(engine, settings.postgres).create({"name": "n", "key": raw})
-    await until(lambda: feed.key(raw) is not None, 1, "created on the new connection")
-
-
-async def test_postgres_restarted_the_feed_reconnects_and_misses_nothing(
+@pytest.fixture
+async def private(
     settings: Settings, private_postgres: services.Postgres
-) -> None:
+) -> AsyncIterator[tuple[Settings, AsyncEngine]]:
+    """Settings and a migrated engine on a Postgres of the test's own, to stop and signal."""
     private = on_postgres(settings, private_postgres)
     engine = create_engine(private.postgres)
     await migrate(engine)
-    store = KeyStore(engine, private.postgres)
-    try:
-        async with start_feed(private) as feed:
-            before, during, after = (f"sk-feed-{uuid.uuid4().hex}" for _ in range(3))
-            made = await store.create({"name": "before", "key": before})
-            await until(lambda: feed.key(before) is not None, 1, "created before")
+    yield private, engine
+    await engine.dispose()
 
-            await asyncio.to_thread(private_postgres.stop)
-            await until(lambda: not feed.feed.listening, 5, "the feed noticed the stop")
-            await asyncio.to_thread(private_postgres.start)
-            await store.update(made.key_id, {"revoked": True})
-            await store.create({"name": "during", "key": during})
-            await asyncio.wait_for(feed.listener(), 10)
-            await store.create({"name": "after", "key": after})
 
-            await until(lambda: getattr(feed.key(before), "revoked", False), 2, "revoked")
-            await until(lambda: feed.key(during) is not None, 2, "created at the restart")
-            await until(lambda: feed.key(after) is not None, 1, "created after")
-    finally:
-        await engine.dispose()
+async def test_a_connection_that_stops_answering_is_replaced(
+    private: tuple[Settings, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, engine = private
+    monkeypatch.setattr(changefeed, "HEARTBEAT", 0.2)
+    async with start_feed(settings) as feed:
+        pid, _ = await feed.listener()
+        os.kill(pid, signal.SIGSTOP)  # no answer and no close: only the heartbeat can tell
+        try:
+            await until(lambda: not feed.feed.listening, 10, "the silent connection noticed")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        new_pid, _ = await asyncio.wait_for(feed.listener(), 10)
+        assert new_pid != pid
+        raw = f"sk-feed-{uuid.uuid4().hex}"
+        await KeyStore(engine, settings.postgres).create({"name": "n", "key": raw})
+        await until(lambda: feed.key(raw) is not None, 1, "created on the new connection")
+
+
+async def test_postgres_restarted_the_feed_reconnects_and_misses_nothing(
+    private: tuple[Settings, AsyncEngine], private_postgres: services.Postgres
+) -> None:
+    settings, engine = private
+    store = KeyStore(engine, settings.postgres)
+    async with start_feed(settings) as feed:
+        before, during, after = (f"sk-feed-{uuid.uuid4().hex}" for _ in range(3))
+        made = await store.create({"name": "before", "key": before})
+        await until(lambda: feed.key(before) is not None, 1, "created before")
+
+        await asyncio.to_thread(private_postgres.stop)
+        await until(lambda: not feed.feed.listening, 5, "the feed noticed the stop")
+        await asyncio.to_thread(private_postgres.start)
+        await store.update(made.key_id, {"revoked": True})
+        await store.create({"name": "during", "key": during})
+        await asyncio.wait_for(feed.listener(), 10)
+        await store.create({"name": "after", "key": after})
+
+        await until(lambda: getattr(feed.key(before), "revoked", False), 2, "revoked")
+        await until(lambda: feed.key(during) is not None, 2, "created at the restart")
+        await until(lambda: feed.key(after) is not None, 1, "created after")
 
 
 async def test_the_listener_is_a_session_of_its_own(feed: Feed) -> None:
