@@ -128,8 +128,8 @@ async def test_foreign_notifications_do_not_stop_the_feed(
 async def slow_feed(
     engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Feed]:
-    """A feed that waits half a second before it reconnects: a gap long enough to write in."""
-    monkeypatch.setattr(changefeed, "RETRY_FIRST", 0.5)
+    """A feed that waits a second before it reconnects: a gap long enough to write in."""
+    monkeypatch.setattr(changefeed, "RETRY_FIRST", 1.0)
     async with start_feed(settings) as running:
         yield running
 
@@ -150,7 +150,7 @@ async def test_a_change_made_while_the_listener_is_away_is_applied_on_reconnect(
         await connection.close()
     revoked = await store.update(created.key_id, {"revoked": True})
 
-    await until(lambda: getattr(feed.key(raw), "revoked", False), 2, "revoked after the gap")
+    await until(lambda: getattr(feed.key(raw), "revoked", False), 3, "revoked after the gap")
     new_pid, listening_since = await feed.listener()
     assert new_pid != pid
     # The change committed before the new session began: no notification could carry it.
