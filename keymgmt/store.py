@@ -1,11 +1,12 @@
-"""Key configurations in Postgres. Every write moves `updated_at`, which the proxy refreshes by."""
+"""Key configurations in Postgres. Every write moves `updated_at`, which the proxy refreshes by,
+and announces itself on the change feed in its own transaction (shared.changes)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keymgmt.errors import DatabaseUnavailable, InvalidInput, KeyExists, KeyNotFound
+from shared.changes import CHANNEL, KEY
 from shared.config import PostgresSettings
 from shared.db import describe, is_unavailable, key_from_row, keys
 from shared.durations import parse_duration
@@ -113,6 +115,7 @@ class KeyStore:
             )
         async with self._transaction(write=True) as connection:
             row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
+            await connection.execute(_announcement(row.key_id, row.updated_at))
         return key_from_row(row)
 
     async def get(self, key_id: str) -> Key:
@@ -158,6 +161,7 @@ class KeyStore:
                     keys.update().where(keys.c.key_id == key_id).values(values).returning(keys)
                 )
             ).one()
+            await connection.execute(_announcement(updated.key_id, updated.updated_at))
         return key_from_row(updated)
 
     async def delete(self, key_id: str) -> None:
@@ -167,10 +171,21 @@ class KeyStore:
                 keys.update()
                 .where(keys.c.key_id == key_id, keys.c.deleted_at.is_(None))
                 .values(deleted_at=now, updated_at=now)
-                .returning(keys.c.key_id)
+                .returning(keys.c.updated_at)
             )
-            if result.one_or_none() is None:
+            deleted = result.one_or_none()
+            if deleted is None:
                 raise KeyNotFound(f"no key with id {key_id}")
+            await connection.execute(_announcement(key_id, deleted.updated_at))
+
+
+def _announcement(key_id: str, updated_at: datetime) -> sa.Select[Any]:
+    """Run last in a write's transaction: Postgres delivers it when, and only if, that commits."""
+    payload = sa.func.json_build_object(
+        "kind", KEY, "id", str(key_id), "version", updated_at.timestamp(),
+        "at", sa.extract("epoch", sa.func.clock_timestamp()),
+    )  # fmt: skip
+    return sa.select(sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text)))
 
 
 def _live(key_id: str) -> sa.Select[Any]:

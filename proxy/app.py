@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
+from proxy.changefeed import ChangeFeed, FeedMetrics, Reloader
 from proxy.errors import not_found
 from proxy.fallback import LocalLimits
 from proxy.forward import PREFIX, handle
@@ -30,6 +31,7 @@ from proxy.typedefs import (
 )
 from proxy.upstream import create_session
 from shared import tokens
+from shared.changes import KEY
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -51,7 +53,10 @@ async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
         database, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
     )
     task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
+    feed = change_feed(app, {KEY: refresher})
+    feed_task = asyncio.create_task(feed.run(), name="change-feed")
     yield
+    await stop_task(feed_task)
     await stop_task(task)
     await database.close()
 
@@ -60,6 +65,18 @@ async def token_encodings(app: web.Application) -> AsyncIterator[None]:
     # Loaded on the event loop at the first uncounted answer, they would stall every call.
     await asyncio.to_thread(tokens.load_encodings)
     yield
+
+
+def change_feed(app: web.Application, reloaders: Mapping[str, Reloader]) -> ChangeFeed:
+    registry = app[REGISTRY]
+    metrics = FeedMetrics.register(registry, app[METRICS].postgres_errors)
+    feed = ChangeFeed(app[SETTINGS].postgres.for_listening(), reloaders, metrics)
+    registry.gauge(
+        "gateway_change_feed_listening",
+        "1 while the change feed listens, 0 while changes wait for the periodic refresh",
+        lambda: 1 if feed.listening else 0,
+    )
+    return feed
 
 
 async def limits(app: web.Application) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -84,6 +85,7 @@ NEXT_PAGE = (
     " ORDER BY keys.key_id LIMIT $1"
 )
 CHANGED_SINCE = f"{SNAPSHOT_QUERY} WHERE updated_at >= $1"
+BY_IDS = f"{SNAPSHOT_QUERY} WHERE keys.key_id = ANY($1::uuid[])"
 
 
 def key_of(row: Any) -> Key:
@@ -129,6 +131,9 @@ class SnapshotRefresher:
         self._interval = interval
         self._read_clock: datetime | None = None  # Postgres's clock at the last read
         self._failing = False
+        # One read and its apply at a time: a read started later is applied later, so an older
+        # row never overwrites a newer one (nor revives a deleted key).
+        self._lock = asyncio.Lock()
 
     async def run(self) -> None:
         delay = 0.25
@@ -147,6 +152,17 @@ class SnapshotRefresher:
             await asyncio.sleep(delay)
 
     async def refresh(self) -> None:
+        async with self._lock:
+            await self._refresh()
+
+    async def reload(self, key_ids: Collection[str]) -> None:
+        """The keys named, read anew: the change feed's targeted reload."""
+        async with self._lock:
+            async with self._database.use() as connection:
+                rows = await connection.fetch(BY_IDS, list(key_ids))
+            self._snapshot.apply([key_of(row) for row in rows])
+
+    async def _refresh(self) -> None:
         async with self._database.use() as connection:
             # Taken before reading, so that what changes meanwhile is read again next time.
             clock = await connection.fetchval("SELECT now()")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.durations import parse_duration
 
@@ -101,6 +101,11 @@ class PostgresSettings:
     ssl_enabled: bool = False
     read_timeout: float = 2.0
     write_timeout: float = 1.0
+    listen_hosts: tuple[str, ...] = ()  # the change feed's; empty: the same as `hosts`
+
+    def for_listening(self) -> PostgresSettings:
+        """Where the change feed connects: LISTEN needs a session a pooler does not share."""
+        return replace(self, hosts=self.listen_hosts or self.hosts)
 
     def target(self) -> str:
         """Which database these settings reach, for messages (never the password)."""
@@ -147,8 +152,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Reader(os.environ if environ is None else environ)
+        hosts = env.hosts("POSTGRESQL_HOSTS", "localhost")
         postgres = PostgresSettings(
-            hosts=env.hosts("POSTGRESQL_HOSTS", "localhost"),
+            hosts=hosts,
             port=env.port("POSTGRESQL_PORT", 5432),
             username=env.text("POSTGRESQL_USERNAME", ""),
             password=env.text("POSTGRESQL_PASSWORD", ""),
@@ -156,6 +162,7 @@ class Settings:
             ssl_enabled=env.boolean("POSTGRESQL_SSL_ENABLED", False),
             read_timeout=env.duration("POSTGRESQL_READ_TIME_OUT", "2s"),
             write_timeout=env.duration("POSTGRESQL_WRITE_TIME_OUT", "1s"),
+            listen_hosts=env.hosts("POSTGRESQL_LISTEN_HOSTS", ",".join(hosts)),
         )
         redis = RedisSettings(
             hosts=env.hosts("REDIS_HOSTS", "localhost"),

@@ -10,8 +10,9 @@ import asyncpg
 from shared.config import PostgresSettings
 
 
-async def connect(settings: PostgresSettings) -> asyncpg.Connection:
-    """A connection as both services open it (shared.db's engine opens its own with this)."""
+async def connect(settings: PostgresSettings, name: str = "gateway") -> asyncpg.Connection:
+    """A connection as both services open it (shared.db's engine opens its own with this);
+    `name` is its application_name in pg_stat_activity."""
     # asyncpg tries the hosts in order and keeps the first that answers.
     return await asyncpg.connect(
         host=list(settings.hosts),
@@ -22,7 +23,7 @@ async def connect(settings: PostgresSettings) -> asyncpg.Connection:
         timeout=settings.read_timeout,
         command_timeout=settings.read_timeout,
         ssl="require" if settings.ssl_enabled else False,
-        server_settings={"application_name": "gateway"},
+        server_settings={"application_name": name},
     )
 
 

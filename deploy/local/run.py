@@ -36,10 +36,13 @@ PLACEHOLDER_API_KEY = "sk-placeholder-set-OPENAI_API_KEY"
 README_PROXY_URL = "http://localhost:8002"
 SDK_EXAMPLE = f"""\
 from openai import OpenAI
+
 client = OpenAI(base_url="{README_PROXY_URL}/api/providers/openai/v1", api_key="my-secret-key")
-stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
-                                        messages=[{{"role": "user", "content": "Say hello"}}])
-for chunk in stream: print(chunk.choices[0].delta.content or "", end="")
+stream = client.chat.completions.create(
+    model="gpt-4o-mini", stream=True, messages=[{{"role": "user", "content": "Say hello"}}]
+)
+for chunk in stream:
+    print(chunk.choices[0].delta.content or "", end="")
 print()
 """
 EXAMPLE_KEY = {
@@ -337,7 +340,6 @@ class Launcher:
 
     def _examples(self, keymgmt_url: str, proxy_url: str) -> str:
         admin = "" if _unset(self.env, "ADMIN_PASS") else ' -H "X-API-KEY: $ADMIN_PASS"'
-        interval = self.env.get("IN_MEMORY_DB_UPDATE_INTERVAL") or "10s"
         body = json.dumps(EXAMPLE_KEY, separators=(",", ":"))
         databases = " ".join(
             f"{name}={self.env[name]}"
@@ -354,7 +356,7 @@ Create a key:
     -H 'Content-Type: application/json' \\
     -d '{body}'
 
-Then, once the proxy has picked it up (within IN_MEMORY_DB_UPDATE_INTERVAL, {interval}):
+Within a second every proxy replica accepts it:
 
 {textwrap.indent(SDK_EXAMPLE.replace(README_PROXY_URL, proxy_url), "  ")}
 Postgres and Redis of this run, for commands run beside it (python -m keymgmt migrate):

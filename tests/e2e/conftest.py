@@ -16,7 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from keymgmt.app import create_app as create_keymgmt
 from proxy.app import create_app as create_proxy
 from proxy.fakeupstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
+from proxy.typedefs import SNAPSHOT
 from shared.config import Settings
+from shared.models import hash_key
 
 KEYS = "/api/key-management/keys"
 PROXY_PATH = "/api/providers/openai/v1"
@@ -48,8 +50,17 @@ class Gateway:
         raw = f"sk-gw-{uuid.uuid4().hex}"
         response = await self.keymgmt.put(KEYS, json={"name": "test", "key": raw, **fields})
         assert response.status == 200, await response.text()
-        await self.wait_for_refresh()
+        await self.wait_until_known(raw)
         return raw, await response.json()
+
+    async def wait_until_known(self, raw: str) -> None:
+        """Until every replica's snapshot holds the key: the change feed brings it at once."""
+        key_hash = hash_key(raw)
+        async with asyncio.timeout(10):
+            while True:
+                if all(proxy.app[SNAPSHOT].get(key_hash) for proxy in self.proxies):
+                    return
+                await asyncio.sleep(0.005)
 
     async def wait_for_refresh(self) -> None:
         await asyncio.sleep(self.settings.snapshot_interval * 2 + 0.3)

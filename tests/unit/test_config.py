@@ -72,6 +72,7 @@ def test_values_are_read() -> None:
         ("POSTGRESQL_SSL_ENABLED", "maybe"),
         ("LOG_FORMAT", "xml"),
         ("OPENAI_BASE_URL", "ftp://x"),
+        ("POSTGRESQL_LISTEN_HOSTS", " , "),
     ],
 )
 def test_bad_value_names_the_variable_in_one_line(variable: str, value: str) -> None:
@@ -80,6 +81,17 @@ def test_bad_value_names_the_variable_in_one_line(variable: str, value: str) -> 
     message = str(raised.value)
     assert message.startswith(variable)
     assert "\n" not in message
+
+
+def test_the_change_feed_listens_to_the_postgres_hosts_unless_told_otherwise() -> None:
+    default = Settings.from_env({"POSTGRESQL_HOSTS": "pgbouncer"}).postgres
+    assert default.for_listening().hosts == ("pgbouncer",)
+    direct = Settings.from_env(
+        {"POSTGRESQL_HOSTS": "pgbouncer", "POSTGRESQL_LISTEN_HOSTS": "db1, db2"}
+    ).postgres
+    assert direct.hosts == ("pgbouncer",)
+    assert direct.for_listening().hosts == ("db1", "db2")
+    assert direct.for_listening().port == direct.port
 
 
 def test_secrets_are_not_in_the_repr() -> None:

@@ -283,6 +283,16 @@ def test_settings_come_from_the_configmap_and_secrets(
     assert "OPENAI_API_KEY" in proxy_env
 
 
+def test_the_change_feed_is_told_where_to_listen(objects: dict[tuple[str, str], Doc]) -> None:
+    """Behind a transaction-pooling PgBouncer LISTEN receives nothing: base and overlay both say
+    where the proxy listens, so that whoever points POSTGRESQL_HOSTS at a pooler sees it."""
+    (base_config,) = (doc for doc in kustomize(BASE) if doc["kind"] == "ConfigMap")
+    config = objects["ConfigMap", "gateway-config"]["data"]
+    for data in (base_config["data"], config):
+        listening = Settings.from_env(data).postgres.for_listening()
+        assert listening.hosts == (data["POSTGRESQL_LISTEN_HOSTS"],)
+
+
 def test_example_secret_is_a_marked_placeholder_kept_out_of_the_overlay() -> None:
     (secret,) = load_documents(SECRET_EXAMPLE)
     assert all(value.startswith("REPLACE-ME") for value in secret["stringData"].values())
