@@ -19,6 +19,7 @@ from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log
 from proxy.typedefs import (
     CALL_LOG,
+    CREDENTIAL_ALARM,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
@@ -29,7 +30,7 @@ from proxy.typedefs import (
     SETTLER,
     SNAPSHOT,
 )
-from proxy.upstream import create_session
+from proxy.upstream import CredentialAlarm, create_session
 from shared import tokens
 from shared.changes import KEY
 from shared.config import Settings
@@ -163,6 +164,7 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = Metrics(settings.statsd_address)
     app[METRICS] = ProxyMetrics.register(app[REGISTRY])
     app[CALL_LOG] = call_log(settings.log_format)
+    app[CREDENTIAL_ALARM] = CredentialAlarm()
     register_gauges(app)
     tokens.seed_encodings()
     app.cleanup_ctx.append(flush_call_log)

@@ -29,6 +29,7 @@ from proxy.paths import upstream_url
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
     CALL_LOG,
+    CREDENTIAL_ALARM,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
@@ -41,7 +42,6 @@ from proxy.typedefs import (
 from proxy.upstream import (
     CREDENTIAL_REFUSED,
     client_headers,
-    credential_alarm,
     upstream_headers,
 )
 from shared.durations import parse_duration
@@ -123,10 +123,10 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
         ) as upstream:
             call.status = upstream.status
             if upstream.status in CREDENTIAL_REFUSED:
-                credential_alarm.refused(upstream.status)
+                request.app[CREDENTIAL_ALARM].refused(upstream.status)
                 raise upstream_auth_failed(upstream.status)
-            if credential_alarm.refusing:
-                credential_alarm.accepted()
+            if request.app[CREDENTIAL_ALARM].refusing:
+                request.app[CREDENTIAL_ALARM].accepted()
             headers = client_headers(upstream.headers, call.request_id)
             add_rate_limit_headers(call, headers)
             if upstream.content_type == "application/json":

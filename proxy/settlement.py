@@ -15,6 +15,7 @@ import os
 import time
 
 from shared.limits import LimitEngine, Settlement, UnusableSettlement
+from shared.logs import Throttle
 from shared.metrics import Counter
 
 log = logging.getLogger("gateway.settle")
@@ -46,7 +47,7 @@ class Settler:
         self._failing = False
         self._close_by: float | None = None  # monotonic deadline once closing
         self._dropped = self._dropped_nano = 0  # since the last line that reported drops
-        self._dropped_reported = -DROP_LOG_INTERVAL
+        self._drop_line = Throttle(DROP_LOG_INTERVAL)
         # Admissions whose callers left release their reservations through the queue.
         engine.release = self.submit
 
@@ -58,7 +59,7 @@ class Settler:
         if len(pending) >= self.max_pending:
             self._dropped += 1
             self._dropped_nano += settlement.cost_nano
-            if time.monotonic() - self._dropped_reported >= DROP_LOG_INTERVAL:
+            if self._drop_line.due():
                 self._report_dropped()
             return
         if len(pending) >= BATCH and settlement.event is not None:
@@ -81,7 +82,6 @@ class Settler:
             self._dropped_nano,
         )
         self._dropped = self._dropped_nano = 0
-        self._dropped_reported = time.monotonic()
 
     async def run(self) -> None:
         """Flush until closed and drained (or out of time to drain)."""
@@ -145,6 +145,6 @@ class Settler:
         if self._failing:
             log.info("settling spend recovered")
         self._failing = False
-        if self._dropped and time.monotonic() - self._dropped_reported >= DROP_LOG_INTERVAL:
+        if self._dropped and self._drop_line.due():
             self._report_dropped()
         return True

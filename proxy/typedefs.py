@@ -7,6 +7,7 @@ from proxy.fallback import LocalLimits
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from proxy.telemetry import ProxyMetrics
+from proxy.upstream import CredentialAlarm
 from shared.config import Settings
 from shared.limits import LimitEngine
 from shared.logs import HotLog
@@ -23,3 +24,4 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 REGISTRY = web.AppKey("registry", Metrics)
 LOCAL_LIMITS = web.AppKey("local_limits", LocalLimits)
 CALL_LOG = web.AppKey("call_log", HotLog)
+CREDENTIAL_ALARM = web.AppKey("credential_alarm", CredentialAlarm)

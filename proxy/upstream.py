@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from shared.config import Settings
+from shared.logs import Throttle
 
 # Client headers that reach upstream; everything else (the client's key, cookies, hop-by-hop,
 # forwarding headers) stays at the proxy.
@@ -123,15 +123,14 @@ class CredentialAlarm:
     """
 
     def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
+        self._line = Throttle(interval)
         self.refusing = False
         self.unreported = 0
-        self.reported_at = 0.0
 
     def refused(self, status: int) -> None:
         self.unreported += 1
-        now = time.monotonic()
-        if self.refusing and now - self.reported_at < self.interval:
+        self.refusing = True
+        if not self._line.due():
             return
         log.error(
             "upstream refused the gateway's credential with HTTP %d (refused calls since the"
@@ -139,11 +138,9 @@ class CredentialAlarm:
             status,
             self.unreported,
         )
-        self.refusing, self.reported_at, self.unreported = True, now, 0
+        self.unreported = 0
 
     def accepted(self) -> None:
         self.refusing = False
         self.unreported = 0
-
-
-credential_alarm = CredentialAlarm()
+        self._line.reset()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -59,6 +61,28 @@ class TextFormatter(logging.Formatter):
         if extra:
             line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
         return line
+
+
+class Throttle:
+    """For a line that could repeat on every call: due at most once per `interval` seconds.
+
+    Callers count what they held back while it was not due, and say it in the next line."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last = -math.inf
+
+    def due(self) -> bool:
+        now = self._clock()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+    def reset(self) -> None:
+        """The next line is due at once (the condition it reports has ended)."""
+        self._last = -math.inf
 
 
 # Writes to a pipe up to this size arrive whole, never mixed with another process's writes.

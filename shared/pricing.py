@@ -21,6 +21,7 @@ import orjson
 from genai_prices import Usage, calc_price
 
 from shared.config import ConfigError
+from shared.logs import Throttle
 
 log = logging.getLogger("gateway.pricing")
 
@@ -214,8 +215,7 @@ class Pricing:
         built_in = {name: Rates(0.0, 0.0, 0.0, per_image=usd) for name, usd in IMAGE_PRICES.items()}
         self._rates: dict[str, Rates] = {**built_in, **(overrides or {})}
         self.unpriced: OrderedDict[str, None] = OrderedDict()  # least recently asked first
-        self._clock = clock
-        self._warned_at = -math.inf
+        self._warning = Throttle(WARNING_INTERVAL, clock)
         self._held_back = 0
 
     @classmethod
@@ -258,11 +258,10 @@ class Pricing:
         return None
 
     def _warn_unpriced(self, model: str) -> None:
-        now = self._clock()
-        if now - self._warned_at < WARNING_INTERVAL:
+        if not self._warning.due():
             self._held_back += 1
             return
-        held_back, self._held_back, self._warned_at = self._held_back, 0, now
+        held_back, self._held_back = self._held_back, 0
         others = (
             f" (and for {held_back} other models since the last such line)" if held_back else ""
         )

@@ -85,13 +85,14 @@ async def test_a_batch_that_times_out_while_redis_answers_keeps_the_connection(
     settings: Settings,
 ) -> None:
     """Aborting would fail every batch in flight, though Redis may have run them."""
-    pipe = RedisPipe(replace(settings.redis, read_timeout=0.3))
+    # The first answers at 0.6 s, well within 1 s even on a busy machine.
+    pipe = RedisPipe(replace(settings.redis, read_timeout=1.0))
     try:
         [before] = await pipe.execute([("CLIENT", "ID")])
-        first = asyncio.ensure_future(pipe.execute([("BLPOP", "pipe-never-filled", "0.2")]))
+        first = asyncio.ensure_future(pipe.execute([("BLPOP", "pipe-never-filled", "0.6")]))
         await asyncio.sleep(0.01)
-        with pytest.raises(TimeoutError):  # queued behind the first: answered at about 0.4 s
-            await pipe.execute([("BLPOP", "pipe-never-filled", "0.2")])
+        with pytest.raises(TimeoutError):  # queued behind the first: answered at about 1.2 s
+            await pipe.execute([("BLPOP", "pipe-never-filled", "0.6")])
         assert await first == [None]
         assert await pipe.execute([("ECHO", "mine")]) == [b"mine"]  # not the late reply
         assert await pipe.execute([("CLIENT", "ID")]) == [before]

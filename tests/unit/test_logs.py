@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.logs import FLUSH_DELAY, PIPE_BUF, HotLog, JsonFormatter
+from shared.logs import FLUSH_DELAY, PIPE_BUF, HotLog, JsonFormatter, Throttle
 
 
 class Writes:
@@ -118,3 +118,16 @@ async def test_a_failing_stderr_never_fails_the_call(monkeypatch: pytest.MonkeyP
     log.info("call", {"n": 99})
     log.flush()
     assert [e["n"] for e in stderr.entries()] == [99]  # the failed lines were dropped
+
+
+def test_a_throttled_line_is_due_once_an_interval_and_at_once_after_a_reset() -> None:
+    now = [100.0]
+    throttle = Throttle(60.0, clock=lambda: now[0])
+    assert throttle.due()
+    now[0] += 59.9
+    assert not throttle.due()
+    now[0] += 0.1
+    assert throttle.due()
+    assert not throttle.due()
+    throttle.reset()
+    assert throttle.due()
