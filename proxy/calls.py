@@ -14,6 +14,7 @@ from proxy.metering import Usage
 from proxy.multipart import MalformedForm, read_form
 from proxy.paths import normalised_endpoint
 from shared import tokens
+from shared.jsonutil import positive_int
 from shared.limits import Admission
 from shared.models import Key
 
@@ -67,8 +68,7 @@ class Call:
     def max_output_tokens(self) -> int:
         payload = self.payload or {}
         for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-            value = payload.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            if value := positive_int(payload.get(name)):
                 return value
         return 0
 
@@ -78,9 +78,9 @@ class Call:
         payload = self.payload
         if not cap or payload is None or ("n" not in payload and "best_of" not in payload):
             return cap
-        choices = max(_positive(payload.get("n")), 1)
+        choices = max(positive_int(payload.get("n")), 1)
         if self.endpoint == COMPLETIONS:
-            choices = max(choices, _positive(payload.get("best_of")))
+            choices = max(choices, positive_int(payload.get("best_of")))
         return cap * choices
 
     def prompt_tokens_bound(self) -> int:
@@ -102,10 +102,6 @@ class Call:
         if self.endpoint == RESPONSES and isinstance(payload.get("instructions"), str):
             total += count(payload["instructions"])
         return total
-
-
-def _positive(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def endpoint_of(request: web.Request) -> str:

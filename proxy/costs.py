@@ -10,6 +10,7 @@ from proxy.endpoints import Billing
 from proxy.errors import endpoint_not_metered, model_not_priced
 from proxy.metering import Usage
 from shared import tokens
+from shared.jsonutil import positive_int
 from shared.pricing import Pricing, Rates
 
 # Transcription answers that carry their usage (or duration); text, srt and vtt do not.
@@ -98,7 +99,7 @@ def images_asked(payload: dict[str, Any]) -> int:
     n = payload.get("n")
     if isinstance(n, str) and n.isdigit():
         n = int(n)
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    return positive_int(n) or 1
 
 
 def bound(call: Call, rates: Rates) -> float:

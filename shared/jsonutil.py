@@ -17,3 +17,8 @@ def json_response(
         content_type="application/json",
         headers=headers,
     )
+
+
+def positive_int(value: Any) -> int:
+    """A JSON value that should be a count: itself when a whole number above 0, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from proxy.calls import Call
-from proxy.errors import ProxyError, upstream_unreachable
+from proxy.errors import endpoint_not_metered, model_not_priced, upstream_unreachable
 from proxy.jobs.billing import JOBS, Jobs
 from proxy.jobs.kinds import (
     BATCH,
@@ -37,19 +37,6 @@ from shared.pricing import Pricing
 # Enough for the first request of any batch file but one carrying images or files inline.
 MAX_FIRST_LINE = 1024 * 1024
 FILE_READ_TIMEOUT = 30.0
-
-
-def endpoint_not_metered(message: str) -> ProxyError:
-    return ProxyError(403, message, "invalid_request_error", "endpoint_not_metered")
-
-
-def model_not_priced(model: object) -> ProxyError:
-    return ProxyError(
-        400,
-        f"no price is known for model {model!r}, so a key with a cost limit cannot use it",
-        "invalid_request_error",
-        "model_not_priced",
-    )
 
 
 @dataclass(slots=True)
@@ -127,22 +114,17 @@ def refuse_unpriced(pricing: Pricing, kind: Kind, body: dict[str, Any]) -> None:
     if kind is FINE_TUNING:
         if rates is None or rates.training is None:
             raise endpoint_not_metered(
-                f"fine-tuning {model!r} has no known training price, so a key with a cost "
-                "limit cannot start it"
+                "fine_tuning/jobs", f"no training price is known for {model!r}"
             )
         return
     if kind is BATCH and body.get("endpoint") not in METERED_BATCH_ENDPOINTS:
-        raise endpoint_not_metered(
-            f"batches of {body.get('endpoint')!r} are not metered, so a key with a cost limit "
-            "cannot create them"
-        )
+        raise endpoint_not_metered("batches", f"{body.get('endpoint')!r} is not metered in batches")
     if kind is BATCH and not model:
         raise endpoint_not_metered(
-            "the model of this batch could not be read from the first line of its input file, "
-            "so a key with a cost limit cannot create it"
+            "batches", "the model could not be read from the first line of the input file"
         )
     if rates is None:
-        raise model_not_priced(model)
+        raise model_not_priced(str(model))
 
 
 async def batch_model(app: web.Application, file_id: object) -> str:
