@@ -24,11 +24,8 @@ from shared.db import (
     usage_events,
     usage_events_rejected,
 )
-from shared.limits import KeyNames, spend_key
+from shared.limits import WINDOW_BUCKETS, KeyNames, spend_key
 from shared.models import UNIT_SECONDS, Key
-
-# Buckets a window has, as the limit scripts (shared/lua) lay windows out.
-WINDOW_BUCKETS = 60
 
 
 @dataclass

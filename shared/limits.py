@@ -18,6 +18,9 @@ from shared.redispipe import Command, NoScriptError, RedisPipe, RedisReplyError,
 
 PREFIX = "gw:"
 NANO_PER_USD = 1_000_000_000
+# Buckets of a sliding window: its hash field is floor(ms / (window ms / WINDOW_BUCKETS)). The
+# scripts in lua/ say the same as `local BUCKETS`.
+WINDOW_BUCKETS = 60
 # Usage events wait here for keymgmt to write them to Postgres. Trimmed (approximately) past this
 # length, so a keymgmt outage of about this many calls loses no event; a longer one loses the
 # oldest events, never spend, which the counters hold.
