@@ -232,6 +232,7 @@ def charge(app: web.Application, call: Call, status: int) -> int:
         return 0
     cost = cost_usd(call, app[PRICING])
     if cost is None:
-        app[METRICS].unpriced.inc(model=call.reported_model or call.model or "unknown")
+        metrics = app[METRICS]
+        metrics.unpriced.inc(model=metrics.model_label(call.reported_model or call.model))
         return 0
     return to_nano(cost)

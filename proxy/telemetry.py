@@ -28,6 +28,7 @@ API_ROOTS = frozenset(
     }
 )  # fmt: skip
 TWO_PART_ROOTS = frozenset({"chat", "audio", "images"})
+MODEL_LABELS = 256  # distinct model label values kept; the rest count under "other"
 
 
 def endpoint_label(endpoint: str) -> str:
@@ -84,7 +85,14 @@ class ProxyMetrics:
             )
         return found
 
+    def model_label(self, model: str) -> str:
+        """The model as a label value: clients name models freely, so past a bound "other"."""
+        if model in self._models or len(self._models) < MODEL_LABELS:
+            return model or "unknown"
+        return "other"
+
     def of_model(self, model: str) -> ModelSeries:
+        model = self.model_label(model)
         found = self._models.get(model)
         if found is None:
             found = self._models[model] = ModelSeries(

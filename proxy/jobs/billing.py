@@ -98,7 +98,7 @@ class Jobs:
         else:
             cost = 0
             self._metrics.unpriced.inc(model=model or "unknown")
-        by_model = self._metrics.of_model(model or "unknown")
+        by_model = self._metrics.of_model(model)
         by_model.prompt_tokens.inc(usage.prompt_tokens)
         by_model.completion_tokens.inc(usage.completion_tokens)
         by_model.cost.inc(to_usd(cost))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.telemetry import MODEL_LABELS, ProxyMetrics
 from shared.metrics import Metrics
 
 
@@ -41,3 +42,19 @@ def test_histogram_buckets_are_cumulative_and_include_their_bound() -> None:
     assert found[("test_seconds_bucket", (("le", "+Inf"), *route))] == 5
     assert found[("test_seconds_count", route)] == 5
     assert found[("test_seconds_sum", route)] == 8.65
+
+
+def test_model_labels_are_bounded_whatever_names_clients_send() -> None:
+    metrics = Metrics()
+    proxy = ProxyMetrics.register(metrics)
+    for n in range(MODEL_LABELS + 50):
+        proxy.of_model(f"client-model-{n}").cost.inc(1)
+    proxy.of_model("client-model-0").cost.inc(1)  # one it kept goes on under its name
+    models = {
+        dict(labels)["model"]
+        for (name, labels) in samples(metrics)
+        if name == "gateway_proxy_cost_usd_total"
+    }
+    assert len(models) == MODEL_LABELS + 1
+    assert "other" in models and "client-model-0" in models
+    assert samples(metrics)[("gateway_proxy_cost_usd_total", (("model", "other"),))] == 50
