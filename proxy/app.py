@@ -12,8 +12,9 @@ from aiohttp import web
 from proxy.changefeed import ChangeFeed, FeedMetrics, Reloader
 from proxy.errors import not_found
 from proxy.fallback import LocalLimits
-from proxy.forward import PREFIX, handle
+from proxy.forward import handle
 from proxy.jobs import job_watcher
+from proxy.paths import PREFIX
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log

@@ -47,7 +47,6 @@ from proxy.upstream import (
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
-PREFIX = "/api/providers/openai/v1"
 MAX_REQUEST_ID = 128
 log = logging.getLogger("gateway.proxy")
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from proxy.calls import Call
+from proxy.paths import PREFIX
 from shared.limits import to_usd
 from shared.logs import HotLog
 from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics, Series
@@ -180,7 +181,8 @@ def record_call(
 ) -> None:
     """Metrics and the log line; `outcome` is the status and, for a refusal, its code."""
     status, refusal = outcome
-    endpoint = endpoint_label(call.endpoint) if call is not None else "other"
+    # A call refused before it was read (no key, say) is labelled by its path all the same.
+    endpoint = endpoint_label(call.endpoint if call is not None else path.removeprefix(PREFIX)[1:])
     series = metrics.of_call(endpoint, status, call is not None and call.streamed)
     series.requests.inc()
     series.duration.observe(latency)

@@ -129,6 +129,13 @@ async def test_refusals_are_counted_by_reason(gateway: Gateway) -> None:
         if s.name == "gateway_proxy_refusals_total"
     ]
     assert [(s.labels["reason"], s.value) for s in refusals] == [("invalid_api_key", 1.0)]
+    requests = [
+        s.labels["endpoint"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "gateway_proxy_requests_total" and s.labels["status"] == "401"
+    ]
+    assert requests == ["models"]  # labelled by its path, though refused before it was read
 
 
 async def test_statsd_lines_reach_a_udp_listener(start_gateway: Start) -> None:
