@@ -150,8 +150,14 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "keys": len(snapshot)})
 
 
+# Where an OpenAI SDK's calls land when its base_url lacks the proxy's prefix.
+SDK_PATHS = ("/v1/", "/chat/", "/completions", "/embeddings", "/responses", "/models")
+
+
 async def unknown_route(request: web.Request) -> web.Response:
-    return not_found(request.path).response(request.headers.get("X-Request-Id", ""))
+    path = request.path
+    hint = f"an OpenAI SDK's base_url ends in {PREFIX}" if path.startswith(SDK_PATHS) else ""
+    return not_found(path, hint).response(request.headers.get("X-Request-Id", ""))
 
 
 def create_app(settings: Settings) -> web.Application:

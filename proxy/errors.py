@@ -84,8 +84,9 @@ def upstream_timeout(seconds: float) -> ProxyError:
     )
 
 
-def not_found(path: str) -> ProxyError:
-    return ProxyError(404, f"no route for {path}", "invalid_request_error", "unknown_url")
+def not_found(path: str, hint: str = "") -> ProxyError:
+    message = f"no route for {path}" + (f": {hint}" if hint else "")
+    return ProxyError(404, message, "invalid_request_error", "unknown_url")
 
 
 def limits_unavailable() -> ProxyError:

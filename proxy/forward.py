@@ -100,7 +100,8 @@ def request_timeout(request: web.Request, ceiling: float) -> float:
         seconds = parse_duration(header)
     except ValueError:
         raise invalid_request(
-            f"x-request-timeout: {header!r} is not a duration", "invalid_timeout"
+            f"x-request-timeout: {header!r} is not a duration: give it a unit, as in 30s or 2m",
+            "invalid_timeout",
         ) from None
     if seconds <= 0:
         raise invalid_request("x-request-timeout must be positive", "invalid_timeout")
