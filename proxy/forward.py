@@ -21,7 +21,7 @@ from proxy.errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
+from proxy.metering import StreamMeter, Usage, answer_text, counted_usage, usage_of_body
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
     CALL_LOG,
@@ -35,6 +35,7 @@ from proxy.typedefs import (
     SNAPSHOT,
 )
 from proxy.upstream import client_headers, upstream_headers
+from shared import tokens
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
@@ -164,7 +165,7 @@ async def relay_metered(
     """Relay SSE event by event, reading the usage out of it; bill what passed if cut short."""
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
-    meter = StreamMeter(drop_usage_chunk=call.drop_usage_chunk)
+    meter = StreamMeter(call.drop_usage_chunk, tokens.tiktoken_counter(call.model))
     try:
         async for chunk in upstream.content.iter_any():
             relayed = meter.feed(chunk)
@@ -180,8 +181,8 @@ async def relay_metered(
         call.upstream_ended = time.perf_counter()
         if 200 <= call.status < 300:
             call.reported_model = meter.model
-            call.usage = meter.usage or counted_usage(
-                call.prompt_tokens_estimate(), meter.streamed_text(), call.model
+            call.usage = meter.usage or Usage(
+                call.prompt_tokens_estimate(), meter.completion_tokens()
             )
     return response
 
