@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -62,7 +64,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
-        response = await forward(request, call)
+        response = await forward_past_the_client(request, call)
         outcome = (response.status, "")
         return response
     except ProxyError as error:
@@ -92,6 +94,25 @@ def request_timeout(request: web.Request, default: float) -> float:
     if seconds <= 0:
         raise invalid_request("x-request-timeout must be positive", "invalid_timeout")
     return seconds
+
+
+async def forward_past_the_client(request: web.Request, call: Call) -> web.StreamResponse:
+    """Forward; when the client leaves (its handler is cancelled), the exchange goes on if need be.
+
+    Upstream bills a non-streamed answer in full whether or not anyone reads it, so that answer
+    is read and metered in a task of its own, which the client's leaving does not cancel, within
+    the call's timeout; `finish` then charges it. A stream stops with its client and is billed
+    for what was streamed: it needs no task (and its three extra turns of the event loop).
+    """
+    if call.stream:
+        return await forward(request, call)
+    exchange = asyncio.ensure_future(forward(request, call))
+    try:
+        return await asyncio.shield(exchange)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await exchange  # nobody is left to answer, whatever the outcome
+        raise
 
 
 def upstream_url(request: web.Request, base_url: str) -> URL:
