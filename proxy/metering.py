@@ -24,9 +24,14 @@ RAW_TEXT_BYTES = 64 * 1024  # raw events kept for counting before they are boile
 TEXT_CHARS = 1024**2  # text kept before what is safe to count of it is counted
 FULL_PARSE_LIMIT = 64 * 1024  # a JSON answer up to this size is parsed whole: that is quicker
 
-_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n){2}")  # a line end, then a blank line
-_LF_EVENT_END = re.compile(rb"\n\n")
+_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
+_EVENT_END = re.compile(_LINE_END + _LINE_END)  # a line end, then a blank line
+_CR = ord("\r")
+_USAGE_KEY = b'"usage"'
 _TERMINATOR_TAIL = 3  # bytes of a blank line that may have arrived before the rest of it
+# In cl100k and o200k no pre-token ends with a space, or runs on from a line end into
+# anything but whitespace or a slash.
+_PRETOKEN_START = re.compile(r"(?= \S)|(?<=[\r\n])(?=[^\s/])")
 
 _SPACE = re.compile(rb"[ \t\n\r]*")
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -45,7 +50,7 @@ class Usage:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return value if type(value) is int and value > 0 else 0  # parsed JSON: bool is no int here
 
 
 def parse_usage(usage: Any) -> Usage | None:
@@ -74,14 +79,18 @@ def top_level(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
     that the float vectors of an embeddings answer never become Python objects. Skipped values
     are delimited, not validated.
     """
+    members = _members(body, names)
+    return {name: members[name] for name in names if name in members}
+
+
+def _members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    """At least the named top-level members: a small body is parsed whole (that is quicker)."""
     if len(body) <= FULL_PARSE_LIMIT:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             return {}
-        if not isinstance(payload, dict):
-            return {}
-        return {name: payload[name] for name in names if name in payload}
+        return payload if isinstance(payload, dict) else {}
     try:
         return _scan_members(body, names)
     except (ValueError, IndexError, AttributeError):  # orjson's error is a ValueError
@@ -143,7 +152,7 @@ def _value_end(body: bytes, at: int) -> int:
 
 def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
     """Usage and model of a non-streamed JSON answer."""
-    members = top_level(body, ("usage", "model"))
+    members = _members(body, ("usage", "model"))
     model = members.get("model")
     return parse_usage(members.get("usage")), model if isinstance(model, str) else ""
 
@@ -155,7 +164,7 @@ def _list(value: Any) -> list[Any]:
 
 def answer_text(body: bytes) -> str:
     """The generated text of a non-streamed answer, for counting when it carries no usage."""
-    payload = top_level(body, ("choices", "output"))
+    payload = _members(body, ("choices", "output"))
     pieces = []
     for choice in _list(payload.get("choices")):
         message = choice.get("message") if isinstance(choice, dict) else None
@@ -216,14 +225,11 @@ class StreamMeter:
         data = self._pending + chunk if self._pending else chunk
         if self._oversized:
             return self._pass_oversized(data)
-        if b"\r" in data:
-            return self._relay_events(data, _EVENT_END)
-        end = data.rfind(b"\n\n") + 2
-        if end > 1 and self.usage is None and data.find(b'"usage"', 0, end) < 0:
-            complete, self._pending = data[:end], data[end:]
-            self._keep(complete)  # cheap path: nothing to decide yet
-            return complete + self._bound_pending()
-        return self._relay_events(data, _LF_EVENT_END)
+        if _CR not in data:  # an int: a memchr, several times quicker than b"\r" in data
+            return self._relay_split(data, b"\n\n")
+        if data.count(b"\r\n") == data.count(b"\r") == data.count(b"\n"):
+            return self._relay_split(data, b"\r\n\r\n")
+        return self._relay_events(data)
 
     def flush(self) -> bytes:
         """What is left when upstream ends without a final blank line."""
@@ -237,12 +243,39 @@ class StreamMeter:
         self._boil_down()
         return self._counted + self.count("".join(self._text))
 
-    def _relay_events(self, data: bytes, event_end: re.Pattern[bytes]) -> bytes:
+    def _relay_split(self, data: bytes, blank_line: bytes) -> bytes:
+        """Relay the events of data whose every line ends alike (LF, or CRLF)."""
+        end = data.rfind(blank_line)
+        if end < 0:
+            self._pending = data
+            return self._bound_pending()
+        end += len(blank_line)
+        complete, self._pending = data[:end], data[end:]
+        if self.usage is None and complete.find(_USAGE_KEY) < 0:  # find: quicker than "in"
+            self._raw.append(complete)  # cheap path: nothing to decide yet
+            self._raw_bytes = raw_bytes = self._raw_bytes + end
+            if raw_bytes > RAW_TEXT_BYTES:
+                self._boil_down()
+            relayed = complete
+        else:
+            events = complete.split(blank_line)
+            events.pop()  # what follows the last blank line: nothing
+            kept = [event for event in events if self._inspect(event)]
+            if len(kept) == len(events):
+                relayed = complete
+            else:
+                relayed = b"".join(event + blank_line for event in kept)
+        if self._pending and len(self._pending) > MAX_EVENT_BYTES:
+            relayed += self._bound_pending()
+        return relayed
+
+    def _relay_events(self, data: bytes) -> bytes:
+        """Relay events whose lines end in any mix of CR, LF and CRLF, one by one."""
         # A CR at the very end may be the first half of a CRLF: that event waits for the next byte.
         last = len(data) - 1 if data.endswith(b"\r") else len(data)
         start = kept_from = 0
         pieces = []
-        for match in event_end.finditer(data, 0, last):
+        for match in _EVENT_END.finditer(data, 0, last):
             end = match.end()
             if not self._inspect(data[start:end]):
                 pieces.append(data[kept_from:start])
@@ -274,27 +307,22 @@ class StreamMeter:
 
     def _inspect(self, event: bytes) -> bool:
         """Take usage from an event; False when the event must not reach the client."""
-        if b'"usage"' not in event:
-            if self.usage is None:
-                self._keep(event)
-            return True
-        payload = _event_json(event)
-        if payload is None:
-            return True
-        response = payload.get("response")
-        usage_holder: dict[str, Any] = response if isinstance(response, dict) else payload
-        usage = parse_usage(usage_holder.get("usage"))
-        if usage is None:
-            if self.usage is None:
-                self._keep(event)
-            return True
-        self.usage = usage
-        self._raw.clear()
-        self._text.clear()
-        self._raw_bytes = self._text_chars = self._counted = 0
-        if isinstance(usage_holder.get("model"), str):
-            self.model = usage_holder["model"]
-        return not (self.drop_usage_chunk and payload.get("choices") == [])
+        payload = _event_json(event) if event.find(_USAGE_KEY) >= 0 else None
+        if payload is not None:
+            response = payload.get("response")
+            usage_holder: dict[str, Any] = response if isinstance(response, dict) else payload
+            usage = parse_usage(usage_holder.get("usage"))
+            if usage is not None:
+                self.usage = usage
+                self._raw.clear()
+                self._text.clear()
+                self._raw_bytes = self._text_chars = self._counted = 0
+                if isinstance(usage_holder.get("model"), str):
+                    self.model = usage_holder["model"]
+                return not (self.drop_usage_chunk and payload.get("choices") == [])
+        if self.usage is None:
+            self._keep(event)
+        return True
 
     def _keep(self, events: bytes) -> None:
         """Keep events for counting; raw until there are many, then only their text."""
@@ -319,20 +347,27 @@ class StreamMeter:
             self._count_most()
 
     def _count_most(self) -> None:
-        """Count the text up to its last pre-token boundary, and keep only the rest.
-
-        A space before a non-space starts a pre-token in tiktoken's encodings, so the counts of
-        the two sides add up to the count of the whole.
-        """
+        """Count the text up to its last pre-token boundary, and keep only the rest."""
         text = "".join(self._text)
-        cut = text.rfind(" ")
-        while cut > 0 and (cut + 1 == len(text) or text[cut + 1].isspace()):
-            cut = text.rfind(" ", 0, cut)
-        if cut <= 0:
-            cut = len(text)  # no boundary at all: a token split in two is the lesser harm
+        cut = _last_pretoken_start(text) or len(text)  # none: a token split in two, at worst
         self._counted += self.count(text[:cut])
         rest = text[cut:]
         self._text, self._text_chars = [rest], len(rest)
+
+
+def _last_pretoken_start(text: str) -> int:
+    """Where the last pre-token surely starts in tiktoken's encodings (0 if nowhere), so that
+    the counts of the text before and after it add up to the count of the whole."""
+    end = len(text)
+    while end > 0:
+        start = max(0, end - 4096)
+        last = max(
+            (match.start() for match in _PRETOKEN_START.finditer(text, start, end)), default=0
+        )
+        if last:
+            return last
+        end = start
+    return 0
 
 
 def _event_json(event: bytes) -> dict[str, Any] | None:

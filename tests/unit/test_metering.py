@@ -8,7 +8,7 @@ from unittest.mock import patch
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy import metering
@@ -21,6 +21,7 @@ from proxy.metering import (
     top_level,
     usage_of_body,
 )
+from shared import tokens
 
 
 def sse(payload: object) -> bytes:
@@ -261,3 +262,28 @@ def test_top_level_is_not_fooled_by_nested_or_quoted_names(limit: int) -> None:
         assert top_level(b'{"data": {"usage": {"prompt_tokens": 9}}}', ("usage",)) == {}
         for garbage in (b"", b"[1]", b'"usage"', b'{"usage": ', b'{"a" 1}', b"{,}", b"nul"):
             assert top_level(garbage, ("usage",)) == {}
+
+
+TEXT = st.text(st.sampled_from(list(" \n\t\r ab1'./!é漢😀")), max_size=12)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-3.5-turbo"])
+@settings(deadline=None)  # the first example loads the encoding
+@given(text=st.lists(TEXT | st.sampled_from([" hello", "'s", " 123", "\n\n", "\n/"])).map("".join))
+def test_text_cut_at_a_pretoken_start_counts_as_the_whole(model: str, text: str) -> None:
+    count = tokens.tiktoken_counter(model)
+    cut = metering._last_pretoken_start(text)
+    assert count(text[:cut]) + count(text[cut:]) == count(text)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-3.5-turbo"])
+@settings(deadline=None)
+@given(pieces=st.lists(TEXT.map(lambda text: text + " w"), max_size=40))
+def test_long_text_counted_as_it_grows_counts_as_the_whole(model: str, pieces: list[str]) -> None:
+    count = tokens.tiktoken_counter(model)
+    stream = b"".join(sse(chunk(piece)) for piece in pieces)
+    with patch.object(metering, "RAW_TEXT_BYTES", 150), patch.object(metering, "TEXT_CHARS", 20):
+        meter = StreamMeter(drop_usage_chunk=True, count=count)
+        for event in split(stream, list(range(0, len(stream), 97))):
+            meter.feed(event)
+        assert meter.completion_tokens() == count("".join(pieces))
