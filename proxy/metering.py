@@ -219,6 +219,7 @@ class StreamMeter:
     _text: list[str] = field(default_factory=list)
     _text_chars: int = 0
     _counted: int = 0  # tokens of the text already counted and let go
+    _long: bool = False  # past RAW_TEXT_BYTES: the text of a parsed event is taken at once
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send on: every complete event but a dropped one."""
@@ -321,7 +322,11 @@ class StreamMeter:
                     self.model = usage_holder["model"]
                 return not (self.drop_usage_chunk and payload.get("choices") == [])
         if self.usage is None:
-            self._keep(event)
+            if payload is not None and self._long:
+                self._boil_down()  # the text of the events before this one comes first
+                self._add_text(_streamed_text(payload))  # parsed already: no need to keep it
+            else:
+                self._keep(event)
         return True
 
     def _keep(self, events: bytes) -> None:
@@ -332,17 +337,25 @@ class StreamMeter:
             self._boil_down()
 
     def _boil_down(self) -> None:
+        """Let the raw events go, keeping their text; the stream is a long one from now on."""
+        self._long = True
+        if not self._raw:
+            return
         pieces = []
         for block in self._raw:
-            for event in _EVENT_END.split(block):
+            for event in _EVENT_END.split(block) if _CR in block else block.split(b"\n\n"):
                 payload = _event_json(event)
                 if payload is not None:
                     pieces.append(_streamed_text(payload))
-        text = "".join(pieces)  # one string, not one per event
-        self._text.append(text)
-        self._text_chars += len(text)
         self._raw.clear()
         self._raw_bytes = 0
+        self._add_text("".join(pieces))
+
+    def _add_text(self, text: str) -> None:
+        self._text.append(text)
+        self._text_chars += len(text)
+        if len(self._text) > 64:
+            self._text = ["".join(self._text)]  # one string, not one per event
         if self._text_chars > TEXT_CHARS:
             self._count_most()
 

@@ -281,9 +281,33 @@ def test_text_cut_at_a_pretoken_start_counts_as_the_whole(model: str, text: str)
 @given(pieces=st.lists(TEXT.map(lambda text: text + " w"), max_size=40))
 def test_long_text_counted_as_it_grows_counts_as_the_whole(model: str, pieces: list[str]) -> None:
     count = tokens.tiktoken_counter(model)
-    stream = b"".join(sse(chunk(piece)) for piece in pieces)
+    # Every other event without the usage key, so that both kinds are kept, in their order.
+    events = [chunk(piece) for piece in pieces]
+    for event in events[::2]:
+        del event["usage"]
+    stream = b"".join(sse(event) for event in events)
     with patch.object(metering, "RAW_TEXT_BYTES", 150), patch.object(metering, "TEXT_CHARS", 20):
         meter = StreamMeter(drop_usage_chunk=True, count=count)
         for event in split(stream, list(range(0, len(stream), 97))):
             meter.feed(event)
         assert meter.completion_tokens() == count("".join(pieces))
+
+
+def test_a_long_stream_counts_its_text_in_order() -> None:
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return len(text)
+
+    pieces = [f" w{n}" for n in range(300)]
+    events = [chunk(piece) for piece in pieces]
+    for event in events[::3]:
+        del event["usage"]
+    with patch.object(metering, "RAW_TEXT_BYTES", 500), patch.object(metering, "TEXT_CHARS", 50):
+        meter = StreamMeter(drop_usage_chunk=True, count=count)
+        for event in events:
+            meter.feed(sse(event))
+        assert meter.completion_tokens() == len("".join(pieces))
+    assert len(counted) > 10  # counted as it grew
+    assert "".join(counted) == "".join(pieces)
