@@ -93,7 +93,7 @@ def _members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
         return payload if isinstance(payload, dict) else {}
     try:
         return _scan_members(body, names)
-    except (ValueError, IndexError, AttributeError):  # orjson's error is a ValueError
+    except (ValueError, IndexError):  # not an object (orjson's error is a ValueError too)
         return {}
 
 
@@ -105,7 +105,7 @@ def _scan_members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
     if body[at : at + 1] == b"}":
         return found if _skip_space(body, at + 1) == len(body) else {}
     while True:
-        key_end = _STRING.match(body, at).end()  # type: ignore[union-attr]
+        key_end = _end_of(_STRING, body, at)
         key = orjson.loads(body[at:key_end])
         at = _skip_space(body, key_end)
         _expect(body, at, b":")
@@ -120,8 +120,15 @@ def _scan_members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
         at = _skip_space(body, at + 1)
 
 
+def _end_of(pattern: re.Pattern[bytes], body: bytes, at: int) -> int:
+    match = pattern.match(body, at)
+    if match is None:
+        raise ValueError(f"unexpected byte at {at}")
+    return match.end()
+
+
 def _skip_space(body: bytes, at: int) -> int:
-    return _SPACE.match(body, at).end()  # type: ignore[union-attr]
+    return _end_of(_SPACE, body, at)
 
 
 def _expect(body: bytes, at: int, token: bytes) -> None:
@@ -132,7 +139,7 @@ def _expect(body: bytes, at: int, token: bytes) -> None:
 def _value_end(body: bytes, at: int) -> int:
     first = body[at]
     if first == 0x22:  # "
-        return _STRING.match(body, at).end()  # type: ignore[union-attr]
+        return _end_of(_STRING, body, at)
     if first in _OPENERS:
         depth = 0
         for token in _NESTED.finditer(body, at):
@@ -147,7 +154,7 @@ def _value_end(body: bytes, at: int) -> int:
                 if not depth:
                     return end
         raise ValueError("unterminated value")
-    return _SCALAR.match(body, at).end()  # type: ignore[union-attr]
+    return _end_of(_SCALAR, body, at)
 
 
 def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
