@@ -17,6 +17,8 @@ from shared.logs import setup_logging
 from shared.runtime import install_uvloop
 
 log = logging.getLogger("gateway.proxy")
+# A client that leaves cancels its handler (aiohttp's test servers do the same).
+HANDLER_CANCELLATION = True
 
 
 def serve(settings: Settings, app: web.Application | None = None) -> None:
@@ -30,7 +32,7 @@ def serve(settings: Settings, app: web.Application | None = None) -> None:
         reuse_port=settings.proxy_workers > 1,
         print=None,
         access_log=None,
-        handler_cancellation=True,
+        handler_cancellation=HANDLER_CANCELLATION,
         shutdown_timeout=settings.proxy_timeout,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -24,7 +26,8 @@ from proxy.errors import (
     upstream_unreachable,
 )
 from proxy.jobs import JOB_CREATIONS, track
-from proxy.metering import StreamMeter, answer_text, counted_usage, usage_of_body
+from proxy.jobs.hook import Creation, Read
+from proxy.metering import StreamMeter, Usage, answer_text, counted_usage, usage_of_body
 from proxy.paths import upstream_url
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
@@ -39,11 +42,8 @@ from proxy.typedefs import (
     SETTLER,
     SNAPSHOT,
 )
-from proxy.upstream import (
-    CREDENTIAL_REFUSED,
-    client_headers,
-    upstream_headers,
-)
+from proxy.upstream import CREDENTIAL_REFUSED, client_headers, upstream_headers
+from shared import tokens
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
@@ -72,9 +72,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # Batches, fine-tuning and background responses: created, read or cancelled.
         tracked = call.endpoint in JOB_CREATIONS or not call.body
         job = await track(app, request.method, call) if tracked else None
-        response = await forward(request, call)
-        if job is not None:
-            job.answered(response)
+        response = await forward_past_the_client(request, call, job)
         outcome = (response.status, "")
         return response
     except ProxyError as error:
@@ -106,6 +104,37 @@ def request_timeout(request: web.Request, ceiling: float) -> float:
     if seconds <= 0:
         raise invalid_request("x-request-timeout must be positive", "invalid_timeout")
     return min(seconds, ceiling)
+
+
+async def forward_past_the_client(
+    request: web.Request, call: Call, job: Creation | Read | None
+) -> web.StreamResponse:
+    """Forward; when the client leaves (its handler is cancelled), the exchange goes on if need be.
+
+    Upstream bills a non-streamed answer in full whether or not anyone reads it, so that answer
+    is read and metered in a task of its own, which the client's leaving does not cancel, within
+    the call's timeout; `finish` then charges it, and a job it created is recorded. A stream
+    stops with its client and is billed for what was streamed: it needs no task (and its three
+    extra turns of the event loop).
+    """
+    if call.stream:
+        return await forward_and_track(request, call, job)
+    exchange = asyncio.ensure_future(forward_and_track(request, call, job))
+    try:
+        return await asyncio.shield(exchange)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await exchange  # nobody is left to answer, whatever the outcome
+        raise
+
+
+async def forward_and_track(
+    request: web.Request, call: Call, job: Creation | Read | None
+) -> web.StreamResponse:
+    response = await forward(request, call)
+    if job is not None:
+        job.answered(response)
+    return response
 
 
 async def forward(request: web.Request, call: Call) -> web.StreamResponse:
@@ -180,7 +209,7 @@ async def relay_metered(
     """Relay SSE event by event, reading the usage out of it; bill what passed if cut short."""
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
-    meter = StreamMeter(drop_usage_chunk=call.drop_usage_chunk)
+    meter = StreamMeter(call.drop_usage_chunk, tokens.tiktoken_counter(call.model))
     try:
         async for chunk in upstream.content.iter_any():
             relayed = meter.feed(chunk)
@@ -196,8 +225,8 @@ async def relay_metered(
         call.upstream_ended = time.perf_counter()
         if 200 <= call.status < 300:
             call.reported_model = meter.model
-            call.usage = meter.usage or counted_usage(
-                call.prompt_tokens_estimate(), meter.streamed_text(), call.model
+            call.usage = meter.usage or Usage(
+                call.prompt_tokens_estimate(), meter.completion_tokens()
             )
     return response
 

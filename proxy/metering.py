@@ -1,18 +1,46 @@
 """Stage 4, meter: what a call used, from upstream's usage or, failing that, counted with tiktoken.
 
-Streams are read event by event as they pass: the usage event is picked out (and dropped when
-the proxy, not the client, asked for it), and the streamed text is kept until usage arrives so
-that a stream cut short is still billed for what was sent.
+Streams are read event by event as they pass (an event ends at a blank line, whatever the line
+ends: LF, CRLF or CR): the usage event is picked out (and dropped when the proxy, not the client,
+asked for it), and the streamed text is kept until usage arrives so that a stream cut short is
+still billed for what was sent. What a stream holds is bounded: raw events are boiled down to
+their text, long text is counted as it grows, and an event that does not end within
+MAX_EVENT_BYTES is relayed as it comes, uninspected. A large JSON answer is scanned for the few
+top-level members metering needs; the rest of it is never built.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from shared import tokens
+from shared.jsonutil import positive_int
+
+MAX_EVENT_BYTES = 4 * 1024**2  # above any usage event, even a long answer's response.completed
+RAW_TEXT_BYTES = 64 * 1024  # raw events kept for counting before they are boiled down to text
+TEXT_CHARS = 1024**2  # text kept before what is safe to count of it is counted
+FULL_PARSE_LIMIT = 64 * 1024  # a JSON answer up to this size is parsed whole: that is quicker
+
+_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
+_EVENT_END = re.compile(_LINE_END + _LINE_END)  # a line end, then a blank line
+_CR = ord("\r")
+_USAGE_KEY = b'"usage"'
+_TERMINATOR_TAIL = 3  # bytes of a blank line that may have arrived before the rest of it
+# In cl100k and o200k no pre-token ends with a space, or runs on from a line end into
+# anything but whitespace or a slash.
+_PRETOKEN_START = re.compile(r"(?= \S)|(?<=[\r\n])(?=[^\s/])")
+
+_SPACE = re.compile(rb"[ \t\n\r]*")
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_SCALAR = re.compile(rb"[-+.0-9eE]+|true|false|null")
+# Inside a container: a whole string (so that its brackets do not count), a whole array of
+# numbers only (an embedding: skipped in one step, not number by number), or a bracket.
+_NESTED = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|\[[-+.0-9eE,\s]*\]|[\[\]{}]', re.DOTALL)
+_OPENERS = b"[{"
 
 
 @dataclass(slots=True)
@@ -26,10 +54,6 @@ class Usage:
     output_audio_tokens: int = 0
     output_image_tokens: int = 0
     seconds: float = 0.0  # audio transcribed, for models billed by the second
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _seconds(value: Any) -> float:
@@ -49,12 +73,14 @@ def parse_usage(usage: Any) -> Usage | None:
     if usage.get("type") == "duration":  # a transcription billed by the second
         return Usage(seconds=_seconds(usage.get("seconds")))
     if "input_tokens" in usage:
-        prompt, completion = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+        prompt = positive_int(usage.get("input_tokens"))
+        completion = positive_int(usage.get("output_tokens"))
         # "input_token_details" is how the transcription API spells it.
         details = _details(usage.get("input_tokens_details") or usage.get("input_token_details"))
         output = _details(usage.get("output_tokens_details"))
     else:
-        prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        prompt = positive_int(usage.get("prompt_tokens"))
+        completion = positive_int(usage.get("completion_tokens"))
         details = _details(usage.get("prompt_tokens_details"))
         output = _details(usage.get("completion_tokens_details"))
     cached, audio, image = (
@@ -67,17 +93,102 @@ def parse_usage(usage: Any) -> Usage | None:
     return Usage(
         prompt,
         completion,
-        _int(cached) if cached else 0,
-        _int(audio) if audio else 0,
-        _int(image) if image else 0,
-        _int(output_audio) if output_audio else 0,
-        _int(output_image) if output_image else 0,
+        positive_int(cached) if cached else 0,
+        positive_int(audio) if audio else 0,
+        positive_int(image) if image else 0,
+        positive_int(output_audio) if output_audio else 0,
+        positive_int(output_image) if output_image else 0,
     )
+
+
+def top_level(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named top-level members of a JSON object; {} for anything that is not one.
+
+    A large body is scanned rather than parsed: only the named members' values are built, so
+    that the float vectors of an embeddings answer never become Python objects. Skipped values
+    are delimited, not validated.
+    """
+    members = _members(body, names)
+    return {name: members[name] for name in names if name in members}
+
+
+def _members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    """At least the named top-level members: a small body is parsed whole (that is quicker)."""
+    if len(body) <= FULL_PARSE_LIMIT:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return {}
+        return payload if isinstance(payload, dict) else {}
+    try:
+        return _scan_members(body, names)
+    except (ValueError, IndexError):  # not an object (orjson's error is a ValueError too)
+        return {}
+
+
+def _scan_members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    at = _skip_space(body, 0)
+    _expect(body, at, b"{")
+    at = _skip_space(body, at + 1)
+    if body[at : at + 1] == b"}":
+        return found if _skip_space(body, at + 1) == len(body) else {}
+    while True:
+        key_end = _end_of(_STRING, body, at)
+        key = orjson.loads(body[at:key_end])
+        at = _skip_space(body, key_end)
+        _expect(body, at, b":")
+        at = _skip_space(body, at + 1)
+        end = _value_end(body, at)
+        if key in names:
+            found[key] = orjson.loads(body[at:end])
+        at = _skip_space(body, end)
+        if body[at : at + 1] == b"}":
+            return found if _skip_space(body, at + 1) == len(body) else {}
+        _expect(body, at, b",")
+        at = _skip_space(body, at + 1)
+
+
+def _end_of(pattern: re.Pattern[bytes], body: bytes, at: int) -> int:
+    match = pattern.match(body, at)
+    if match is None:
+        raise ValueError(f"unexpected byte at {at}")
+    return match.end()
+
+
+def _skip_space(body: bytes, at: int) -> int:
+    return _end_of(_SPACE, body, at)
+
+
+def _expect(body: bytes, at: int, token: bytes) -> None:
+    if body[at : at + 1] != token:
+        raise ValueError(f"expected {token!r} at {at}")
+
+
+def _value_end(body: bytes, at: int) -> int:
+    first = body[at]
+    if first == 0x22:  # "
+        return _end_of(_STRING, body, at)
+    if first in _OPENERS:
+        depth = 0
+        for token in _NESTED.finditer(body, at):
+            start, end = token.span()
+            if end - start > 1:  # a string or an array of numbers, whole
+                if not depth:
+                    return end  # the value itself is an array of numbers
+            elif body[start] in _OPENERS:
+                depth += 1
+            else:
+                depth -= 1
+                if not depth:
+                    return end
+        raise ValueError("unterminated value")
+    return _end_of(_SCALAR, body, at)
 
 
 def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
     """Usage and model of a non-streamed JSON answer (a verbose transcription's duration too)."""
-    members = top_level(body, ("model", "usage", "duration"))
+    members = _members(body, ("model", "usage", "duration"))
     model = members.get("model")
     usage = parse_usage(members.get("usage"))
     duration = _seconds(members.get("duration"))
@@ -93,12 +204,7 @@ def _list(value: Any) -> list[Any]:
 
 def answer_text(body: bytes) -> str:
     """The generated text of a non-streamed answer, for counting when it carries no usage."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    if not isinstance(payload, dict):
-        return ""
+    payload = _members(body, ("choices", "output"))
     pieces = []
     for choice in _list(payload.get("choices")):
         message = choice.get("message") if isinstance(choice, dict) else None
@@ -137,71 +243,189 @@ def _streamed_text(payload: dict[str, Any]) -> str:
 
 @dataclass(slots=True)
 class StreamMeter:
-    """Relays SSE bytes, finds the usage in them, and drops the usage-only chunk if asked to."""
+    """Relays SSE bytes, finds the usage in them, and drops the usage-only chunk if asked to.
+
+    What passes is relayed byte for byte; only a dropped event's bytes are left out.
+    """
 
     drop_usage_chunk: bool
+    count: tokens.TextCounter  # the model's tokens in a text, for a stream without usage
     usage: Usage | None = None
     model: str = ""
-    _pending: bytes = b""
-    _texts: list[bytes] = field(default_factory=list)
+    _pending: bytes = b""  # the start of an event that has not ended yet
+    _oversized: bool = False  # inside an event too long to hold: relayed, not inspected
+    _raw: list[bytes] = field(default_factory=list)  # events not yet boiled down to text
+    _raw_bytes: int = 0
+    _text: list[str] = field(default_factory=list)
+    _text_chars: int = 0
+    _counted: int = 0  # tokens of the text already counted and let go
+    _long: bool = False  # past RAW_TEXT_BYTES: the text of a parsed event is taken at once
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send on: every complete event but a dropped one."""
-        data = self._pending + chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._pending = data
-            return b""
-        complete, self._pending = data[: end + 2], data[end + 2 :]
-        if self.usage is None and b'"usage"' not in complete:
-            self._texts.append(complete)  # cheap path: nothing to decide yet
-            return complete
-        kept = [event for event in complete.split(b"\n\n")[:-1] if self._inspect(event)]
-        return b"".join(event + b"\n\n" for event in kept)
+        data = self._pending + chunk if self._pending else chunk
+        if self._oversized:
+            return self._pass_oversized(data)
+        if _CR not in data:  # an int: a memchr, several times quicker than b"\r" in data
+            return self._relay_split(data, b"\n\n")
+        if data.count(b"\r\n") == data.count(b"\r") == data.count(b"\n"):
+            return self._relay_split(data, b"\r\n\r\n")
+        return self._relay_events(data)
 
     def flush(self) -> bytes:
         """What is left when upstream ends without a final blank line."""
         rest, self._pending = self._pending, b""
-        if rest.strip() and self._inspect(rest):
+        if self._oversized or (rest.strip() and self._inspect(rest)):
             return rest
         return b""
 
+    def completion_tokens(self) -> int:
+        """Tokens streamed so far, for billing when upstream sent no usage."""
+        self._boil_down()
+        return self._counted + self.count("".join(self._text))
+
+    def _relay_split(self, data: bytes, blank_line: bytes) -> bytes:
+        """Relay the events of data whose every line ends alike (LF, or CRLF)."""
+        end = data.rfind(blank_line)
+        if end < 0:
+            self._pending = data
+            return self._bound_pending()
+        end += len(blank_line)
+        complete, self._pending = data[:end], data[end:]
+        if self.usage is None and complete.find(_USAGE_KEY) < 0:  # find: quicker than "in"
+            self._raw.append(complete)  # cheap path: nothing to decide yet
+            self._raw_bytes = raw_bytes = self._raw_bytes + end
+            if raw_bytes > RAW_TEXT_BYTES:
+                self._boil_down()
+            relayed = complete
+        else:
+            events = complete.split(blank_line)
+            events.pop()  # what follows the last blank line: nothing
+            kept = [event for event in events if self._inspect(event)]
+            if len(kept) == len(events):
+                relayed = complete
+            else:
+                relayed = b"".join(event + blank_line for event in kept)
+        if self._pending and len(self._pending) > MAX_EVENT_BYTES:
+            relayed += self._bound_pending()
+        return relayed
+
+    def _relay_events(self, data: bytes) -> bytes:
+        """Relay events whose lines end in any mix of CR, LF and CRLF, one by one."""
+        # A CR at the very end may be the first half of a CRLF: that event waits for the next byte.
+        last = len(data) - 1 if data.endswith(b"\r") else len(data)
+        start = kept_from = 0
+        pieces = []
+        for match in _EVENT_END.finditer(data, 0, last):
+            end = match.end()
+            if not self._inspect(data[start:end]):
+                pieces.append(data[kept_from:start])
+                kept_from = end
+            start = end
+        self._pending = data[start:]
+        relayed = data[kept_from:start]
+        if pieces:
+            relayed = b"".join(pieces) + relayed
+        return relayed + self._bound_pending()
+
+    def _bound_pending(self) -> bytes:
+        """An event past MAX_EVENT_BYTES is relayed as it comes; only its end is looked for."""
+        if len(self._pending) <= MAX_EVENT_BYTES:
+            return b""
+        self._oversized = True
+        relayed = self._pending[:-_TERMINATOR_TAIL]
+        self._pending = self._pending[-_TERMINATOR_TAIL:]
+        return relayed
+
+    def _pass_oversized(self, data: bytes) -> bytes:
+        last = len(data) - 1 if data.endswith(b"\r") else len(data)
+        match = _EVENT_END.search(data, 0, last)
+        if match is None:
+            self._pending = data[-_TERMINATOR_TAIL:]
+            return data[:-_TERMINATOR_TAIL]
+        self._oversized, self._pending = False, b""
+        return data[: match.end()] + self.feed(data[match.end() :])
+
     def _inspect(self, event: bytes) -> bool:
         """Take usage from an event; False when the event must not reach the client."""
-        if b'"usage"' not in event:
-            if self.usage is None:
-                self._texts.append(event)
-            return True
-        payload = _event_json(event)
-        if payload is None:
-            return True
-        response = payload.get("response")
-        usage_holder: dict[str, Any] = response if isinstance(response, dict) else payload
-        usage = parse_usage(usage_holder.get("usage"))
-        if usage is None:
-            if self.usage is None:
-                self._texts.append(event)
-            return True
-        self.usage = usage
-        self._texts.clear()
-        if isinstance(usage_holder.get("model"), str):
-            self.model = usage_holder["model"]
-        return not (self.drop_usage_chunk and payload.get("choices") == [])
+        payload = _event_json(event) if event.find(_USAGE_KEY) >= 0 else None
+        if payload is not None:
+            response = payload.get("response")
+            usage_holder: dict[str, Any] = response if isinstance(response, dict) else payload
+            usage = parse_usage(usage_holder.get("usage"))
+            if usage is not None:
+                self.usage = usage
+                self._raw.clear()
+                self._text.clear()
+                self._raw_bytes = self._text_chars = self._counted = 0
+                if isinstance(usage_holder.get("model"), str):
+                    self.model = usage_holder["model"]
+                return not (self.drop_usage_chunk and payload.get("choices") == [])
+        if self.usage is None:
+            if payload is not None and self._long:
+                self._boil_down()  # the text of the events before this one comes first
+                self._add_text(_streamed_text(payload))  # parsed already: no need to keep it
+            else:
+                self._keep(event)
+        return True
 
-    def streamed_text(self) -> str:
-        """Text streamed so far, for counting when upstream sent no usage."""
+    def _keep(self, events: bytes) -> None:
+        """Keep events for counting; raw until there are many, then only their text."""
+        self._raw.append(events)
+        self._raw_bytes += len(events)
+        if self._raw_bytes > RAW_TEXT_BYTES:
+            self._boil_down()
+
+    def _boil_down(self) -> None:
+        """Let the raw events go, keeping their text; the stream is a long one from now on."""
+        self._long = True
+        if not self._raw:
+            return
         pieces = []
-        for block in self._texts:
-            for event in block.split(b"\n\n"):
+        for block in self._raw:
+            for event in _EVENT_END.split(block) if _CR in block else block.split(b"\n\n"):
                 payload = _event_json(event)
                 if payload is not None:
                     pieces.append(_streamed_text(payload))
-        return "".join(pieces)
+        self._raw.clear()
+        self._raw_bytes = 0
+        self._add_text("".join(pieces))
+
+    def _add_text(self, text: str) -> None:
+        self._text.append(text)
+        self._text_chars += len(text)
+        if len(self._text) > 64:
+            self._text = ["".join(self._text)]  # one string, not one per event
+        if self._text_chars > TEXT_CHARS:
+            self._count_most()
+
+    def _count_most(self) -> None:
+        """Count the text up to its last pre-token boundary, and keep only the rest."""
+        text = "".join(self._text)
+        cut = _last_pretoken_start(text) or len(text)  # none: a token split in two, at worst
+        self._counted += self.count(text[:cut])
+        rest = text[cut:]
+        self._text, self._text_chars = [rest], len(rest)
+
+
+def _last_pretoken_start(text: str) -> int:
+    """Where the last pre-token surely starts in tiktoken's encodings (0 if nowhere), so that
+    the counts of the text before and after it add up to the count of the whole."""
+    end = len(text)
+    while end > 0:
+        start = max(0, end - 4096)
+        last = max(
+            (match.start() for match in _PRETOKEN_START.finditer(text, start, end)), default=0
+        )
+        if last:
+            return last
+        end = start
+    return 0
 
 
 def _event_json(event: bytes) -> dict[str, Any] | None:
     data = b"\n".join(
-        line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+        line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
     ).strip()
     if not data or data == b"[DONE]":
         return None
@@ -214,14 +438,3 @@ def _event_json(event: bytes) -> dict[str, Any] | None:
 
 def counted_usage(prompt_tokens: int, streamed_text: str, model: str) -> Usage:
     return Usage(prompt_tokens, tokens.count_text(streamed_text, model))
-
-
-def top_level(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
-    """The named members of a JSON object answer; empty when the body is not a JSON object."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(payload, dict):
-        return {}
-    return {name: payload[name] for name in names if name in payload}

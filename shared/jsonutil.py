@@ -21,4 +21,4 @@ def json_response(
 
 def positive_int(value: Any) -> int:
     """A JSON value that should be a count: itself when a whole number above 0, else 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return value if type(value) is int and value > 0 else 0  # True is a bool, not an int, here

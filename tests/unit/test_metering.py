@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import itertools
+import json
+from unittest.mock import patch
 
 import orjson
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.metering import StreamMeter, Usage, answer_text, parse_usage, usage_of_body
+from proxy import metering
+from proxy.metering import (
+    MAX_EVENT_BYTES,
+    StreamMeter,
+    Usage,
+    answer_text,
+    parse_usage,
+    top_level,
+    usage_of_body,
+)
+from shared import tokens
 
 
 def sse(payload: object) -> bytes:
@@ -47,13 +60,27 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
+def meter_for(drop_usage_chunk: bool) -> StreamMeter:
+    return StreamMeter(drop_usage_chunk=drop_usage_chunk, count=len)  # a token per character
+
+
+def streamed(meter: StreamMeter) -> int:
+    return meter.completion_tokens()
+
+
+def streamed_of_lf(stream: bytes) -> int:
+    meter = meter_for(drop_usage_chunk=True)
+    meter.feed(stream)
+    return streamed(meter)
+
+
 def relay(meter: StreamMeter, pieces: list[bytes]) -> bytes:
     return b"".join(meter.feed(piece) for piece in pieces) + meter.flush()
 
 
 @given(st.lists(st.integers(min_value=0), max_size=30))
 def test_any_chunking_gives_the_same_usage_and_bytes(cuts: list[int]) -> None:
-    meter = StreamMeter(drop_usage_chunk=True)
+    meter = meter_for(drop_usage_chunk=True)
     relayed = relay(meter, split(STREAM, cuts))
     assert meter.usage == Usage(11, 7, 4)
     assert meter.model == "m-1"
@@ -62,7 +89,7 @@ def test_any_chunking_gives_the_same_usage_and_bytes(cuts: list[int]) -> None:
 
 @given(st.lists(st.integers(min_value=0), max_size=30))
 def test_a_client_that_asked_for_usage_keeps_the_chunk(cuts: list[int]) -> None:
-    meter = StreamMeter(drop_usage_chunk=False)
+    meter = meter_for(drop_usage_chunk=False)
     assert relay(meter, split(STREAM, cuts)) == STREAM
     assert meter.usage == Usage(11, 7, 4)
 
@@ -70,10 +97,10 @@ def test_a_client_that_asked_for_usage_keeps_the_chunk(cuts: list[int]) -> None:
 @given(st.lists(st.integers(min_value=0), max_size=30))
 def test_without_usage_the_streamed_text_is_kept_for_counting(cuts: list[int]) -> None:
     stream = b"".join(CONTENT_EVENTS) + b"data: [DONE]\n\n"
-    meter = StreamMeter(drop_usage_chunk=True)
+    meter = meter_for(drop_usage_chunk=True)
     assert relay(meter, split(stream, cuts)) == stream
     assert meter.usage is None
-    assert meter.streamed_text() == 'Hello{"a":1}'
+    assert meter.completion_tokens() == len('Hello{"a":1}')
 
 
 def test_responses_stream_usage_comes_from_the_completed_event() -> None:
@@ -95,16 +122,16 @@ def test_responses_stream_usage_comes_from_the_completed_event() -> None:
             }
         ),
     ]
-    meter = StreamMeter(drop_usage_chunk=False)
+    meter = meter_for(drop_usage_chunk=False)
     assert relay(meter, events) == b"".join(events)
     assert meter.usage == Usage(9, 2, 1)
     assert meter.model == "r-1"
 
 
 def test_a_cut_responses_stream_keeps_its_text() -> None:
-    meter = StreamMeter(drop_usage_chunk=False)
+    meter = meter_for(drop_usage_chunk=False)
     meter.feed(sse({"type": "response.output_text.delta", "delta": "Hi there"}))
-    assert meter.streamed_text() == "Hi there"
+    assert meter.completion_tokens() == len("Hi there")
 
 
 def test_usage_shapes_and_garbage() -> None:
@@ -128,3 +155,159 @@ def test_answer_text_of_each_shape() -> None:
     assert answer_text(orjson.dumps(legacy)) == "Once"
     assert answer_text(orjson.dumps(responses)) == "Yes"
     assert answer_text(b"[1, 2]") == ""
+
+
+LINE_ENDS = st.sampled_from([b"\r\n", b"\r"])
+
+
+def with_line_end(data: bytes, end: bytes) -> bytes:
+    return data.replace(b"\n", end)
+
+
+@given(LINE_ENDS, st.lists(st.integers(min_value=0), max_size=30))
+def test_crlf_and_cr_streams_are_metered_like_lf_ones(end: bytes, cuts: list[int]) -> None:
+    stream = with_line_end(STREAM, end)
+    meter = meter_for(drop_usage_chunk=True)
+    relayed = relay(meter, split(stream, cuts))
+    assert meter.usage == Usage(11, 7, 4)
+    assert meter.model == "m-1"
+    assert relayed == stream.replace(with_line_end(USAGE_EVENT, end), b"")
+
+
+@given(LINE_ENDS, st.lists(st.integers(min_value=0), max_size=30))
+def test_crlf_and_cr_streams_without_usage_count_the_same_text(end: bytes, cuts: list[int]) -> None:
+    stream = with_line_end(b"".join(CONTENT_EVENTS) + b"data: [DONE]\n\n", end)
+    meter = meter_for(drop_usage_chunk=True)
+    assert relay(meter, split(stream, cuts)) == stream
+    assert meter.usage is None
+    assert streamed(meter) == streamed_of_lf(b"".join(CONTENT_EVENTS))
+
+
+def test_a_crlf_event_is_relayed_as_soon_as_it_ends() -> None:
+    meter = meter_for(drop_usage_chunk=False)
+    event = with_line_end(CONTENT_EVENTS[0], b"\r\n")
+    assert meter.feed(event) == event
+
+
+def test_an_event_that_never_ends_is_relayed_uninspected_past_the_limit() -> None:
+    meter = meter_for(drop_usage_chunk=True)
+    piece = b"x" * 65536
+    endless = b"data: " + piece
+    relayed = meter.feed(endless)
+    for _ in range(MAX_EVENT_BYTES // len(piece) + 1):
+        relayed += meter.feed(piece)
+    assert len(relayed) >= MAX_EVENT_BYTES  # relayed as it comes, not held
+    tail = b"\n\n" + STREAM
+    relayed += b"".join(meter.feed(tail[i : i + 7]) for i in range(0, len(tail), 7))
+    relayed += meter.flush()
+    # After the long event ends, the next ones are inspected again.
+    assert meter.usage == Usage(11, 7, 4)
+    expected = endless + piece * (MAX_EVENT_BYTES // len(piece) + 1) + tail
+    assert relayed == expected.replace(USAGE_EVENT, b"")
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["usage", "model", "x", '"{', "\\"]) | st.text(), children
+        )
+    ),
+    max_leaves=20,
+)
+NAMES = ("usage", "model", "data")
+ENCODINGS = st.sampled_from(
+    [
+        {},
+        {"indent": 2},
+        {"separators": (" , ", " :\t")},
+        {"ensure_ascii": False},
+        {"indent": "\r\n "},
+    ]
+)
+
+
+@given(st.dictionaries(st.sampled_from(NAMES) | st.text(), JSON_VALUES), ENCODINGS)
+def test_top_level_scans_any_json_object_like_a_full_parse(
+    payload: dict[str, object], encoding: dict[str, object]
+) -> None:
+    body = json.dumps(payload, **encoding).encode()  # type: ignore[arg-type]
+    expected = {name: payload[name] for name in NAMES if name in payload}
+    with patch.object(metering, "FULL_PARSE_LIMIT", 0):  # scan even a small body
+        assert top_level(body, NAMES) == expected
+    assert top_level(body, NAMES) == expected
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 20], ids=["scanned", "parsed"])
+def test_top_level_is_not_fooled_by_nested_or_quoted_names(limit: int) -> None:
+    body = (
+        b' {"data": [{"usage": {"prompt_tokens": 9}}], "note": "\\"usage\\": {\\"x\\": 1}} {[",'
+        b' "meta": {"model": "inner", "usage": 1}, "us\\u0061ge" :{"prompt_tokens": 2} ,'
+        b' "model":"outer"}\n'
+    )
+    with patch.object(metering, "FULL_PARSE_LIMIT", limit):
+        assert top_level(body, ("usage", "model")) == {
+            "usage": {"prompt_tokens": 2},
+            "model": "outer",
+        }
+        assert usage_of_body(body) == (Usage(2, 0, 0), "outer")
+        assert top_level(b'{"data": {"usage": {"prompt_tokens": 9}}}', ("usage",)) == {}
+        for garbage in (b"", b"[1]", b'"usage"', b'{"usage": ', b'{"a" 1}', b"{,}", b"nul"):
+            assert top_level(garbage, ("usage",)) == {}
+
+
+TEXT = st.text(st.sampled_from(list(" \n\t\r ab1'./!é漢😀")), max_size=12)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-3.5-turbo"])
+@settings(deadline=None)  # the first example loads the encoding
+@given(text=st.lists(TEXT | st.sampled_from([" hello", "'s", " 123", "\n\n", "\n/"])).map("".join))
+def test_text_cut_at_a_pretoken_start_counts_as_the_whole(model: str, text: str) -> None:
+    count = tokens.tiktoken_counter(model)
+    cut = metering._last_pretoken_start(text)
+    assert count(text[:cut]) + count(text[cut:]) == count(text)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-3.5-turbo"])
+@settings(deadline=None)
+@given(pieces=st.lists(TEXT.map(lambda text: text + " w"), max_size=40))
+def test_long_text_counted_as_it_grows_counts_as_the_whole(model: str, pieces: list[str]) -> None:
+    count = tokens.tiktoken_counter(model)
+    # Every other event without the usage key, so that both kinds are kept, in their order.
+    events = [chunk(piece) for piece in pieces]
+    for event in events[::2]:
+        del event["usage"]
+    stream = b"".join(sse(event) for event in events)
+    with patch.object(metering, "RAW_TEXT_BYTES", 150), patch.object(metering, "TEXT_CHARS", 20):
+        meter = StreamMeter(drop_usage_chunk=True, count=count)
+        for event in split(stream, list(range(0, len(stream), 97))):
+            meter.feed(event)
+        assert meter.completion_tokens() == count("".join(pieces))
+
+
+def test_a_long_stream_counts_its_text_in_order() -> None:
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return len(text)
+
+    pieces = [f" w{n}" for n in range(300)]
+    events = [chunk(piece) for piece in pieces]
+    for event in events[::3]:
+        del event["usage"]
+    with patch.object(metering, "RAW_TEXT_BYTES", 500), patch.object(metering, "TEXT_CHARS", 50):
+        meter = StreamMeter(drop_usage_chunk=True, count=count)
+        for event in events:
+            meter.feed(sse(event))
+        assert meter.completion_tokens() == len("".join(pieces))
+    assert len(counted) > 10  # counted as it grew
+    assert "".join(counted) == "".join(pieces)
