@@ -148,6 +148,7 @@ async def key_usage(request: web.Request) -> web.Response:
         sa.select(
             bucket,
             sa.func.count().label("requests"),
+            sa.func.count().filter(e.status >= 400).label("errors"),
             sa.func.sum(e.cost_nano).label("cost_nano"),
             sa.func.sum(e.prompt_tokens).label("prompt_tokens"),
             sa.func.sum(e.completion_tokens).label("completion_tokens"),
@@ -163,6 +164,7 @@ async def key_usage(request: web.Request) -> web.Response:
         {
             "start": row.bucket.timestamp(),
             "requests": row.requests,
+            "errors": row.errors,
             "costInUsd": to_usd(int(row.cost_nano or 0)),
             "promptTokens": int(row.prompt_tokens or 0),
             "completionTokens": int(row.completion_tokens or 0),
