@@ -18,7 +18,9 @@ import pytest
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
@@ -109,6 +111,13 @@ class Browser:
         node.clear()
         node.send_keys(value)
 
+    def press(self, key: str) -> None:
+        """A key (a name in selenium's Keys) pressed on whatever has the focus."""
+        ActionChains(self.driver).send_keys(getattr(Keys, key)).perform()
+
+    def focused(self) -> WebElement:
+        return self.driver.switch_to.active_element
+
     def script(self, source: str, *args: Any) -> Any:
         return self.driver.execute_script(source, *args)
 
@@ -120,14 +129,17 @@ class Browser:
     def screenshot(self, name: str) -> None:
         """The page at both widths, each as tall as its content, then back to the wide view."""
         for label, width in (("wide", WIDE), ("narrow", NARROW)):
-            self.driver.set_window_size(width, 900)
-            time.sleep(0.3)  # charts redraw on resize
+            self._viewport(width, 900)
             height = self.script("return document.documentElement.scrollHeight")
-            self.driver.set_window_size(width, min(max(int(height), 600), 3200))
-            time.sleep(0.2)
+            self._viewport(width, min(max(int(height), 600), 3200))
             self.driver.save_screenshot(str(self.shots / f"console-{name}-{label}.png"))
-        self.driver.set_window_size(WIDE, 900)
-        time.sleep(0.2)
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        time.sleep(0.3)
+
+    def _viewport(self, width: int, height: int) -> None:
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        time.sleep(0.4)  # charts redraw on resize
 
 
 def _first(nodes: list[Any]) -> Any:

@@ -156,6 +156,15 @@ def scenario(gateway: Gateway, page: Browser) -> None:
     wait_until("the proxy to refuse the revoked key", refused)
     assert_clean(page, "key after revocation")
 
+    # Fifteen idle minutes end the session at the next look.
+    page.script("sessionStorage.setItem('gateway.lastActive', Date.now() - 16 * 60 * 1000)")
+    page.script("location.hash = '#/top-keys'")
+    page.find("form.signin")
+    assert page.script("return sessionStorage.getItem('gateway.pass')") is None
+
+    page.fill("input[name=pass]", PASS)
+    page.button("Sign in").click()
+    page.wait_text("main h1", lambda t: t == "Top keys by spend")  # back where it was
     page.button("Sign out").click()
     page.find("form.signin")
     assert page.script("return sessionStorage.length") == 0
@@ -177,9 +186,26 @@ async def test_console_sign_in_create_call_chart_revoke(
     assert key["revoked"] is True and key["revokedReason"] == "leaked"
 
 
+def keyboard_only(page: Browser) -> None:
+    """Tab reaches "New key", Enter opens its dialog with focus inside, Escape gives it back."""
+    for _ in range(20):
+        page.press("TAB")
+        if page.focused().text == "New key":
+            break
+    assert page.focused().text == "New key"
+    page.press("ENTER")
+    page.find("dialog[open]")
+    assert page.script("return document.activeElement.closest('dialog') !== null")
+    page.press("ESCAPE")
+    page.wait(lambda: not page.all("dialog"))
+    assert page.focused().text == "New key"
+
+
 def open_scenario(gateway: Gateway, page: Browser, tag: str) -> None:
     page.open(str(gateway.keymgmt.make_url("/ui/#/keys")))
     page.wait_text("#mode", lambda t: "ADMIN_PASS unset" in t)
+    page.settled()
+    keyboard_only(page)
     page.fill("input[name=searchTag]", tag)
     page.button("Search").click()
     page.wait_text(".pager", lambda t: f"1{DASH}20 of 23" in t)

@@ -31,16 +31,16 @@ export function showEvent(event) {
 // The events table used by the events page and a key's page.
 export function eventsTable(events, { withKey = true } = {}) {
   const head = ["Time", withKey && "Key", "Status", "Model", "Tokens", "Cost", "Latency", ""].filter((c) => c !== false);
-  return h("div", { class: "table-wrap" }, h("table", { class: "events" },
+  return h("div", { class: "table-wrap" }, h("table", { class: "events stack" },
     h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, events.length ? events.map((e) => h("tr", { class: e.status >= 400 ? "failed" : null },
-      h("td", {}, time(e.createdAt)),
-      withKey && h("td", {}, h("a", { href: href(`/keys/${e.keyId}`) }, e.keyName || e.keyId.slice(0, 8))),
-      h("td", {}, String(e.status)),
-      h("td", {}, e.model),
-      h("td", {}, count(e.promptTokens + e.completionTokens)),
-      h("td", {}, usd(e.costInUsd)),
-      h("td", {}, ms(e.latencyMs)),
+      h("td", { "data-label": "Time" }, time(e.createdAt)),
+      withKey && h("td", { "data-label": "Key" }, h("a", { href: href(`/keys/${e.keyId}`) }, e.keyName || e.keyId.slice(0, 8))),
+      h("td", { "data-label": "Status" }, String(e.status)),
+      h("td", { "data-label": "Model" }, e.model),
+      h("td", { "data-label": "Tokens" }, count(e.promptTokens + e.completionTokens)),
+      h("td", { "data-label": "Cost" }, usd(e.costInUsd)),
+      h("td", { "data-label": "Latency" }, ms(e.latencyMs)),
       h("td", {}, h("button", { type: "button", class: "link", onclick: () => showEvent(e) }, "Details"))))
       : h("tr", {}, h("td", { colspan: String(head.length), class: "muted" }, "No events.")))));
 }

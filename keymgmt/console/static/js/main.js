@@ -62,14 +62,17 @@ function signOut() {
   route();
 }
 
-// Inactivity ends the session: any key or pointer use counts as activity.
+// Inactivity ends the session: any key or pointer use counts as activity, but the first one
+// after the idle limit does not revive a session already over it.
 function watchIdle() {
+  const expired = () => session.passRequired && session.pass !== null && session.idle();
   for (const kind of ["keydown", "pointerdown"]) {
-    document.addEventListener(kind, () => session.signedIn && session.touch(), { passive: true });
+    document.addEventListener(kind, () => {
+      if (expired()) signOut();
+      else if (session.signedIn) session.touch();
+    }, { capture: true, passive: true });
   }
-  setInterval(() => {
-    if (session.passRequired && session.pass !== null && session.idle()) signOut();
-  }, 30 * 1000);
+  setInterval(() => { if (expired()) signOut(); }, 30 * 1000);
 }
 
 async function start() {

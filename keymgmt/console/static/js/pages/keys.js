@@ -21,10 +21,10 @@ function row(key, spend, reload) {
   const state = keyState(key);
   return h("tr", {},
     h("td", {}, h("a", { href: href(`/keys/${key.keyId}`) }, key.name || "(no name)")),
-    h("td", { class: "tags" }, key.tags.map((t) => h("span", { class: "tag" }, t))),
-    h("td", {}, h("span", { class: `state ${state}` }, state)),
+    h("td", { class: "tags", "data-label": "Tags" }, key.tags.map((t) => h("span", { class: "tag" }, t))),
+    h("td", { "data-label": "State" }, h("span", { class: `state ${state}` }, state)),
     h("td", { class: "limits" }, limitGauges(key, spend)),
-    h("td", { class: "wide-only" }, time(key.createdAt)),
+    h("td", { "data-label": "Created" }, time(key.createdAt)),
     h("td", { class: "row-actions" },
       h("button", { type: "button", class: "link", onclick: () => editKey(key, reload) }, "Edit"),
       !key.revoked && h("button", { type: "button", class: "link", onclick: () => revokeKey(key, reload) }, "Revoke"),
@@ -57,9 +57,9 @@ export async function render(main, { query }) {
     h("div", { class: "page-head" }, h("h1", {}, "Keys"),
       h("button", { type: "button", class: "primary", onclick: () => createKey(reload) }, "New key")),
     search,
-    h("div", { class: "table-wrap" }, h("table", { class: "keys" },
-      h("thead", {}, h("tr", {}, ["Name", "Tags", "State", "Spend and limits", "Created", ""].map((c, i) =>
-        h("th", { scope: "col", class: i === 4 ? "wide-only" : null }, c)))),
+    h("div", { class: "table-wrap" }, h("table", { class: "keys stack" },
+      h("thead", {}, h("tr", {}, ["Name", "Tags", "State", "Spend and limits", "Created", ""].map((c) =>
+        h("th", { scope: "col" }, c)))),
       body)),
     pager);
 
