@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,7 +133,9 @@ class Browser:
             self._viewport(width, 900)
             height = self.script("return document.documentElement.scrollHeight")
             self._viewport(width, min(max(int(height), 600), 3200))
-            self.driver.save_screenshot(str(self.shots / f"console-{name}-{label}.png"))
+            shot = self.shots / f"console-{name}-{label}.png"
+            self.driver.save_screenshot(str(shot))
+            _shrink(shot)
         self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         time.sleep(0.3)
 
@@ -140,6 +143,13 @@ class Browser:
         metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         time.sleep(0.4)  # charts redraw on resize
+
+
+def _shrink(png: Path) -> None:
+    """To a 256-colour palette where pngquant is installed: a third of the size, for docs/."""
+    if shutil.which("pngquant"):
+        command = ["pngquant", "--force", "--skip-if-larger", "--quality", "70-95"]
+        subprocess.run([*command, "--output", str(png), str(png)], check=False)
 
 
 def _first(nodes: list[Any]) -> Any:

@@ -94,7 +94,6 @@ def scenario(gateway: Gateway, page: Browser) -> None:
     row = page.wait_text("table.keys tbody tr", lambda t: name in t)
     assert "active" in row and tag in row and "$0.00 / $10.00" in row
     assert_clean(page, "keys")
-    page.screenshot("keys")
 
     page.find("table.keys a[href^='#/keys/']").click()
     page.wait_text("main h1", lambda t: t == name)
@@ -119,6 +118,10 @@ def scenario(gateway: Gateway, page: Browser) -> None:
     assert lifetime is not None and float(lifetime) > 0
     assert_clean(page, "key")
     page.screenshot("key")
+
+    page.find("#nav a[href='#/keys']").click()
+    page.wait_text("table.keys tbody tr", lambda t: name in t and "$0.00 /" not in t)
+    page.screenshot("keys")
 
     page.find("#nav a[href='#/top-keys']").click()
     top = page.wait_text("table.top-keys tbody tr", lambda t: name in t)
@@ -175,6 +178,18 @@ async def test_console_sign_in_create_call_chart_revoke(
     start_gateway: Start, browser: Browser
 ) -> None:
     gateway = await start_gateway(admin_pass=PASS)
+    # Neighbours in the tables: a key without limits that made a call, and a revoked one.
+    response = await gateway.keymgmt.put(
+        KEYS, json={"name": "batch jobs", "key": "sk-batch-1", "tags": ["batch"]}, headers=ADMIN
+    )
+    assert response.status == 200
+    retired = {"name": "old integration", "key": "sk-old-1", "tags": ["legacy"]}
+    old = await (await gateway.keymgmt.put(KEYS, json=retired, headers=ADMIN)).json()
+    await gateway.keymgmt.patch(f"{KEYS}/{old['keyId']}", json={"revoked": True}, headers=ADMIN)
+    await gateway.wait_for_refresh()
+    await gateway.client("sk-batch-1").chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "One call"}]
+    )
     page = await gateway.keymgmt.get("/ui/")
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in page.headers["Content-Security-Policy"]

@@ -98,5 +98,5 @@ export async function render(main, { params, query }) {
   timeChart(charts, "Requests and errors", data.x, [{ label: "requests", values: data.requests }, { label: "errors", values: data.errors }], count, { whole: true });
   timeChart(charts, "Cost", data.x, [{ label: "cost", values: data.cost }], usd);
   timeChart(charts, "Tokens", data.x, [{ label: "prompt", values: data.prompt }, { label: "completion", values: data.completion }], count, { whole: true });
-  timeChart(charts, "Latency", data.x, [{ label: "p50", values: data.p50 }, { label: "p99", values: data.p99 }], ms);
+  timeChart(charts, "Latency", data.x, [{ label: "p50", values: data.p50 }, { label: "p99", values: data.p99 }], ms, { sparse: true });
 }
