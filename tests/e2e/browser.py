@@ -77,9 +77,17 @@ class Browser:
         )
         return wait.until(lambda _: condition())
 
-    def settled(self) -> None:
-        """Waits until the page being rendered has all its data."""
-        self.wait(lambda: not self.all("main[aria-busy]"))
+    def renders(self) -> int:
+        """How many pages the console has rendered so far."""
+        return int(
+            self.script("return Number(document.getElementById('main').dataset.renders || 0)")
+        )
+
+    def after(self, action: Callable[[], object]) -> None:
+        """Runs action, then waits until the page it leads to has all its data."""
+        before = self.renders()
+        action()
+        self.wait(lambda: self.renders() > before and not self.all("main[aria-busy]"))
 
     def find(self, css: str, timeout: float = 10) -> WebElement:
         return self.wait(lambda: _first(self.driver.find_elements(By.CSS_SELECTOR, css)), timeout)

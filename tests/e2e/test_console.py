@@ -107,8 +107,7 @@ def scenario(gateway: Gateway, page: Browser) -> None:
         )
 
     def spent() -> bool:
-        page.button("Refresh").click()
-        page.settled()
+        page.after(page.button("Refresh").click)
         return page.text("#range-requests") == "3"
 
     wait_until("the calls in the key's charts", spent)
@@ -116,6 +115,12 @@ def scenario(gateway: Gateway, page: Browser) -> None:
     assert chart_pixels(page) != before
     lifetime = page.find(".gauges meter").get_attribute("value")
     assert lifetime is not None and float(lifetime) > 0
+    page.after(page.find("select[name=range] option[value=custom]").click)
+    assert page.find("input[name=from]").get_attribute("value")
+    page.after(page.button("Apply").click)
+    assert "range=custom" in page.driver.current_url
+    assert page.text("#range-requests") == "3"  # the range chosen ends now: the calls are in it
+    page.after(page.find("select[name=range] option[value='24h']").click)
     assert_clean(page, "key")
     page.screenshot("key")
 
@@ -219,7 +224,7 @@ def keyboard_only(page: Browser) -> None:
 def open_scenario(gateway: Gateway, page: Browser, tag: str) -> None:
     page.open(str(gateway.keymgmt.make_url("/ui/#/keys")))
     page.wait_text("#mode", lambda t: "ADMIN_PASS unset" in t)
-    page.settled()
+    page.wait(lambda: page.renders() > 0)
     keyboard_only(page)
     page.fill("input[name=searchTag]", tag)
     page.button("Search").click()
@@ -243,6 +248,11 @@ def open_scenario(gateway: Gateway, page: Browser, tag: str) -> None:
     page.button("Delete").click()
     page.button("Delete", "dialog").click()
     page.wait_text("table.keys tbody tr", lambda t: "No keys match" in t)
+
+    page.fill("input[name=searchName]", "short-lived")
+    page.fill("input[name=searchTag]", "")
+    page.button("Search").click()
+    page.wait_text("table.keys tbody tr", lambda t: "short-lived" in t and "expired" in t)
     assert_clean(page, "keys, open")
 
 
@@ -253,6 +263,7 @@ async def test_console_open_without_admin_pass_search_paging_edit_delete(
     for number in range(22):
         await put_key(gateway, name=f"key {number:02}", tags=[tag])
     needle = await put_key(gateway, name="the needle", tags=[tag])
+    await put_key(gateway, name="short-lived", ttl="1s")
     await asyncio.to_thread(open_scenario, gateway, browser, tag)
     gone = await gateway.keymgmt.get(f"{KEYS}/{needle['keyId']}")
     assert gone.status == 404

@@ -54,6 +54,7 @@ async function route() {
     replace(main, h("h1", {}, module.title), h("p", { class: "error", role: "alert" }, error.message));
   } finally {
     main.removeAttribute("aria-busy");
+    main.dataset.renders = String(Number(main.dataset.renders || 0) + 1);
   }
 }
 

@@ -21,3 +21,10 @@ export function match(pages, path) {
 
 // Render the current page again, as a change of hash would.
 export const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+
+// Go to a page; going to the page already shown renders it again.
+export function navigate(path, query) {
+  const target = href(path, query);
+  if (target === location.hash) reload();
+  else location.hash = target;
+}

@@ -3,7 +3,8 @@ import { api } from "../api.js";
 import { field, h, replace } from "../dom.js";
 import { eventsTable } from "../eventdetail.js";
 import { count, fromLocalInput } from "../format.js";
-import { href } from "../router.js";
+import { endOfMinute } from "../range.js";
+import { href, navigate } from "../router.js";
 
 export const title = "Events";
 const PAGE = 50;
@@ -16,7 +17,7 @@ function request(filters, offset) {
   if (filters.tag) body.tags = [filters.tag];
   if (filters.status) body.status = Number(filters.status);
   if (filters.from) body.start = fromLocalInput(filters.from);
-  if (filters.to) body.end = fromLocalInput(filters.to);
+  if (filters.to) body.end = endOfMinute(filters.to);
   return body;
 }
 
@@ -25,7 +26,7 @@ export async function render(main, { query }) {
   const offset = Number(query.get("offset") || 0);
   const go = (changes) => {
     const next = { ...filters, offset, ...changes };
-    location.hash = href("/events", Object.fromEntries(Object.entries(next).filter(([, v]) => v !== "" && v !== 0)));
+    navigate("/events", Object.fromEntries(Object.entries(next).filter(([, v]) => v !== "" && v !== 0)));
   };
   const input = (name, attrs) => h("input", { name, value: filters[name], ...attrs });
   const order = h("select", { name: "order" }, Object.keys(ORDERS).map((o) => h("option", { value: o, selected: o === (filters.order || "newest") }, `${o} first`)));

@@ -6,8 +6,8 @@ import { eventsTable } from "../eventdetail.js";
 import { count, keyState, ms, time, unitName, usd } from "../format.js";
 import { deleteKey, editKey, revokeKey } from "../keyactions.js";
 import { limitGauges } from "../limits.js";
-import { rangeOf, rangeSelect } from "../range.js";
-import { href, reload } from "../router.js";
+import { rangeControls, rangeOf } from "../range.js";
+import { href, navigate, reload } from "../router.js";
 
 export const title = "Key";
 const STEP = { hour: 3600, day: 86400 };
@@ -55,11 +55,10 @@ function totals(data) {
 
 export async function render(main, { params, query }) {
   const [keyId] = params;
-  const rangeName = query.get("range") || "24h";
-  const range = rangeOf(rangeName);
+  const range = rangeOf(query, "24h");
   const granularity = query.get("granularity") || range.granularity;
   const go = (changes) => {
-    location.hash = href(`/keys/${keyId}`, { range: rangeName, granularity, ...changes });
+    navigate(`/keys/${keyId}`, { ...range.hash, granularity, ...changes });
   };
   const [key, spend] = await Promise.all([api.key(keyId), api.spend(keyId).catch(() => null)]);
   const [usage, page] = await Promise.all([
@@ -79,7 +78,7 @@ export async function render(main, { params, query }) {
         h("button", { type: "button", class: "secondary", onclick: reload }, "Refresh"),
         h("button", { type: "button", class: "secondary", onclick: () => editKey(key, reload) }, "Edit"),
         !key.revoked && h("button", { type: "button", class: "secondary", onclick: () => revokeKey(key, reload) }, "Revoke"),
-        h("button", { type: "button", class: "danger", onclick: () => deleteKey(key, () => { location.hash = "#/keys"; }) }, "Delete"))),
+        h("button", { type: "button", class: "danger", onclick: () => deleteKey(key, () => navigate("/keys")) }, "Delete"))),
     h("div", { class: "columns" },
       h("section", { class: "card", "aria-labelledby": "h-config" }, h("h2", { id: "h-config" }, "Configuration"), describe(key)),
       h("section", { class: "card", "aria-labelledby": "h-spend" }, h("h2", { id: "h-spend" }, "Spend now"),
@@ -87,7 +86,7 @@ export async function render(main, { params, query }) {
         spend && h("p", { class: "hint" }, `Lifetime ${usd(spend.costInUsd)}; in the current window ${usd(spend.costInUsdOverTime)}; ${count(spend.requestsInWindow)} requests in the current rate window.`))),
     h("section", { "aria-labelledby": "h-usage" },
       h("div", { class: "page-head" }, h("h2", { id: "h-usage" }, "Usage"),
-        h("div", { class: "filters inline" }, rangeSelect(rangeName, (value) => go({ range: value, granularity: rangeOf(value).granularity })), field("Buckets", bucket))),
+        h("div", { class: "filters inline" }, rangeControls(range, (chosen) => navigate(`/keys/${keyId}`, chosen)), field("Buckets", bucket))),
       totals(data), charts),
     h("section", { "aria-labelledby": "h-events" },
       h("div", { class: "page-head" }, h("h2", { id: "h-events" }, "Events in this range"),

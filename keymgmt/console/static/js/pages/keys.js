@@ -4,7 +4,7 @@ import { field, h, replace } from "../dom.js";
 import { count as formatCount, keyState, time } from "../format.js";
 import { createKey, deleteKey, editKey, revokeKey } from "../keyactions.js";
 import { limitGauges } from "../limits.js";
-import { href, reload } from "../router.js";
+import { href, navigate, reload } from "../router.js";
 
 export const title = "Keys";
 const PAGE = 20;
@@ -36,7 +36,7 @@ export async function render(main, { query }) {
     name: query.get("name") || "", tag: query.get("tag") || "",
     state: query.get("state") || "", offset: Number(query.get("offset") || 0),
   };
-  const go = (changes) => { location.hash = href("/keys", clean({ ...filters, ...changes })); };
+  const go = (changes) => { navigate("/keys", clean({ ...filters, ...changes })); };
 
   const name = h("input", { type: "search", name: "searchName", value: filters.name });
   const tag = h("input", { type: "search", name: "searchTag", value: filters.tag });
