@@ -5,16 +5,23 @@
 // removed) nor in a URL (kept in history and server logs).
 const PASS = "gateway.pass";
 const LAST_ACTIVE = "gateway.lastActive";
-export const IDLE_LIMIT_MS = 15 * 60 * 1000;
+const IDLE_LIMIT_MS = 15 * 60 * 1000;
+
+// One line for a problem answer: its detail, or each field's messages.
+function describe(status, problem) {
+  const detail = problem && problem.detail;
+  if (typeof detail === "string") return detail;
+  if (detail) {
+    return Object.entries(detail).map(([name, messages]) => `${name}: ${[].concat(messages).join(" ")}`).join("; ");
+  }
+  return (problem && problem.title) || `HTTP ${status}`;
+}
 
 export class ApiError extends Error {
   constructor(status, problem) {
-    const detail = problem && problem.detail;
-    super(typeof detail === "string" ? detail
-      : detail ? Object.entries(detail).map(([name, messages]) => `${name}: ${[].concat(messages).join(" ")}`).join("; ")
-        : (problem && problem.title) || `HTTP ${status}`);
+    super(describe(status, problem));
     this.status = status;
-    this.detail = detail;
+    this.detail = problem && problem.detail;
   }
 
   // The API's messages by field: {"costLimitInUsd": ["Must be ..."]}.

@@ -8,12 +8,13 @@ import * as topKeys from "./pages/topkeys.js";
 import * as events from "./pages/events.js";
 import * as signin from "./pages/signin.js";
 
-// In the nav: those with a `nav` label, in this order.
+// Every page: the paths it answers, its module, and, for those in the header, a label and link
+// (`under`: the header link a page belongs to).
 const PAGES = [
-  { pattern: /^\/keys$/, module: keys, nav: "Keys" },
-  { pattern: /^\/keys\/([^/]+)$/, module: key },
-  { pattern: /^\/top-keys$/, module: topKeys, nav: "Top keys" },
-  { pattern: /^\/events$/, module: events, nav: "Events" },
+  { pattern: /^\/keys$/, module: keys, nav: ["Keys", "/keys"] },
+  { pattern: /^\/keys\/([^/]+)$/, module: key, under: "/keys" },
+  { pattern: /^\/top-keys$/, module: topKeys, nav: ["Top keys", "/top-keys"] },
+  { pattern: /^\/events$/, module: events, nav: ["Events", "/events"] },
 ];
 
 const main = document.getElementById("main");
@@ -21,9 +22,9 @@ const signOutButton = document.getElementById("signout");
 
 function renderNav(current) {
   const links = PAGES.filter((p) => p.nav).map((p) => {
-    const path = p.pattern.source.replace(/^\^\\?|\$$/g, "").replaceAll("\\/", "/");
-    const active = current && current.page === p;
-    return h("a", { href: `#${path}`, "aria-current": active ? "page" : null }, p.nav);
+    const [label, path] = p.nav;
+    const active = current && (current.page === p || current.page.under === path);
+    return h("a", { href: `#${path}`, "aria-current": active ? "page" : null }, label);
   });
   replace(document.getElementById("nav"), links);
 }
