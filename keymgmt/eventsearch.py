@@ -14,7 +14,7 @@ from aiohttp import web
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from keymgmt.listing import MAX_IDS, PageSchema, count_of, order, paged, text_list
-from keymgmt.reporting import _event
+from keymgmt.reporting import event_fields
 from keymgmt.routes import load_body
 from keymgmt.typedefs import STORE
 from shared.db import keys, usage_events
@@ -97,6 +97,6 @@ async def search_events(request: web.Request) -> web.Response:
     store = request.app[STORE]
     query = event_query(filters)
     rows = await store.fetch(paged(query, filters))
-    events = [{**_event(row), "keyName": row.key_name} for row in rows]
+    events = [{**event_fields(row), "keyName": row.key_name} for row in rows]
     total = await count_of(store, query) if filters["returnCount"] else None
     return json_response({"events": events, "count": total})

@@ -8,12 +8,12 @@ import sqlalchemy as sa
 from aiohttp import web
 from marshmallow import fields, validate
 
-from keymgmt.listing import MAX_IDS, PageSchema, count_of, order, paged, text_list
+from keymgmt.listing import MAX_IDS, PageSchema, count_of, order, paged, text, text_list
 from keymgmt.routes import key_schema, load_body
 from keymgmt.typedefs import STORE
 from shared.db import key_from_row, keys
 from shared.jsonutil import json_response
-from shared.schemas import MAX_TEXT, StrictBoolean, _storable_text
+from shared.schemas import StrictBoolean
 
 routes = web.RouteTableDef()
 
@@ -23,7 +23,7 @@ class KeyQuerySchema(PageSchema):
 
     keyIds = fields.List(fields.UUID(), validate=validate.Length(max=MAX_IDS))
     tags = text_list()
-    name = fields.String(validate=[validate.Length(max=MAX_TEXT), _storable_text])
+    name = text()
     revoked = StrictBoolean(allow_none=True)
     order = order()
 

@@ -15,9 +15,13 @@ MAX_IDS = 1000
 ORDERS = ("asc", "desc")
 
 
+def text() -> fields.String:
+    """A string Postgres can store, of at most 256 characters."""
+    return fields.String(validate=[validate.Length(max=MAX_TEXT), _storable_text])
+
+
 def text_list(maximum: int = MAX_TAGS) -> fields.List:
-    item = fields.String(validate=[validate.Length(max=MAX_TEXT), _storable_text])
-    return fields.List(item, validate=validate.Length(max=maximum))
+    return fields.List(text(), validate=validate.Length(max=maximum))
 
 
 def order() -> fields.String:

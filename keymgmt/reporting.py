@@ -54,7 +54,7 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def _event(row: Any) -> dict[str, Any]:
+def event_fields(row: Any) -> dict[str, Any]:
     return {
         "eventId": row.event_id,
         "requestId": row.request_id,
@@ -129,7 +129,7 @@ async def key_events(request: web.Request) -> web.Response:
     page = rows[:limit]
     next_cursor = _cursor(page[-1]) if len(rows) > limit else None
     return json_response(
-        {"keyId": key_id, "events": [_event(r) for r in page], "next": next_cursor}
+        {"keyId": key_id, "events": [event_fields(r) for r in page], "next": next_cursor}
     )
 
 
