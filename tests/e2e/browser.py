@@ -34,7 +34,6 @@ FLAGS = (
     "--disable-sync",
     "--no-first-run",
     "--disable-dev-shm-usage",
-    "--lang=en-GB",
 )
 WIDE, NARROW = 1280, 390
 T = TypeVar("T")
