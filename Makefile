@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench soak
+.PHONY: install test screenshots lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench soak
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(INSTALLED): setup.cfg pyproject.toml
 install: $(INSTALLED)
 
 test: $(INSTALLED)
+	@sh tests/e2e/ensure_chromium.sh
 	$(BIN)/python -m pytest
+
+# The console's screenshots in docs/console/, taken by its browser tests.
+screenshots: $(INSTALLED)
+	@sh tests/e2e/ensure_chromium.sh
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/e2e/test_console.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from keymgmt import reporting
+from keymgmt.console import add_console
 from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
 from keymgmt.openapi import build_openapi
@@ -126,4 +127,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.add_routes(reporting.routes)
     app.router.add_get("/metrics", metrics_endpoint)
+    add_console(app)
     return app

@@ -14,7 +14,9 @@ from shared.jsonutil import json_response
 
 log = logging.getLogger("gateway.keymgmt")
 
-OPEN_PATHS = frozenset({"/api/health", "/metrics"})
+OPEN_PATHS = frozenset({"/api/health", "/metrics", "/ui"})
+# The console's static files: its pages send the pass with every API call they make.
+OPEN_PREFIX = "/ui/"
 
 
 def problem(
@@ -69,7 +71,7 @@ def admin_middleware(admin_pass: str) -> web.middleware:  # type: ignore[valid-t
 
     @web.middleware
     async def check_admin_pass(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
+        if request.path not in OPEN_PATHS and not request.path.startswith(OPEN_PREFIX):
             presented = request.headers.get("X-API-KEY")
             if presented is None:
                 scheme, _, token = request.headers.get("Authorization", "").partition(" ")

@@ -7,6 +7,8 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
+from keymgmt.eventsearch import EventQuerySchema
+from keymgmt.keysearch import KeyQuerySchema
 from shared.schemas import CreateKeySchema, KeySchema, ProblemSchema, UpdateKeySchema
 
 _KEY_ID = {
@@ -90,7 +92,7 @@ def _reporting_paths(spec: APISpec) -> None:
         }},
     )  # fmt: skip
     bucket = _object({
-        "start": "integer", "requests": "integer", "costInUsd": "number",
+        "start": "integer", "requests": "integer", "errors": "integer", "costInUsd": "number",
         "promptTokens": "integer", "completionTokens": "integer",
         "latencyP50Ms": "number", "latencyP99Ms": "number",
     })  # fmt: skip
@@ -124,6 +126,42 @@ def _reporting_paths(spec: APISpec) -> None:
     )  # fmt: skip
 
 
+def _listing(query: str, name: str, item: str | dict[str, Any], summary: str) -> dict[str, Any]:
+    page = {
+        "type": "object",
+        "properties": {
+            name: {"type": "array", "items": item},
+            "count": {"type": "integer", "nullable": True,
+                      "description": "rows matching, before paging; null unless returnCount"},
+        },
+    }  # fmt: skip
+    return {"post": {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": query}}},
+        "responses": {**_ok(page, "a page"), **_problem(400, 401, 413, 503)},
+    }}  # fmt: skip
+
+
+def _listing_paths(spec: APISpec) -> None:
+    spec.path(
+        path="/api/v2/key-management/keys",
+        operations=_listing(
+            "KeyQuery", "keys", "Key", "Keys matching every filter given (never deleted ones)"
+        ),
+    )
+    event = {**_EVENT, "properties": {**_EVENT["properties"], "keyName": {"type": "string"}}}
+    spec.path(
+        path="/api/v2/events",
+        operations=_listing(
+            "EventQuery",
+            "events",
+            event,
+            "Usage events matching every filter given, newest first unless ordered otherwise;"
+            " customIds, userIds and actions are not recorded yet: a non-empty list matches none",
+        ),
+    )
+
+
 def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     spec = APISpec(
         title="Gateway key management",
@@ -136,6 +174,8 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
         ("CreateKey", CreateKeySchema),
         ("UpdateKey", UpdateKeySchema),
         ("Problem", ProblemSchema),
+        ("KeyQuery", KeyQuerySchema),
+        ("EventQuery", EventQuerySchema),
     ):
         spec.components.schema(name, schema=schema)
     if admin_pass_required:
@@ -198,6 +238,7 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
         },
     )
     _reporting_paths(spec)
+    _listing_paths(spec)
     spec.path(
         path="/api/health",
         operations={

@@ -54,7 +54,7 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def _event(row: Any) -> dict[str, Any]:
+def event_fields(row: Any) -> dict[str, Any]:
     return {
         "eventId": row.event_id,
         "requestId": row.request_id,
@@ -129,7 +129,7 @@ async def key_events(request: web.Request) -> web.Response:
     page = rows[:limit]
     next_cursor = _cursor(page[-1]) if len(rows) > limit else None
     return json_response(
-        {"keyId": key_id, "events": [_event(r) for r in page], "next": next_cursor}
+        {"keyId": key_id, "events": [event_fields(r) for r in page], "next": next_cursor}
     )
 
 
@@ -148,6 +148,7 @@ async def key_usage(request: web.Request) -> web.Response:
         sa.select(
             bucket,
             sa.func.count().label("requests"),
+            sa.func.count().filter(e.status >= 400).label("errors"),
             sa.func.sum(e.cost_nano).label("cost_nano"),
             sa.func.sum(e.prompt_tokens).label("prompt_tokens"),
             sa.func.sum(e.completion_tokens).label("completion_tokens"),
@@ -163,6 +164,7 @@ async def key_usage(request: web.Request) -> web.Response:
         {
             "start": int(row.bucket.timestamp()),
             "requests": row.requests,
+            "errors": row.errors,
             "costInUsd": to_usd(int(row.cost_nano or 0)),
             "promptTokens": int(row.prompt_tokens or 0),
             "completionTokens": int(row.completion_tokens or 0),

@@ -55,8 +55,11 @@ def _text(*, required: bool = False, minimum: int = 0, maximum: int = MAX_TEXT) 
 class StrictBoolean(fields.Boolean):
     """Only JSON true and false: "yes" or 1 for a flag is a client bug worth a 400."""
 
-    truthy: set[object] = {True}
-    falsy: set[object] = {False}
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        # Not by membership of truthy sets: 1 == True in Python, so 1 and 0 would pass.
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class WholeNumber(fields.Integer):

@@ -1,0 +1,41 @@
+// Create, edit, revoke and delete a key, shared by the keys page and a key's page.
+import { api } from "./api.js";
+import { confirmAction, openDialog } from "./dialogs.js";
+import { toast } from "./dom.js";
+import { keyForm } from "./keyform.js";
+
+export function createKey(onDone) {
+  const dialog = openDialog("New key", keyForm(null, async (fields) => {
+    const key = await api.createKey(fields);
+    dialog.close();
+    toast(`Key “${key.name}” created.`);
+    onDone(key);
+  }));
+}
+
+export function editKey(key, onDone) {
+  const dialog = openDialog(`Edit “${key.name}”`, keyForm(key, async (fields) => {
+    const updated = await api.updateKey(key.keyId, fields);
+    dialog.close();
+    toast("Key saved.");
+    onDone(updated);
+  }));
+}
+
+export async function revokeKey(key, onDone) {
+  const answer = await confirmAction("Revoke key", `Revoke “${key.name}”? The proxy refuses it from now on.`,
+    { action: "Revoke", danger: true, reason: true });
+  if (!answer.confirmed) return;
+  await api.updateKey(key.keyId, { revoked: true, revokedReason: answer.reason || "" });
+  toast("Key revoked.");
+  onDone();
+}
+
+export async function deleteKey(key, onDone) {
+  const answer = await confirmAction("Delete key", `Delete “${key.name}” for good? This cannot be undone.`,
+    { action: "Delete", danger: true });
+  if (!answer.confirmed) return;
+  await api.deleteKey(key.keyId);
+  toast("Key deleted.");
+  onDone();
+}

@@ -1,0 +1,102 @@
+"""`POST /api/v2/events`: usage events across keys, filtered, ordered by date or cost, in pages.
+
+`customIds`, `userIds` and `actions` are accepted for clients of the original gateway, but
+events carry none of them yet: a non-empty list of any of them matches no event.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from keymgmt.listing import MAX_IDS, PageSchema, count_of, order, paged, text_list
+from keymgmt.reporting import event_fields
+from keymgmt.routes import load_body
+from keymgmt.typedefs import STORE
+from shared.db import keys, usage_events
+from shared.jsonutil import json_response
+
+routes = web.RouteTableDef()
+
+MAX_UNIX_SECONDS = 1e11
+NOT_RECORDED_YET = ("customIds", "userIds", "actions")
+
+
+def _unix_seconds() -> fields.Float:
+    return fields.Float(validate=validate.Range(0, MAX_UNIX_SECONDS, max_inclusive=False))
+
+
+class EventQuerySchema(PageSchema):
+    """Every filter given must hold; a list filter holds when any of its values matches."""
+
+    keyIds = fields.List(fields.UUID(), validate=validate.Length(max=MAX_IDS))
+    tags = text_list()
+    customIds = text_list(MAX_IDS)
+    userIds = text_list(MAX_IDS)
+    actions = text_list(MAX_IDS)
+    start = _unix_seconds()
+    end = _unix_seconds()
+    status = fields.Integer(strict=True, validate=validate.Range(100, 599))
+    costOrder = order()
+    dateOrder = order()
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        if "costOrder" in data and "dateOrder" in data:
+            raise ValidationError("give costOrder or dateOrder, not both", "costOrder")
+        if "start" in data and "end" in data and data["start"] >= data["end"]:
+            raise ValidationError("must be before end", "start")
+
+
+query_schema = EventQuerySchema()
+
+
+def _conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
+    e = usage_events.c
+    conditions: list[sa.ColumnElement[bool]] = []
+    if filters.get("keyIds"):
+        conditions.append(e.key_id.in_([str(key_id) for key_id in filters["keyIds"]]))
+    if filters.get("tags"):
+        conditions.append(keys.c.tags.overlap(sa.cast(filters["tags"], keys.c.tags.type)))
+    if "start" in filters:
+        conditions.append(e.created_at >= datetime.fromtimestamp(filters["start"], UTC))
+    if "end" in filters:
+        conditions.append(e.created_at < datetime.fromtimestamp(filters["end"], UTC))
+    if "status" in filters:
+        conditions.append(e.status == filters["status"])
+    if any(filters.get(name) for name in NOT_RECORDED_YET):
+        conditions.append(sa.false())
+    return conditions
+
+
+def event_query(filters: dict[str, Any]) -> sa.Select[Any]:
+    e = usage_events.c
+    ordering: tuple[sa.ColumnElement[Any], ...]
+    if "costOrder" in filters:
+        cost = e.cost_nano.desc() if filters["costOrder"] == "desc" else e.cost_nano
+        ordering = (cost, e.created_at.desc(), e.event_id)
+    elif filters.get("dateOrder") == "asc":
+        ordering = (e.created_at, e.event_id)
+    else:  # newest first unless asked otherwise
+        ordering = (e.created_at.desc(), e.event_id.desc())
+    return (
+        sa.select(usage_events, keys.c.name.label("key_name"))
+        .select_from(usage_events.outerjoin(keys, keys.c.key_id == e.key_id))
+        .where(*_conditions(filters))
+        .order_by(*ordering)
+    )
+
+
+@routes.post("/api/v2/events")
+async def search_events(request: web.Request) -> web.Response:
+    filters = await load_body(request, query_schema)
+    store = request.app[STORE]
+    query = event_query(filters)
+    rows = await store.fetch(paged(query, filters))
+    events = [{**event_fields(row), "keyName": row.key_name} for row in rows]
+    total = await count_of(store, query) if filters["returnCount"] else None
+    return json_response({"events": events, "count": total})
