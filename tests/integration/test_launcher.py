@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -121,7 +122,16 @@ def _chat_once_key_is_loaded(client: openai.OpenAI) -> str | None:
             time.sleep(0.1)
 
 
-def test_demo_from_nothing_serves_and_stops_cleanly(data_dir: Path) -> None:
+@dataclass
+class Demo:
+    launcher: subprocess.Popen[bytes]
+    log: Path
+    ports: dict[str, int]
+
+
+@contextlib.contextmanager
+def started_demo(data_dir: Path) -> Iterator[Demo]:
+    """`make demo` on free ports, in a session of its own; killed whole on the way out."""
     ports = {
         name: services.free_port()
         for name in ("KEYMGMT_PORT", "PROXY_PORT", "LOCAL_POSTGRES_PORT", "LOCAL_REDIS_PORT")
@@ -139,6 +149,14 @@ def test_demo_from_nothing_serves_and_stops_cleanly(data_dir: Path) -> None:
             start_new_session=True,  # its session id then names every descendant
         )
     try:
+        yield Demo(launcher, log, ports)
+    finally:
+        _kill_session(launcher)
+
+
+def test_demo_from_nothing_serves_and_stops_cleanly(data_dir: Path) -> None:
+    with started_demo(data_dir) as demo:
+        launcher, log, ports = demo.launcher, demo.log, demo.ports
         ready = _wait_ready(launcher, log)
         keymgmt_url, keymgmt_port, proxy_url, proxy_port = ready.groups()
         assert (int(keymgmt_port), int(proxy_port)) == (ports["KEYMGMT_PORT"], ports["PROXY_PORT"])
@@ -166,5 +184,3 @@ def test_demo_from_nothing_serves_and_stops_cleanly(data_dir: Path) -> None:
             name: port for name, port in ports.items() if services.reachable(services.HOST, port)
         }
         assert listening == {}, _tail(log)
-    finally:
-        _kill_session(launcher)

@@ -18,17 +18,15 @@ from typing import Any
 
 import pytest
 import run  # deploy/local, on the path by tests/conftest.py
-import services
 
 from tests.integration.test_launcher import (
     DEMO_REPLY,
     ROOT,
     STOP_TIMEOUT,
-    _kill_session,
-    _launcher_env,
     _tail,
     _wait_ready,
     data_dir,
+    started_demo,
 )
 
 __all__ = ["data_dir"]  # the fixture, shared with the launcher test
@@ -111,35 +109,19 @@ def test_the_banner_shows_the_readmes_first_call() -> None:
 def test_the_readme_walks_against_make_demo(data_dir: Path) -> None:
     blocks = walked_blocks((ROOT / "README.md").read_text())
     assert [b.language for b in blocks[:3]] == ["sh", "json", "python"], "quick start first"
-    ports = {
-        name: services.free_port()
-        for name in ("KEYMGMT_PORT", "PROXY_PORT", "LOCAL_POSTGRES_PORT", "LOCAL_REDIS_PORT")
-    }
-    log = data_dir / "launcher.log"
-    with log.open("wb") as output:
-        launcher = subprocess.Popen(
-            [sys.executable, "deploy/local/run.py", "--demo", "--data-dir", str(data_dir)],
-            cwd=ROOT,
-            env=_launcher_env(ports),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        keymgmt_url, _, proxy_url, _ = _wait_ready(launcher, log).groups()
-        walker = Walker(keymgmt_url, proxy_url, data_dir)
-        for index, block in enumerate(blocks):
-            time.sleep(PAUSE)
-            walker.step(block)
-            if index == 2:  # the first call through the proxy
-                assert walker.printed == DEMO_REPLY + "\n"
-        launcher.send_signal(signal.SIGINT)
-        assert launcher.wait(STOP_TIMEOUT) == 0, _tail(log)
-    except AssertionError as error:
-        raise AssertionError(f"{error}\n--- launcher log\n{_tail(log)}") from None
-    finally:
-        _kill_session(launcher)
+    with started_demo(data_dir) as demo:
+        try:
+            keymgmt_url, _, proxy_url, _ = _wait_ready(demo.launcher, demo.log).groups()
+            walker = Walker(keymgmt_url, proxy_url, data_dir)
+            for index, block in enumerate(blocks):
+                time.sleep(PAUSE)
+                walker.step(block)
+                if index == 2:  # the first call through the proxy
+                    assert walker.printed == DEMO_REPLY + "\n"
+            demo.launcher.send_signal(signal.SIGINT)
+            assert demo.launcher.wait(STOP_TIMEOUT) == 0
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n--- launcher log\n{_tail(demo.log)}") from None
 
 
 def test_placeholders_are_replaced_only_where_they_stand() -> None:
