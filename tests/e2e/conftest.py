@@ -6,10 +6,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -69,6 +71,13 @@ class Gateway:
         response = await self.keymgmt.get(f"/api/reporting/keys/{key_id}")
         assert response.status == 200, await response.text()
         return await response.json()  # type: ignore[no-any-return]
+
+
+def write_pricing(directory: Path, prices: dict[str, dict[str, float]]) -> str:
+    """A PRICING_FILE in `directory` holding `prices` (model -> LiteLLM-style cost fields)."""
+    path = directory / "prices.json"
+    path.write_bytes(orjson.dumps(prices))
+    return str(path)
 
 
 @pytest.fixture

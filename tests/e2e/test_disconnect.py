@@ -8,11 +8,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import openai
-import orjson
 import pytest
 
 from proxy.__main__ import HANDLER_CANCELLATION
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -25,11 +24,9 @@ Start = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    path.write_bytes(
-        orjson.dumps({MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}})
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
     )
-    return str(path)
 
 
 async def spend_after(gateway: Gateway, key_id: str, expected: float, within: float) -> float:

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, write_pricing
 from tests.e2e.test_limits_and_cost import settled_spend
 from tests.e2e.test_observability import events_of
 
@@ -26,18 +26,18 @@ Start = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {
-        MODEL: {
-            "input_cost_per_token": INPUT,
-            "output_cost_per_token": OUTPUT,
-            "cache_read_input_token_cost": CACHED,
-            "training_cost_per_token": TRAINING,
+    return write_pricing(
+        tmp_path,
+        {
+            MODEL: {
+                "input_cost_per_token": INPUT,
+                "output_cost_per_token": OUTPUT,
+                "cache_read_input_token_cost": CACHED,
+                "training_cost_per_token": TRAINING,
+            },
+            UNTRAINED: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT},
         },
-        UNTRAINED: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT},
-    }
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
+    )
 
 
 @pytest.fixture

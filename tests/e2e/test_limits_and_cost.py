@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import openai
-import orjson
 import pytest
 import services
 import tiktoken
@@ -18,7 +17,7 @@ import tiktoken
 from proxy.typedefs import LIMITS
 from shared.config import RedisSettings
 from shared.redispipe import RedisPipe
-from tests.e2e.conftest import KEYS, Gateway
+from tests.e2e.conftest import KEYS, Gateway, write_pricing
 
 # Prices of the model the tests bill by (PRICING_FILE), chosen so that costs are easy to check.
 MODEL = "priced-model"
@@ -33,16 +32,16 @@ Start = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {
-        MODEL: {
-            "input_cost_per_token": INPUT,
-            "output_cost_per_token": OUTPUT,
-            "cache_read_input_token_cost": CACHED,
-        }
-    }
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
+    return write_pricing(
+        tmp_path,
+        {
+            MODEL: {
+                "input_cost_per_token": INPUT,
+                "output_cost_per_token": OUTPUT,
+                "cache_read_input_token_cost": CACHED,
+            }
+        },
+    )
 
 
 @pytest.fixture

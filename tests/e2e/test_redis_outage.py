@@ -10,12 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import openai
-import orjson
 import pytest
 import services
 
 from shared.config import Settings
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, write_pricing
 from tests.e2e.test_observability import events_of
 
 Start = Callable[..., Awaitable[Gateway]]
@@ -32,10 +31,9 @@ def private_redis(scratch_dir: Path) -> Iterator[services.Redis]:
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {MODEL: {"input_cost_per_token": 1e-4, "output_cost_per_token": 1e-3}}
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": 1e-4, "output_cost_per_token": 1e-3}}
+    )
 
 
 async def served(client: openai.AsyncOpenAI, attempts: int) -> tuple[int, list[int]]:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -26,11 +26,9 @@ Start = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    path.write_bytes(
-        orjson.dumps({MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}})
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
     )
-    return str(path)
 
 
 def line_end_upstream(line_end: bytes) -> web.Application:

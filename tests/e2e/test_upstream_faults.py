@@ -10,13 +10,12 @@ from typing import Any
 
 import aiohttp
 import openai
-import orjson
 import pytest
 import services
 from yarl import URL
 
 from proxy.typedefs import SESSION
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -31,10 +30,9 @@ Start = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
+    )
 
 
 async def chat(client: openai.AsyncOpenAI, **options: Any) -> Any:
