@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,15 @@ class Gateway:
         response = await self.keymgmt.get(f"/api/reporting/keys/{key_id}")
         assert response.status == 200, await response.text()
         return await response.json()  # type: ignore[no-any-return]
+
+    async def settled_cost(self, key_id: str, expected: float, within: float = 1.0) -> float:
+        """The key's costInUsd once it reaches `expected`, or whatever it is after `within` s."""
+        deadline = time.monotonic() + within
+        while True:
+            cost = float((await self.spend(key_id))["costInUsd"])
+            if cost >= expected - 1e-12 or time.monotonic() > deadline:
+                return cost
+            await asyncio.sleep(0.02)
 
 
 def write_pricing(directory: Path, prices: dict[str, dict[str, float]]) -> str:
