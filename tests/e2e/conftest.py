@@ -120,6 +120,12 @@ async def gateway(start_gateway: Callable[..., Awaitable[Gateway]]) -> Gateway:
     return await start_gateway()
 
 
+@pytest.fixture
+async def priced(start_gateway: Callable[..., Awaitable[Gateway]], pricing_file: str) -> Gateway:
+    """Two replicas billing by the prices of the test module's own `pricing_file` fixture."""
+    return await start_gateway(replicas=2, pricing_file=pricing_file)
+
+
 async def wait_healthy(server: TestServer) -> None:
     async with aiohttp.ClientSession() as session, asyncio.timeout(20):
         while True:

@@ -40,11 +40,6 @@ def pricing_file(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def priced(start_gateway: Start, pricing_file: str) -> Gateway:
-    return await start_gateway(replicas=2, pricing_file=pricing_file)
-
-
-@pytest.fixture
 def quick_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """Poll upstream every 0.2 s instead of every half minute (set before the gateway starts)."""
     monkeypatch.setattr("proxy.jobs.watcher.POLL_INTERVAL", 0.2)

@@ -44,11 +44,6 @@ def pricing_file(tmp_path: Path) -> str:
     )
 
 
-@pytest.fixture
-async def priced(start_gateway: Start, pricing_file: str) -> Gateway:
-    return await start_gateway(replicas=2, pricing_file=pricing_file)
-
-
 async def chat(client: openai.AsyncOpenAI, **options: Any) -> Any:
     return await client.chat.completions.create(model=MODEL, messages=MESSAGES, **options)
 
