@@ -83,6 +83,9 @@ class Gateway:
             await asyncio.sleep(0.02)
 
 
+Start = Callable[..., Awaitable[Gateway]]  # the start_gateway fixture
+
+
 def write_pricing(directory: Path, prices: dict[str, dict[str, float]]) -> str:
     """A PRICING_FILE in `directory` holding `prices` (model -> LiteLLM-style cost fields)."""
     path = directory / "prices.json"
@@ -93,7 +96,7 @@ def write_pricing(directory: Path, prices: dict[str, dict[str, float]]) -> str:
 @pytest.fixture
 async def start_gateway(
     aiohttp_client: Any, aiohttp_server: Any, settings: Settings
-) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+) -> AsyncIterator[Start]:
     started: list[Gateway] = []
 
     async def start(replicas: int = 1, **overrides: Any) -> Gateway:
@@ -116,12 +119,12 @@ async def start_gateway(
 
 
 @pytest.fixture
-async def gateway(start_gateway: Callable[..., Awaitable[Gateway]]) -> Gateway:
+async def gateway(start_gateway: Start) -> Gateway:
     return await start_gateway()
 
 
 @pytest.fixture
-async def priced(start_gateway: Callable[..., Awaitable[Gateway]], pricing_file: str) -> Gateway:
+async def priced(start_gateway: Start, pricing_file: str) -> Gateway:
     """Two replicas billing by the prices of the test module's own `pricing_file` fixture."""
     return await start_gateway(replicas=2, pricing_file=pricing_file)
 

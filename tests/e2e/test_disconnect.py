@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import openai
 import pytest
 
 from proxy.__main__ import HANDLER_CANCELLATION
-from tests.e2e.conftest import Gateway, write_pricing
+from tests.e2e.conftest import Start, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
 # What the fake upstream reports for MESSAGES: 3 words + 3 per message, and 5 words back.
 CHAT_COST = 6 * INPUT + 5 * OUTPUT
-
-Start = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture

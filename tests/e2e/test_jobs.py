@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.conftest import Gateway, write_pricing
+from tests.e2e.conftest import Gateway, Start, write_pricing
 from tests.e2e.test_observability import events_of
 
 MODEL, UNTRAINED = "priced-model", "untrained-model"
@@ -20,7 +19,6 @@ INPUT, OUTPUT, CACHED, TRAINING = 1e-4, 1e-3, 2.5e-5, 2e-4
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
 # The fake upstream's count for one such chat line: 6 prompt and 5 completion tokens.
 LINE_COST = 6 * INPUT + 5 * OUTPUT
-Start = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture

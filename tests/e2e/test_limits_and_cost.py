@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import tiktoken
 from proxy.typedefs import LIMITS
 from shared.config import RedisSettings
 from shared.redispipe import RedisPipe
-from tests.e2e.conftest import KEYS, Gateway, write_pricing
+from tests.e2e.conftest import KEYS, Gateway, Start, write_pricing
 
 # Prices of the model the tests bill by (PRICING_FILE), chosen so that costs are easy to check.
 MODEL = "priced-model"
@@ -26,8 +25,6 @@ MESSAGES = [{"role": "user", "content": "hello there friend"}]
 # What the fake upstream reports for MESSAGES: 3 words + 3 per message, and 5 words back.
 PROMPT_TOKENS, COMPLETION_TOKENS = 6, 5
 CHAT_COST = PROMPT_TOKENS * INPUT + COMPLETION_TOKENS * OUTPUT
-
-Start = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture

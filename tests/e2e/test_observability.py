@@ -6,7 +6,6 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.config import Settings
 from shared.db import create_engine, usage_events
-from tests.e2e.conftest import Gateway, write_pricing
+from tests.e2e.conftest import Gateway, Start, write_pricing
 
-Start = Callable[..., Awaitable[Gateway]]
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,10 +14,9 @@ import pytest
 import services
 
 from shared.config import Settings
-from tests.e2e.conftest import Gateway, write_pricing
+from tests.e2e.conftest import Gateway, Start, write_pricing
 from tests.e2e.test_observability import events_of
 
-Start = Callable[..., Awaitable[Gateway]]
 MODEL = "outage-model"
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
 CALL_COST = 6 * 1e-4 + 5 * 1e-3  # the fake's 6 prompt and 5 completion tokens at these prices

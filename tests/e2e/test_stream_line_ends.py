@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import Gateway, write_pricing
+from tests.e2e.conftest import Start, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
 WORDS = ("Hello", " from", " a", " CRLF", " server")
 USAGE = {"prompt_tokens": 7, "completion_tokens": len(WORDS), "total_tokens": 7 + len(WORDS)}
 COST = 7 * INPUT + len(WORDS) * OUTPUT
-
-Start = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import services
 from yarl import URL
 
 from proxy.typedefs import SESSION
-from tests.e2e.conftest import Gateway, write_pricing
+from tests.e2e.conftest import Start, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -24,8 +23,6 @@ MESSAGES: list[Any] = [{"role": "user", "content": "hello there friend"}]
 CHAT_COST = 6 * INPUT + 5 * OUTPUT
 FAILING_REQUESTS, CONCURRENCY = 1000, 50
 MAX_UPSTREAM_CONNECTIONS = 60
-
-Start = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
