@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -70,11 +73,30 @@ class Gateway:
         assert response.status == 200, await response.text()
         return await response.json()  # type: ignore[no-any-return]
 
+    async def settled_cost(self, key_id: str, expected: float, within: float = 1.0) -> float:
+        """The key's costInUsd once it reaches `expected`, or whatever it is after `within` s."""
+        deadline = time.monotonic() + within
+        while True:
+            cost = float((await self.spend(key_id))["costInUsd"])
+            if cost >= expected - 1e-12 or time.monotonic() > deadline:
+                return cost
+            await asyncio.sleep(0.02)
+
+
+Start = Callable[..., Awaitable[Gateway]]  # the start_gateway fixture
+
+
+def write_pricing(directory: Path, prices: dict[str, dict[str, float]]) -> str:
+    """A PRICING_FILE in `directory` holding `prices` (model -> LiteLLM-style cost fields)."""
+    path = directory / "prices.json"
+    path.write_bytes(orjson.dumps(prices))
+    return str(path)
+
 
 @pytest.fixture
 async def start_gateway(
     aiohttp_client: Any, aiohttp_server: Any, settings: Settings
-) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+) -> AsyncIterator[Start]:
     started: list[Gateway] = []
 
     async def start(replicas: int = 1, **overrides: Any) -> Gateway:
@@ -97,8 +119,14 @@ async def start_gateway(
 
 
 @pytest.fixture
-async def gateway(start_gateway: Callable[..., Awaitable[Gateway]]) -> Gateway:
+async def gateway(start_gateway: Start) -> Gateway:
     return await start_gateway()
+
+
+@pytest.fixture
+async def priced(start_gateway: Start, pricing_file: str) -> Gateway:
+    """Two replicas billing by the prices of the test module's own `pricing_file` fixture."""
+    return await start_gateway(replicas=2, pricing_file=pricing_file)
 
 
 async def wait_healthy(server: TestServer) -> None:

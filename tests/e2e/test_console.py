@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import openai
 
 from tests.e2e.browser import Browser, browser
-from tests.e2e.conftest import KEYS, Gateway
+from tests.e2e.conftest import KEYS, Gateway, Start
 
 __all__ = ["browser"]
 
-Start = Callable[..., Awaitable[Gateway]]
 PASS = "console-pass-" + uuid.uuid4().hex[:8]
 ADMIN = {"X-API-KEY": PASS}
 DASH = "\N{EN DASH}"  # between the first and last row numbers in a pager

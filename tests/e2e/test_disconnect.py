@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import openai
-import orjson
 import pytest
 
 from proxy.__main__ import HANDLER_CANCELLATION
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Start, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -20,26 +17,12 @@ MESSAGES = [{"role": "user", "content": "hello there friend"}]
 # What the fake upstream reports for MESSAGES: 3 words + 3 per message, and 5 words back.
 CHAT_COST = 6 * INPUT + 5 * OUTPUT
 
-Start = Callable[..., Awaitable[Gateway]]
-
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    path.write_bytes(
-        orjson.dumps({MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}})
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
     )
-    return str(path)
-
-
-async def spend_after(gateway: Gateway, key_id: str, expected: float, within: float) -> float:
-    """The key's spend once it reaches `expected`, or whatever it is after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        spend = float((await gateway.spend(key_id))["costInUsd"])
-        if spend >= expected - 1e-12 or time.monotonic() > deadline:
-            return spend
-        await asyncio.sleep(0.05)
 
 
 async def test_the_test_proxy_cancels_handlers_as_production_does(
@@ -66,7 +49,7 @@ async def test_a_client_that_times_out_is_billed_every_answer_upstream_made(
         await client.chat.completions.create(model=MODEL, messages=MESSAGES)
     chat_calls = [r for r in gateway.upstream.recorded if r.path == "/v1/chat/completions"]
     assert len(chat_calls) == 3  # the first try and two retries, each answered in full upstream
-    spend = await spend_after(gateway, config["keyId"], 3 * CHAT_COST, within=3.0)
+    spend = await gateway.settled_cost(config["keyId"], 3 * CHAT_COST, within=3.0)
     assert spend == pytest.approx(3 * CHAT_COST)
 
 
@@ -86,7 +69,7 @@ async def test_a_stream_the_client_leaves_is_billed_for_what_was_streamed(
         if received == 5:
             break
     await stream.close()  # the connection goes with it: the client has left
-    spend = await spend_after(gateway, config["keyId"], 1e-9, within=2.0)
+    spend = await gateway.settled_cost(config["keyId"], 1e-9, within=2.0)
     # The prompt (estimated by tiktoken: about 11 tokens) and the words that passed, not all 40.
     assert 5 * OUTPUT <= spend < 20 * INPUT + 30 * OUTPUT
     await asyncio.sleep(2.5)  # long after upstream would have finished the 40 words

@@ -7,8 +7,6 @@ gpt-4o-mini-tts) and the official per-image ones (dall-e-3).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -22,16 +20,6 @@ WAV = bytes(64_000)  # the fake hears 2 s in it (32,000 bytes a second)
 PROMPT = "a small red cat"  # 4 words
 
 
-async def spent(gateway: Gateway, key_id: str, expected: float) -> float:
-    """The key's spend once it reaches `expected` (it must, within a second)."""
-    deadline = time.monotonic() + 1.0
-    while True:
-        spend = (await gateway.spend(key_id))["costInUsd"]
-        if spend >= expected - 1e-12 or time.monotonic() > deadline:
-            return float(spend)
-        await asyncio.sleep(0.02)
-
-
 async def keyed(gateway: Gateway, **limits: Any) -> tuple[openai.AsyncOpenAI, str]:
     raw, key = await gateway.create_key(**limits)
     return gateway.client(raw), key["keyId"]
@@ -43,7 +31,7 @@ async def test_dall_e_is_charged_per_image_by_size_and_quality(gateway: Gateway)
         model="dall-e-3", prompt=PROMPT, size="1792x1024", quality="hd", n=2
     )
     assert images.data is not None and len(images.data) == 2
-    assert await spent(gateway, key_id, 0.24) == pytest.approx(2 * 0.12)
+    assert await gateway.settled_cost(key_id, 0.24) == pytest.approx(2 * 0.12)
 
 
 async def test_gpt_image_is_charged_by_its_token_usage(gateway: Gateway) -> None:
@@ -53,7 +41,7 @@ async def test_gpt_image_is_charged_by_its_token_usage(gateway: Gateway) -> None
     # gpt-image-1: text in 5, image out 40 USD per million tokens; the fake's low image: 272.
     assert (images.usage.input_tokens, images.usage.output_tokens) == (4, 2 * 272)
     expected = (4 * 5 + 2 * 272 * 40) / 1e6
-    assert await spent(gateway, key_id, expected) == pytest.approx(expected)
+    assert await gateway.settled_cost(key_id, expected) == pytest.approx(expected)
 
 
 async def test_an_image_edit_is_read_from_its_multipart_form_and_charged(
@@ -68,7 +56,7 @@ async def test_an_image_edit_is_read_from_its_multipart_form_and_charged(
     # The fake: 100 image tokens an input image, a medium image is 1,056 tokens.
     assert edited.usage.input_tokens_details.image_tokens == 100
     expected = (4 * 5 + 100 * 10 + 1056 * 40) / 1e6
-    assert await spent(gateway, key_id, expected) == pytest.approx(expected)
+    assert await gateway.settled_cost(key_id, expected) == pytest.approx(expected)
     sent = gateway.upstream.recorded[-1]
     assert sent.path == "/v1/images/edits" and png in sent.body  # the form went up unchanged
 
@@ -85,7 +73,7 @@ async def test_whisper_is_charged_by_the_second(gateway: Gateway) -> None:
         )
     assert plain.text
     expected = 2 * 2 * 0.006 / 60
-    assert await spent(gateway, key_id, expected) == pytest.approx(expected)
+    assert await gateway.settled_cost(key_id, expected) == pytest.approx(expected)
 
 
 async def test_gpt_4o_transcribe_is_charged_by_its_audio_and_text_tokens(
@@ -98,7 +86,7 @@ async def test_gpt_4o_transcribe_is_charged_by_its_audio_and_text_tokens(
     assert transcript.usage is not None and transcript.usage.type == "tokens"
     # The fake: 10 audio tokens a second, a token a word of its 5-word transcript.
     expected = (20 * 6 + 5 * 10) / 1e6
-    assert await spent(gateway, key_id, expected) == pytest.approx(expected)
+    assert await gateway.settled_cost(key_id, expected) == pytest.approx(expected)
 
 
 async def test_speech_is_charged_per_character_or_by_tokens(gateway: Gateway) -> None:
@@ -107,7 +95,7 @@ async def test_speech_is_charged_per_character_or_by_tokens(gateway: Gateway) ->
     speech = await client.audio.speech.create(model="tts-1", voice="alloy", input=text)
     assert speech.content
     expected = len(text) * 15 / 1e6
-    assert await spent(gateway, key_id, expected) == pytest.approx(expected)
+    assert await gateway.settled_cost(key_id, expected) == pytest.approx(expected)
 
     async with client.audio.speech.with_streaming_response.create(
         model="gpt-4o-mini-tts", voice="alloy", input=text, stream_format="sse"
@@ -115,7 +103,7 @@ async def test_speech_is_charged_per_character_or_by_tokens(gateway: Gateway) ->
         assert b"speech.audio.done" in await streamed.read()
     # The fake reports 4 input tokens (words) and 4 audio tokens per chunk of 4 chunks.
     expected += (4 * 0.6 + 16 * 12) / 1e6
-    assert await spent(gateway, key_id, expected) == pytest.approx(expected)
+    assert await gateway.settled_cost(key_id, expected) == pytest.approx(expected)
 
 
 async def post(gateway: Gateway, raw: str, path: str, body: bytes, content_type: str) -> Any:
@@ -168,6 +156,6 @@ async def test_json_of_any_declared_type_is_metered_and_other_bodies_refused(
         assert status == 200, answer
     # gpt-4o-mini: 0.15 in, 0.6 out per million; the fake: 1 word + 3, and 5 words back.
     expected = 3 * (4 * 0.15 + 5 * 0.6) / 1e6
-    assert await spent(gateway, key["keyId"], expected) == pytest.approx(expected)
+    assert await gateway.settled_cost(key["keyId"], expected) == pytest.approx(expected)
     status, answer = await post(gateway, raw, "chat/completions", b"model=gpt-4o", "text/plain")
     assert (status, answer["error"]["code"]) == (400, "invalid_json")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,7 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.conftest import Gateway
-from tests.e2e.test_limits_and_cost import settled_spend
+from tests.e2e.conftest import Gateway, Start, write_pricing
 from tests.e2e.test_observability import events_of
 
 MODEL, UNTRAINED = "priced-model", "untrained-model"
@@ -21,28 +19,22 @@ INPUT, OUTPUT, CACHED, TRAINING = 1e-4, 1e-3, 2.5e-5, 2e-4
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
 # The fake upstream's count for one such chat line: 6 prompt and 5 completion tokens.
 LINE_COST = 6 * INPUT + 5 * OUTPUT
-Start = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {
-        MODEL: {
-            "input_cost_per_token": INPUT,
-            "output_cost_per_token": OUTPUT,
-            "cache_read_input_token_cost": CACHED,
-            "training_cost_per_token": TRAINING,
+    return write_pricing(
+        tmp_path,
+        {
+            MODEL: {
+                "input_cost_per_token": INPUT,
+                "output_cost_per_token": OUTPUT,
+                "cache_read_input_token_cost": CACHED,
+                "training_cost_per_token": TRAINING,
+            },
+            UNTRAINED: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT},
         },
-        UNTRAINED: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT},
-    }
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
-
-
-@pytest.fixture
-async def priced(start_gateway: Start, pricing_file: str) -> Gateway:
-    return await start_gateway(replicas=2, pricing_file=pricing_file)
+    )
 
 
 @pytest.fixture
@@ -102,9 +94,7 @@ async def test_batch_read_through_another_replica_is_charged_once_at_half_price(
     assert await spend_after_settling(priced, config["keyId"]) == 0
     assert (await reader.batches.retrieve(batch.id)).status == "completed"
     expected = 0.5 * 3 * LINE_COST
-    assert (await settled_spend(priced, config["keyId"], expected))["costInUsd"] == pytest.approx(
-        expected
-    )
+    assert await priced.settled_cost(config["keyId"], expected) == pytest.approx(expected)
     for client in (creator, reader):  # later reads of the finished batch charge nothing
         await client.batches.retrieve(batch.id)
     assert await spend_after_settling(priced, config["keyId"]) == pytest.approx(expected)
@@ -122,10 +112,9 @@ async def test_the_watcher_charges_a_batch_no_client_reads(
     raw, config = await gateway.create_key(costLimitInUsd=10)
     batch = await create_batch(gateway.client(raw), lines=2, metadata={"fake_polls": "2"})
     expected = 0.5 * 2 * LINE_COST
-    deadline = time.monotonic() + 10
-    while (await gateway.spend(config["keyId"]))["costInUsd"] < expected - 1e-12:
-        assert time.monotonic() < deadline, "the batch was never charged"
-        await asyncio.sleep(0.1)
+    assert await gateway.settled_cost(config["keyId"], expected, within=10) == pytest.approx(
+        expected
+    ), "the batch was never charged"
     await asyncio.sleep(1.0)  # several more polls by both replicas: still charged once
     assert (await gateway.spend(config["keyId"]))["costInUsd"] == pytest.approx(expected)
     reads = [r for r in gateway.upstream.recorded if r.path == f"/v1/batches/{batch.id}"]
@@ -139,9 +128,7 @@ async def test_cancelled_batch_is_charged_for_the_lines_it_did(priced: Gateway) 
     cancelled = await client.batches.cancel(batch.id)
     assert cancelled.status == "cancelled"
     expected = 0.5 * 2 * LINE_COST  # the fake did 2 of the 5 lines
-    assert (await settled_spend(priced, config["keyId"], expected))["costInUsd"] == pytest.approx(
-        expected
-    )
+    assert await priced.settled_cost(config["keyId"], expected) == pytest.approx(expected)
 
 
 async def test_fine_tuning_is_charged_by_its_trained_tokens(priced: Gateway) -> None:
@@ -154,9 +141,7 @@ async def test_fine_tuning_is_charged_by_its_trained_tokens(priced: Gateway) -> 
     done = await client.fine_tuning.jobs.retrieve(job.id)
     assert (done.status, done.trained_tokens) == ("succeeded", 24)
     expected = 24 * TRAINING
-    assert (await settled_spend(priced, config["keyId"], expected))["costInUsd"] == pytest.approx(
-        expected
-    )
+    assert await priced.settled_cost(config["keyId"], expected) == pytest.approx(expected)
 
 
 async def test_fine_tuning_without_a_training_price_is_refused_for_a_cost_limit(
@@ -232,8 +217,6 @@ async def test_background_response_is_charged_once_from_its_final_usage(priced: 
     done = await priced.client(raw, 1).responses.retrieve(created.id)
     assert done.status == "completed"
     expected = 5 * INPUT + 5 * OUTPUT  # "hello there": 2 words + 3, and 5 words back
-    assert (await settled_spend(priced, config["keyId"], expected))["costInUsd"] == pytest.approx(
-        expected
-    )
+    assert await priced.settled_cost(config["keyId"], expected) == pytest.approx(expected)
     await client.responses.retrieve(created.id)
     assert await spend_after_settling(priced, config["keyId"]) == pytest.approx(expected)

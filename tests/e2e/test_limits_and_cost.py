@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
-import orjson
 import pytest
 import services
 import tiktoken
@@ -18,7 +16,7 @@ import tiktoken
 from proxy.typedefs import LIMITS
 from shared.config import RedisSettings
 from shared.redispipe import RedisPipe
-from tests.e2e.conftest import KEYS, Gateway
+from tests.e2e.conftest import KEYS, Gateway, Start, write_pricing
 
 # Prices of the model the tests bill by (PRICING_FILE), chosen so that costs are easy to check.
 MODEL = "priced-model"
@@ -28,40 +26,23 @@ MESSAGES = [{"role": "user", "content": "hello there friend"}]
 PROMPT_TOKENS, COMPLETION_TOKENS = 6, 5
 CHAT_COST = PROMPT_TOKENS * INPUT + COMPLETION_TOKENS * OUTPUT
 
-Start = Callable[..., Awaitable[Gateway]]
-
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {
-        MODEL: {
-            "input_cost_per_token": INPUT,
-            "output_cost_per_token": OUTPUT,
-            "cache_read_input_token_cost": CACHED,
-        }
-    }
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
-
-
-@pytest.fixture
-async def priced(start_gateway: Start, pricing_file: str) -> Gateway:
-    return await start_gateway(replicas=2, pricing_file=pricing_file)
+    return write_pricing(
+        tmp_path,
+        {
+            MODEL: {
+                "input_cost_per_token": INPUT,
+                "output_cost_per_token": OUTPUT,
+                "cache_read_input_token_cost": CACHED,
+            }
+        },
+    )
 
 
 async def chat(client: openai.AsyncOpenAI, **options: Any) -> Any:
     return await client.chat.completions.create(model=MODEL, messages=MESSAGES, **options)
-
-
-async def settled_spend(gateway: Gateway, key_id: str, expected: float) -> dict[str, Any]:
-    """The key's spend once it reaches `expected` (it must, within a second)."""
-    deadline = time.monotonic() + 1.0
-    while True:
-        spend = await gateway.spend(key_id)
-        if spend["costInUsd"] >= expected - 1e-12 or time.monotonic() > deadline:
-            return spend
-        await asyncio.sleep(0.02)
 
 
 async def test_concurrent_requests_on_two_replicas_admit_exactly_the_rate_limit(
@@ -129,10 +110,10 @@ async def test_concurrent_requests_never_drive_spend_past_the_cost_limit(priced:
     for error in refused:
         assert isinstance(error, openai.RateLimitError)
         assert (error.type, error.code) == ("insufficient_quota", "insufficient_quota")
-    spend = await settled_spend(priced, config["keyId"], len(served) * CHAT_COST)
-    assert spend["costInUsd"] == pytest.approx(len(served) * CHAT_COST)
+    spend = await priced.settled_cost(config["keyId"], len(served) * CHAT_COST)
+    assert spend == pytest.approx(len(served) * CHAT_COST)
     # The last call admitted may end past the limit by at most its own cost.
-    assert spend["costInUsd"] <= limit + CHAT_COST + 1e-12
+    assert spend <= limit + CHAT_COST + 1e-12
     # Whatever is left of the budget is used, and a spent budget is final; a refusal while the
     # previous call's settlement is still on its way says to retry.
     while True:
@@ -143,8 +124,8 @@ async def test_concurrent_requests_never_drive_spend_past_the_cost_limit(priced:
                 break
             assert int(error.response.headers["Retry-After"]) >= 1
             await asyncio.sleep(0.05)
-    final = await settled_spend(priced, config["keyId"], 0)
-    assert limit - 1e-12 <= final["costInUsd"] <= limit + CHAT_COST + 1e-12
+    final = await priced.settled_cost(config["keyId"], 0)
+    assert limit - 1e-12 <= final <= limit + CHAT_COST + 1e-12
 
 
 async def test_windowed_cost_limit_refuses_with_retry_after(priced: Gateway) -> None:
@@ -153,9 +134,9 @@ async def test_windowed_cost_limit_refuses_with_retry_after(priced: Gateway) -> 
     )
     client = priced.client(raw)
     await chat(client)
-    await settled_spend(priced, config["keyId"], CHAT_COST)
+    await priced.settled_cost(config["keyId"], CHAT_COST)
     await chat(client)  # 1 spent of 1.5 still leaves room for a request with no output cap
-    await settled_spend(priced, config["keyId"], 2 * CHAT_COST)
+    await priced.settled_cost(config["keyId"], 2 * CHAT_COST)
     with pytest.raises(openai.RateLimitError) as raised:
         await chat(client)
     assert raised.value.code == "insufficient_quota"
@@ -171,8 +152,8 @@ async def test_chat_cost_with_cached_tokens(priced: Gateway) -> None:
     cached = usage.prompt_tokens_details.cached_tokens
     assert cached == PROMPT_TOKENS // 2
     expected = (PROMPT_TOKENS - cached) * INPUT + cached * CACHED + COMPLETION_TOKENS * OUTPUT
-    spend = await settled_spend(priced, config["keyId"], expected)
-    assert spend["costInUsd"] == pytest.approx(expected)
+    spend = await priced.settled_cost(config["keyId"], expected)
+    assert spend == pytest.approx(expected)
 
 
 async def test_streamed_and_unstreamed_are_billed_alike(priced: Gateway) -> None:
@@ -182,10 +163,10 @@ async def test_streamed_and_unstreamed_are_billed_alike(priced: Gateway) -> None
     stream = await chat(priced.client(streamed), stream=True)
     chunks = [chunk async for chunk in stream]
     assert all(chunk.choices for chunk in chunks)  # the usage chunk stayed at the proxy
-    plain_spend = await settled_spend(priced, plain_config["keyId"], CHAT_COST)
-    streamed_spend = await settled_spend(priced, streamed_config["keyId"], CHAT_COST)
-    assert plain_spend["costInUsd"] == pytest.approx(CHAT_COST)
-    assert streamed_spend["costInUsd"] == pytest.approx(plain_spend["costInUsd"])
+    plain_spend = await priced.settled_cost(plain_config["keyId"], CHAT_COST)
+    streamed_spend = await priced.settled_cost(streamed_config["keyId"], CHAT_COST)
+    assert plain_spend == pytest.approx(CHAT_COST)
+    assert streamed_spend == pytest.approx(plain_spend)
 
 
 async def test_embeddings_and_responses_costs(priced: Gateway) -> None:
@@ -193,7 +174,7 @@ async def test_embeddings_and_responses_costs(priced: Gateway) -> None:
     client = priced.client(raw)
     await client.embeddings.create(model=MODEL, input=["one two", "three"])
     embedding_cost = 3 * INPUT
-    await settled_spend(priced, config["keyId"], embedding_cost)
+    await priced.settled_cost(config["keyId"], embedding_cost)
     response = await client.responses.create(model=MODEL, input="say hello now")
     assert response.usage is not None
     response_cost = response.usage.input_tokens * INPUT + response.usage.output_tokens * OUTPUT
@@ -205,8 +186,8 @@ async def test_embeddings_and_responses_costs(priced: Gateway) -> None:
     ]
     assert events[-1].type == "response.completed"
     total = embedding_cost + 2 * response_cost
-    spend = await settled_spend(priced, config["keyId"], total)
-    assert spend["costInUsd"] == pytest.approx(total)
+    spend = await priced.settled_cost(config["keyId"], total)
+    assert spend == pytest.approx(total)
 
 
 async def test_library_prices_bill_a_known_model(start_gateway: Start) -> None:
@@ -215,8 +196,8 @@ async def test_library_prices_bill_a_known_model(start_gateway: Start) -> None:
     await gateway.client(raw).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     # gpt-4o-mini: 0.15 USD per million input tokens, 0.60 per million output tokens.
     expected = PROMPT_TOKENS * 0.15e-6 + COMPLETION_TOKENS * 0.6e-6
-    spend = await settled_spend(gateway, config["keyId"], expected)
-    assert spend["costInUsd"] == pytest.approx(expected)
+    spend = await gateway.settled_cost(config["keyId"], expected)
+    assert spend == pytest.approx(expected)
 
 
 async def test_unknown_model_is_served_and_billed_zero_without_a_cost_limit(
@@ -259,10 +240,10 @@ async def test_mid_stream_disconnect_is_billed_for_what_was_streamed(
             received += chunk
             if received.count(b"data:") >= 6:
                 break
-    spend = await settled_spend(gateway, config["keyId"], 1e-9)
+    spend = await gateway.settled_cost(config["keyId"], 1e-9)
     # Billed: the prompt (estimated) and the few words that were streamed, not all 40.
-    assert 0 < spend["costInUsd"] < PROMPT_TOKENS * INPUT * 3 + 40 * OUTPUT
-    assert spend["costInUsd"] >= 3 * OUTPUT
+    assert 0 < spend < PROMPT_TOKENS * INPUT * 3 + 40 * OUTPUT
+    assert spend >= 3 * OUTPUT
 
 
 async def test_one_admitted_request_costs_two_redis_round_trips(
@@ -292,7 +273,7 @@ async def test_patch_takes_effect_and_keeps_spend_unless_the_unit_changes(priced
     raw, config = await priced.create_key(costLimitInUsdOverTime=1.0, costLimitInUsdUnit="h")
     client = priced.client(raw)
     await chat(client)
-    await settled_spend(priced, config["keyId"], CHAT_COST)
+    await priced.settled_cost(config["keyId"], CHAT_COST)
     path = f"{KEYS}/{config['keyId']}"
     await priced.keymgmt.patch(path, json={"costLimitInUsdOverTime": CHAT_COST / 2})
     await priced.wait_for_refresh()
@@ -345,8 +326,8 @@ async def test_answers_without_upstream_usage_are_counted_with_tiktoken(
         assert completion.usage is None
         answer = completion.choices[0].message.content or ""
     expected = counted_cost(answer)
-    spend = await settled_spend(gateway, config["keyId"], expected)
-    assert spend["costInUsd"] == pytest.approx(expected)
+    spend = await gateway.settled_cost(config["keyId"], expected)
+    assert spend == pytest.approx(expected)
 
 
 async def test_a_call_whose_own_reservation_exceeds_a_fresh_budget_is_served(
@@ -355,8 +336,8 @@ async def test_a_call_whose_own_reservation_exceeds_a_fresh_budget_is_served(
     raw, config = await priced.create_key(costLimitInUsd=5 * CHAT_COST)
     # Its reservation (100,000 output tokens at 1e-3 USD) is 100 USD, the budget a few cents.
     await chat(priced.client(raw), max_completion_tokens=100_000)
-    spend = await settled_spend(priced, config["keyId"], CHAT_COST)
-    assert spend["costInUsd"] == pytest.approx(CHAT_COST)
+    spend = await priced.settled_cost(config["keyId"], CHAT_COST)
+    assert spend == pytest.approx(CHAT_COST)
 
 
 @pytest.mark.parametrize(
@@ -385,5 +366,5 @@ async def test_a_refusal_caused_by_a_call_in_flight_is_retried_by_the_sdk(
     priced.clients.append(retrying)
     await chat(retrying)  # the SDK waits out Retry-After; by then the first call has ended
     await in_flight
-    spend = await settled_spend(priced, config["keyId"], 2 * CHAT_COST)
-    assert spend["costInUsd"] == pytest.approx(2 * CHAT_COST)
+    spend = await priced.settled_cost(config["keyId"], 2 * CHAT_COST)
+    assert spend == pytest.approx(2 * CHAT_COST)

@@ -6,32 +6,25 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import services
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.config import Settings
 from shared.db import create_engine, usage_events
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, Start, write_pricing
 
-Start = Callable[..., Awaitable[Gateway]]
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
 
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    path.write_bytes(
-        orjson.dumps(
-            {"priced-model": {"input_cost_per_token": 1e-4, "output_cost_per_token": 1e-3}}
-        )
+    return write_pricing(
+        tmp_path, {"priced-model": {"input_cost_per_token": 1e-4, "output_cost_per_token": 1e-3}}
     )
-    return str(path)
 
 
 async def events_of(settings: Settings, key_id: str, expected: int) -> list[Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -19,9 +18,8 @@ from proxy.changefeed import APPLICATION_NAME
 from shared.config import Settings
 from shared.pg import connect
 from tests.conftest import on_postgres
-from tests.e2e.conftest import KEYS, Gateway
+from tests.e2e.conftest import KEYS, Gateway, Start
 
-Start = Callable[..., Awaitable[Gateway]]
 BOUND = 1.0
 SAFETY_NET = 60.0  # IN_MEMORY_DB_UPDATE_INTERVAL: no periodic refresh during a test
 MESSAGES: Any = [{"role": "user", "content": "hi"}]

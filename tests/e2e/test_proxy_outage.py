@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -11,11 +10,11 @@ import pytest
 import services
 
 from tests.conftest import on_postgres
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Start
 
 
 async def test_existing_keys_keep_working_without_postgres(
-    start_gateway: Callable[..., Awaitable[Gateway]],
+    start_gateway: Start,
     private_postgres: services.Postgres,
     settings: Any,
 ) -> None:

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import openai
-import orjson
 import pytest
 import services
 
 from shared.config import Settings
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, Start, write_pricing
 from tests.e2e.test_observability import events_of
 
-Start = Callable[..., Awaitable[Gateway]]
 MODEL = "outage-model"
 MESSAGES = [{"role": "user", "content": "hello there friend"}]
 CALL_COST = 6 * 1e-4 + 5 * 1e-3  # the fake's 6 prompt and 5 completion tokens at these prices
@@ -32,10 +30,9 @@ def private_redis(scratch_dir: Path) -> Iterator[services.Redis]:
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {MODEL: {"input_cost_per_token": 1e-4, "output_cost_per_token": 1e-3}}
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": 1e-4, "output_cost_per_token": 1e-3}}
+    )
 
 
 async def served(client: openai.AsyncOpenAI, attempts: int) -> tuple[int, list[int]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -13,9 +12,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.fakeupstream import FAKE_UPSTREAM, create_fake_upstream
-from tests.e2e.conftest import PROXY_PATH, Gateway
+from tests.e2e.conftest import PROXY_PATH, Gateway, Start
 
-Start = Callable[..., Awaitable[Gateway]]
 CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 UPSTREAM_KEY = "sk-upstream-secret"
 

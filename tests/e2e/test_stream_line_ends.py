@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Start, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -21,16 +20,12 @@ WORDS = ("Hello", " from", " a", " CRLF", " server")
 USAGE = {"prompt_tokens": 7, "completion_tokens": len(WORDS), "total_tokens": 7 + len(WORDS)}
 COST = 7 * INPUT + len(WORDS) * OUTPUT
 
-Start = Callable[..., Awaitable[Gateway]]
-
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    path.write_bytes(
-        orjson.dumps({MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}})
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
     )
-    return str(path)
 
 
 def line_end_upstream(line_end: bytes) -> web.Application:
@@ -81,9 +76,4 @@ async def test_a_crlf_stream_is_relayed_as_it_comes_and_billed_from_its_usage(
         words.extend(choice.delta.content or "" for choice in chunk.choices)
     assert "".join(words) == "".join(WORDS)
     assert arrivals[0] < arrivals[-1] - 0.3  # relayed event by event, not at the end
-    deadline = time.monotonic() + 1.0
-    while (spend := (await gateway.spend(config["keyId"]))["costInUsd"]) < COST - 1e-12:
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    assert spend == pytest.approx(COST)
+    assert await gateway.settled_cost(config["keyId"], COST) == pytest.approx(COST)

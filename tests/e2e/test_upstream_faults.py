@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
-import orjson
 import pytest
 import services
 from yarl import URL
 
 from proxy.typedefs import SESSION
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Start, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -26,29 +24,16 @@ CHAT_COST = 6 * INPUT + 5 * OUTPUT
 FAILING_REQUESTS, CONCURRENCY = 1000, 50
 MAX_UPSTREAM_CONNECTIONS = 60
 
-Start = Callable[..., Awaitable[Gateway]]
-
 
 @pytest.fixture
 def pricing_file(tmp_path: Path) -> str:
-    path = tmp_path / "prices.json"
-    prices = {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
-    path.write_bytes(orjson.dumps(prices))
-    return str(path)
+    return write_pricing(
+        tmp_path, {MODEL: {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}}
+    )
 
 
 async def chat(client: openai.AsyncOpenAI, **options: Any) -> Any:
     return await client.chat.completions.create(model=MODEL, messages=MESSAGES, **options)
-
-
-async def spend_once_settled(gateway: Gateway, key_id: str, expected: float) -> float:
-    """The key's spend once it reaches `expected`, or whatever it is after a second."""
-    deadline = time.monotonic() + 1.0
-    while True:
-        spend = float((await gateway.spend(key_id))["costInUsd"])
-        if spend >= expected - 1e-12 or time.monotonic() > deadline:
-            return spend
-        await asyncio.sleep(0.05)
 
 
 async def test_upstream_timeout_is_a_504_and_releases_the_reservation(
@@ -73,7 +58,7 @@ async def test_upstream_timeout_is_a_504_and_releases_the_reservation(
     await asyncio.sleep(0.5)  # the release is flushed to Redis right after the answer
     completion = await chat(client, max_tokens=whole_budget)
     assert completion.choices[0].message.content
-    assert await spend_once_settled(gateway, config["keyId"], CHAT_COST) == pytest.approx(CHAT_COST)
+    assert await gateway.settled_cost(config["keyId"], CHAT_COST) == pytest.approx(CHAT_COST)
 
 
 async def test_unreachable_upstream_is_a_502(start_gateway: Start, pricing_file: str) -> None:
@@ -161,9 +146,9 @@ async def test_a_storm_of_upstream_500s_passes_through_without_leaking(
     assert idle <= min(connector.limit, MAX_UPSTREAM_CONNECTIONS)
     assert sockets <= MAX_UPSTREAM_CONNECTIONS
 
-    assert await spend_once_settled(gateway, config["keyId"], 0) == 0  # errors are not billed
+    assert await gateway.settled_cost(config["keyId"], 0) == 0  # errors are not billed
     gateway.upstream.options.fail_status = None
     completion = await chat(client)
     assert completion.choices[0].message.content
-    spend = await spend_once_settled(gateway, config["keyId"], CHAT_COST)
+    spend = await gateway.settled_cost(config["keyId"], CHAT_COST)
     assert spend == pytest.approx(CHAT_COST)

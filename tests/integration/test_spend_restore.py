@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +55,18 @@ def connect(settings: PostgresSettings) -> Any:
         password=settings.password or None,
         database=settings.db_name,
     )
+
+
+@asynccontextmanager
+async def usage_events_locked(settings: PostgresSettings) -> AsyncIterator[None]:
+    """usage_events locked by another connection for as long as the block runs."""
+    blocker = await connect(settings)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await blocker.close()
 
 
 @pytest.fixture(scope="module")
@@ -191,20 +204,13 @@ async def test_no_admission_trusts_the_counters_before_the_spend_is_back(
     key = await add_key(engine, cost_limit_in_usd=1.0)
     await record(engine, key.key_id, 600_000_000, ago(60))
     limits = LimitEngine(pipe, reservation_lifetime=60)
-    blocker = await connect(settings.postgres)
-    try:
-        transaction = blocker.transaction()
-        await transaction.start()
-        await blocker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
+    async with usage_events_locked(settings.postgres):
         restoring = asyncio.create_task(restore_lost_spend(engine, empty_redis))
         await asyncio.sleep(0.4)  # the restore is under way, waiting on Postgres
         assert not restoring.done()
         with pytest.raises(LimitsNotReady):
             await limits.admit(key, 100_000_000)
-        await transaction.rollback()
-        assert await restoring
-    finally:
-        await blocker.close()
+    assert await restoring
     admission = await limits.admit(key, 100_000_000)
     assert admission.admitted
     assert admission.lifetime_committed == 700_000_000  # the restored 0.6 USD and this call's 0.1
@@ -215,14 +221,9 @@ async def test_a_failed_restore_is_tried_again(
 ) -> None:
     key = await add_key(engine, cost_limit_in_usd=1.0)
     await record(engine, key.key_id, 250, ago(60))
-    blocker = await connect(settings.postgres)
-    try:
-        async with blocker.transaction():
-            await blocker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
-            with pytest.raises(TimeoutError):  # the statement timeout
-                await restore_lost_spend(short_engine, empty_redis)
-    finally:
-        await blocker.close()
+    async with usage_events_locked(settings.postgres):
+        with pytest.raises(TimeoutError):  # the statement timeout
+            await restore_lost_spend(short_engine, empty_redis)
     assert not await empty_redis.exists(SPEND_MARKER)
     assert await restore_lost_spend(short_engine, empty_redis)
     assert await spend_of(empty_redis, key.key_id) == 250
@@ -323,14 +324,9 @@ async def test_every_try_of_a_restore_keeps_the_cutoff_of_the_first(
     first_id = await empty_redis.xadd(EVENTS_STREAM, {"event": b"{}"}, id=f"{first_ms}-0")
     await empty_redis.incrby(spend_key(key.key_id), 30)
     await record(engine, key.key_id, 30, datetime.fromtimestamp(first_ms / 1000, UTC))
-    blocker = await connect(settings.postgres)
-    try:
-        async with blocker.transaction():
-            await blocker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
-            with pytest.raises(TimeoutError):
-                await restore_lost_spend(short_engine, empty_redis)
-    finally:
-        await blocker.close()
+    async with usage_events_locked(settings.postgres):
+        with pytest.raises(TimeoutError):
+            await restore_lost_spend(short_engine, empty_redis)
     # Meanwhile the stream's head is trimmed away (its length cap) behind newer entries.
     await empty_redis.xadd(EVENTS_STREAM, {"event": b"{}"}, id=f"{first_ms + 1000}-0")
     await empty_redis.xdel(EVENTS_STREAM, first_id)
@@ -343,16 +339,11 @@ async def test_keymgmt_tries_a_failed_restore_again(
 ) -> None:
     key = await add_key(engine, cost_limit_in_usd=1.0)
     await record(engine, key.key_id, 777, ago(60))
-    blocker = await connect(settings.postgres)
-    try:
-        async with blocker.transaction():
-            # Longer than the statement timeout: keymgmt's first try fails.
-            await blocker.execute("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE")
-            await aiohttp_client(create_keymgmt(settings))
-            await asyncio.sleep(settings.postgres.read_timeout + 1)
-            assert not await empty_redis.exists(SPEND_MARKER)
-    finally:
-        await blocker.close()
+    # Locked longer than the statement timeout: keymgmt's first try fails.
+    async with usage_events_locked(settings.postgres):
+        await aiohttp_client(create_keymgmt(settings))
+        await asyncio.sleep(settings.postgres.read_timeout + 1)
+        assert not await empty_redis.exists(SPEND_MARKER)
     for _ in range(int(SPEND_CHECK_INTERVAL + 10) * 5):  # the next try, within one interval
         if await empty_redis.exists(SPEND_MARKER):
             break
