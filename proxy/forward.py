@@ -87,6 +87,8 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise request_too_large(request.app[SETTINGS].proxy_max_body_bytes) from None
+    except web.RequestPayloadError:  # a body its Content-Encoding cannot undo, say
+        raise invalid_request("the request body cannot be read", "invalid_body") from None
 
 
 def request_timeout(request: web.Request, ceiling: float) -> float:

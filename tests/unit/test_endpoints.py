@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 
 from proxy.admission import reservation_nano
 from proxy.calls import Call, new_call
-from proxy.costs import cost_usd
+from proxy.costs import cost_usd, images_asked
 from proxy.endpoints import Billing, billing_of
 from proxy.errors import ProxyError
 from proxy.metering import Usage, parse_usage, usage_of_body
@@ -214,3 +214,8 @@ def test_a_transcription_reserves_by_its_upload_size() -> None:
     assert reservation_nano(call_for("audio/transcriptions", tokens, MULTIPART), PRICING) == (
         to_nano(600 * 6e-6)
     )
+
+
+@pytest.mark.parametrize("n", ["\u00b2", "\u0663", "-1", "x", None, 0, True])
+def test_an_image_count_python_cannot_read_as_a_count_asks_for_one(n: object) -> None:
+    assert images_asked({"n": n}) == 1
