@@ -21,6 +21,9 @@ NANO_PER_USD = 1_000_000_000
 # Buckets of a sliding window: its hash field is floor(ms / (window ms / WINDOW_BUCKETS)). The
 # scripts in lua/ say the same as `local BUCKETS`.
 WINDOW_BUCKETS = 60
+# What one call can reserve or be charged at most, in nano-USD ($1,000,000): more means a request
+# or a usage report no real call makes, and uncapped it would overflow Redis's 64-bit counters.
+MAX_CALL_NANO = 10**15
 # Usage events wait here for keymgmt to write them to Postgres. Trimmed (approximately) past this
 # length, so a keymgmt outage of about this many calls loses no event; a longer one loses the
 # oldest events, never spend, which the counters hold.
@@ -226,7 +229,7 @@ class LimitEngine:
             len(args.admit_keys),
             *args.admit_keys,
             *args.admit_limits,
-            max(0, reservation_nano),
+            min(max(0, reservation_nano), MAX_CALL_NANO),
             reservation,
             self._reservation_ms,
         )
@@ -262,9 +265,13 @@ class LimitEngine:
         try:
             replies = await self._run(self._admit, [command for command, *_ in batch])
         except BaseException as error:  # every waiter learns that Redis failed it
-            for _, waiter, *_ in batch:
+            for _, waiter, key, reservation in batch:
                 if not waiter.done():
                     waiter.set_exception(error)
+                # Redis may have run the script all the same (a reply that timed out): what it
+                # reserved is released once Redis answers again, rather than lapsing.
+                if reservation and self.release is not None:
+                    self.release(Settlement(key, 0, reservation))
             if not isinstance(error, Exception):
                 raise
             return
@@ -329,7 +336,8 @@ class LimitEngine:
                 charged.append(index)
                 key_args = self.key_args(settlement.key)
                 keys += key_args.settle_keys
-                args += [settlement.cost_nano, key_args.settle_window_ms, settlement.reservation]
+                cost = min(settlement.cost_nano, MAX_CALL_NANO)
+                args += [cost, key_args.settle_window_ms, settlement.reservation]
         reply = await self._run_one(self._settle, self._settle.call(keys, args))
         if isinstance(reply, list):  # {-2, call, why}
             raise UnusableSettlement(charged[int(reply[1])], reply[2].decode())

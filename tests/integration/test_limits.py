@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from proxy.settlement import Settler
 from shared.limits import (
     EVENTS_STREAM,
+    MAX_CALL_NANO,
     SPEND_MARKER,
     Admission,
     KeyNames,
@@ -378,6 +379,36 @@ async def test_an_admission_abandoned_by_its_caller_releases_its_reservation(
     assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
 
 
+async def test_an_admission_whose_reply_timed_out_releases_what_redis_reserved(
+    engine: LimitEngine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis ran the script but its reply came too late: the call was decided without Redis,
+    and the reservation Redis holds for it must not wait minutes to lapse."""
+    settler = Settler(engine, Metrics().counter("errors_total", "errors", ("operation",)))
+    key = make_key(cost_limit_in_usd=1.0)
+    names = KeyNames.of(key)
+    replies = RedisPipe.replies
+
+    async def late_replies(self: RedisPipe, commands: Any) -> list[Any]:
+        await replies(self, commands)  # Redis runs them...
+        raise TimeoutError("Redis did not answer in time")  # ...but the answer is too late
+
+    monkeypatch.setattr(RedisPipe, "replies", late_replies)
+    with pytest.raises(TimeoutError):
+        await engine.admit(key, to_nano(0.9))
+    monkeypatch.undo()
+    assert await redis_client.zcard(names.reservations) == 1  # the queue is not flushed yet
+    flusher = asyncio.create_task(settler.run())
+    for _ in range(250):  # released through the settlement queue, within moments
+        if await redis_client.zcard(names.reservations) == 0:
+            break
+        await asyncio.sleep(0.02)
+    settler.close(within=2)
+    await asyncio.wait_for(flusher, 5)
+    assert await redis_client.zcard(names.reservations) == 0
+    assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
+
+
 async def test_settle_batches_leave_no_key_per_batch(
     engine: LimitEngine, redis_client: redis.Redis
 ) -> None:
@@ -432,3 +463,19 @@ async def test_a_window_spent_is_reported_before_a_lifetime_budget_held_in_fligh
     refused = await engine.admit(key, to_nano(0.1))
     assert (refused.admitted, refused.reason) == (False, "window")
     assert refused.retry_after is not None and refused.retry_after > 5
+
+
+async def test_absurd_reservations_and_costs_are_capped_below_redis_integer_range(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    """`max_tokens: 10**15` on a dear model, or a usage report of 2**64 tokens, must not overflow
+    a 64-bit counter part-way through a script (that leaves a phantom reservation behind)."""
+    key = make_key(cost_limit_in_usd=5.0)
+    admission = await engine.admit(key, 2**64)
+    assert admission.admitted and admission.lifetime_committed == MAX_CALL_NANO
+    await settle(engine, [Settlement(key, 2**64, admission.reservation)])
+    names = KeyNames.of(key)
+    assert int(await redis_client.get(names.spend)) == MAX_CALL_NANO
+    assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
+    refused = await engine.admit(key, 2**64)
+    assert (refused.admitted, refused.reason) == (False, "cost")
