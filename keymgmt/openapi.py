@@ -149,7 +149,8 @@ def _listing_paths(spec: APISpec) -> None:
             "KeyQuery", "keys", "Key", "Keys matching every filter given (never deleted ones)"
         ),
     )
-    event = {**_EVENT, "properties": {**_EVENT["properties"], "keyName": {"type": "string"}}}
+    key_name = {"type": "string", "nullable": True, "description": "null when no such key exists"}
+    event = {**_EVENT, "properties": {**_EVENT["properties"], "keyName": key_name}}
     spec.path(
         path="/api/v2/events",
         operations=_listing(

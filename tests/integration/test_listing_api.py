@@ -224,3 +224,16 @@ async def test_usage_buckets_count_the_failed_calls(
     first = two_keys_events["first"]
     usage = await (await client.get(f"/api/reporting/keys/{first}/usage", params=query)).json()
     assert [(b["requests"], b["errors"]) for b in usage["buckets"]] == [(2, 0)]
+
+
+async def test_an_event_of_a_key_keymgmt_never_knew_has_no_key_name(
+    client: TestClient, engine: AsyncEngine
+) -> None:
+    stranger = str(uuid.uuid4())
+    await add_event(engine, stranger, T0, 100, 200)
+    body = await (await client.post(EVENT_SEARCH, json={"keyIds": [stranger]})).json()
+    assert [(e["keyId"], e["keyName"]) for e in body["events"]] == [(stranger, None)]
+    document = await (await client.get("/api/openapi.json")).json()
+    listed = document["paths"]["/api/v2/events"]["post"]["responses"]["200"]
+    schema = listed["content"]["application/json"]["schema"]
+    assert schema["properties"]["events"]["items"]["properties"]["keyName"]["nullable"] is True
