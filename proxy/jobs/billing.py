@@ -16,6 +16,7 @@ from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from proxy.telemetry import ProxyMetrics, usage_event
 from shared.limits import Settlement, to_nano, to_usd
+from shared.logs import Throttle
 from shared.models import Key
 from shared.pricing import Pricing, Rates
 
@@ -39,6 +40,8 @@ class Jobs:
         self._settler = settler
         self._metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failure_line = Throttle(10.0)
+        self._failures = 0
         # Jobs created while Redis was away, recorded by the watcher once it is back.
         self._unrecorded: list[Job] = []
 
@@ -70,7 +73,14 @@ class Jobs:
         try:
             await work
         except Exception as error:
-            log.error("recording or charging a job failed: %s", error)
+            self._failures += 1
+            if self._failure_line.due():  # Redis away: every job read and record fails alike
+                log.error(
+                    "recording or charging a job failed (%d times since the last such line): %s",
+                    self._failures,
+                    error,
+                )
+                self._failures = 0
 
     async def finished(self, job: Job, resource: dict[str, Any]) -> None:
         """Charge a job upstream reports done, unless another replica or a read already did."""

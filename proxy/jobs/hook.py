@@ -29,6 +29,7 @@ from proxy.jobs.kinds import (
     is_finished,
     resource_of,
 )
+from proxy.paths import upstream_url
 from proxy.typedefs import PRICING, SESSION, SETTINGS
 from proxy.upstream import gateway_headers
 from shared.limits import has_cost_limits
@@ -132,7 +133,7 @@ async def batch_model(app: web.Application, file_id: object) -> str:
     if not isinstance(file_id, str) or not JOB_ID.fullmatch(file_id):
         return ""
     settings = app[SETTINGS]
-    url = f"{settings.openai_base_url.rstrip('/')}/files/{file_id}/content"
+    url = upstream_url(settings.openai_base_url, f"files/{file_id}/content", "")
     line = b""
     try:
         async with app[SESSION].get(

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from proxy.costs import token_cost
 from proxy.metering import Usage, parse_usage
 from shared.pricing import Rates
 
@@ -18,7 +19,8 @@ METERED_BATCH_ENDPOINTS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
 )
 # Upstream's job ids; anything else is not recorded, so that no odd id reaches a polled URL.
-JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# An upstream object id; it starts with a letter or digit, so it is never a dot segment.
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,5 +117,5 @@ def cost_of(kind: Kind, rates: Rates, usage: Usage) -> float:
     """USD, for rates that price the kind."""
     if kind is FINE_TUNING:
         return usage.prompt_tokens * (rates.training or 0.0)
-    cost = rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    cost = token_cost(rates, usage)  # as the same call made at once: audio and image tokens too
     return cost * BATCH_DISCOUNT if kind is BATCH else cost

@@ -18,6 +18,7 @@ from aiohttp import web
 from proxy.jobs.billing import JOBS, Jobs
 from proxy.jobs.kinds import Job, is_finished, resource_of
 from proxy.jobs.store import JobStore
+from proxy.paths import upstream_url
 from proxy.typedefs import LIMITS, METRICS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
 from proxy.upstream import gateway_headers
 from shared.config import Settings
@@ -74,7 +75,7 @@ class JobWatcher:
 
     async def _fetch(self, job: Job) -> dict[str, Any] | None:
         settings = self._settings
-        url = f"{settings.openai_base_url.rstrip('/')}/{job.kind.root}/{job.job_id}"
+        url = upstream_url(settings.openai_base_url, f"{job.kind.root}/{job.job_id}", "")
         try:
             async with self._session.get(
                 url,

@@ -20,7 +20,16 @@ from proxy.fakeupstream import create_fake_upstream
 from proxy.jobs import watcher as watcher_module
 from proxy.jobs.billing import JOBS, Jobs
 from proxy.jobs.hook import Creation, Read, refuse_unpriced, track
-from proxy.jobs.kinds import BATCH, FINE_TUNING, RESPONSE, Job, cost_of, is_finished, usage_of
+from proxy.jobs.kinds import (
+    BATCH,
+    FINE_TUNING,
+    JOB_ID,
+    RESPONSE,
+    Job,
+    cost_of,
+    is_finished,
+    usage_of,
+)
 from proxy.jobs.store import JOBS_INDEX, LEASE, JobStore
 from proxy.jobs.watcher import JobWatcher
 from proxy.metering import Usage
@@ -75,6 +84,14 @@ def test_fine_tuning_costs_its_trained_tokens_at_the_training_price() -> None:
 def test_a_background_response_costs_like_a_response() -> None:
     usage = Usage(prompt_tokens=7, completion_tokens=3)
     assert cost_of(RESPONSE, RATES, usage) == pytest.approx(7 * 1e-4 + 3 * 1e-3)
+
+
+def test_a_job_prices_audio_and_image_tokens_as_the_same_call_made_at_once() -> None:
+    rates = replace(RATES, input_audio=1e-2, output_image=5e-2)
+    usage = Usage(prompt_tokens=10, completion_tokens=4, audio_tokens=6, output_image_tokens=3)
+    at_once = 4 * rates.input + 6 * 1e-2 + 1 * rates.output + 3 * 5e-2
+    assert cost_of(RESPONSE, rates, usage) == pytest.approx(at_once)
+    assert cost_of(BATCH, rates, usage) == pytest.approx(at_once / 2)
 
 
 def test_only_the_terminal_states_of_the_right_object_are_finished() -> None:
@@ -352,3 +369,13 @@ async def test_only_the_lease_holder_polls(world: World, monkeypatch: pytest.Mon
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert sorted(polled)[0] == 0 and sorted(polled)[1] >= 5
+
+
+@pytest.mark.parametrize("job_id", ["..", ".", ".hidden", "-x", "a/b", ""])
+def test_an_id_that_could_walk_the_upstream_path_is_no_job_id(job_id: str) -> None:
+    assert JOB_ID.fullmatch(job_id) is None
+
+
+@pytest.mark.parametrize("job_id", ["batch_abc123", "file-XyZ", "ftjob-1", "resp_1.2"])
+def test_upstream_object_ids_are_job_ids(job_id: str) -> None:
+    assert JOB_ID.fullmatch(job_id) is not None
