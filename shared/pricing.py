@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,13 +21,14 @@ from genai_prices import Usage, calc_price
 
 from shared.config import ConfigError
 from shared.logs import Throttle
+from shared.tokens import image_size
 
 log = logging.getLogger("gateway.pricing")
 
 _MILLION = 1_000_000
 UNPRICED_KEPT = 1024  # unknown names remembered (clients choose them: a bound, not a set)
+PRICED_KEPT = 4096  # names the price library resolved, kept for their next call
 WARNING_INTERVAL = 60.0  # seconds between two "no price known" lines
-_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
 
 # Official per-image prices (openai.com/api/pricing) that the library lacks, named as in the
 # LiteLLM price map: "<quality>/<width>-x-<height>/<model>", or without the quality.
@@ -92,11 +92,11 @@ class Rates:
         return (
             (prompt_tokens - cached - audio - image) * self.input
             + cached * self.cached_input
-            + audio * _or(self.input_audio, self.input)
-            + image * _or(self.input_image, self.input)
+            + audio * price_or(self.input_audio, self.input)
+            + image * price_or(self.input_image, self.input)
             + (completion_tokens - output_audio - output_image) * self.output
-            + output_audio * _or(self.output_audio, self.output)
-            + output_image * _or(self.output_image, self.output)
+            + output_audio * price_or(self.output_audio, self.output)
+            + output_image * price_or(self.output_image, self.output)
             + max(seconds, 0.0) * self.per_second
             + max(characters, 0) * self.per_character
         )
@@ -111,7 +111,7 @@ def _part(tokens: int, of: int) -> int:
     return min(max(tokens, 0), max(of, 0))
 
 
-def _or(price: float | None, fallback: float) -> float:
+def price_or(price: float | None, fallback: float) -> float:
     return fallback if price is None else price
 
 
@@ -214,6 +214,7 @@ class Pricing:
     ) -> None:
         built_in = {name: Rates(0.0, 0.0, 0.0, per_image=usd) for name, usd in IMAGE_PRICES.items()}
         self._rates: dict[str, Rates] = {**built_in, **(overrides or {})}
+        self._library: OrderedDict[str, Rates] = OrderedDict()  # least recently asked first
         self.unpriced: OrderedDict[str, None] = OrderedDict()  # least recently asked first
         self._warning = Throttle(WARNING_INTERVAL, clock)
         self._held_back = 0
@@ -228,10 +229,10 @@ class Pricing:
 
     def image_price(self, model: str, size: str, quality: str) -> float | None:
         """USD per image of `size` ("1024x1024") and `quality`, for a model priced by the image."""
-        match = _SIZE.fullmatch(size)
-        if match is None:
+        dimensions = image_size(size)
+        if dimensions is None:
             return None
-        width, height = int(match[1]), int(match[2])
+        width, height = dimensions
         for name in (f"{quality}/{width}-x-{height}/{model}", f"{width}-x-{height}/{model}", model):
             rates = self._lookup(name, warn=False)
             price = rates.image_price(width, height) if rates is not None else None
@@ -243,12 +244,19 @@ class Pricing:
         found = self._rates.get(name)
         if found is not None:
             return found
+        found = self._library.get(name)
+        if found is not None:
+            self._library.move_to_end(name)
+            return found
         if name in self.unpriced:
             self.unpriced.move_to_end(name)
             return None
         rates = _library_rates(name) if name else None
         if rates is not None:
-            self._rates[name] = rates  # the library knows a bounded set of names
+            # The library matches names by prefix and pattern too: clients can mint them freely.
+            self._library[name] = rates
+            if len(self._library) > PRICED_KEPT:
+                self._library.popitem(last=False)
             return rates
         self.unpriced[name] = None
         if len(self.unpriced) > UNPRICED_KEPT:

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shared import pricing as pricing_module
 from shared.config import ConfigError
 from shared.pricing import Pricing, Rates
 
@@ -87,6 +88,17 @@ def test_unknown_models_are_remembered_within_a_bound() -> None:
         assert pricing.rates(f"made-up-{index}") is None
     assert 0 < len(pricing.unpriced) <= 1024
     assert "made-up-4999" in pricing.unpriced
+
+
+def test_names_the_library_prices_by_pattern_are_remembered_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pricing_module, "PRICED_KEPT", 10)
+    pricing = Pricing()
+    names = [f"gpt-4o-audio-preview-{index:04d}" for index in range(30)]
+    assert all(pricing.rates(name) is not None for name in names)  # priced by prefix
+    assert len(pricing._library) == 10
+    assert names[-1] in pricing._library and names[0] not in pricing._library
 
 
 def test_unknown_model_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
