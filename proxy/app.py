@@ -12,9 +12,9 @@ from aiohttp import web
 from proxy.changefeed import ChangeFeed, FeedMetrics, Reloader
 from proxy.errors import not_found
 from proxy.fallback import LocalLimits
-from proxy.forward import handle
+from proxy.forward import handle, request_id_of
 from proxy.jobs import job_watcher
-from proxy.paths import PREFIX
+from proxy.paths import OPENAI_PREFIX
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log
@@ -156,8 +156,8 @@ SDK_PATHS = ("/v1/", "/chat/", "/completions", "/embeddings", "/responses", "/mo
 
 async def unknown_route(request: web.Request) -> web.Response:
     path = request.path
-    hint = f"an OpenAI SDK's base_url ends in {PREFIX}" if path.startswith(SDK_PATHS) else ""
-    return not_found(path, hint).response(request.headers.get("X-Request-Id", ""))
+    hint = f"an OpenAI SDK's base_url ends in {OPENAI_PREFIX}" if path.startswith(SDK_PATHS) else ""
+    return not_found(path, hint).response(request_id_of(request))
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -181,7 +181,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upstream_session)
     app.cleanup_ctx.append(key_snapshot)
     app.cleanup_ctx.append(job_watcher)
-    app.router.add_route("*", PREFIX + "/{tail:.*}", handle)
+    app.router.add_route("*", OPENAI_PREFIX + "/{tail:.*}", handle)
     app.router.add_get("/api/health", health)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_route("*", "/{tail:.*}", unknown_route)

@@ -11,7 +11,7 @@ from proxy.errors import endpoint_not_metered, model_not_priced
 from proxy.metering import Usage
 from shared import tokens
 from shared.jsonutil import positive_int
-from shared.pricing import Pricing, Rates
+from shared.pricing import Pricing, Rates, price_or
 
 # Transcription answers that carry their usage (or duration); text, srt and vtt do not.
 USAGE_FORMATS = frozenset({"json", "verbose_json", "diarized_json"})
@@ -97,7 +97,7 @@ def image_price(call: Call, pricing: Pricing) -> float | None:
 
 def images_asked(payload: dict[str, Any]) -> int:
     n = payload.get("n")
-    if isinstance(n, str) and n.isdigit():
+    if isinstance(n, str) and n.isascii() and n.isdigit():
         n = int(n)
     return positive_int(n) or 1
 
@@ -113,20 +113,16 @@ def bound(call: Call, rates: Rates) -> float:
         size, quality = _text(payload.get("size"), "auto"), _text(payload.get("quality"), "high")
         images = images_asked(payload) * tokens.image_output_tokens_most(size, quality)
         prompt = tokens.utf8_bytes(_text(payload.get("prompt"), ""))
-        return prompt * input_most + images * _or(rates.output_image, rates.output)
+        return prompt * input_most + images * price_or(rates.output_image, rates.output)
     if call.billing is Billing.TRANSCRIPTION:
         audio_tokens = tokens.audio_tokens_most(call.upload_bytes)
         seconds = audio_tokens / tokens.AUDIO_TOKENS_PER_SECOND
-        return audio_tokens * _or(rates.input_audio, rates.input) + seconds * rates.per_second
+        return audio_tokens * price_or(rates.input_audio, rates.input) + seconds * rates.per_second
     text = _text(payload.get("input"), "")  # speech
     prompt = tokens.utf8_bytes(text + _text(payload.get("instructions"), ""))
-    audio = tokens.speech_tokens_estimate(text) * _or(rates.output_audio, rates.output)
+    audio = tokens.speech_tokens_estimate(text) * price_or(rates.output_audio, rates.output)
     return len(text) * rates.per_character + prompt * rates.input + audio
 
 
 def _text(value: Any, default: str) -> str:
     return value if isinstance(value, str) and value else default
-
-
-def _or(price: float | None, fallback: float) -> float:
-    return fallback if price is None else price

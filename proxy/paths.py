@@ -17,7 +17,7 @@ from yarl import URL
 
 from proxy.errors import invalid_path
 
-PREFIX = "/api/providers/openai/v1"  # where the proxy serves the OpenAI API
+OPENAI_PREFIX = "/api/providers/openai/v1"  # where the proxy serves the OpenAI API
 # Besides the unreserved characters, what a path may carry unencoded (RFC 3986 pchar and "/").
 PATH_SAFE = "/!$&'()*+,;=:@"
 NEEDS_QUOTING = re.compile(f"[^A-Za-z0-9{re.escape('-._~' + PATH_SAFE)}]")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from proxy.calls import Call
-from proxy.paths import PREFIX
+from proxy.paths import OPENAI_PREFIX
 from shared.limits import to_usd
 from shared.logs import HotLog
 from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics, Series
@@ -182,7 +182,9 @@ def record_call(
     """Metrics and the log line; `outcome` is the status and, for a refusal, its code."""
     status, refusal = outcome
     # A call refused before it was read (no key, say) is labelled by its path all the same.
-    endpoint = endpoint_label(call.endpoint if call is not None else path.removeprefix(PREFIX)[1:])
+    endpoint = endpoint_label(
+        call.endpoint if call is not None else path.removeprefix(OPENAI_PREFIX)[1:]
+    )
     series = metrics.of_call(endpoint, status, call is not None and call.streamed)
     series.requests.inc()
     series.duration.observe(latency)

@@ -63,6 +63,14 @@ AUDIO_TOKENS_PER_SECOND = 10
 IMAGE_OUTPUT_TOKENS_SQUARE = {"low": 272, "medium": 1056, "high": 4160}
 IMAGE_PIXELS_MOST = 1536 * 1024  # "auto" or an unreadable size: the largest standard one
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+
+
+def image_size(size: str) -> tuple[int, int] | None:
+    """Width and height of an images API `size` such as "1024x1536"."""
+    match = _SIZE.fullmatch(size)
+    return (int(match[1]), int(match[2])) if match else None
+
+
 # Speech of gpt-4o-mini-tts: about 1,250 audio tokens a minute (the $0.015 a minute OpenAI
 # quotes, at $12 per million) for some 900 characters read: a token and a half a character.
 SPEECH_TOKENS_PER_CHARACTER = 1.5
@@ -131,8 +139,8 @@ def image_tokens_most(model: str) -> int:
 
 def image_output_tokens_most(size: str, quality: str) -> int:
     """The most output tokens one generated image of `size` and `quality` costs."""
-    match = _SIZE.fullmatch(size)
-    pixels = int(match[1]) * int(match[2]) if match else IMAGE_PIXELS_MOST
+    dimensions = image_size(size)
+    pixels = dimensions[0] * dimensions[1] if dimensions else IMAGE_PIXELS_MOST
     square = IMAGE_OUTPUT_TOKENS_SQUARE.get(quality, IMAGE_OUTPUT_TOKENS_SQUARE["high"])
     return -(-square * pixels // (1024 * 1024))
 
