@@ -167,8 +167,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
                     call.usage, call.reported_model = usage_of_body(body)
                     if call.usage is None and call.billing is Billing.TOKENS:
                         # A compatible server that reports no usage: count the tokens.
-                        prompt = call.prompt_tokens_estimate()
-                        call.usage = counted_usage(prompt, answer_text(body), call.model)
+                        call.usage = await asyncio.to_thread(counted_answer, call, body)
                 return web.Response(body=body, status=upstream.status, headers=headers)
             call.streamed = upstream.content_type == "text/event-stream"
             if call.streamed and call.metered:
@@ -227,10 +226,17 @@ async def relay_metered(
         call.upstream_ended = time.perf_counter()
         if 200 <= call.status < 300:
             call.reported_model = meter.model
-            call.usage = meter.usage or Usage(
-                call.prompt_tokens_estimate(), meter.completion_tokens()
-            )
+            call.usage = meter.usage or await asyncio.to_thread(counted_stream, call, meter)
     return response
+
+
+# Counting with tiktoken takes a large part of a second for a long prompt: off the event loop.
+def counted_answer(call: Call, body: bytes) -> Usage:
+    return counted_usage(call.prompt_tokens_estimate(), answer_text(body), call.model)
+
+
+def counted_stream(call: Call, meter: StreamMeter) -> Usage:
+    return Usage(call.prompt_tokens_estimate(), meter.completion_tokens())
 
 
 def finish(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import openai
 import pytest
 
 from proxy.__main__ import HANDLER_CANCELLATION
+from shared import tokens
 from tests.e2e.conftest import Start, write_pricing
 
 MODEL = "priced-model"
@@ -74,3 +76,30 @@ async def test_a_stream_the_client_leaves_is_billed_for_what_was_streamed(
     assert 5 * OUTPUT <= spend < 20 * INPUT + 30 * OUTPUT
     await asyncio.sleep(2.5)  # long after upstream would have finished the 40 words
     assert float((await gateway.spend(config["keyId"]))["costInUsd"]) == spend
+
+
+async def test_a_cut_stream_is_counted_off_the_event_loop(
+    start_gateway: Start, pricing_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a long prompt takes a large part of a second: on the loop it would stall every
+    call of the replica, and a key holder could do it at will by leaving streams early."""
+    counted_in: set[str] = set()
+    count_text = tokens.count_text
+
+    def noting_count_text(text: str, model: str) -> int:
+        counted_in.add(threading.current_thread().name)
+        return count_text(text, model)
+
+    monkeypatch.setattr(tokens, "count_text", noting_count_text)
+    gateway = await start_gateway(pricing_file=pricing_file)
+    gateway.upstream.options.stream_chunks = 40
+    gateway.upstream.options.stream_interval = 0.05
+    raw, config = await gateway.create_key()
+    stream = await gateway.client(raw).chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True
+    )
+    async for _ in stream:
+        break
+    await stream.close()
+    assert await gateway.settled_cost(config["keyId"], 1e-9, within=2.0) > 0
+    assert counted_in and threading.current_thread().name not in counted_in
