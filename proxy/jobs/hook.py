@@ -95,6 +95,11 @@ async def track(app: web.Application, method: str, call: Call) -> Creation | Rea
         body = call.payload if call.payload is not None else _json(call.body)
         if kind is RESPONSE and body.get("background") is not True:
             return None
+        if kind is RESPONSE and body.get("stream") is True and has_cost_limits(call.key):
+            # Upstream goes on after the client leaves such a stream, and it is no job here.
+            raise endpoint_not_metered(
+                "responses", "a streamed background response is not metered (drop stream)"
+            )
         if kind is BATCH and has_cost_limits(call.key):
             body = {**body, "model": await batch_model(app, body.get("input_file_id"))}
         if has_cost_limits(call.key):

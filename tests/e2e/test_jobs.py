@@ -220,3 +220,17 @@ async def test_background_response_is_charged_once_from_its_final_usage(priced: 
     assert await priced.settled_cost(config["keyId"], expected) == pytest.approx(expected)
     await client.responses.retrieve(created.id)
     assert await spend_after_settling(priced, config["keyId"]) == pytest.approx(expected)
+
+
+async def test_a_streamed_background_response_is_refused_for_a_cost_limit(
+    priced: Gateway,
+) -> None:
+    """Upstream finishes it whether the client stays or not, and it is never read as a job."""
+    raw, config = await priced.create_key(costLimitInUsd=10)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await priced.client(raw).responses.create(
+            model=MODEL, input="hello there", background=True, stream=True
+        )
+    assert refused.value.code == "endpoint_not_metered"
+    assert not [r for r in priced.upstream.recorded if r.path == "/v1/responses"]
+    assert await spend_after_settling(priced, config["keyId"]) == 0
