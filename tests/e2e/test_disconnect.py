@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+from openai import AsyncStream
+from openai.types.chat import ChatCompletionChunk
 
 from proxy.__main__ import HANDLER_CANCELLATION
 from shared import tokens
-from tests.e2e.conftest import Start, write_pricing
+from tests.e2e.conftest import Gateway, Start, write_pricing
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -55,9 +58,10 @@ async def test_a_client_that_times_out_is_billed_every_answer_upstream_made(
     assert spend == pytest.approx(3 * CHAT_COST)
 
 
-async def test_a_stream_the_client_leaves_is_billed_for_what_was_streamed(
+async def slow_stream(
     start_gateway: Start, pricing_file: str
-) -> None:
+) -> tuple[Gateway, dict[str, Any], AsyncStream[ChatCompletionChunk]]:
+    """A key's stream of 40 words, one every 50 ms: a client can leave it part-way."""
     gateway = await start_gateway(pricing_file=pricing_file)
     gateway.upstream.options.stream_chunks = 40
     gateway.upstream.options.stream_interval = 0.05
@@ -65,6 +69,13 @@ async def test_a_stream_the_client_leaves_is_billed_for_what_was_streamed(
     stream = await gateway.client(raw).chat.completions.create(
         model=MODEL, messages=MESSAGES, stream=True
     )
+    return gateway, config, stream
+
+
+async def test_a_stream_the_client_leaves_is_billed_for_what_was_streamed(
+    start_gateway: Start, pricing_file: str
+) -> None:
+    gateway, config, stream = await slow_stream(start_gateway, pricing_file)
     received = 0
     async for chunk in stream:
         received += bool(chunk.choices and chunk.choices[0].delta.content)
@@ -91,13 +102,7 @@ async def test_a_cut_stream_is_counted_off_the_event_loop(
         return count_text(text, model)
 
     monkeypatch.setattr(tokens, "count_text", noting_count_text)
-    gateway = await start_gateway(pricing_file=pricing_file)
-    gateway.upstream.options.stream_chunks = 40
-    gateway.upstream.options.stream_interval = 0.05
-    raw, config = await gateway.create_key()
-    stream = await gateway.client(raw).chat.completions.create(
-        model=MODEL, messages=MESSAGES, stream=True
-    )
+    gateway, config, stream = await slow_stream(start_gateway, pricing_file)
     async for _ in stream:
         break
     await stream.close()

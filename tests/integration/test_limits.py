@@ -346,6 +346,20 @@ async def test_only_the_admissions_that_got_noscript_are_sent_again(
     assert int(await redis_client.hget(names.reserved, "total")) == 10 * to_nano(1.0)
 
 
+async def assert_released(
+    settler: Settler, flusher: asyncio.Task[None], redis_client: redis.Redis, names: KeyNames
+) -> None:
+    """The key holds no reservation once the settlement queue has had a moment to drain."""
+    for _ in range(250):
+        if await redis_client.zcard(names.reservations) == 0:
+            break
+        await asyncio.sleep(0.02)
+    settler.close(within=2)
+    await asyncio.wait_for(flusher, 5)
+    assert await redis_client.zcard(names.reservations) == 0
+    assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
+
+
 async def test_an_admission_abandoned_by_its_caller_releases_its_reservation(
     engine: LimitEngine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,14 +383,7 @@ async def test_an_admission_abandoned_by_its_caller_releases_its_reservation(
     admitting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await admitting
-    for _ in range(250):  # released through the settlement queue, within moments
-        if not await redis_client.zcard(names.reservations):
-            break
-        await asyncio.sleep(0.02)
-    settler.close(within=2)
-    await asyncio.wait_for(flusher, 5)
-    assert await redis_client.zcard(names.reservations) == 0
-    assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
+    await assert_released(settler, flusher, redis_client, names)
 
 
 async def test_an_admission_whose_reply_timed_out_releases_what_redis_reserved(
@@ -399,14 +406,7 @@ async def test_an_admission_whose_reply_timed_out_releases_what_redis_reserved(
     monkeypatch.undo()
     assert await redis_client.zcard(names.reservations) == 1  # the queue is not flushed yet
     flusher = asyncio.create_task(settler.run())
-    for _ in range(250):  # released through the settlement queue, within moments
-        if await redis_client.zcard(names.reservations) == 0:
-            break
-        await asyncio.sleep(0.02)
-    settler.close(within=2)
-    await asyncio.wait_for(flusher, 5)
-    assert await redis_client.zcard(names.reservations) == 0
-    assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
+    await assert_released(settler, flusher, redis_client, names)
 
 
 async def test_settle_batches_leave_no_key_per_batch(
