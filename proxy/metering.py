@@ -17,13 +17,13 @@ from typing import Any
 
 import orjson
 
+from proxy.jsonscan import members
 from shared import tokens
 from shared.jsonutil import positive_int
 
 MAX_EVENT_BYTES = 4 * 1024**2  # above any usage event, even a long answer's response.completed
 RAW_TEXT_BYTES = 64 * 1024  # raw events kept for counting before they are boiled down to text
 TEXT_CHARS = 1024**2  # text kept before what is safe to count of it is counted
-FULL_PARSE_LIMIT = 64 * 1024  # a JSON answer up to this size is parsed whole: that is quicker
 
 _LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
 _EVENT_END = re.compile(_LINE_END + _LINE_END)  # a line end, then a blank line
@@ -33,14 +33,6 @@ _TERMINATOR_TAIL = 3  # bytes of a blank line that may have arrived before the r
 # In cl100k and o200k no pre-token ends with a space, or runs on from a line end into
 # anything but whitespace or a slash.
 _PRETOKEN_START = re.compile(r"(?= \S)|(?<=[\r\n])(?=[^\s/])")
-
-_SPACE = re.compile(rb"[ \t\n\r]*")
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_SCALAR = re.compile(rb"[-+.0-9eE]+|true|false|null")
-# Inside a container: a whole string (so that its brackets do not count), a whole array of
-# numbers only (an embedding: skipped in one step, not number by number), or a bracket.
-_NESTED = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|\[[-+.0-9eE,\s]*\]|[\[\]{}]', re.DOTALL)
-_OPENERS = b"[{"
 
 
 @dataclass(slots=True)
@@ -101,97 +93,12 @@ def parse_usage(usage: Any) -> Usage | None:
     )
 
 
-def top_level(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
-    """The named top-level members of a JSON object; {} for anything that is not one.
-
-    A large body is scanned rather than parsed: only the named members' values are built, so
-    that the float vectors of an embeddings answer never become Python objects. Skipped values
-    are delimited, not validated.
-    """
-    members = _members(body, names)
-    return {name: members[name] for name in names if name in members}
-
-
-def _members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
-    """At least the named top-level members: a small body is parsed whole (that is quicker)."""
-    if len(body) <= FULL_PARSE_LIMIT:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return {}
-        return payload if isinstance(payload, dict) else {}
-    try:
-        return _scan_members(body, names)
-    except (ValueError, IndexError):  # not an object (orjson's error is a ValueError too)
-        return {}
-
-
-def _scan_members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    at = _skip_space(body, 0)
-    _expect(body, at, b"{")
-    at = _skip_space(body, at + 1)
-    if body[at : at + 1] == b"}":
-        return found if _skip_space(body, at + 1) == len(body) else {}
-    while True:
-        key_end = _end_of(_STRING, body, at)
-        key = orjson.loads(body[at:key_end])
-        at = _skip_space(body, key_end)
-        _expect(body, at, b":")
-        at = _skip_space(body, at + 1)
-        end = _value_end(body, at)
-        if key in names:
-            found[key] = orjson.loads(body[at:end])
-        at = _skip_space(body, end)
-        if body[at : at + 1] == b"}":
-            return found if _skip_space(body, at + 1) == len(body) else {}
-        _expect(body, at, b",")
-        at = _skip_space(body, at + 1)
-
-
-def _end_of(pattern: re.Pattern[bytes], body: bytes, at: int) -> int:
-    match = pattern.match(body, at)
-    if match is None:
-        raise ValueError(f"unexpected byte at {at}")
-    return match.end()
-
-
-def _skip_space(body: bytes, at: int) -> int:
-    return _end_of(_SPACE, body, at)
-
-
-def _expect(body: bytes, at: int, token: bytes) -> None:
-    if body[at : at + 1] != token:
-        raise ValueError(f"expected {token!r} at {at}")
-
-
-def _value_end(body: bytes, at: int) -> int:
-    first = body[at]
-    if first == 0x22:  # "
-        return _end_of(_STRING, body, at)
-    if first in _OPENERS:
-        depth = 0
-        for token in _NESTED.finditer(body, at):
-            start, end = token.span()
-            if end - start > 1:  # a string or an array of numbers, whole
-                if not depth:
-                    return end  # the value itself is an array of numbers
-            elif body[start] in _OPENERS:
-                depth += 1
-            else:
-                depth -= 1
-                if not depth:
-                    return end
-        raise ValueError("unterminated value")
-    return _end_of(_SCALAR, body, at)
-
-
 def usage_of_body(body: bytes) -> tuple[Usage | None, str]:
     """Usage and model of a non-streamed JSON answer (a verbose transcription's duration too)."""
-    members = _members(body, ("model", "usage", "duration"))
-    model = members.get("model")
-    usage = parse_usage(members.get("usage"))
-    duration = _seconds(members.get("duration"))
+    answer = members(body, ("model", "usage", "duration"))
+    model = answer.get("model")
+    usage = parse_usage(answer.get("usage"))
+    duration = _seconds(answer.get("duration"))
     if duration and (usage is None or usage == Usage()):
         usage = Usage(seconds=duration)
     return usage, model if isinstance(model, str) else ""
@@ -204,7 +111,7 @@ def _list(value: Any) -> list[Any]:
 
 def answer_text(body: bytes) -> str:
     """The generated text of a non-streamed answer, for counting when it carries no usage."""
-    payload = _members(body, ("choices", "output"))
+    payload = members(body, ("choices", "output"))
     pieces = []
     for choice in _list(payload.get("choices")):
         message = choice.get("message") if isinstance(choice, dict) else None

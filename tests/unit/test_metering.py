@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from unittest.mock import patch
 
 import orjson
@@ -18,7 +17,6 @@ from proxy.metering import (
     Usage,
     answer_text,
     parse_usage,
-    top_level,
     usage_of_body,
 )
 from shared import tokens
@@ -204,64 +202,6 @@ def test_an_event_that_never_ends_is_relayed_uninspected_past_the_limit() -> Non
     assert meter.usage == Usage(11, 7, 4)
     expected = endless + piece * (MAX_EVENT_BYTES // len(piece) + 1) + tail
     assert relayed == expected.replace(USAGE_EVENT, b"")
-
-
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(
-            st.sampled_from(["usage", "model", "x", '"{', "\\"]) | st.text(), children
-        )
-    ),
-    max_leaves=20,
-)
-NAMES = ("usage", "model", "data")
-ENCODINGS = st.sampled_from(
-    [
-        {},
-        {"indent": 2},
-        {"separators": (" , ", " :\t")},
-        {"ensure_ascii": False},
-        {"indent": "\r\n "},
-    ]
-)
-
-
-@given(st.dictionaries(st.sampled_from(NAMES) | st.text(), JSON_VALUES), ENCODINGS)
-def test_top_level_scans_any_json_object_like_a_full_parse(
-    payload: dict[str, object], encoding: dict[str, object]
-) -> None:
-    body = json.dumps(payload, **encoding).encode()  # type: ignore[arg-type]
-    expected = {name: payload[name] for name in NAMES if name in payload}
-    with patch.object(metering, "FULL_PARSE_LIMIT", 0):  # scan even a small body
-        assert top_level(body, NAMES) == expected
-    assert top_level(body, NAMES) == expected
-
-
-@pytest.mark.parametrize("limit", [0, 1 << 20], ids=["scanned", "parsed"])
-def test_top_level_is_not_fooled_by_nested_or_quoted_names(limit: int) -> None:
-    body = (
-        b' {"data": [{"usage": {"prompt_tokens": 9}}], "note": "\\"usage\\": {\\"x\\": 1}} {[",'
-        b' "meta": {"model": "inner", "usage": 1}, "us\\u0061ge" :{"prompt_tokens": 2} ,'
-        b' "model":"outer"}\n'
-    )
-    with patch.object(metering, "FULL_PARSE_LIMIT", limit):
-        assert top_level(body, ("usage", "model")) == {
-            "usage": {"prompt_tokens": 2},
-            "model": "outer",
-        }
-        assert usage_of_body(body) == (Usage(2, 0, 0), "outer")
-        assert top_level(b'{"data": {"usage": {"prompt_tokens": 9}}}', ("usage",)) == {}
-        for garbage in (b"", b"[1]", b'"usage"', b'{"usage": ', b'{"a" 1}', b"{,}", b"nul"):
-            assert top_level(garbage, ("usage",)) == {}
 
 
 TEXT = st.text(st.sampled_from(list(" \n\t\r ab1'./!é漢😀")), max_size=12)
