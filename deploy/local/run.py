@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import services
+from banner import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT = 30.0
@@ -32,26 +31,6 @@ START_TIMEOUT = 60.0
 POLL_INTERVAL = 0.2
 DEMO_API_KEY = "sk-demo-not-a-real-key"
 PLACEHOLDER_API_KEY = "sk-placeholder-set-OPENAI_API_KEY"
-# The README's first call, word for word but for the address (tests/integration/test_readme.py).
-README_PROXY_URL = "http://localhost:8002"
-SDK_EXAMPLE = f"""\
-from openai import OpenAI
-
-client = OpenAI(base_url="{README_PROXY_URL}/api/providers/openai/v1", api_key="my-secret-key")
-stream = client.chat.completions.create(
-    model="gpt-4o-mini", stream=True, messages=[{{"role": "user", "content": "Say hello"}}]
-)
-for chunk in stream:
-    print(chunk.choices[0].delta.content or "", end="")
-print()
-"""
-EXAMPLE_KEY = {
-    "name": "my-first-key",
-    "key": "my-secret-key",
-    "rateLimitOverTime": 60,
-    "rateLimitUnit": "m",
-    "costLimitInUsd": 10,
-}
 WILDCARD_OR_LOOPBACK = {"", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"}
 PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -201,7 +180,8 @@ class Launcher:
         self._wait_healthy(keymgmt, f"{keymgmt_url}/api/health")
         self._wait_healthy(proxy, f"{proxy_url}/api/health")
         print(f"gateway ready: keymgmt {keymgmt_url} proxy {proxy_url}", flush=True)
-        print(self._examples(keymgmt_url, proxy_url), flush=True)
+        admin_pass = not _unset(self.env, "ADMIN_PASS")
+        print(examples(keymgmt_url, proxy_url, self.env, admin_pass), flush=True)
         return self._watch()
 
     def close(self) -> None:
@@ -337,34 +317,6 @@ class Launcher:
                     say(f"{process.describe_exit()}: stopping everything")
                     return 1
             time.sleep(POLL_INTERVAL)
-
-    def _examples(self, keymgmt_url: str, proxy_url: str) -> str:
-        admin = "" if _unset(self.env, "ADMIN_PASS") else ' -H "X-API-KEY: $ADMIN_PASS"'
-        body = json.dumps(EXAMPLE_KEY, separators=(",", ":"))
-        databases = " ".join(
-            f"{name}={self.env[name]}"
-            for name in (
-                "POSTGRESQL_HOSTS", "POSTGRESQL_PORT", "POSTGRESQL_USERNAME", "REDIS_HOSTS",
-                "REDIS_PORT",
-            )
-            if name in self.env
-        )  # fmt: skip
-        return f"""
-Create a key:
-
-  curl -X PUT {keymgmt_url}/api/key-management/keys{admin} \\
-    -H 'Content-Type: application/json' \\
-    -d '{body}'
-
-Within a second every proxy replica accepts it:
-
-{textwrap.indent(SDK_EXAMPLE.replace(README_PROXY_URL, proxy_url), "  ")}
-Postgres and Redis of this run, for commands run beside it (python -m keymgmt migrate):
-
-  {databases}
-
-Press Ctrl-C to stop.
-"""
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

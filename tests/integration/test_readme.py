@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import banner  # deploy/local, on the path by tests/conftest.py
 import pytest
-import run  # deploy/local, on the path by tests/conftest.py
 
 from tests.integration.test_launcher import (
     DEMO_REPLY,
@@ -33,7 +33,7 @@ __all__ = ["data_dir"]  # the fixture, shared with the launcher test
 
 MARKER = "<!-- walk -->"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
-README_KEYMGMT, README_PROXY = "http://localhost:8001", run.README_PROXY_URL
+README_KEYMGMT, README_PROXY = "http://localhost:8001", banner.README_PROXY_URL
 PLACEHOLDER_ID = re.compile(r"[0-9a-f]{4,8}-…|[0-9a-f]{4}…")
 UUID = re.compile(r'"keyId":\s*"([0-9a-f-]{36})"')
 PAUSE = 1.0  # between two steps, as a person reading along takes at least
@@ -102,7 +102,7 @@ class Walker:
 
 def test_the_banner_shows_the_readmes_first_call() -> None:
     blocks = walked_blocks((ROOT / "README.md").read_text())
-    assert Block("python", run.SDK_EXAMPLE) in blocks
+    assert Block("python", banner.SDK_EXAMPLE) in blocks
 
 
 @pytest.mark.slow
