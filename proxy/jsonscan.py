@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from shared.jsonutil import loads_object
+
 FULL_PARSE_LIMIT = 64 * 1024  # a JSON answer up to this size is parsed whole: that is quicker
 
 _SPACE = re.compile(rb"[ \t\n\r]*")
@@ -33,11 +35,7 @@ def members(body: bytes, names: tuple[str, ...]) -> dict[str, Any]:
     are delimited, not validated.
     """
     if len(body) <= FULL_PARSE_LIMIT:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return {}
-        return payload if isinstance(payload, dict) else {}
+        return loads_object(body) or {}
     try:
         return _scan_members(body, names)
     except (ValueError, IndexError):  # not an object (orjson's error is a ValueError too)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from proxy.calls import Call
@@ -32,6 +31,7 @@ from proxy.jobs.kinds import (
 from proxy.paths import upstream_url
 from proxy.typedefs import PRICING, SESSION, SETTINGS
 from proxy.upstream import gateway_headers
+from shared.jsonutil import loads_object
 from shared.limits import has_cost_limits
 from shared.pricing import Pricing
 
@@ -92,7 +92,8 @@ async def track(app: web.Application, method: str, call: Call) -> Creation | Rea
     if kind is not None:
         if method != "POST":
             return None
-        body = call.payload if call.payload is not None else _json(call.body)
+        # A body that is no JSON object creates nothing: upstream refuses it.
+        body = call.payload if call.payload is not None else loads_object(call.body) or {}
         if kind is RESPONSE and body.get("background") is not True:
             return None
         if kind is RESPONSE and body.get("stream") is True and has_cost_limits(call.key):
@@ -156,18 +157,10 @@ async def batch_model(app: web.Application, file_id: object) -> str:
                 line += chunk
     except (TimeoutError, aiohttp.ClientError):
         raise upstream_unreachable("reading the batch's input file") from None
-    request = _json(line.partition(b"\n")[0])
+    request = loads_object(line.partition(b"\n")[0]) or {}
     body = request.get("body")
     model = body.get("model") if isinstance(body, dict) else None
     return model if isinstance(model, str) else ""
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}  # upstream refuses it; nothing is created
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _resource(response: web.StreamResponse) -> dict[str, Any] | None:

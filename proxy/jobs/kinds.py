@@ -10,6 +10,7 @@ import orjson
 
 from proxy.costs import token_cost
 from proxy.metering import Usage, parse_usage
+from shared.jsonutil import loads_object
 from shared.pricing import Rates
 
 # The Batch API bills at half the model's rates.
@@ -88,13 +89,8 @@ class Job:
 
 def resource_of(body: bytes) -> dict[str, Any] | None:
     """A job resource from an answer body, or None for anything else."""
-    try:
-        resource = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
-        return None
-    return resource
+    resource = loads_object(body)
+    return resource if resource is not None and isinstance(resource.get("id"), str) else None
 
 
 def is_finished(kind: Kind, resource: dict[str, Any]) -> bool:
