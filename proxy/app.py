@@ -15,6 +15,7 @@ from proxy.fallback import LocalLimits
 from proxy.forward import handle, request_id_of
 from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
+from proxy.provider_settings import SettingSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log
@@ -25,6 +26,7 @@ from proxy.typedefs import (
     LOCAL_LIMITS,
     METRICS,
     PRICING,
+    PROVIDER_SETTINGS,
     REGISTRY,
     SESSION,
     SETTINGS,
@@ -164,6 +166,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.proxy_max_body_bytes)
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
+    app[PROVIDER_SETTINGS] = SettingSnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(
         settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max

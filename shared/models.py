@@ -1,9 +1,11 @@
-"""The key model: a plain typed object shared by keymgmt (which writes it) and the proxy."""
+"""The configuration models: plain typed objects shared by keymgmt (which writes them) and the
+proxy."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 UNIT_SECONDS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -28,6 +30,8 @@ class Key:
     ttl: str = ""
     expires_at: float | None = None
     deleted: bool = False
+    setting_ids: tuple[str, ...] = ()  # provider settings the key may use (settingId/settingIds)
+    rotation_enabled: bool = False  # spread calls over the key's settings of one provider
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -39,6 +43,32 @@ class Key:
     @property
     def rate_window_seconds(self) -> int:
         return UNIT_SECONDS.get(self.rate_limit_unit, 0)
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderSetting:
+    """Upstream credentials and options a key may use, as the proxy holds them (secret decrypted).
+
+    `options` are the setting's non-secret fields by their API names: baseUrl, url, resourceName,
+    endpoint, apiVersion, organization, project. `cost_map` maps promptCostPerModel,
+    completionCostPerModel and embeddingsCostPerModel to {model: USD per 1,000 tokens}.
+    """
+
+    setting_id: str
+    provider: str
+    name: str
+    secret: str = ""  # the decrypted apikey; only ever in the proxy's memory
+    options: Mapping[str, str] = field(default_factory=dict)
+    allowed_models: frozenset[str] = frozenset()  # empty: every model
+    cost_map: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    updated_at: float = 0.0
+    deleted: bool = False
+
+    def __repr__(self) -> str:  # never the secret, whoever prints the object
+        return f"ProviderSetting({self.setting_id!r}, {self.provider!r}, {self.name!r})"
+
+    def allows(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
 
 
 def hash_key(raw_key: str) -> str:
