@@ -12,16 +12,17 @@ from aiohttp import web
 from proxy.changefeed import ChangeFeed, FeedMetrics, Reloader
 from proxy.errors import not_found
 from proxy.fallback import LocalLimits
-from proxy.forward import handle, request_id_of
+from proxy.forward import handler_of, request_id_of
 from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
 from proxy.provider_settings import SettingSnapshot
+from proxy.providers import ADAPTERS
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
+from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics, call_log
 from proxy.typedefs import (
     CALL_LOG,
-    CREDENTIAL_ALARM,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
@@ -32,8 +33,9 @@ from proxy.typedefs import (
     SETTINGS,
     SETTLER,
     SNAPSHOT,
+    TARGETS,
 )
-from proxy.upstream import CredentialAlarm, create_session
+from proxy.upstream import create_session
 from shared import tokens
 from shared.changes import KEY
 from shared.config import Settings
@@ -174,7 +176,7 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = Metrics(settings.statsd_address)
     app[METRICS] = ProxyMetrics.register(app[REGISTRY])
     app[CALL_LOG] = call_log(settings.log_format)
-    app[CREDENTIAL_ALARM] = CredentialAlarm()
+    app[TARGETS] = Targets(settings, app[PROVIDER_SETTINGS])
     register_gauges(app)
     tokens.seed_encodings()
     app.cleanup_ctx.append(flush_call_log)
@@ -184,7 +186,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upstream_session)
     app.cleanup_ctx.append(key_snapshot)
     app.cleanup_ctx.append(job_watcher)
-    app.router.add_route("*", OPENAI_PREFIX + "/{tail:.*}", handle)
+    for provider in ADAPTERS:
+        for path in provider.paths():
+            app.router.add_route("*", path, handler_of(provider))
     app.router.add_get("/api/health", health)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_route("*", "/{tail:.*}", unknown_route)

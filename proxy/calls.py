@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.endpoints import METERED, MULTIPART, Billing, billing_of
+from proxy.endpoints import METERED, MULTIPART, Billing
 from proxy.errors import invalid_json
 from proxy.metering import Usage
 from proxy.multipart import MalformedForm, read_form
-from proxy.paths import normalised_endpoint
+from proxy.providers import Target
 from shared import tokens
 from shared.jsonutil import positive_int
 from shared.limits import Admission
@@ -24,7 +24,6 @@ CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
     "embeddings",
     "responses",
 )
-STREAM_USAGE_OPTION = frozenset({CHAT, COMPLETIONS})
 # What upstream uses when the request names no model.
 DEFAULT_MODELS = dict.fromkeys(
     ("images/generations", "images/edits", "images/variations"), "dall-e-2"
@@ -35,7 +34,8 @@ DEFAULT_MODELS = dict.fromkeys(
 class Call:
     request_id: str
     key: Key
-    endpoint: str  # the upstream path, such as "chat/completions"
+    target: Target  # the provider and setting the call goes through
+    endpoint: str  # what is billed, such as "chat/completions"
     body: bytes  # what goes upstream
     payload: dict[str, Any] | None = None  # a metered endpoint's JSON body or form fields
     model: str = ""
@@ -50,10 +50,13 @@ class Call:
     upstream_ended: float = 0.0
     method: str = "POST"
     upload_bytes: int = 0  # the files of a multipart form
+    upstream_path: str = ""  # route-relative, as upstream serves it; the endpoint when empty
+    upstream_query: str = ""  # as the client encoded it, with what the adapter adds
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.billing = billing_of(self.method, self.endpoint)
+        self.billing = self.target.provider.billing(self.method, self.endpoint)
+        self.upstream_path = self.upstream_path or self.endpoint
 
     @property
     def upstream_seconds(self) -> float:
@@ -95,6 +98,11 @@ class Call:
         payload = self.payload
         if payload is None or self.billing is not Billing.TOKENS:
             return 0
+        return self.target.provider.prompt_tokens(self, payload, count, image_tokens)
+
+    def openai_prompt_tokens(
+        self, payload: dict[str, Any], count: tokens.TextCounter, image_tokens: int
+    ) -> int:
         if self.endpoint == CHAT:
             return tokens.count_chat_prompt(payload, count, image_tokens)
         field = {COMPLETIONS: "prompt", EMBEDDINGS: "input", RESPONSES: "input"}[self.endpoint]
@@ -104,12 +112,20 @@ class Call:
         return total
 
 
-def endpoint_of(request: web.Request) -> str:
-    return normalised_endpoint(request.match_info["tail"])
-
-
-def new_call(request: web.Request, key: Key, body: bytes, request_id: str) -> Call:
-    call = Call(request_id, key, endpoint_of(request), body, method=request.method)
+def new_call(request: web.Request, target: Target, key: Key, body: bytes, request_id: str) -> Call:
+    provider = target.provider
+    endpoint, upstream_path = provider.endpoint(request.match_info["tail"])
+    query = provider.upstream_query(target, upstream_path, request.rel_url.raw_query_string)
+    call = Call(
+        request_id,
+        key,
+        target,
+        endpoint,
+        body,
+        method=request.method,
+        upstream_path=upstream_path,
+        upstream_query=query,
+    )
     if call.billing not in METERED:
         return call  # unread: nothing in it changes what the call costs
     if call.endpoint in MULTIPART and request.content_type == "multipart/form-data":
@@ -118,9 +134,13 @@ def new_call(request: web.Request, key: Key, body: bytes, request_id: str) -> Ca
         payload = json_object(body)  # whatever type is declared: upstreams may read it as JSON
     call.payload = payload
     model = payload.get("model")
-    call.model = model if isinstance(model, str) else DEFAULT_MODELS.get(call.endpoint, "")
+    call.model = (
+        model
+        if isinstance(model, str)
+        else provider.default_model(endpoint, upstream_path) or DEFAULT_MODELS.get(endpoint, "")
+    )
     call.stream = payload.get("stream") is True or payload.get("stream") == "true"
-    if call.stream and call.endpoint in STREAM_USAGE_OPTION:
+    if call.stream and provider.asks_stream_usage(call):
         ask_for_stream_usage(call, payload)
     return call
 

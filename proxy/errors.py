@@ -156,3 +156,22 @@ def model_not_priced(model: str) -> ProxyError:
         "invalid_request_error",
         "model_not_priced",
     )
+
+
+def no_provider_setting(provider: str, setting_name: str = "") -> ProxyError:
+    named = f" named {setting_name!r}" if setting_name else ""
+    return ProxyError(
+        403,
+        f"this key has no {provider} provider setting{named}: give it one (settingIds)",
+        "permission_error",
+        "no_provider_setting",
+    )
+
+
+def model_not_allowed(model: str, setting_name: str) -> ProxyError:
+    return ProxyError(
+        403,
+        f"model {model!r} is not among the allowedModels of provider setting {setting_name!r}",
+        "permission_error",
+        "model_not_allowed",
+    )

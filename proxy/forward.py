@@ -10,6 +10,7 @@ import time
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from proxy.admission import admit
@@ -27,12 +28,14 @@ from proxy.errors import (
 )
 from proxy.jobs import JOB_CREATIONS, track
 from proxy.jobs.hook import Creation, Read
-from proxy.metering import StreamMeter, Usage, answer_text, counted_usage, usage_of_body
+from proxy.metering import Usage, answer_text, counted_usage
 from proxy.paths import upstream_url
+from proxy.providers import Provider
+from proxy.providers.base import Meter
+from proxy.targets import require_model_allowed
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
     CALL_LOG,
-    CREDENTIAL_ALARM,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
@@ -41,9 +44,9 @@ from proxy.typedefs import (
     SETTINGS,
     SETTLER,
     SNAPSHOT,
+    TARGETS,
 )
 from proxy.upstream import CREDENTIAL_REFUSED, client_headers, upstream_headers
-from shared import tokens
 from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
@@ -59,7 +62,14 @@ def request_id_of(request: web.Request) -> str:
     return os.urandom(16).hex()
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+def handler_of(provider: Provider) -> Handler:
+    async def handle_call(request: web.Request) -> web.StreamResponse:
+        return await handle(request, provider)
+
+    return handle_call
+
+
+async def handle(request: web.Request, provider: Provider) -> web.StreamResponse:
     started = time.perf_counter()
     request_id = request_id_of(request)
     app = request.app
@@ -67,17 +77,19 @@ async def handle(request: web.Request) -> web.StreamResponse:
     outcome = (0, "")
     try:
         key = authenticate(request, app[SNAPSHOT])
-        call = new_call(request, key, await read_body(request), request_id)
+        target = app[TARGETS].of(provider, key, request.match_info.get("setting_name", ""))
+        call = new_call(request, target, key, await read_body(request), request_id)
+        require_model_allowed(target, call.model)
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         # Batches, fine-tuning and background responses: created, read or cancelled.
-        tracked = call.endpoint in JOB_CREATIONS or not call.body
+        tracked = provider.tracks_jobs and (call.endpoint in JOB_CREATIONS or not call.body)
         job = await track(app, request.method, call) if tracked else None
         response = await forward_past_the_client(request, call, job)
         outcome = (response.status, "")
         return response
     except ProxyError as error:
         outcome = (error.status, error.code)
-        return error.response(request_id)
+        return provider.error_response(error, request_id)
     finally:
         finish(app, request, request_id, call, outcome, started)
 
@@ -140,31 +152,31 @@ async def forward_and_track(
 
 
 async def forward(request: web.Request, call: Call) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    timeout = request_timeout(request, settings.proxy_timeout)
+    timeout = request_timeout(request, request.app[SETTINGS].proxy_timeout)
+    target = call.target
     call.upstream_started = time.perf_counter()
     try:
         async with request.app[SESSION].request(
             request.method,
-            upstream_url(settings.openai_base_url, call.endpoint, request.rel_url.raw_query_string),
+            upstream_url(target.base_url, call.upstream_path, call.upstream_query),
             data=call.body or None,
-            headers=upstream_headers(request.headers, settings, call.request_id),
+            headers=upstream_headers(request.headers, target, call.request_id),
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as upstream:
             call.status = upstream.status
             if upstream.status in CREDENTIAL_REFUSED:
-                request.app[CREDENTIAL_ALARM].refused(upstream.status)
+                target.alarm.refused(upstream.status, target.credential_source)
                 raise upstream_auth_failed(upstream.status)
-            if request.app[CREDENTIAL_ALARM].refusing:
-                request.app[CREDENTIAL_ALARM].accepted()
+            if target.alarm.refusing:
+                target.alarm.accepted()
             headers = client_headers(upstream.headers, call.request_id)
             add_rate_limit_headers(call, headers)
             if upstream.content_type == "application/json":
                 body = await upstream.read()
                 call.upstream_ended = time.perf_counter()
                 if call.metered and 200 <= upstream.status < 300:
-                    call.usage, call.reported_model = usage_of_body(body)
+                    call.usage, call.reported_model = target.provider.usage_of_body(body)
                     if call.usage is None and call.billing is Billing.TOKENS:
                         # A compatible server that reports no usage: count the tokens.
                         call.usage = await asyncio.to_thread(counted_answer, call, body)
@@ -210,7 +222,7 @@ async def relay_metered(
     """Relay SSE event by event, reading the usage out of it; bill what passed if cut short."""
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
-    meter = StreamMeter(call.drop_usage_chunk, tokens.tiktoken_counter(call.model))
+    meter = call.target.provider.stream_meter(call)
     try:
         async for chunk in upstream.content.iter_any():
             relayed = meter.feed(chunk)
@@ -235,7 +247,7 @@ def counted_answer(call: Call, body: bytes) -> Usage:
     return counted_usage(call.prompt_tokens_estimate(), answer_text(body), call.model)
 
 
-def counted_stream(call: Call, meter: StreamMeter) -> Usage:
+def counted_stream(call: Call, meter: Meter) -> Usage:
     return Usage(call.prompt_tokens_estimate(), meter.completion_tokens())
 
 

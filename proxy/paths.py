@@ -52,9 +52,9 @@ class UpstreamBase(NamedTuple):
     origin: Origin
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=1024)
 def upstream_base(base_url: str) -> UpstreamBase:
-    """`OPENAI_BASE_URL` parsed, once per process."""
+    """A provider's base URL parsed, once per process."""
     return UpstreamBase(base_url.rstrip("/"), origin_of(URL(base_url, encoded=True)))
 
 

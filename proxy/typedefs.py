@@ -7,8 +7,8 @@ from proxy.fallback import LocalLimits
 from proxy.provider_settings import SettingSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
+from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics
-from proxy.upstream import CredentialAlarm
 from shared.config import Settings
 from shared.limits import LimitEngine
 from shared.logs import HotLog
@@ -25,5 +25,5 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 REGISTRY = web.AppKey("registry", Metrics)
 LOCAL_LIMITS = web.AppKey("local_limits", LocalLimits)
 CALL_LOG = web.AppKey("call_log", HotLog)
-CREDENTIAL_ALARM = web.AppKey("credential_alarm", CredentialAlarm)
+TARGETS = web.AppKey("targets", Targets)
 PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from shared.config import Settings
+
+if TYPE_CHECKING:
+    from proxy.providers.base import Target
 from shared.logs import Throttle
 
 # Client headers that reach upstream; everything else (the client's key, cookies, hop-by-hop,
@@ -59,33 +63,27 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
 
 
 def upstream_headers(
-    client_headers: CIMultiDictProxy[str], settings: Settings, request_id: str
+    client_headers: CIMultiDictProxy[str], target: Target, request_id: str
 ) -> dict[str, str]:
+    extra = target.provider.forwarded_headers
     headers = {
         name: value
         for name, value in client_headers.items()
         if (lowered := name.lower()) in FORWARDED_REQUEST_HEADERS
         or lowered.startswith(FORWARDED_REQUEST_PREFIXES)
+        or lowered in extra
     }
     hop_by_hop = connection_options(client_headers)
     if hop_by_hop:
         headers = {name: value for name, value in headers.items() if name.lower() not in hop_by_hop}
     # Set last, so that nothing the client sends or names in Connection replaces them.
-    headers.update(gateway_headers(settings, request_id))
+    headers.update(gateway_headers(target, request_id))
     return headers
 
 
-def gateway_headers(settings: Settings, request_id: str) -> dict[str, str]:
-    """What the gateway itself sends upstream: its credential and identity, and the call's id."""
-    headers = {
-        "Authorization": f"Bearer {settings.openai_api_key}",
-        "X-Client-Request-Id": request_id,
-    }
-    if settings.openai_organization:
-        headers["OpenAI-Organization"] = settings.openai_organization
-    if settings.openai_project:
-        headers["OpenAI-Project"] = settings.openai_project
-    return headers
+def gateway_headers(target: Target, request_id: str) -> dict[str, str]:
+    """What the gateway itself sends upstream: the target's credential, and the call's id."""
+    return {**target.credential, "X-Client-Request-Id": request_id}
 
 
 def client_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
@@ -127,16 +125,17 @@ class CredentialAlarm:
         self.refusing = False
         self.unreported = 0
 
-    def refused(self, status: int) -> None:
+    def refused(self, status: int, source: str) -> None:
         self.unreported += 1
         self.refusing = True
         if not self._line.due():
             return
         log.error(
             "upstream refused the gateway's credential with HTTP %d (refused calls since the"
-            " last report: %d): check OPENAI_API_KEY, OPENAI_ORGANIZATION and OPENAI_PROJECT",
+            " last report: %d): check %s",
             status,
             self.unreported,
+            source,
         )
         self.unreported = 0
 

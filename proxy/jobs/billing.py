@@ -14,6 +14,7 @@ from proxy.jobs.kinds import Job, Kind, cost_of, is_priced, usage_of
 from proxy.jobs.store import JobStore
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
+from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics, usage_event
 from shared.limits import Settlement, to_nano, to_usd
 from shared.logs import Throttle
@@ -33,8 +34,10 @@ class Jobs:
         pricing: Pricing,
         settler: Settler,
         metrics: ProxyMetrics,
+        targets: Targets,
     ) -> None:
         self.store = store
+        self._targets = targets
         self._snapshot = snapshot
         self._pricing = pricing
         self._settler = settler
@@ -115,6 +118,8 @@ class Jobs:
         call = Call(
             request_id=job.job_id,
             key=key,
+            # A job whose setting has gone since is still charged; its event names no setting.
+            target=self._targets.of_job(job.setting_id) or self._targets.default,
             endpoint=f"{job.kind.root}/{job.job_id}",
             body=b"",
             model=job.model,

@@ -29,7 +29,7 @@ from proxy.jobs.kinds import (
     resource_of,
 )
 from proxy.paths import upstream_url
-from proxy.typedefs import PRICING, SESSION, SETTINGS
+from proxy.typedefs import PRICING, SESSION
 from proxy.upstream import gateway_headers
 from shared.jsonutil import loads_object
 from shared.limits import has_cost_limits
@@ -64,6 +64,7 @@ class Creation:
             model if isinstance(model, str) else "",
             endpoint if isinstance(endpoint, str) else "",
             self.call.request_id,
+            self.call.target.setting_id,
         )
         self.jobs.spawn(self.jobs.record(job))
 
@@ -102,7 +103,7 @@ async def track(app: web.Application, method: str, call: Call) -> Creation | Rea
                 "responses", "a streamed background response is not metered (drop stream)"
             )
         if kind is BATCH and has_cost_limits(call.key):
-            body = {**body, "model": await batch_model(app, body.get("input_file_id"))}
+            body = {**body, "model": await batch_model(app, call, body.get("input_file_id"))}
         if has_cost_limits(call.key):
             refuse_unpriced(app[PRICING], kind, body)
         return Creation(app[JOBS], kind, call, body)
@@ -134,17 +135,17 @@ def refuse_unpriced(pricing: Pricing, kind: Kind, body: dict[str, Any]) -> None:
         raise model_not_priced(str(model))
 
 
-async def batch_model(app: web.Application, file_id: object) -> str:
+async def batch_model(app: web.Application, call: Call, file_id: object) -> str:
     """The model of a batch, from the first line of its input file (a batch has one model)."""
     if not isinstance(file_id, str) or not JOB_ID.fullmatch(file_id):
         return ""
-    settings = app[SETTINGS]
-    url = upstream_url(settings.openai_base_url, f"files/{file_id}/content", "")
+    target = call.target
+    url = upstream_url(target.base_url, f"files/{file_id}/content", "")
     line = b""
     try:
         async with app[SESSION].get(
             url,
-            headers=gateway_headers(settings, file_id),
+            headers=gateway_headers(target, file_id),
             timeout=aiohttp.ClientTimeout(total=FILE_READ_TIMEOUT),
             allow_redirects=False,
         ) as answer:

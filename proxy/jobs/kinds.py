@@ -63,6 +63,7 @@ class Job:
     model: str  # what the creation named; a batch's is known once upstream has read its file
     endpoint: str  # a batch's endpoint, else ""
     request_id: str  # of the creating call
+    setting_id: str = ""  # the provider setting it was created through; "": the gateway's own
 
     def record(self) -> bytes:
         return orjson.dumps(
@@ -71,6 +72,7 @@ class Job:
                 "model": self.model,
                 "endpoint": self.endpoint,
                 "request_id": self.request_id,
+                "setting_id": self.setting_id,
             }
         )
 
@@ -84,6 +86,7 @@ class Job:
             fields["model"],
             fields["endpoint"],
             fields["request_id"],
+            fields.get("setting_id", ""),  # records written before settings existed lack it
         )
 
 

@@ -19,9 +19,9 @@ from proxy.jobs.billing import JOBS, Jobs
 from proxy.jobs.kinds import Job, is_finished, resource_of
 from proxy.jobs.store import JobStore
 from proxy.paths import upstream_url
-from proxy.typedefs import LIMITS, METRICS, PRICING, SESSION, SETTINGS, SETTLER, SNAPSHOT
+from proxy.targets import Targets
+from proxy.typedefs import LIMITS, METRICS, PRICING, SESSION, SETTLER, SNAPSHOT, TARGETS
 from proxy.upstream import gateway_headers
-from shared.config import Settings
 from shared.runtime import raise_if_cancelled, stop_task
 
 log = logging.getLogger("gateway.jobs")
@@ -35,10 +35,10 @@ DRAIN_TIMEOUT = 5.0
 
 
 class JobWatcher:
-    def __init__(self, jobs: Jobs, session: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(self, jobs: Jobs, session: aiohttp.ClientSession, targets: Targets) -> None:
         self._jobs = jobs
         self._session = session
-        self._settings = settings
+        self._targets = targets
         self._holder = os.urandom(8).hex()
         self._polls = asyncio.Semaphore(CONCURRENT_POLLS)
         self._failing = False
@@ -74,12 +74,14 @@ class JobWatcher:
         return resource is None
 
     async def _fetch(self, job: Job) -> dict[str, Any] | None:
-        settings = self._settings
-        url = upstream_url(settings.openai_base_url, f"{job.kind.root}/{job.job_id}", "")
+        target = self._targets.of_job(job.setting_id)
+        if target is None:
+            return None  # its setting is gone, or not loaded yet: read again later
+        url = upstream_url(target.base_url, f"{job.kind.root}/{job.job_id}", "")
         try:
             async with self._session.get(
                 url,
-                headers=gateway_headers(settings, job.request_id),
+                headers=gateway_headers(target, job.request_id),
                 timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT),
                 allow_redirects=False,
             ) as answer:
@@ -105,8 +107,9 @@ async def job_watcher(app: web.Application) -> AsyncIterator[None]:
         app[PRICING],
         app[SETTLER],
         app[METRICS],
+        app[TARGETS],
     )
-    watcher = JobWatcher(jobs, app[SESSION], app[SETTINGS])
+    watcher = JobWatcher(jobs, app[SESSION], app[TARGETS])
     task = asyncio.create_task(watcher.run(), name="job-watcher")
     yield
     await stop_task(task)

@@ -19,6 +19,7 @@ from proxy.multipart import MalformedForm, read_form
 from shared.limits import to_nano
 from shared.models import Key
 from shared.pricing import Pricing
+from tests.unit.targets import OPENAI_TARGET
 
 LIMITED = Key(key_id="k", name="", key_hash="h", created_at=0, updated_at=0, cost_limit_in_usd=5)
 UNLIMITED = Key(key_id="k", name="", key_hash="h", created_at=0, updated_at=0)
@@ -67,7 +68,7 @@ def call_for(
         headers=CIMultiDict({"Content-Type": content_type}),
         match_info={"tail": endpoint},
     )
-    return new_call(request, key, body, "r")
+    return new_call(request, OPENAI_TARGET, key, body, "r")
 
 
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"

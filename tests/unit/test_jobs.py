@@ -33,8 +33,10 @@ from proxy.jobs.kinds import (
 from proxy.jobs.store import JOBS_INDEX, LEASE, JobStore
 from proxy.jobs.watcher import JobWatcher
 from proxy.metering import Usage
+from proxy.provider_settings import SettingSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
+from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics
 from proxy.typedefs import PRICING
 from shared.config import RedisSettings, Settings
@@ -43,6 +45,7 @@ from shared.metrics import Metrics
 from shared.models import Key
 from shared.pricing import Pricing, Rates
 from shared.redispipe import RedisPipe
+from tests.unit.targets import OPENAI_TARGET
 
 RATES = Rates(input=1e-4, output=1e-3, cached_input=2.5e-5, training=2e-4)
 MODEL = "priced-model"
@@ -112,8 +115,9 @@ def app(pipe: RedisPipe) -> web.Application:
     application = web.Application()
     application[PRICING] = Pricing({MODEL: RATES})
     settler = Settler(LimitEngine(pipe, 60), errors())
+    targets = Targets(Settings(), SettingSnapshot())
     application[JOBS] = Jobs(
-        JobStore(pipe), KeySnapshot(), application[PRICING], settler, metrics()
+        JobStore(pipe), KeySnapshot(), application[PRICING], settler, metrics(), targets
     )
     return application
 
@@ -129,7 +133,7 @@ def metrics() -> ProxyMetrics:
 def call_of(endpoint: str, body: dict[str, Any] | None = None, **key_fields: Any) -> Call:
     raw = orjson.dumps(body) if body is not None else b""
     payload = body if endpoint == "responses" else None
-    return Call("req-1", new_key(**key_fields), endpoint, raw, payload)
+    return Call("req-1", new_key(**key_fields), OPENAI_TARGET, endpoint, raw, payload)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +262,8 @@ async def test_a_job_created_while_redis_is_away_is_recorded_once_it_is_back(
     store: JobStore,
 ) -> None:
     away = RedisPipe(RedisSettings(hosts=("127.0.0.1",), port=1))
-    jobs = Jobs(JobStore(away), KeySnapshot(), Pricing(), None, metrics())  # type: ignore[arg-type]
+    targets = Targets(Settings(), SettingSnapshot())
+    jobs = Jobs(JobStore(away), KeySnapshot(), Pricing(), None, metrics(), targets)  # type: ignore[arg-type]
     job = job_of(new_key(), "batch_late")
     with pytest.raises(OSError):
         await jobs.record(job)
@@ -297,12 +302,13 @@ async def world(
     flusher = asyncio.create_task(settler.run())
     pricing = Pricing({MODEL: RATES})
     # Two replicas: each its own Jobs and watcher, sharing Redis and the settlement queue.
-    jobs = [Jobs(store, snapshot, pricing, settler, metrics()) for _ in range(2)]
+    targets = Targets(settings, SettingSnapshot())
+    jobs = [Jobs(store, snapshot, pricing, settler, metrics(), targets) for _ in range(2)]
     async with (
         aiohttp.ClientSession() as session,
         openai.AsyncOpenAI(base_url=settings.openai_base_url, api_key="x", max_retries=0) as sdk,
     ):
-        watchers = [JobWatcher(each, session, settings) for each in jobs]
+        watchers = [JobWatcher(each, session, targets) for each in jobs]
         yield World(key, jobs, watchers, engine, sdk)
     settler.close(within=2)
     await flusher

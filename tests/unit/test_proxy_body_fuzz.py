@@ -20,6 +20,7 @@ from proxy.calls import CHAT, COMPLETIONS, Call, new_call
 from proxy.endpoints import METERED, POST_BILLING
 from proxy.errors import ProxyError
 from shared.models import Key
+from tests.unit.targets import OPENAI_TARGET
 
 KEY = Key(key_id="k", name="fuzz", key_hash="h", created_at=0, updated_at=0)
 METERED_ENDPOINTS = sorted(path for path, billing in POST_BILLING.items() if billing in METERED)
@@ -104,7 +105,7 @@ def request_for(endpoint: str, content_type: str = "application/json") -> web.Re
 def parse(endpoint: str, body: bytes, content_type: str = "application/json") -> Call | None:
     """The Call, or None when refused the documented way (a ProxyError 400)."""
     try:
-        return new_call(request_for(endpoint, content_type), KEY, body, "req-id")
+        return new_call(request_for(endpoint, content_type), OPENAI_TARGET, KEY, body, "req-id")
     except ProxyError as error:
         assert (error.status, error.code) == (400, "invalid_json")
         return None

@@ -14,14 +14,14 @@ import proxy.__main__
 from proxy.admission import reservation_nano
 from proxy.app import create_app
 from proxy.calls import CHAT, Call
-from proxy.typedefs import PRICING
+from proxy.typedefs import PRICING, TARGETS
 from shared.config import Settings
 from shared.models import Key
 
 app = create_app(Settings.from_env())
 key = Key(key_id="k", name="", key_hash="h", created_at=0, updated_at=0, cost_limit_in_usd=1)
 payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Grüße"}]}
-call = Call("r", key, CHAT, b"", payload, model="gpt-4o-mini")
+call = Call("r", key, app[TARGETS].default, CHAT, b"", payload, model="gpt-4o-mini")
 assert reservation_nano(call, app[PRICING]) > 0
 print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 """

@@ -12,13 +12,14 @@ from proxy.calls import CHAT, COMPLETIONS, RESPONSES, Call
 from shared.limits import to_nano
 from shared.models import Key
 from shared.pricing import Pricing
+from tests.unit.targets import OPENAI_TARGET
 
 KEY = Key(key_id="k", name="", key_hash="h", created_at=0, updated_at=0, cost_limit_in_usd=5)
 PRICING = Pricing()
 
 
 def reserved(endpoint: str, payload: dict[str, Any]) -> int:
-    call = Call("r", KEY, endpoint, b"", payload, model=payload["model"])
+    call = Call("r", KEY, OPENAI_TARGET, endpoint, b"", payload, model=payload["model"])
     return reservation_nano(call, PRICING)
 
 

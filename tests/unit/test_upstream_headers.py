@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.providers import OPENAI
 from proxy.upstream import client_headers, upstream_headers
 from shared.config import Settings
 
@@ -28,7 +29,7 @@ def test_only_the_allowlist_and_the_gateway_own_headers_go_upstream() -> None:
             ("X-Stainless-Os", "Linux"),
             ("OpenAI-Beta", "assistants=v2"),
         ),
-        SETTINGS,
+        OPENAI.default_target(SETTINGS),
         "req-1",
     )
     assert sent == {
@@ -50,7 +51,7 @@ def test_headers_the_clients_connection_names_stay_at_the_proxy() -> None:
             ("X-Stainless-Lang", "python"),
             ("OpenAI-Beta", "assistants=v2"),
         ),
-        SETTINGS,
+        OPENAI.default_target(SETTINGS),
         "req-1",
     )
     assert "X-Stainless-Lang" in sent
