@@ -79,6 +79,10 @@ def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None
             "streamed": event["streamed"] in (True, "1"),
             "created_at": datetime.fromtimestamp(float(event["time"]), UTC),
             "recorded_at": recorded_at(entry_id),
+            # Proxies before there were other providers sent none of these.
+            "provider": _text(event.get("provider", "openai")),
+            "setting_id": _text(event.get("setting_id", "")),
+            "cache_creation_tokens": int(event.get("cache_creation_tokens", 0)),
         }
     # JSONDecodeError and UnicodeDecodeError are ValueErrors.
     except (KeyError, TypeError, ValueError, OverflowError):

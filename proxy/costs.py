@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +31,7 @@ def most_usd(call: Call, pricing: Pricing) -> float:
     per_image = image_price(call, pricing)
     if per_image is not None:
         return per_image
-    rates = pricing.rates(call.model)
+    rates = rates_of(call, call.model, pricing)
     if rates is None:
         raise model_not_priced(call.model)
     return bound(call, rates)
@@ -41,9 +42,9 @@ def cost_usd(call: Call, pricing: Pricing) -> float | None:
     per_image = image_price(call, pricing)
     if per_image is not None:
         return per_image
-    rates = pricing.rates(call.reported_model) if call.reported_model else None
+    rates = rates_of(call, call.reported_model, pricing) if call.reported_model else None
     if rates is None:
-        rates = pricing.rates(call.model)
+        rates = rates_of(call, call.model, pricing)
     if rates is None:
         return None
     usage = call.usage
@@ -59,6 +60,31 @@ def cost_usd(call: Call, pricing: Pricing) -> float | None:
     elif call.billing is Billing.SPEECH and not usage.output_audio_tokens:
         usage = replace(usage, output_audio_tokens=usage.completion_tokens)
     return token_cost(rates, usage)
+
+
+def rates_of(call: Call, model: str, pricing: Pricing) -> Rates | None:
+    """The setting's costMap first, then PRICING_FILE, then the price library at the provider."""
+    setting = call.target.setting
+    if setting is not None and setting.cost_map:
+        rates = cost_map_rates(setting.cost_map, call.endpoint, model)
+        if rates is not None:
+            return rates
+    return pricing.rates(model, call.target.provider.price_provider)
+
+
+def cost_map_rates(
+    cost_map: Mapping[str, Mapping[str, float]], endpoint: str, model: str
+) -> Rates | None:
+    """A setting's prices in USD per 1,000 tokens; None when it names none for the model."""
+    if endpoint == "embeddings":
+        embeddings = cost_map.get("embeddingsCostPerModel", {}).get(model)
+        return None if embeddings is None else Rates(embeddings / 1000, 0.0, embeddings / 1000)
+    prompt = cost_map.get("promptCostPerModel", {}).get(model)
+    completion = cost_map.get("completionCostPerModel", {}).get(model)
+    if prompt is None and completion is None:
+        return None
+    prompt_per_token = (prompt or 0.0) / 1000
+    return Rates(prompt_per_token, (completion or 0.0) / 1000, prompt_per_token)
 
 
 def answer_has_usage(call: Call) -> bool:

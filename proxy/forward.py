@@ -91,7 +91,7 @@ async def handle(request: web.Request, provider: Provider) -> web.StreamResponse
         outcome = (error.status, error.code)
         return provider.error_response(error, request_id)
     finally:
-        finish(app, request, request_id, call, outcome, started)
+        finish(app, request, provider, request_id, call, outcome, started)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -254,6 +254,7 @@ def counted_stream(call: Call, meter: Meter) -> Usage:
 def finish(
     app: web.Application,
     request: web.Request,
+    provider: Provider,
     request_id: str,
     call: Call | None,
     outcome: tuple[int, str],
@@ -272,7 +273,17 @@ def finish(
         event = usage_event(call, cost, latency) if call.upstream_started else None
         if event is not None or reservation:
             app[SETTLER].submit(Settlement(call.key, cost, reservation, event))
-    record_call(app[METRICS], app[CALL_LOG], request_id, request.path, call, outcome, latency, cost)
+    record_call(
+        app[METRICS],
+        app[CALL_LOG],
+        request_id,
+        request,
+        provider.name,
+        call,
+        outcome,
+        latency,
+        cost,
+    )
 
 
 def charge(app: web.Application, call: Call, status: int) -> int:

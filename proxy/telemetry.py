@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass, field
 
 import orjson
+from aiohttp import web
 
 from proxy.calls import Call
-from proxy.paths import OPENAI_PREFIX
 from shared.limits import to_usd
 from shared.logs import HotLog
 from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics, Series
@@ -70,15 +70,18 @@ class ProxyMetrics:
     unpriced: Counter
     redis_errors: Counter
     postgres_errors: Counter
-    _calls: dict[tuple[str, int, bool], CallSeries] = field(default_factory=dict)
+    _calls: dict[tuple[str, str, int, bool], CallSeries] = field(default_factory=dict)
     _models: dict[str, ModelSeries] = field(default_factory=dict)
 
-    def of_call(self, endpoint: str, status: int, streamed: bool) -> CallSeries:
-        found = self._calls.get((endpoint, status, streamed))
+    def of_call(self, provider: str, endpoint: str, status: int, streamed: bool) -> CallSeries:
+        found = self._calls.get((provider, endpoint, status, streamed))
         if found is None:
-            found = self._calls[endpoint, status, streamed] = CallSeries(
+            found = self._calls[provider, endpoint, status, streamed] = CallSeries(
                 self.requests.series(
-                    endpoint=endpoint, status=str(status), streamed="1" if streamed else "0"
+                    provider=provider,
+                    endpoint=endpoint,
+                    status=str(status),
+                    streamed="1" if streamed else "0",
                 ),
                 self.duration.series(endpoint=endpoint),
                 self.upstream.series(endpoint=endpoint),
@@ -108,8 +111,8 @@ class ProxyMetrics:
         return cls(
             requests=metrics.counter(
                 "gateway_proxy_requests_total",
-                "Proxied calls by endpoint, status and whether they streamed",
-                ("endpoint", "status", "streamed"),
+                "Proxied calls by provider, endpoint, status and whether they streamed",
+                ("provider", "endpoint", "status", "streamed"),
             ),
             duration=metrics.histogram(
                 "gateway_proxy_request_seconds", "Whole time of a proxied call", ("endpoint",)
@@ -165,6 +168,8 @@ def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
             "upstream_ms": round(call.upstream_seconds * 1000, 3),
             "streamed": call.streamed,
             "time": time.time(),
+            "provider": call.target.provider.name,
+            "setting_id": call.target.setting_id,
         }
     )
 
@@ -173,7 +178,8 @@ def record_call(
     metrics: ProxyMetrics,
     call_log: HotLog,
     request_id: str,
-    path: str,
+    request: web.Request,
+    provider: str,
     call: Call | None,
     outcome: tuple[int, str],
     latency: float,
@@ -183,9 +189,9 @@ def record_call(
     status, refusal = outcome
     # A call refused before it was read (no key, say) is labelled by its path all the same.
     endpoint = endpoint_label(
-        call.endpoint if call is not None else path.removeprefix(OPENAI_PREFIX)[1:]
+        call.endpoint if call is not None else request.match_info.get("tail", "").strip("/")
     )
-    series = metrics.of_call(endpoint, status, call is not None and call.streamed)
+    series = metrics.of_call(provider, endpoint, status, call is not None and call.streamed)
     series.requests.inc()
     series.duration.observe(latency)
     if refusal:
@@ -208,8 +214,10 @@ def record_call(
         {
             "request_id": request_id,
             "key_id": call.key.key_id if call is not None else "",
+            "provider": provider,
+            "setting_id": call.target.setting_id if call is not None else "",
             "model": model,
-            "path": path,
+            "path": request.path,
             "status": status,
             "refusal": refusal,
             "prompt_tokens": usage.prompt_tokens if usage else 0,

@@ -72,6 +72,9 @@ usage_events = sa.Table(
     sa.Column("streamed", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("provider", sa.Text, nullable=False, server_default="openai"),
+    sa.Column("setting_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("cache_creation_tokens", sa.Integer, nullable=False, server_default="0"),
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)

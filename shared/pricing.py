@@ -115,17 +115,16 @@ def price_or(price: float | None, fallback: float) -> float:
     return fallback if price is None else price
 
 
-def _price(model: str, **usage: int) -> Decimal:
-    return calc_price(Usage(**usage), model, provider_id="openai").total_price
-
-
-def _library_rates(model: str) -> Rates | None:
+def _library_rates(model: str, provider: str | None) -> Rates | None:
     try:
         fresh = calc_price(
-            Usage(input_tokens=_MILLION, output_tokens=_MILLION), model, provider_id="openai"
+            Usage(input_tokens=_MILLION, output_tokens=_MILLION), model, provider_id=provider
         )
     except LookupError:
         return None
+
+    def _price(model: str, **usage: int) -> Decimal:
+        return calc_price(Usage(**usage), model, provider_id=provider).total_price
 
     def per_token(**usage: int) -> float:
         return float(_price(model, **usage)) / _MILLION
@@ -223,9 +222,10 @@ class Pricing:
     def from_file(cls, path: str) -> Pricing:
         return cls(load_overrides(path) if path else None)
 
-    def rates(self, model: str) -> Rates | None:
-        """The model's rates, or None for a model no price is known for."""
-        return self._lookup(model, warn=True)
+    def rates(self, model: str, provider: str | None = "openai") -> Rates | None:
+        """The model's rates at `provider` (None: whichever serves it), or None for a model no
+        price is known for. PRICING_FILE's prices hold at every provider."""
+        return self._lookup(model, warn=True, provider=provider)
 
     def image_price(self, model: str, size: str, quality: str) -> float | None:
         """USD per image of `size` ("1024x1024") and `quality`, for a model priced by the image."""
@@ -240,25 +240,27 @@ class Pricing:
                 return price
         return None
 
-    def _lookup(self, name: str, warn: bool) -> Rates | None:
+    def _lookup(self, name: str, warn: bool, provider: str | None = "openai") -> Rates | None:
         found = self._rates.get(name)
         if found is not None:
             return found
-        found = self._library.get(name)
+        # OpenAI's names stand alone, as they did before there were other providers.
+        held = name if provider == "openai" else f"{provider}/{name}"
+        found = self._library.get(held)
         if found is not None:
-            self._library.move_to_end(name)
+            self._library.move_to_end(held)
             return found
-        if name in self.unpriced:
-            self.unpriced.move_to_end(name)
+        if held in self.unpriced:
+            self.unpriced.move_to_end(held)
             return None
-        rates = _library_rates(name) if name else None
+        rates = _library_rates(name, provider) if name else None
         if rates is not None:
             # The library matches names by prefix and pattern too: clients can mint them freely.
-            self._library[name] = rates
+            self._library[held] = rates
             if len(self._library) > PRICED_KEPT:
                 self._library.popitem(last=False)
             return rates
-        self.unpriced[name] = None
+        self.unpriced[held] = None
         if len(self.unpriced) > UNPRICED_KEPT:
             self.unpriced.popitem(last=False)
         if warn:

@@ -97,7 +97,8 @@ async def test_metrics_parse_and_count_the_call(gateway: Gateway) -> None:
         for s in family.samples
     }
     key = ("gateway_proxy_requests_total",
-           (("endpoint", "chat/completions"), ("status", "200"), ("streamed", "0")))  # fmt: skip
+           (("endpoint", "chat/completions"), ("provider", "openai"), ("status", "200"),
+            ("streamed", "0")))  # fmt: skip
     assert samples[key] == 1
     tokens = ("gateway_proxy_tokens_total", (("kind", "completion"), ("model", "gpt-4o-mini")))
     assert samples[tokens] == 5
