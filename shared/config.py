@@ -33,6 +33,12 @@ class _Reader:
         assert value is not None
         return value
 
+    def url(self, name: str, default: str) -> str:
+        value = self.text(name, default).rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}: not an http(s) URL: {value!r}")
+        return value
+
     def duration(self, name: str, default: str) -> float:
         value = self.text(name, default)
         try:
@@ -132,6 +138,7 @@ class Settings:
     openai_base_url: str = "https://api.openai.com/v1"
     openai_organization: str = ""
     openai_project: str = ""
+    anthropic_base_url: str = "https://api.anthropic.com"
     keymgmt_host: str = "0.0.0.0"
     keymgmt_port: int = 8001
     proxy_host: str = "0.0.0.0"
@@ -172,16 +179,14 @@ class Settings:
             read_timeout=env.duration("REDIS_READ_TIME_OUT", "1s"),
             write_timeout=env.duration("REDIS_WRITE_TIME_OUT", "500ms"),
         )
-        base_url = env.text("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"OPENAI_BASE_URL: not an http(s) URL: {base_url!r}")
         return cls(
             postgres=postgres,
             redis=redis,
             openai_api_key=env.text("OPENAI_API_KEY", ""),
-            openai_base_url=base_url,
+            openai_base_url=env.url("OPENAI_BASE_URL", "https://api.openai.com/v1"),
             openai_organization=env.text("OPENAI_ORGANIZATION", ""),
             openai_project=env.text("OPENAI_PROJECT", ""),
+            anthropic_base_url=env.url("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
             keymgmt_host=env.text("KEYMGMT_HOST", "0.0.0.0"),
             keymgmt_port=env.port("KEYMGMT_PORT", 8001),
             proxy_host=env.text("PROXY_HOST", "0.0.0.0"),
