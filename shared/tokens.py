@@ -53,6 +53,7 @@ IMAGE_TOKENS_MOST_BY_PREFIX = (  # only families above the default; longest pref
     ("gpt-5-mini", 2489),
     ("gpt-5-nano", 3779),
     ("o4-mini", 2642),
+    ("claude", 1600),  # Claude scales an image down to about 1.15 megapixels, 750 pixels a token
 )
 # Input audio costs a token per 100 ms, and no format the API takes (wav, mp3) carries a second
 # of sound in fewer than 1,000 bytes (8 kbit/s).
@@ -162,7 +163,7 @@ def _part_tokens(part: dict[str, Any], count: TextCounter, image_tokens: int) ->
     kind = part.get("type")
     if isinstance(part.get("text"), str):
         return count(part["text"])
-    if kind in ("image_url", "input_image"):
+    if kind in ("image_url", "input_image", "image"):  # "image": Anthropic's block
         return image_tokens
     if kind == "input_audio" and isinstance(part.get("input_audio"), dict):
         return audio_tokens_most(_base64_bytes(part["input_audio"].get("data")))
@@ -170,6 +171,21 @@ def _part_tokens(part: dict[str, Any], count: TextCounter, image_tokens: int) ->
         file = part.get("file") if kind == "file" else part
         # A token a byte, as for text; a file sent by id is not seen here and counts 0.
         return _base64_bytes(file.get("file_data")) if isinstance(file, dict) else 0
+    return _anthropic_block_tokens(part, kind, count, image_tokens)
+
+
+def _anthropic_block_tokens(
+    block: dict[str, Any], kind: Any, count: TextCounter, image_tokens: int
+) -> int:
+    if kind == "tool_use":
+        return _json_tokens(block.get("input"), count) + _json_tokens(block.get("name"), count)
+    if kind == "tool_result":
+        return _content_tokens(block.get("content"), count, image_tokens)
+    if kind == "document" and isinstance(block.get("source"), dict):
+        source = block["source"]
+        if isinstance(source.get("data"), str) and source.get("type") == "text":
+            return count(source["data"])
+        return _base64_bytes(source.get("data"))  # a PDF: a token a byte, as for files
     return 0
 
 
@@ -206,6 +222,22 @@ def count_chat_prompt(
         for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
                 total += _json_tokens(call["function"], count)
+    if body.get("tools"):
+        total += _json_tokens(body["tools"], count)
+    return total
+
+
+def count_messages_prompt(
+    body: dict[str, Any], count: TextCounter, image_tokens: int = IMAGE_TOKENS
+) -> int:
+    """An Anthropic Messages request's prompt tokens: system, messages and their blocks, tools."""
+    total = _content_tokens(body.get("system"), count, image_tokens)
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict):
+            total += TOKENS_PER_MESSAGE + _content_tokens(
+                message.get("content"), count, image_tokens
+            )
     if body.get("tools"):
         total += _json_tokens(body["tools"], count)
     return total
