@@ -159,8 +159,8 @@ def _events(plan: _Plan) -> Iterator[bytes]:
             error = {"type": "overloaded_error", "message": "Overloaded"}
             yield sse_event({"type": "error", "error": error})
             return
-        delta = {"type": kind, field: piece}
-        yield sse_event({"type": "content_block_delta", "index": 0, "delta": delta})
+        piece_delta = {"type": kind, field: piece}
+        yield sse_event({"type": "content_block_delta", "index": 0, "delta": piece_delta})
     yield sse_event({"type": "content_block_stop", "index": 0})
     # Cumulative: Anthropic now repeats the input and cache counts here.
     final_usage = {
@@ -172,8 +172,8 @@ def _events(plan: _Plan) -> Iterator[bytes]:
             "output_tokens",
         )
     }
-    delta: JSON = {"stop_reason": plan.stop_reason, "stop_sequence": None}
-    yield sse_event({"type": "message_delta", "delta": delta, "usage": final_usage})
+    stop = {"stop_reason": plan.stop_reason, "stop_sequence": None}
+    yield sse_event({"type": "message_delta", "delta": stop, "usage": final_usage})
     yield sse_event({"type": "message_stop"})
 
 
