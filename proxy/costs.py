@@ -96,7 +96,7 @@ def answer_has_usage(call: Call) -> bool:
 
 def token_cost(rates: Rates, usage: Usage) -> float:
     if not (usage.audio_tokens or usage.image_tokens or usage.output_audio_tokens) and not (
-        usage.output_image_tokens or usage.seconds
+        usage.output_image_tokens or usage.seconds or usage.cache_creation_tokens
     ):
         return rates.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     return rates.cost(
@@ -108,6 +108,7 @@ def token_cost(rates: Rates, usage: Usage) -> float:
         output_audio_tokens=usage.output_audio_tokens,
         output_image_tokens=usage.output_image_tokens,
         seconds=usage.seconds,
+        cache_write_tokens=usage.cache_creation_tokens,
     )
 
 

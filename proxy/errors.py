@@ -1,8 +1,11 @@
-"""Errors the proxy makes itself, in the OpenAI shape, so that the SDKs raise the right type."""
+"""Errors the proxy makes itself, in the shape of the provider a path serves (OpenAI's unless
+an adapter says otherwise), so that each vendor's SDK raises the right type."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -25,19 +28,45 @@ class ProxyError(Exception):
         self.code = code
         self.headers = headers
 
-    def response(self, request_id: str) -> web.Response:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": None,
-                "code": self.code,
-            }
-        }
+    def response(self, request_id: str, shape: ErrorShape | None = None) -> web.Response:
+        body = (shape or openai_shape)(self)
         headers = {"X-Request-Id": request_id}
         if self.headers:
             headers.update(self.headers)
         return json_response(body, status=self.status, headers=headers)
+
+
+ErrorShape = Callable[[ProxyError], dict[str, Any]]
+
+
+def openai_shape(error: ProxyError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.error_type,
+            "param": None,
+            "code": error.code,
+        }
+    }
+
+
+# Anthropic's error types by status (docs.anthropic.com, "Errors").
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_shape(error: ProxyError) -> dict[str, Any]:
+    """`{"type": "error", "error": {"type", "message"}}`, the type from the status."""
+    fallback = "api_error" if error.status >= 500 else "invalid_request_error"
+    error_type = ANTHROPIC_ERROR_TYPES.get(error.status, fallback)
+    return {"type": "error", "error": {"type": error_type, "message": error.message}}
 
 
 def invalid_api_key(message: str) -> ProxyError:

@@ -12,6 +12,7 @@ top-level members metering needs; the rest of it is never built.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ TEXT_CHARS = 1024**2  # text kept before what is safe to count of it is counted
 _LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
 _EVENT_END = re.compile(_LINE_END + _LINE_END)  # a line end, then a blank line
 _CR = ord("\r")
-_USAGE_KEY = b'"usage"'
+USAGE_KEY = b'"usage"'
 _TERMINATOR_TAIL = 3  # bytes of a blank line that may have arrived before the rest of it
 # In cl100k and o200k no pre-token ends with a space, or runs on from a line end into
 # anything but whitespace or a slash.
@@ -39,13 +40,14 @@ _PRETOKEN_START = re.compile(r"(?= \S)|(?<=[\r\n])(?=[^\s/])")
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # part of prompt_tokens: read from a prompt cache
     # Parts of the token counts above, priced at their own rates where a model has them.
     audio_tokens: int = 0
     image_tokens: int = 0
     output_audio_tokens: int = 0
     output_image_tokens: int = 0
     seconds: float = 0.0  # audio transcribed, for models billed by the second
+    cache_creation_tokens: int = 0  # part of prompt_tokens: written to a prompt cache
 
 
 def _seconds(value: Any) -> float:
@@ -128,8 +130,13 @@ def answer_text(body: bytes) -> str:
 
 def _streamed_text(payload: dict[str, Any]) -> str:
     """The generated text an event carries, in any of the streamed shapes."""
-    if isinstance(payload.get("delta"), str) and str(payload.get("type", "")).endswith(".delta"):
-        return payload["delta"]  # responses API: output text and function-call arguments
+    delta = payload.get("delta")
+    if isinstance(delta, str) and str(payload.get("type", "")).endswith(".delta"):
+        return delta  # responses API: output text and function-call arguments
+    if isinstance(delta, dict):  # Anthropic's content_block_delta: text, tool input, thinking
+        for name in ("text", "partial_json", "thinking"):
+            if isinstance(delta.get(name), str):
+                return str(delta[name])
     pieces = []
     for choice in _list(payload.get("choices")):
         if not isinstance(choice, dict):
@@ -191,6 +198,11 @@ class StreamMeter:
         self._boil_down()
         return self._counted + self.count("".join(self._text))
 
+    def usage_when_cut(self, prompt_tokens: Callable[[], int]) -> Usage:
+        """What to bill a stream that ended without usage: `prompt_tokens` estimates the
+        prompt, the streamed text is counted. Counts with tiktoken: off the event loop."""
+        return Usage(prompt_tokens(), self.completion_tokens())
+
     def _relay_split(self, data: bytes, blank_line: bytes) -> bytes:
         """Relay the events of data whose every line ends alike (LF, or CRLF)."""
         end = data.rfind(blank_line)
@@ -199,7 +211,7 @@ class StreamMeter:
             return self._bound_pending()
         end += len(blank_line)
         complete, self._pending = data[:end], data[end:]
-        if self.usage is None and complete.find(_USAGE_KEY) < 0:  # find: quicker than "in"
+        if self.usage is None and complete.find(USAGE_KEY) < 0:  # find: quicker than "in"
             self._raw.append(complete)  # cheap path: nothing to decide yet
             self._raw_bytes = raw_bytes = self._raw_bytes + end
             if raw_bytes > RAW_TEXT_BYTES:
@@ -255,16 +267,14 @@ class StreamMeter:
 
     def _inspect(self, event: bytes) -> bool:
         """Take usage from an event; False when the event must not reach the client."""
-        payload = _event_json(event) if event.find(_USAGE_KEY) >= 0 else None
+        payload = event_json(event) if event.find(USAGE_KEY) >= 0 else None
         if payload is not None:
             response = payload.get("response")
             usage_holder: dict[str, Any] = response if isinstance(response, dict) else payload
             usage = parse_usage(usage_holder.get("usage"))
             if usage is not None:
                 self.usage = usage
-                self._raw.clear()
-                self._text.clear()
-                self._raw_bytes = self._text_chars = self._counted = 0
+                self._forget_text()
                 if isinstance(usage_holder.get("model"), str):
                     self.model = usage_holder["model"]
                 return not (self.drop_usage_chunk and payload.get("choices") == [])
@@ -275,6 +285,12 @@ class StreamMeter:
             else:
                 self._keep(event)
         return True
+
+    def _forget_text(self) -> None:
+        """Usage has come: the text kept for counting is of no more use."""
+        self._raw.clear()
+        self._text.clear()
+        self._raw_bytes = self._text_chars = self._counted = 0
 
     def _keep(self, events: bytes) -> None:
         """Keep events for counting; raw until there are many, then only their text."""
@@ -291,7 +307,7 @@ class StreamMeter:
         pieces = []
         for block in self._raw:
             for event in _EVENT_END.split(block) if _CR in block else block.split(b"\n\n"):
-                payload = _event_json(event)
+                payload = event_json(event)
                 if payload is not None:
                     pieces.append(_streamed_text(payload))
         self._raw.clear()
@@ -330,7 +346,7 @@ def _last_pretoken_start(text: str) -> int:
     return 0
 
 
-def _event_json(event: bytes) -> dict[str, Any] | None:
+def event_json(event: bytes) -> dict[str, Any] | None:
     data = b"\n".join(
         line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
     ).strip()

@@ -12,7 +12,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,9 @@ class Rates:
     per_image: float | None = None  # None: not priced by the image
     per_pixel: float | None = None
     training: float | None = None  # per trained token of a fine-tuning job; None: not known
+    # Per token written to a prompt cache (Anthropic's cache_creation_input_tokens). None: at
+    # the input price, as genai-prices and LiteLLM charge a model that has no write price.
+    cache_write: float | None = None
 
     def cost(
         self,
@@ -74,24 +76,28 @@ class Rates:
         output_image_tokens: int = 0,
         seconds: float = 0.0,
         characters: int = 0,
+        cache_write_tokens: int = 0,
     ) -> float:
-        """Token counts are totals: the audio, image and cached tokens are parts of them."""
+        """Token counts are totals: the audio, image, cached (cache reads) and cache-write
+        tokens are parts of them."""
         cached = _part(cached_tokens, prompt_tokens)
         if not (
             audio_tokens or image_tokens or output_audio_tokens or output_image_tokens
-        ) and not (seconds or characters):  # text only: most calls
+        ) and not (seconds or characters or cache_write_tokens):  # text only: most calls
             return (
                 (prompt_tokens - cached) * self.input
                 + cached * self.cached_input
                 + completion_tokens * self.output
             )
-        audio = _part(audio_tokens, prompt_tokens - cached)
-        image = _part(image_tokens, prompt_tokens - cached - audio)
+        written = _part(cache_write_tokens, prompt_tokens - cached)
+        audio = _part(audio_tokens, prompt_tokens - cached - written)
+        image = _part(image_tokens, prompt_tokens - cached - written - audio)
         output_audio = _part(output_audio_tokens, completion_tokens)
         output_image = _part(output_image_tokens, completion_tokens - output_audio)
         return (
-            (prompt_tokens - cached - audio - image) * self.input
+            (prompt_tokens - cached - written - audio - image) * self.input
             + cached * self.cached_input
+            + written * price_or(self.cache_write, self.input)
             + audio * price_or(self.input_audio, self.input)
             + image * price_or(self.input_image, self.input)
             + (completion_tokens - output_audio - output_image) * self.output
@@ -123,11 +129,11 @@ def _library_rates(model: str, provider: str | None) -> Rates | None:
     except LookupError:
         return None
 
-    def _price(model: str, **usage: int) -> Decimal:
-        return calc_price(Usage(**usage), model, provider_id=provider).total_price
+    def total(**usage: int) -> float:
+        return float(calc_price(Usage(**usage), model, provider_id=provider).total_price)
 
     def per_token(**usage: int) -> float:
-        return float(_price(model, **usage)) / _MILLION
+        return total(**usage) / _MILLION
 
     return Rates(
         input=float(fresh.input_price) / _MILLION,
@@ -137,8 +143,9 @@ def _library_rates(model: str, provider: str | None) -> Rates | None:
         output_audio=per_token(output_tokens=_MILLION, output_audio_tokens=_MILLION),
         input_image=per_token(input_tokens=_MILLION, input_image_tokens=_MILLION),
         output_image=per_token(output_tokens=_MILLION, output_image_tokens=_MILLION),
-        per_second=float(_price(model, audio_seconds=3600)) / 3600,
-        per_character=float(_price(model, input_characters=_MILLION)) / _MILLION,
+        per_second=total(audio_seconds=3600) / 3600,
+        per_character=per_token(input_characters=_MILLION),
+        cache_write=per_token(input_tokens=_MILLION, cache_write_tokens=_MILLION),
     )
 
 
@@ -146,6 +153,7 @@ def _library_rates(model: str, provider: str | None) -> Rates | None:
 TOKEN_FIELDS = {
     "output_cost_per_token": "output",
     "cache_read_input_token_cost": "cached_input",
+    "cache_creation_input_token_cost": "cache_write",
     "input_cost_per_audio_token": "input_audio",
     "output_cost_per_audio_token": "output_audio",
     "input_cost_per_image_token": "input_image",
@@ -223,8 +231,9 @@ class Pricing:
         return cls(load_overrides(path) if path else None)
 
     def rates(self, model: str, provider: str | None = "openai") -> Rates | None:
-        """The model's rates at `provider` (None: whichever serves it), or None for a model no
-        price is known for. PRICING_FILE's prices hold at every provider."""
+        """The model's rates at `provider` (its id in genai-prices; None: whichever serves the
+        model), or None for a model no price is known for. PRICING_FILE's prices hold for a
+        model at every provider."""
         return self._lookup(model, warn=True, provider=provider)
 
     def image_price(self, model: str, size: str, quality: str) -> float | None:
@@ -244,27 +253,27 @@ class Pricing:
         found = self._rates.get(name)
         if found is not None:
             return found
-        # OpenAI's names stand alone, as they did before there were other providers.
-        held = name if provider == "openai" else f"{provider}/{name}"
-        found = self._library.get(held)
+        # Remembered as LiteLLM names them: "gpt-4o", "anthropic/claude-sonnet-4".
+        key = name if provider == "openai" else f"{provider}/{name}"
+        found = self._library.get(key)
         if found is not None:
-            self._library.move_to_end(held)
+            self._library.move_to_end(key)
             return found
-        if held in self.unpriced:
-            self.unpriced.move_to_end(held)
+        if key in self.unpriced:
+            self.unpriced.move_to_end(key)
             return None
         rates = _library_rates(name, provider) if name else None
         if rates is not None:
             # The library matches names by prefix and pattern too: clients can mint them freely.
-            self._library[held] = rates
+            self._library[key] = rates
             if len(self._library) > PRICED_KEPT:
                 self._library.popitem(last=False)
             return rates
-        self.unpriced[held] = None
+        self.unpriced[key] = None
         if len(self.unpriced) > UNPRICED_KEPT:
             self.unpriced.popitem(last=False)
         if warn:
-            self._warn_unpriced(name)
+            self._warn_unpriced(key)
         return None
 
     def _warn_unpriced(self, model: str) -> None:

@@ -1,4 +1,6 @@
-"""A fast, deterministic fake of the OpenAI REST API (aiohttp), under the `/v1` prefix.
+"""A fast, deterministic fake of the OpenAI REST API (aiohttp), under the `/v1` prefix, that also
+speaks Anthropic's Messages API (`/v1/messages`, proxy/fakeupstream/anthropic.py) and Azure
+OpenAI's URL layouts (`/openai/...`, proxy/fakeupstream/azure.py).
 
 Used as the upstream in end-to-end tests, as the offline demo upstream
 (`python -m proxy.fakeupstream --port 9000`) and as the benchmark upstream, so the hot path
@@ -25,6 +27,19 @@ can compute the expected usage by hand):
 - transcriptions and translations hear a second of audio per 32,000 bytes of the file: whisper
   models report `{"type": "duration", "seconds": <rounded up>}` (and `duration` in
   `verbose_json`), other models 10 audio tokens a second in and the transcript's 5 words out;
+- Anthropic messages: a prompt costs the words of its text (system blocks, text blocks,
+  tool_result contents), plus 3 per message and 3 per tool (plus its description's words),
+  counted in cache-prefix order (tools, system, messages); the prompt up to the last block
+  marked with `cache_control` is cached: the part up to the breakpoint before it is read
+  (`cache_read_input_tokens`), the rest of it written (`cache_creation_input_tokens`), and
+  `input_tokens` is what follows the last breakpoint, so one breakpoint is all written and a
+  second one turns the first part into a read; the reply is counted as for chat, and a tool
+  call (`tools` given and the last message contains "call a tool") is the first tool's
+  `tool_use` with input {"query": "fake"}, streamed in 5 input_json_delta fragments;
+  `message_start` reports the input usage and 1 output token, `message_delta` all of it;
+  the last message containing `[fake:429]` is a 429 rate_limit_error, `[fake:529]` a 529
+  overloaded_error, `[fake:overloaded-mid-stream]` an `event: error` overloaded_error after 2
+  text deltas when streamed (a 529 otherwise);
 - speech with `stream_format: "sse"` ends with `speech.audio.done` reporting the input's words
   and 4 output tokens per audio chunk (4 chunks); otherwise it is binary audio without usage.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 
 from proxy.fakeupstream.state import (
@@ -78,4 +79,56 @@ def chat_usage(prompt: int, completion: int, cached: int) -> JSON:
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },
+    }
+
+
+# --- Anthropic -------------------------------------------------------------------------------
+
+
+def _anthropic_units(body: JSON) -> Iterator[tuple[int, bool]]:
+    """The prompt in cache-prefix order (tools, system, messages): each part's tokens, and
+    whether it carries a cache_control breakpoint."""
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict):
+            yield 3 + _words(tool.get("description")), "cache_control" in tool
+    system = body.get("system")
+    if isinstance(system, list):
+        for block in system:
+            if isinstance(block, dict):
+                yield _words(block.get("text")), "cache_control" in block
+    else:
+        yield _words(system), False
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        yield 3, False
+        if not isinstance(content, list):
+            yield _words(content), False
+            continue
+        for block in content:
+            if isinstance(block, dict):
+                inner = block.get("content")  # a tool_result's
+                yield _words(block.get("text")) + _content_words(inner), "cache_control" in block
+
+
+def anthropic_usage(body: JSON, output_tokens: int) -> JSON:
+    """Usage by the package docstring's rule: the prompt up to the last cache_control
+    breakpoint is cached: read up to the breakpoint before it, written from there on."""
+    total, breakpoints = 0, [0, 0]
+    for tokens, marked in _anthropic_units(body):
+        total += tokens
+        if marked:
+            breakpoints.append(total)
+    read, last = breakpoints[-2], breakpoints[-1]
+    return {
+        "input_tokens": total - last,
+        "cache_creation_input_tokens": last - read,
+        "cache_read_input_tokens": read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": last - read,
+            "ephemeral_1h_input_tokens": 0,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
     }

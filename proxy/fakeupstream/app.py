@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.fakeupstream import anthropic, azure
 from proxy.fakeupstream.completions import (
     chat_completions,
     completions,
@@ -28,12 +29,14 @@ from proxy.fakeupstream.resources import (
 )
 from proxy.fakeupstream.state import (
     FAKE_UPSTREAM,
+    FakeAnthropicError,
     FakeAPIError,
     FakeOptions,
     FakeUpstream,
     RecordedRequest,
 )
 from proxy.fakeupstream.wire import (
+    anthropic_error_body,
     error_payload,
     failure_body,
     json_response,
@@ -59,7 +62,9 @@ async def fake_middleware(request: web.Request, handler: Handler) -> web.StreamR
         await asyncio.sleep(options.latency)
     if options.fail_status is not None:
         status = options.fail_status
-        if status == 401:
+        if anthropic.is_anthropic(request):
+            body = anthropic_error_body(status, f"Fake upstream failure: {status}")
+        elif status == 401:
             body = refused_key_body(request.headers.get("Authorization", ""))
         else:
             body = failure_body(status)
@@ -70,12 +75,27 @@ async def fake_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return json_response(
             error_payload(error.status, error.message, error.code, error.param), error.status
         )
+    except FakeAnthropicError as error:
+        return web.Response(
+            status=error.status,
+            body=anthropic_error_body(error.status, error.message),
+            headers=error.headers,
+            content_type="application/json",
+        )
 
 
 async def _api_headers(request: web.Request, response: web.StreamResponse) -> None:
     state = request.app[FAKE_UPSTREAM]
     headers = response.headers
+    if anthropic.is_anthropic(request):
+        headers["request-id"] = state.new_id("req_")
+        headers["anthropic-ratelimit-requests-limit"] = "4000"
+        headers["anthropic-ratelimit-requests-remaining"] = "3999"
+        return
     headers["x-request-id"] = state.new_id("req_")
+    if azure.is_azure(request):
+        headers["apim-request-id"] = state.new_id("")
+        headers["x-ms-region"] = "East US"
     headers["openai-processing-ms"] = str(int(state.options.latency * 1000))
     headers["openai-version"] = "2020-10-01"
     headers["openai-organization"] = "org-fake"
@@ -83,6 +103,16 @@ async def _api_headers(request: web.Request, response: web.StreamResponse) -> No
     headers["x-ratelimit-limit-requests"] = "10000"
     headers["x-ratelimit-remaining-requests"] = "9999"
     headers["x-ratelimit-limit-tokens"] = "30000000"
+
+
+def _by_dialect(openai_handler: Handler, anthropic_handler: Handler) -> Handler:
+    """A path both APIs have: Anthropic's SDK always sends anthropic-version."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        chosen = anthropic_handler if anthropic.is_anthropic(request) else openai_handler
+        return await chosen(request)
+
+    return handler
 
 
 def create_fake_upstream(options: FakeOptions | None = None) -> web.Application:
@@ -103,15 +133,22 @@ def create_fake_upstream(options: FakeOptions | None = None) -> web.Application:
     app.router.add_post("/v1/files", upload_file)
     app.router.add_get("/v1/files/{file_id}", retrieve_file)
     app.router.add_get("/v1/files/{file_id}/content", file_content)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model_id}", retrieve_model)
+    app.router.add_get("/v1/models", _by_dialect(list_models, anthropic.list_models))
+    app.router.add_get(
+        "/v1/models/{model_id}", _by_dialect(retrieve_model, anthropic.retrieve_model)
+    )
+    app.router.add_post("/v1/messages", anthropic.messages)
+    app.router.add_post("/v1/messages/count_tokens", anthropic.count_tokens)
+    azure.add_routes(app)
     # Last, so that it only takes what nothing above matched (including a wrong method).
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fake OpenAI API for tests, demos and benchmarks")
+    parser = argparse.ArgumentParser(
+        description="Fake OpenAI, Anthropic and Azure OpenAI APIs for tests, demos and benchmarks"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")

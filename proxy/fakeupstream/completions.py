@@ -15,10 +15,13 @@ from proxy.fakeupstream.accounting import (
     reply_pieces,
 )
 from proxy.fakeupstream.state import (
+    CONTENT_FILTER_RESULTS,
     CREATED,
     DONE,
     FAKE_UPSTREAM,
     JSON,
+    PROMPT_FILTER_CHUNK,
+    PROMPT_FILTER_RESULTS,
     TOOL_ARGUMENT_FRAGMENTS,
     FakeUpstream,
 )
@@ -84,19 +87,22 @@ def _tool_call(plan: _Plan, arguments: str) -> JSON:
     }
 
 
-def _chat_completion(plan: _Plan) -> JSON:
+def _chat_completion(plan: _Plan, filters: bool) -> JSON:
     text = "".join(plan.pieces)
     message: JSON = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
     if plan.tool:
         message.update(content=None, tool_calls=[_tool_call(plan, text)])
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}
     payload = {**plan.meta, "object": "chat.completion", "choices": [choice]}
+    if filters:
+        choice["content_filter_results"] = CONTENT_FILTER_RESULTS
+        payload["prompt_filter_results"] = PROMPT_FILTER_RESULTS
     if plan.usage is not None:
         payload["usage"] = plan.usage
     return payload
 
 
-def _chat_chunks(plan: _Plan, include_usage: bool) -> Iterator[bytes]:
+def _chat_chunks(plan: _Plan, include_usage: bool, filters: bool) -> Iterator[bytes]:
     base = {**plan.meta, "object": "chat.completion.chunk"}
     with_usage = include_usage and plan.usage is not None
     if with_usage:
@@ -104,8 +110,13 @@ def _chat_chunks(plan: _Plan, include_usage: bool) -> Iterator[bytes]:
 
     def chunk(delta: JSON, finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        if filters:  # Azure judges content; the role and finish chunks carry an empty verdict
+            judged = delta.get("content") or delta.get("tool_calls")
+            choice["content_filter_results"] = CONTENT_FILTER_RESULTS if judged else {}
         return sse({**base, "choices": [choice]})
 
+    if filters:
+        yield sse(PROMPT_FILTER_CHUNK)
     if plan.tool:
         call = {"index": 0, **_tool_call(plan, "")}
         yield chunk({"role": "assistant", "content": None, "tool_calls": [call]})
@@ -127,13 +138,19 @@ def _include_usage(body: JSON) -> bool:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await answer_chat(request, await read_json(request))
+
+
+async def answer_chat(
+    request: web.Request, body: JSON, filters: bool = False
+) -> web.StreamResponse:
+    """A chat completion; with Azure's content-filter results when `filters`."""
     state = request.app[FAKE_UPSTREAM]
-    body = await read_json(request)
     plan = _chat_plan(state, body)
     if body.get("stream"):
-        chunks = _chat_chunks(plan, _include_usage(body))
+        chunks = _chat_chunks(plan, _include_usage(body), filters)
         return await stream_events(request, chunks, state.options.stream_interval)
-    return json_response(_chat_completion(plan))
+    return json_response(_chat_completion(plan, filters))
 
 
 # --- legacy completions ----------------------------------------------------------------------
@@ -149,32 +166,45 @@ def _completion_plan(state: FakeUpstream, body: JSON) -> _Plan:
     )
 
 
-def _text_choice(text: str, finish_reason: str | None) -> JSON:
-    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+def _text_choice(text: str, finish_reason: str | None, filters: bool) -> JSON:
+    choice: JSON = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+    if filters:
+        choice["content_filter_results"] = CONTENT_FILTER_RESULTS if text else {}
+    return choice
 
 
-def _completion_chunks(plan: _Plan, include_usage: bool) -> Iterator[bytes]:
+def _completion_chunks(plan: _Plan, include_usage: bool, filters: bool) -> Iterator[bytes]:
     base = {**plan.meta, "object": "text_completion"}
     with_usage = include_usage and plan.usage is not None
     if with_usage:
         base["usage"] = None
+    if filters:
+        yield sse(PROMPT_FILTER_CHUNK)
     for piece in plan.pieces:
-        yield sse({**base, "choices": [_text_choice(piece, None)]})
-    yield sse({**base, "choices": [_text_choice("", plan.finish_reason)]})
+        yield sse({**base, "choices": [_text_choice(piece, None, filters)]})
+    yield sse({**base, "choices": [_text_choice("", plan.finish_reason, filters)]})
     if with_usage:
         yield sse({**base, "choices": [], "usage": plan.usage})
     yield DONE
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    return await answer_completion(request, await read_json(request))
+
+
+async def answer_completion(
+    request: web.Request, body: JSON, filters: bool = False
+) -> web.StreamResponse:
+    """A legacy completion; with Azure's content-filter results when `filters`."""
     state = request.app[FAKE_UPSTREAM]
-    body = await read_json(request)
     plan = _completion_plan(state, body)
     if body.get("stream"):
-        chunks = _completion_chunks(plan, _include_usage(body))
+        chunks = _completion_chunks(plan, _include_usage(body), filters)
         return await stream_events(request, chunks, state.options.stream_interval)
-    choice = _text_choice("".join(plan.pieces), plan.finish_reason)
+    choice = _text_choice("".join(plan.pieces), plan.finish_reason, filters)
     payload = {**plan.meta, "object": "text_completion", "choices": [choice]}
+    if filters:
+        payload["prompt_filter_results"] = PROMPT_FILTER_RESULTS
     if plan.usage is not None:
         payload["usage"] = plan.usage
     return json_response(payload)

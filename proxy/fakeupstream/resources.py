@@ -55,8 +55,11 @@ def _vector_bytes(item: object, dimensions: int) -> bytes:
 
 
 async def embeddings(request: web.Request) -> web.Response:
+    return answer_embeddings(request, await read_json(request))
+
+
+def answer_embeddings(request: web.Request, body: JSON) -> web.Response:
     state = request.app[FAKE_UPSTREAM]
-    body = await read_json(request)
     inputs = _embedding_inputs(body.get("input"))
     dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
     as_base64 = body.get("encoding_format") == "base64"

@@ -16,6 +16,11 @@ CREATED = 1_700_000_000
 REPLY_WORDS = ("Hello", "from", "the", "fake", "upstream.")
 TOOL_ARGUMENT_FRAGMENTS: tuple[str, ...] = ('{"', "query", '": "', "fake", '"}')
 MODELS = ("gpt-4o-mini", "gpt-4o", "o4-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small")
+CLAUDE_MODELS = (  # newest first, as Anthropic lists them
+    ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-22T00:00:00Z"),
+    ("claude-3-7-sonnet-20250219", "Claude Sonnet 3.7", "2025-02-24T00:00:00Z"),
+    ("claude-3-5-haiku-20241022", "Claude Haiku 3.5", "2024-10-22T00:00:00Z"),
+)
 EMBEDDING_DIMENSIONS = 8
 SPEECH_BYTES = bytes(range(256)) * 256  # 64 KiB
 SPEECH_CHUNK = 16 * 1024
@@ -45,6 +50,32 @@ MODERATION_RESULT: JSON = {
     "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
     "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0),
     "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
+}
+# Azure OpenAI's content-filter verdicts: what a harmless prompt and answer get.
+_SAFE = {"filtered": False, "severity": "safe"}
+CONTENT_FILTER_RESULTS: JSON = {
+    "hate": _SAFE,
+    "self_harm": _SAFE,
+    "sexual": _SAFE,
+    "violence": _SAFE,
+}
+PROMPT_FILTER_RESULTS: list[JSON] = [
+    {
+        "prompt_index": 0,
+        "content_filter_results": {
+            **CONTENT_FILTER_RESULTS,
+            "jailbreak": {"filtered": False, "detected": False},
+        },
+    }
+]
+# Azure's first chunk of a stream: no choices, only the prompt's filter results.
+PROMPT_FILTER_CHUNK: JSON = {
+    "choices": [],
+    "created": 0,
+    "id": "",
+    "model": "",
+    "object": "",
+    "prompt_filter_results": PROMPT_FILTER_RESULTS,
 }
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
@@ -99,3 +130,11 @@ class FakeAPIError(Exception):
     ):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
+
+
+class FakeAnthropicError(Exception):
+    """An Anthropic-shaped error answer, raised from a handler and rendered by the middleware."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers

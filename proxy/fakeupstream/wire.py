@@ -45,6 +45,23 @@ def failure_body(status: int) -> bytes:
     return orjson.dumps(error_payload(status, message, default_codes.get(status), None))
 
 
+# Anthropic's error types by status (docs.anthropic.com, "Errors"); any other 5xx is api_error.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    error_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
+
+
 def refused_key_body(authorization: str) -> bytes:
     """The real API's 401 names the key it refused, masked."""
     key = authorization.removeprefix("Bearer ")
@@ -54,6 +71,11 @@ def refused_key_body(authorization: str) -> bytes:
         " https://platform.openai.com/account/api-keys."
     )
     return orjson.dumps(error_payload(401, message, "invalid_api_key", None))
+
+
+def bearer_token(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def sse(payload: object) -> bytes:

@@ -2,11 +2,13 @@
 
 Times `StreamMeter.feed` over a short chat stream (one event per chunk, as upstream writes them,
 with and without `"usage": null` on every chunk, with LF or CRLF line ends) and `usage_of_body`
-on a small chat answer.
+on a small chat answer; and, where it exists, `MessageStreamMeter` over an Anthropic stream of
+the same text.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import time
 import timeit
@@ -74,6 +76,48 @@ def feed_all(chunks: list[bytes]) -> Callable[[], None]:
     return run
 
 
+def anthropic_stream() -> list[bytes]:
+    def event(payload: dict[str, object]) -> bytes:
+        return (
+            b"event: "
+            + str(payload["type"]).encode()
+            + b"\ndata: "
+            + orjson.dumps(payload)
+            + b"\n\n"
+        )
+
+    usage = {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4"}
+    start = {**message, "content": [], "usage": {**usage, "output_tokens": 1}}
+    deltas = [
+        event(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}
+        )
+        for w in WORDS
+    ]
+    return [
+        event({"type": "message_start", "message": start}),
+        event({"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}),
+        event({"type": "ping"}),
+        *deltas,
+        event({"type": "content_block_stop", "index": 0}),
+        event({"type": "message_delta", "delta": {}, "usage": {**usage, "output_tokens": 20}}),
+        event({"type": "message_stop"}),
+    ]
+
+
+def feed_anthropic(chunks: list[bytes]) -> Callable[[], None]:
+    from proxy.anthropic_metering import MessageStreamMeter
+
+    def run() -> None:
+        meter = MessageStreamMeter(count=COUNTER["count"])
+        for chunk in chunks:
+            meter.feed(chunk)
+        meter.flush()
+
+    return run
+
+
 def best_microseconds(run: Callable[[], object], number: int) -> float:
     # CPU time, best of many short runs: the machine is shared, and waiting is not work.
     runs = timeit.repeat(run, number=number, repeat=30, timer=time.process_time)
@@ -87,6 +131,8 @@ def main() -> None:
         "stream, usage:null, CRLF line ends": (feed_all(crlf(stream(True))), 500),
         f"usage_of_body, chat answer ({len(ANSWER)} B)": (lambda: usage_of_body(ANSWER), 20000),
     }
+    if importlib.util.find_spec("proxy.anthropic_metering"):
+        cases["anthropic stream (26 events)"] = (feed_anthropic(anthropic_stream()), 500)
     for name, (run, number) in cases.items():
         print(f"{name:48} {best_microseconds(run, number):8.2f} µs")
 

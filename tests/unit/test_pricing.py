@@ -197,3 +197,22 @@ def test_pricing_file_sets_unit_prices_by_litellm_names(tmp_path: Path) -> None:
     assert image.cost(10, 4, image_tokens=5, output_image_tokens=4) == pytest.approx(
         (5 * 1 + 5 * 2 + 4 * 3) / 1e6
     )
+
+
+def test_pricing_file_takes_a_cache_write_price(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        {
+            "house-claude": {
+                "input_cost_per_token": 3e-6,
+                "output_cost_per_token": 1.5e-5,
+                "cache_read_input_token_cost": 3e-7,
+                "cache_creation_input_token_cost": 3.75e-6,
+            }
+        },
+    )
+    rates = Pricing.from_file(path).rates("house-claude", provider="anthropic")
+    assert rates == Rates(3e-6, 1.5e-5, 3e-7, cache_write=3.75e-6)
+    assert rates.cost(10, 0, 2, cache_write_tokens=4) == pytest.approx(
+        4 * 3e-6 + 2 * 3e-7 + 4 * 3.75e-6
+    )
