@@ -31,7 +31,6 @@ from proxy.jobs.hook import Creation, Read
 from proxy.metering import Usage, answer_text, counted_usage
 from proxy.paths import upstream_url
 from proxy.providers import Provider
-from proxy.providers.base import Meter
 from proxy.targets import require_model_allowed
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
@@ -238,17 +237,15 @@ async def relay_metered(
         call.upstream_ended = time.perf_counter()
         if 200 <= call.status < 300:
             call.reported_model = meter.model
-            call.usage = meter.usage or await asyncio.to_thread(counted_stream, call, meter)
+            call.usage = meter.usage or await asyncio.to_thread(
+                meter.usage_when_cut, call.prompt_tokens_estimate
+            )
     return response
 
 
 # Counting with tiktoken takes a large part of a second for a long prompt: off the event loop.
 def counted_answer(call: Call, body: bytes) -> Usage:
     return counted_usage(call.prompt_tokens_estimate(), answer_text(body), call.model)
-
-
-def counted_stream(call: Call, meter: Meter) -> Usage:
-    return Usage(call.prompt_tokens_estimate(), meter.completion_tokens())
 
 
 def finish(

@@ -163,6 +163,7 @@ def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
             "prompt_tokens": usage.prompt_tokens if usage else 0,
             "completion_tokens": usage.completion_tokens if usage else 0,
             "cached_tokens": usage.cached_tokens if usage else 0,
+            "cache_creation_tokens": usage.cache_creation_tokens if usage else 0,
             "cost_nano": cost_nano,
             "latency_ms": round(latency * 1000, 3),
             "upstream_ms": round(call.upstream_seconds * 1000, 3),

@@ -6,6 +6,7 @@ its answers, and how its errors look. The request path asks it; it never asks fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,7 +38,8 @@ class Meter(Protocol):
 
     def flush(self) -> bytes: ...
 
-    def completion_tokens(self) -> int: ...
+    def usage_when_cut(self, prompt_tokens: Callable[[], int]) -> Usage:
+        """What a stream that ended without its usage is billed (counts: off the loop)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

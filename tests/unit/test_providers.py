@@ -10,6 +10,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.calls import Call, new_call
+from proxy.endpoints import Billing
 from proxy.errors import ProxyError, model_not_allowed, no_provider_setting
 from proxy.metering import Usage
 from proxy.paths import upstream_url
@@ -77,7 +78,49 @@ class Case:
     error_probe: str = "error.message"  # where a rendered error holds its message
 
 
+ANTHROPIC_USAGE = {
+    "input_tokens": 7, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 2,
+    "output_tokens": 5,
+}  # fmt: skip
+
+
+def anthropic_event(kind: str, **fields: object) -> bytes:
+    return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **fields}) + b"\n\n"
+
+
+ANTHROPIC_STREAM = b"".join(
+    [
+        anthropic_event("message_start", message={
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m-1", "content": [],
+            "usage": {**ANTHROPIC_USAGE, "output_tokens": 1},
+        }),
+        anthropic_event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+        anthropic_event("ping"),
+        *(anthropic_event("content_block_delta", index=0, delta={"type": "text_delta", "text": t})
+          for t in ("Hel", "lo")),
+        anthropic_event("content_block_stop", index=0),
+        anthropic_event("message_delta", delta={"stop_reason": "end_turn"},
+                        usage={"output_tokens": 5}),
+        anthropic_event("message_stop"),
+    ]
+)  # fmt: skip
+
 CASES = {
+    "anthropic": Case(
+        setting("anthropic"),
+        "/api/providers/anthropic/v1/messages", {"tail": "messages"},
+        "https://api.anthropic.com/v1/messages",
+        ("x-api-key", "sk-up-9876"),
+        answer=orjson.dumps({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m-1",
+            "content": [{"type": "text", "text": "Hello"}], "usage": ANTHROPIC_USAGE,
+        }),
+        stream=ANTHROPIC_STREAM,
+        usage=Usage(
+            prompt_tokens=12, completion_tokens=5, cached_tokens=2, cache_creation_tokens=3
+        ),
+        error_probe="error.message",
+    ),
     "openai": Case(
         setting("openai", baseUrl="https://eu.api.openai.com/v1", organization="org-1"),
         "/api/providers/openai/v1/chat/completions", {"tail": "chat/completions"},
@@ -158,7 +201,7 @@ def test_the_call_goes_to_the_settings_upstream_with_its_credential(case: Case) 
     call = call_of(case, {"model": "m-1", "messages": [{"role": "user", "content": "hi"}]})
     url = upstream_url(call.target.base_url, call.upstream_path, call.upstream_query)
     assert str(url) == case.upstream
-    assert call.endpoint == "chat/completions"
+    assert call.billing is Billing.TOKENS
     client = CIMultiDictProxy(CIMultiDict({"Authorization": "Bearer gw-key", "api-key": "gw-key"}))
     sent = upstream_headers(client, call.target, call.request_id)
     name, value = case.credential
@@ -344,3 +387,43 @@ def test_a_setting_without_the_field_its_provider_needs_is_a_502_not_a_crash() -
 def test_the_setting_repr_never_shows_the_secret() -> None:
     assert "sk-up-9876" not in repr(CASES["openai"].setting)
     assert "sk-up-9876" not in repr(call_of(CASES["openai"], {"model": "m"}).target)
+
+
+def test_anthropic_errors_have_anthropics_shape() -> None:
+    rendered = ADAPTERS_BY_NAME["anthropic"].error_response(no_provider_setting("x"), "req-1")
+    assert isinstance(rendered.body, bytes)
+    assert orjson.loads(rendered.body)["error"]["type"] == "permission_error"
+
+
+def test_anthropic_forwards_its_version_and_beta_headers() -> None:
+    call = call_of(CASES["anthropic"], {"model": "m-1", "max_tokens": 5, "messages": []})
+    client = CIMultiDictProxy(
+        CIMultiDict({"anthropic-version": "2023-06-01", "anthropic-beta": "b-1", "x-api-key": "gw"})
+    )
+    sent = upstream_headers(client, call.target, call.request_id)
+    assert (sent["anthropic-version"], sent["anthropic-beta"]) == ("2023-06-01", "b-1")
+    assert sent["x-api-key"] == "sk-up-9876"
+
+
+def test_anthropic_reserves_by_max_tokens_and_the_prompt() -> None:
+    body = {
+        "model": "claude-3-5-haiku-latest", "max_tokens": 300,
+        "system": [{"type": "text", "text": "Be brief. " * 20}],
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "hello " * 50},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "A" * 40_000}},
+        ]}],
+    }  # fmt: skip
+    call = call_of(CASES["anthropic"], body)
+    assert call.output_tokens_bound() == 300
+    bound = call.prompt_tokens_bound()
+    assert 200 + 300 + 1600 <= bound < 40_000  # the image at Claude's most, not by its bytes
+
+
+def test_anthropic_endpoints_are_billed_or_refused_for_a_cost_limit() -> None:
+    anthropic = ADAPTERS_BY_NAME["anthropic"]
+    assert anthropic.billing("POST", "messages") is Billing.TOKENS
+    assert anthropic.billing("POST", "messages/count_tokens") is Billing.FREE
+    assert anthropic.billing("GET", "models") is Billing.FREE
+    assert anthropic.billing("POST", "messages/batches") is None  # billed later: not priced here
