@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -82,9 +83,36 @@ def _unit() -> fields.String:
     return fields.String(validate=UNIT_CHOICE, allow_none=True)
 
 
+def _setting_id(value: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ValidationError("must be a provider setting's id (a UUID)") from None
+
+
+def _setting_id_or_none(value: str) -> None:
+    if value:
+        _setting_id(value)
+
+
+MAX_SETTINGS_PER_KEY = 64
+
+
 class _LimitFields(Schema):
     class Meta:
         unknown = RAISE
+
+    # The provider settings the key may use: one (settingId; "" or null for none) or several.
+    settingId = fields.String(allow_none=True, validate=_setting_id_or_none)
+    settingIds = fields.List(
+        fields.String(validate=_setting_id), validate=validate.Length(max=MAX_SETTINGS_PER_KEY)
+    )
+    rotationEnabled = StrictBoolean()
+
+    @validates_schema
+    def _one_setting_field(self, data: dict[str, Any], **_: Any) -> None:
+        if "settingId" in data and "settingIds" in data:
+            raise ValidationError("give settingId or settingIds, not both", "settingId")
 
     tags = fields.List(
         fields.String(validate=[validate.Length(max=MAX_TEXT), _storable_text]),
@@ -147,6 +175,12 @@ class KeySchema(Schema):
     rateLimitUnit = fields.String(attribute="rate_limit_unit")
     ttl = fields.String()
     expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
+    settingId = fields.Method(
+        "_setting_id",
+        metadata={"type": "string", "description": "the first of settingIds; empty when none"},
+    )
+    settingIds = fields.List(fields.String(), attribute="setting_ids")
+    rotationEnabled = fields.Boolean(attribute="rotation_enabled")
 
     def _created_at(self, key: Any) -> int:
         return int(key.created_at)
@@ -156,6 +190,9 @@ class KeySchema(Schema):
 
     def _expires_at(self, key: Any) -> int | None:
         return None if key.expires_at is None else int(key.expires_at)
+
+    def _setting_id(self, key: Any) -> str:
+        return key.setting_ids[0] if key.setting_ids else ""
 
 
 class ProblemSchema(Schema):
