@@ -9,7 +9,8 @@ import { settingForm } from "../settingform.js";
 
 export const title = "Provider settings";
 
-const where = (s) => s.setting.baseUrl || s.setting.url || s.setting.endpoint || s.setting.resourceName || "";
+// The setting's own upstream; "default" where the provider's is used.
+const where = (s) => s.setting.baseUrl || s.setting.url || s.setting.endpoint || s.setting.resourceName || "default";
 
 function edit(existing) {
   const dialog = openDialog(existing ? `Edit “${existing.name}”` : "New provider setting",
