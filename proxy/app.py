@@ -145,6 +145,10 @@ async def statsd_gauges(app: web.Application) -> AsyncIterator[None]:
 def register_gauges(app: web.Application) -> None:
     registry, snapshot = app[REGISTRY], app[SNAPSHOT]
     registry.gauge("gateway_snapshot_keys", "Keys in the proxy's snapshot", lambda: len(snapshot))
+    settings = app[PROVIDER_SETTINGS]
+    registry.gauge(
+        "gateway_snapshot_settings", "Provider settings the proxy holds", lambda: len(settings)
+    )
     registry.gauge(
         "gateway_snapshot_age_seconds",
         "Seconds since the key snapshot was last refreshed",
