@@ -167,7 +167,7 @@ def _setting_paths(spec: APISpec) -> None:
         }, "get": {
             "summary": "Settings by id (`ids`, repeatable); without `ids`, every setting, by name",
             "parameters": [{"name": "ids", "in": "query", "explode": True, "schema": {
-                "type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 1000,
+                "type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 100,
             }}],
             "responses": {**_ok({"type": "array", "items": "ProviderSetting"}, "the settings"),
                           **problems(400, 401, 503)},

@@ -13,7 +13,7 @@ from shared.jsonutil import json_response
 from shared.setting_schemas import CreateSettingSchema, SettingSchema, UpdateSettingSchema
 
 SETTINGS_PATH = "/api/provider-settings"
-MAX_IDS = 1000
+MAX_IDS = 100  # a URL of more would pass the 8 KB a request line may have
 
 create_schema = CreateSettingSchema()
 update_schema = UpdateSettingSchema()

@@ -83,7 +83,7 @@ def _unit() -> fields.String:
     return fields.String(validate=UNIT_CHOICE, allow_none=True)
 
 
-def _setting_id(value: str) -> None:
+def _check_setting_id(value: str) -> None:
     try:
         uuid.UUID(value)
     except ValueError:
@@ -92,27 +92,15 @@ def _setting_id(value: str) -> None:
 
 def _setting_id_or_none(value: str) -> None:
     if value:
-        _setting_id(value)
+        _check_setting_id(value)
 
 
 MAX_SETTINGS_PER_KEY = 64
 
 
-class _LimitFields(Schema):
+class _KeyFields(Schema):
     class Meta:
         unknown = RAISE
-
-    # The provider settings the key may use: one (settingId; "" or null for none) or several.
-    settingId = fields.String(allow_none=True, validate=_setting_id_or_none)
-    settingIds = fields.List(
-        fields.String(validate=_setting_id), validate=validate.Length(max=MAX_SETTINGS_PER_KEY)
-    )
-    rotationEnabled = StrictBoolean()
-
-    @validates_schema
-    def _one_setting_field(self, data: dict[str, Any], **_: Any) -> None:
-        if "settingId" in data and "settingIds" in data:
-            raise ValidationError("give settingId or settingIds, not both", "settingId")
 
     tags = fields.List(
         fields.String(validate=[validate.Length(max=MAX_TEXT), _storable_text]),
@@ -128,6 +116,19 @@ class _LimitFields(Schema):
     # The pattern is documented in the OpenAPI document; _duration alone gives the message.
     ttl = fields.String(validate=_duration, allow_none=True, metadata={"pattern": DURATION_PATTERN})
 
+    # The provider settings the key may use: one (settingId; "" or null for none) or several.
+    settingId = fields.String(allow_none=True, validate=_setting_id_or_none)
+    settingIds = fields.List(
+        fields.String(validate=_check_setting_id),
+        validate=validate.Length(max=MAX_SETTINGS_PER_KEY),
+    )
+    rotationEnabled = StrictBoolean()
+
+    @validates_schema
+    def _one_setting_field(self, data: dict[str, Any], **_: Any) -> None:
+        if "settingId" in data and "settingIds" in data:
+            raise ValidationError("give settingId or settingIds, not both", "settingId")
+
 
 def check_limit_pairs(values: dict[str, Any]) -> None:
     """Each windowed limit and its unit come together or not at all."""
@@ -141,7 +142,7 @@ def check_limit_pairs(values: dict[str, Any]) -> None:
             )
 
 
-class CreateKeySchema(_LimitFields):
+class CreateKeySchema(_KeyFields):
     name = _text(required=True)
     key = _text(required=True, minimum=1, maximum=MAX_RAW_KEY)
 
@@ -150,7 +151,7 @@ class CreateKeySchema(_LimitFields):
         check_limit_pairs(data)
 
 
-class UpdateKeySchema(_LimitFields):
+class UpdateKeySchema(_KeyFields):
     """A PATCH names only what changes; the merged pairs are checked against the stored key."""
 
     name = _text()
