@@ -11,7 +11,15 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from shared.schemas import MAX_TEXT, _storable_text
 
@@ -21,6 +29,7 @@ MAX_SECRET = 4096
 MAX_MODELS = 1000
 MAX_PRICE_PER_1K = 1e6
 NAME_PATTERN = "^[A-Za-z0-9._-]{1,64}$"  # a setting's name is a path segment of the proxy
+URL_FIELDS = ("baseUrl", "url", "endpoint")
 COST_MAPS = ("promptCostPerModel", "completionCostPerModel", "embeddingsCostPerModel")
 
 
@@ -114,6 +123,14 @@ class SettingFieldsSchema(Schema):
     )
     organization = _field(_matching(VISIBLE_ASCII, "printable ASCII"), pattern=VISIBLE_ASCII)
     project = _field(_matching(VISIBLE_ASCII, "printable ASCII"), pattern=VISIBLE_ASCII)
+
+    @post_load
+    def _without_trailing_slash(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # Stored as OPENAI_BASE_URL is read: the gateway appends "/<path>" to each.
+        for name in URL_FIELDS:
+            if data.get(name):
+                data[name] = data[name].rstrip("/")
+        return data
 
 
 def check_setting(provider: str, setting: dict[str, Any]) -> None:

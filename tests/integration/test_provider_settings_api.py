@@ -194,6 +194,11 @@ async def test_the_message_says_what_a_provider_requires(client: TestClient) -> 
     }
 
 
+async def test_urls_are_kept_without_a_trailing_slash(client: TestClient) -> None:
+    created = await create(client, setting={"apikey": "k", "baseUrl": "https://h.example/v1/"})
+    assert created["setting"]["baseUrl"] == "https://h.example/v1"
+
+
 async def test_names_are_unique_among_live_settings(client: TestClient) -> None:
     first = await create(client)
     response = await client.put(SETTINGS, json=new_setting(name=first["name"]))
