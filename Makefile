@@ -22,7 +22,7 @@ test: $(INSTALLED)
 # The console's screenshots in docs/console/, taken by its browser tests.
 screenshots: $(INSTALLED)
 	@sh tests/e2e/ensure_chromium.sh
-	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/e2e/test_console.py
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/e2e/test_console.py tests/e2e/test_console_settings.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -15,6 +15,8 @@ from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
 from keymgmt.openapi import build_openapi
 from keymgmt.routes import routes
+from keymgmt.setting_routes import routes as setting_routes
+from keymgmt.settings_store import SettingStore
 from keymgmt.spend import restore_lost_spend
 from keymgmt.store import KeyStore
 from keymgmt.typedefs import (
@@ -25,6 +27,7 @@ from keymgmt.typedefs import (
     REDIS,
     REGISTRY,
     REQUESTS,
+    SETTING_STORE,
     SETTINGS,
     STORE,
 )
@@ -35,6 +38,7 @@ from shared.metrics import Metrics
 from shared.redisconn import create_redis
 from shared.redispipe import RedisPipe
 from shared.runtime import raise_if_cancelled, stop_task
+from shared.secrets import SecretBox
 
 MAX_BODY_BYTES = 1024 * 1024
 SPEND_CHECK_INTERVAL = 5.0
@@ -48,6 +52,8 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     await migrate(engine)
     app[ENGINE] = engine
     app[STORE] = KeyStore(engine, settings.postgres)
+    key = settings.settings_encryption_key
+    app[SETTING_STORE] = SettingStore(engine, settings.postgres, SecretBox(key) if key else None)
     yield
     await engine.dispose()
 
@@ -125,6 +131,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.extend([database, limits, background])
     app.add_routes(routes)
+    app.add_routes(setting_routes)
     app.add_routes(reporting.routes)
     app.router.add_get("/metrics", metrics_endpoint)
     add_console(app)

@@ -29,6 +29,22 @@ class KeyExists(ApiError):
     status, title, type = 409, "Conflict", "key_exists"
 
 
+class SettingNotFound(ApiError):
+    status, title, type = 404, "Not Found", "not_found"
+
+
+class SettingExists(ApiError):
+    status, title, type = 409, "Conflict", "setting_exists"
+
+
+class SettingInUse(ApiError):
+    status, title, type = 409, "Conflict", "setting_in_use"
+
+
+class EncryptionKeyMissing(ApiError):
+    status, title, type = 503, "Service Unavailable", "encryption_key_missing"
+
+
 class DatabaseUnavailable(ApiError):
     status, title, type = 503, "Service Unavailable", "database_unavailable"
 

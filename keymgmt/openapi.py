@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from keymgmt.eventsearch import EventQuerySchema
 from keymgmt.keysearch import KeyQuerySchema
 from shared.schemas import CreateKeySchema, KeySchema, ProblemSchema, UpdateKeySchema
+from shared.setting_schemas import CreateSettingSchema, SettingSchema, UpdateSettingSchema
 
 _KEY_ID = {
     "name": "keyId",
@@ -28,6 +29,10 @@ def _problem(*statuses: int) -> dict[str, Any]:
         413: "body over 1 MB",
         503: "Postgres unavailable",
     }
+    return _problems(reasons, statuses)
+
+
+def _problems(reasons: dict[int, str], statuses: tuple[int, ...]) -> dict[str, Any]:
     content = {"application/json": {"schema": "Problem"}}
     return {str(s): {"description": reasons[s], "content": content} for s in statuses}
 
@@ -126,6 +131,69 @@ def _reporting_paths(spec: APISpec) -> None:
     )  # fmt: skip
 
 
+_SETTING_ID = {**_KEY_ID, "name": "id"}
+_SETTING_PROBLEMS = {
+    400: "invalid input",
+    401: "missing or wrong admin pass",
+    404: "no such setting",
+    409: "the name is taken (create, rename), or a key refers to the setting (delete)",
+    413: "body over 1 MB",
+    503: "Postgres unavailable, or SETTINGS_ENCRYPTION_KEY unset for a setting with an apikey",
+}
+_SETTING_BODY_NOTE = (
+    "Per provider, `setting` takes: openai apikey (required), baseUrl, organization, project;"
+    " anthropic apikey (required), baseUrl; azure apikey (required), resourceName or endpoint"
+    " (exactly one), apiVersion; vllm url (required), apikey; deepinfra apikey (required);"
+    " openai_compatible baseUrl (required), apikey. URLs are http(s) with a host, no"
+    " credentials, query or fragment."
+)
+
+
+def _setting_paths(spec: APISpec) -> None:
+    def problems(*statuses: int) -> dict[str, Any]:
+        return _problems(_SETTING_PROBLEMS, statuses)
+
+    def body(schema: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    one = _ok("ProviderSetting", "the setting (its apikey as ****<last 4>)")
+    spec.path(
+        path="/api/provider-settings",
+        operations={"put": {
+            "summary": "Create a provider setting",
+            "description": _SETTING_BODY_NOTE,
+            "requestBody": body("CreateProviderSetting"),
+            "responses": {**one, **problems(400, 401, 409, 413, 503)},
+        }, "get": {
+            "summary": "Settings by id (`ids`, repeatable); without `ids`, every setting, by name",
+            "parameters": [{"name": "ids", "in": "query", "explode": True, "schema": {
+                "type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 100,
+            }}],
+            "responses": {**_ok({"type": "array", "items": "ProviderSetting"}, "the settings"),
+                          **problems(400, 401, 503)},
+        }},
+    )  # fmt: skip
+    spec.path(
+        path="/api/provider-settings/{id}",
+        operations={"get": {
+            "summary": "One provider setting",
+            "parameters": [_SETTING_ID],
+            "responses": {**one, **problems(400, 401, 404, 503)},
+        }, "patch": {
+            "summary": "Change the fields named; `setting` is merged field by field (null removes)",
+            "description": _SETTING_BODY_NOTE + " The provider cannot change.",
+            "parameters": [_SETTING_ID],
+            "requestBody": body("UpdateProviderSetting"),
+            "responses": {**one, **problems(400, 401, 404, 409, 413, 503)},
+        }, "delete": {
+            "summary": "Delete a provider setting; refused while a key refers to it",
+            "parameters": [_SETTING_ID],
+            "responses": {"204": {"description": "deleted"},
+                          **problems(400, 401, 404, 409, 503)},
+        }},
+    )  # fmt: skip
+
+
 def _listing(query: str, name: str, item: str | dict[str, Any], summary: str) -> dict[str, Any]:
     page = {
         "type": "object",
@@ -177,6 +245,9 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
         ("Problem", ProblemSchema),
         ("KeyQuery", KeyQuerySchema),
         ("EventQuery", EventQuerySchema),
+        ("ProviderSetting", SettingSchema),
+        ("CreateProviderSetting", CreateSettingSchema),
+        ("UpdateProviderSetting", UpdateSettingSchema),
     ):
         spec.components.schema(name, schema=schema)
     if admin_pass_required:
@@ -240,6 +311,7 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     )
     _reporting_paths(spec)
     _listing_paths(spec)
+    _setting_paths(spec)
     spec.path(
         path="/api/health",
         operations={

@@ -14,7 +14,8 @@ from marshmallow import ValidationError
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from keymgmt.errors import DatabaseUnavailable, InvalidInput, KeyExists, KeyNotFound
+from keymgmt.errors import ApiError, DatabaseUnavailable, InvalidInput, KeyExists, KeyNotFound
+from keymgmt.references import lock_settings
 from shared.changes import CHANNEL, KEY
 from shared.config import PostgresSettings
 from shared.db import describe, is_unavailable, key_from_row, keys
@@ -34,6 +35,7 @@ COLUMNS = {
     "rateLimitOverTime": "rate_limit_over_time",
     "rateLimitUnit": "rate_limit_unit",
     "ttl": "ttl",
+    "rotationEnabled": "rotation_enabled",
 }
 # What null means for each nullable field: "no limit".
 CLEARED = {
@@ -54,6 +56,26 @@ def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _setting_ids(fields: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """The field naming the key's settings and their ids (in order, once each), if given."""
+    if "settingIds" in fields:
+        return "settingIds", list(dict.fromkeys(str(uuid.UUID(i)) for i in fields["settingIds"]))
+    if "settingId" in fields:
+        return "settingId", [str(uuid.UUID(fields["settingId"]))] if fields["settingId"] else []
+    return None
+
+
+async def _name_settings(
+    connection: AsyncConnection, fields: Mapping[str, Any], values: dict[str, Any]
+) -> None:
+    """The settings given, checked and held until the write commits (keymgmt.references)."""
+    named = _setting_ids(fields)
+    if named is not None:
+        field, setting_ids = named
+        await lock_settings(connection, field, setting_ids)
+        values["setting_ids"] = setting_ids
+
+
 def _expiry(ttl: str, created_at: Any) -> Any:
     # From the whole second reported as createdAt, so that createdAt + ttl is the exact expiry.
     return (
@@ -61,10 +83,15 @@ def _expiry(ttl: str, created_at: Any) -> Any:
     )
 
 
-class KeyStore:
+class Store:
+    """Transactions with the write timeout, Postgres being away as a 503, a conflict as a 409."""
+
     def __init__(self, engine: AsyncEngine, settings: PostgresSettings) -> None:
         self._engine = engine
         self._write_timeout_ms = max(1, int(settings.write_timeout * 1000))
+
+    def _conflict(self, error: exc.IntegrityError) -> ApiError:
+        raise NotImplementedError
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
@@ -80,10 +107,7 @@ class KeyStore:
                     )
                 yield connection
         except exc.IntegrityError as error:
-            raise KeyExists(
-                "a key with this value already exists (a revoked key keeps its value; delete it"
-                " to use the value again)"
-            ) from error
+            raise self._conflict(error) from error
         except Exception as error:
             if is_unavailable(error):
                 raise DatabaseUnavailable(f"postgres unavailable: {describe(error)}") from None
@@ -102,6 +126,14 @@ class KeyStore:
         async with self._transaction(write=False) as connection:
             return list((await connection.execute(query)).all())
 
+
+class KeyStore(Store):
+    def _conflict(self, error: exc.IntegrityError) -> ApiError:
+        return KeyExists(
+            "a key with this value already exists (a revoked key keeps its value; delete it"
+            " to use the value again)"
+        )
+
     async def create(self, fields: Mapping[str, Any]) -> Key:
         values = _values(fields)
         values["key_id"] = str(uuid.uuid4())
@@ -114,8 +146,9 @@ class KeyStore:
                 seconds=parse_duration(ttl)
             )
         async with self._transaction(write=True) as connection:
+            await _name_settings(connection, fields, values)
             row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
-            await connection.execute(_announcement(row.key_id, row.updated_at))
+            await connection.execute(announcement(KEY, row.key_id, row.updated_at))
         return key_from_row(row)
 
     async def get(self, key_id: str) -> Key:
@@ -155,13 +188,14 @@ class KeyStore:
                 raise InvalidInput(error.normalized_messages()) from None
             if "ttl" in values:
                 values["expires_at"] = _expiry(values["ttl"], row.created_at)
+            await _name_settings(connection, fields, values)
             values["updated_at"] = sa.func.now()
             updated = (
                 await connection.execute(
                     keys.update().where(keys.c.key_id == key_id).values(values).returning(keys)
                 )
             ).one()
-            await connection.execute(_announcement(updated.key_id, updated.updated_at))
+            await connection.execute(announcement(KEY, updated.key_id, updated.updated_at))
         return key_from_row(updated)
 
     async def delete(self, key_id: str) -> None:
@@ -176,13 +210,13 @@ class KeyStore:
             deleted = result.one_or_none()
             if deleted is None:
                 raise KeyNotFound(f"no key with id {key_id}")
-            await connection.execute(_announcement(key_id, deleted.updated_at))
+            await connection.execute(announcement(KEY, key_id, deleted.updated_at))
 
 
-def _announcement(key_id: str, updated_at: datetime) -> sa.Select[Any]:
+def announcement(kind: str, object_id: str, updated_at: datetime) -> sa.Select[Any]:
     """Run last in a write's transaction: Postgres delivers it when, and only if, that commits."""
     payload = sa.func.json_build_object(
-        "kind", KEY, "id", str(key_id), "version", updated_at.timestamp(),
+        "kind", kind, "id", str(object_id), "version", updated_at.timestamp(),
         "at", sa.extract("epoch", sa.func.clock_timestamp()),
     )  # fmt: skip
     return sa.select(sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text)))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -15,7 +16,7 @@ from proxy.fallback import LocalLimits
 from proxy.forward import handler_of, request_id_of
 from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
-from proxy.provider_settings import SettingSnapshot
+from proxy.provider_settings import SettingSnapshot, setting_source
 from proxy.providers import ADAPTERS
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
@@ -37,7 +38,7 @@ from proxy.typedefs import (
 )
 from proxy.upstream import create_session
 from shared import tokens
-from shared.changes import KEY
+from shared.changes import KEY, SETTING
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -46,24 +47,35 @@ from shared.pg import LazyConnection
 from shared.pricing import Pricing
 from shared.redispipe import RedisPipe
 from shared.runtime import stop_task
+from shared.secrets import SecretBox
 
 # How long a graceful stop waits for queued spend to reach Redis.
 DRAIN_TIMEOUT = 10.0
 log = logging.getLogger("gateway.proxy")
 
 
-async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
+async def snapshots(app: web.Application) -> AsyncIterator[None]:
+    """Keys and provider settings, each refreshed on its own and by the change feed, over one
+    Postgres connection."""
     settings = app[SETTINGS]
     database = LazyConnection(settings.postgres)
-    refresher = SnapshotRefresher(
-        database, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
+    interval, errors = settings.snapshot_interval, app[METRICS].postgres_errors
+    key = settings.settings_encryption_key
+    settings_source = setting_source(SecretBox(key) if key else None)
+    key_snapshot, setting_snapshot = app[SNAPSHOT], app[PROVIDER_SETTINGS]
+    keys = SnapshotRefresher(database, key_snapshot, interval, errors)
+    provider_settings = SnapshotRefresher(
+        database, setting_snapshot, interval, errors, settings_source
     )
-    task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
-    feed = change_feed(app, {KEY: refresher})
-    feed_task = asyncio.create_task(feed.run(), name="change-feed")
+    refreshers: dict[str, SnapshotRefresher[Any]] = {KEY: keys, SETTING: provider_settings}
+    tasks = [
+        asyncio.create_task(refresher.run(), name=f"{kind}-snapshot-refresher")
+        for kind, refresher in refreshers.items()
+    ]
+    tasks.append(asyncio.create_task(change_feed(app, refreshers).run(), name="change-feed"))
     yield
-    await stop_task(feed_task)
-    await stop_task(task)
+    for task in reversed(tasks):
+        await stop_task(task)
     await database.close()
 
 
@@ -135,6 +147,10 @@ async def statsd_gauges(app: web.Application) -> AsyncIterator[None]:
 def register_gauges(app: web.Application) -> None:
     registry, snapshot = app[REGISTRY], app[SNAPSHOT]
     registry.gauge("gateway_snapshot_keys", "Keys in the proxy's snapshot", lambda: len(snapshot))
+    settings = app[PROVIDER_SETTINGS]
+    registry.gauge(
+        "gateway_snapshot_settings", "Provider settings the proxy holds", lambda: len(settings)
+    )
     registry.gauge(
         "gateway_snapshot_age_seconds",
         "Seconds since the key snapshot was last refreshed",
@@ -149,7 +165,7 @@ def register_gauges(app: web.Application) -> None:
 
 async def health(request: web.Request) -> web.Response:
     snapshot = request.app[SNAPSHOT]
-    if not snapshot.loaded:
+    if not (snapshot.loaded and request.app[PROVIDER_SETTINGS].loaded):
         return json_response({"status": "starting", "keys": 0}, status=503)
     return json_response({"status": "ok", "keys": len(snapshot)})
 
@@ -184,7 +200,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(token_encodings)
     app.cleanup_ctx.append(limits)
     app.cleanup_ctx.append(upstream_session)
-    app.cleanup_ctx.append(key_snapshot)
+    app.cleanup_ctx.append(snapshots)
     app.cleanup_ctx.append(job_watcher)
     for provider in ADAPTERS:
         for path in provider.paths():

@@ -1,14 +1,17 @@
-"""The in-memory key snapshot: loaded in full at start, then refreshed by `updated_at`."""
+"""The in-memory snapshots of configuration objects (keys, provider settings): loaded in full at
+start, a page at a time, then refreshed by `updated_at` and by the change feed's reloads."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
@@ -70,27 +73,70 @@ class KeySnapshot:
 
 PAGE = 20_000
 
+T = TypeVar("T")
+
+
+class Snapshot(Protocol[T]):
+    """What a refresher keeps current: a mapping rebuilt whole, or changed in one step."""
+
+    loaded: bool
+    refreshed_at: float
+
+    def __len__(self) -> int: ...
+
+    def replace(self, live: list[T]) -> None: ...
+
+    def apply(self, changed: list[T]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Source(Generic[T]):
+    """How one kind of configuration object is read: its columns, and each row as an object."""
+
+    what: str  # in log lines: "key", "provider setting"
+    plural: str  # the count's name in log lines
+    select: str  # SELECT <columns> FROM <table>
+    id_column: str  # the uuid primary key, qualified by its table
+    of_row: Callable[[Any], T]
+    id_of: Callable[[T], str]
+    # Freeze what the first load made: long-lived objects would slow every full collection.
+    freeze: bool = False
+
+    @property
+    def first_page(self) -> str:
+        # Ordered by the uuid column, qualified: a bare name would be the text output column,
+        # and sorting by it cannot use the primary key (every page would sort the whole table).
+        return f"{self.select} WHERE deleted_at IS NULL ORDER BY {self.id_column} LIMIT $1"
+
+    @property
+    def next_page(self) -> str:
+        return (
+            f"{self.select} WHERE deleted_at IS NULL AND {self.id_column} > $2::uuid"
+            f" ORDER BY {self.id_column} LIMIT $1"
+        )
+
+    @property
+    def changed_since(self) -> str:
+        return f"{self.select} WHERE updated_at >= $1"
+
+    @property
+    def by_ids(self) -> str:
+        return f"{self.select} WHERE {self.id_column} = ANY($1::uuid[])"
+
+
 # Only what the proxy needs, with times as epoch seconds: no name, tags or reason to hold.
 SNAPSHOT_QUERY = """
     SELECT key_id::text, key_hash, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
         cost_limit_in_usd_unit, rate_limit_over_time, rate_limit_unit,
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
-        extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL
+        extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL,
+        setting_ids::text[], rotation_enabled
     FROM keys"""
-# Ordered by the uuid column, qualified: a bare `key_id` would name the text output column,
-# and sorting by it cannot use the primary key (every page would sort the whole table).
-FIRST_PAGE = f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL ORDER BY keys.key_id LIMIT $1"
-NEXT_PAGE = (
-    f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL AND keys.key_id > $2::uuid"
-    " ORDER BY keys.key_id LIMIT $1"
-)
-CHANGED_SINCE = f"{SNAPSHOT_QUERY} WHERE updated_at >= $1"
-BY_IDS = f"{SNAPSHOT_QUERY} WHERE keys.key_id = ANY($1::uuid[])"
 
 
 def key_of(row: Any) -> Key:
     (key_id, key_hash, revoked, cost, window_cost, window_unit, rate, rate_unit,
-     created, updated, expires, deleted) = row  # fmt: skip
+     created, updated, expires, deleted, setting_ids, rotation) = row  # fmt: skip
     return Key(
         key_id=key_id,
         name="",
@@ -105,34 +151,52 @@ def key_of(row: Any) -> Key:
         rate_limit_unit=rate_unit,
         expires_at=expires,
         deleted=deleted,
+        # Many keys share a setting: one string per id, not one per key.
+        setting_ids=tuple(sys.intern(i) for i in setting_ids) if setting_ids else (),
+        rotation_enabled=rotation,
     )
 
 
-async def _load_all(connection: asyncpg.Connection) -> list[Key]:
-    """Every live key, a page at a time: each statement stays short, whatever the key count."""
-    loaded: list[Key] = []
-    page = [key_of(row) for row in await connection.fetch(FIRST_PAGE, PAGE)]
+KEYS: Source[Key] = Source(
+    "key", "keys", SNAPSHOT_QUERY, "keys.key_id", key_of, lambda key: key.key_id, freeze=True
+)
+FIRST_PAGE, NEXT_PAGE = KEYS.first_page, KEYS.next_page
+
+
+async def _load_all(connection: asyncpg.Connection, source: Source[T]) -> list[T]:
+    """Every live object, a page at a time: each statement stays short, whatever the count."""
+    loaded: list[T] = []
+    first_page, next_page = source.first_page, source.next_page
+    page = [source.of_row(row) for row in await connection.fetch(first_page, PAGE)]
     while True:
         loaded += page
         if len(page) < PAGE:
             return loaded
-        page = [key_of(row) for row in await connection.fetch(NEXT_PAGE, PAGE, page[-1].key_id)]
+        after = source.id_of(page[-1])
+        page = [source.of_row(row) for row in await connection.fetch(next_page, PAGE, after)]
 
 
-class SnapshotRefresher:
-    """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
+class SnapshotRefresher(Generic[T]):
+    """Keeps a snapshot of one source current; Postgres being away only delays changes, never
+    requests. Keys by default; every configuration object the proxy holds is read the same way."""
 
     def __init__(
-        self, database: LazyConnection, snapshot: KeySnapshot, interval: float, errors: Counter
+        self,
+        database: LazyConnection,
+        snapshot: Snapshot[T],
+        interval: float,
+        errors: Counter,
+        source: Source[T] = KEYS,  # type: ignore[assignment]  # T is Key when defaulted
     ) -> None:
         self._database = database
         self._errors = errors
         self._snapshot = snapshot
         self._interval = interval
+        self._source = source
         self._read_clock: datetime | None = None  # Postgres's clock at the last read
         self._failing = False
         # One read and its apply at a time: a read started later is applied later, so an older
-        # row never overwrites a newer one (nor revives a deleted key).
+        # row never overwrites a newer one (nor revives a deleted object).
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -155,28 +219,30 @@ class SnapshotRefresher:
         async with self._lock:
             await self._refresh()
 
-    async def reload(self, key_ids: Collection[str]) -> None:
-        """The keys named, read anew: the change feed's targeted reload."""
+    async def reload(self, object_ids: Collection[str]) -> None:
+        """The objects named, read anew: the change feed's targeted reload."""
         async with self._lock:
             async with self._database.use() as connection:
-                rows = await connection.fetch(BY_IDS, list(key_ids))
-            self._snapshot.apply([key_of(row) for row in rows])
+                rows = await connection.fetch(self._source.by_ids, list(object_ids))
+            self._snapshot.apply([self._source.of_row(row) for row in rows])
 
     async def _refresh(self) -> None:
+        source = self._source
         async with self._database.use() as connection:
             # Taken before reading, so that what changes meanwhile is read again next time.
             clock = await connection.fetchval("SELECT now()")
             if self._read_clock is None:
-                loaded = await _load_all(connection)
+                loaded = await _load_all(connection, source)
             else:
                 since = self._read_clock - OVERLAP
-                loaded = [key_of(row) for row in await connection.fetch(CHANGED_SINCE, since)]
+                rows = await connection.fetch(source.changed_since, since)
+                loaded = [source.of_row(row) for row in rows]
         if self._read_clock is None:
             self._snapshot.replace(loaded)
-            # A million long-lived keys would make every full collection crawl over them.
-            gc.collect()
-            gc.freeze()
-            log.info("key snapshot loaded", extra={"keys": len(loaded)})
+            if source.freeze:
+                gc.collect()
+                gc.freeze()
+            log.info(f"{source.what} snapshot loaded", extra={source.plural: len(loaded)})
         else:
             self._snapshot.apply(loaded)
         self._read_clock = clock
@@ -186,14 +252,20 @@ class SnapshotRefresher:
         self._errors.inc(operation="snapshot_refresh")
         if not self._snapshot.loaded:
             # Waiting for Postgres or for keymgmt to create the schema: one line per try.
-            log.warning("key snapshot not loaded yet, retrying: %s", describe(error))
+            what = self._source.what
+            log.warning("%s snapshot not loaded yet, retrying: %s", what, describe(error))
         elif not self._failing:
             log.warning(
-                "key snapshot refresh failed, serving from the last one: %s", describe(error)
+                "%s snapshot refresh failed, serving from the last one: %s",
+                self._source.what,
+                describe(error),
             )
         self._failing = True
 
     def _recovered(self) -> None:
         if self._failing:
-            log.info("key snapshot refresh recovered", extra={"keys": len(self._snapshot)})
+            log.info(
+                f"{self._source.what} snapshot refresh recovered",
+                extra={self._source.plural: len(self._snapshot)},
+            )
         self._failing = False

@@ -1,8 +1,9 @@
 """The change feed: keymgmt announces each committed write on one Postgres channel, proxies listen.
 
 A payload names the object, never its content: a listener reloads the object from Postgres.
-`{"kind": "key", "id": "<uuid>", "version": <updated_at>, "at": <committed_at>}`, times as epoch
-seconds from Postgres's clock, about 110 bytes (Postgres refuses payloads of 8,000 and more).
+`{"kind": "key", "id": "<uuid>", "version": <updated_at>, "at": <committed_at>}` (kind: one of the
+names below), times as epoch seconds from Postgres's clock, about 110 bytes (Postgres refuses
+payloads of 8,000 and more).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import orjson
 
 CHANNEL = "gateway_changes"
 KEY = "key"
+SETTING = "setting"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from shared.durations import parse_duration
+from shared.secrets import parse_key
 
 
 class ConfigError(Exception):
@@ -90,6 +91,15 @@ class _Reader:
             raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
         return value
 
+    def encryption_key(self, name: str) -> bytes:
+        value = self.raw(name)
+        if value is None:
+            return b""
+        try:
+            return parse_key(value)
+        except ValueError as error:
+            raise ConfigError(f"{name}: {error}") from None
+
     def hosts(self, name: str, default: str) -> tuple[str, ...]:
         hosts = tuple(h.strip() for h in self.text(name, default).split(",") if h.strip())
         if not hosts:
@@ -155,6 +165,8 @@ class Settings:
     redis_outage_mode: str = "local"
     redis_outage_share: float = 0.5
     redis_outage_max: float = 300.0
+    # 32 bytes that seal provider secrets (shared.secrets); empty: no secrets can be stored or read
+    settings_encryption_key: bytes = field(default=b"", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -205,6 +217,7 @@ class Settings:
             redis_outage_mode=env.choice("REDIS_OUTAGE_MODE", "local", ("local", "closed")),
             redis_outage_share=env.fraction("REDIS_OUTAGE_SHARE", 0.5),
             redis_outage_max=env.duration("REDIS_OUTAGE_MAX", "5m"),
+            settings_encryption_key=env.encryption_key("SETTINGS_ENCRYPTION_KEY"),
         )
 
     def require_upstream_key(self) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import exc
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.config import PostgresSettings
@@ -44,6 +44,9 @@ keys = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # A tombstone: deleted rows stay so that the proxy's incremental refresh sees the deletion.
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    # Provider settings the key may use (migration 0004), in the order given.
+    sa.Column("setting_ids", ARRAY(UUID(as_uuid=False)), nullable=False, server_default="{}"),
+    sa.Column("rotation_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 sa.Index(
     "keys_live_key_hash",
@@ -53,6 +56,32 @@ sa.Index(
 )
 sa.Index("keys_updated_at", keys.c.updated_at)
 sa.Index("keys_tags", keys.c.tags, postgresql_using="gin")
+sa.Index("keys_setting_ids", keys.c.setting_ids, postgresql_using="gin")
+
+provider_settings = sa.Table(
+    "provider_settings",
+    metadata,
+    sa.Column("setting_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    # The setting's fields but its secret, by API name: baseUrl, url, resourceName, ...
+    sa.Column("options", JSONB, nullable=False, server_default="{}"),
+    # The apikey sealed with shared.secrets (nonce + ciphertext and tag); null: none
+    sa.Column("secret", sa.LargeBinary),
+    sa.Column("secret_hint", sa.Text, nullable=False, server_default=""),  # what responses show
+    sa.Column("allowed_models", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("cost_map", JSONB, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),  # a tombstone, as for keys
+)
+sa.Index(
+    "provider_settings_live_name",
+    provider_settings.c.name,
+    unique=True,
+    postgresql_where=provider_settings.c.deleted_at.is_(None),
+)
+sa.Index("provider_settings_updated_at", provider_settings.c.updated_at)
 
 usage_events = sa.Table(
     "usage_events",
@@ -129,6 +158,8 @@ def key_from_row(row: Any) -> Key:
         ttl=row.ttl,
         expires_at=None if row.expires_at is None else row.expires_at.timestamp(),
         deleted=row.deleted_at is not None,
+        setting_ids=tuple(row.setting_ids),
+        rotation_enabled=row.rotation_enabled,
     )
 
 

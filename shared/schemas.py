@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -82,7 +83,22 @@ def _unit() -> fields.String:
     return fields.String(validate=UNIT_CHOICE, allow_none=True)
 
 
-class _LimitFields(Schema):
+def _check_setting_id(value: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ValidationError("must be a provider setting's id (a UUID)") from None
+
+
+def _setting_id_or_none(value: str) -> None:
+    if value:
+        _check_setting_id(value)
+
+
+MAX_SETTINGS_PER_KEY = 64
+
+
+class _KeyFields(Schema):
     class Meta:
         unknown = RAISE
 
@@ -100,6 +116,19 @@ class _LimitFields(Schema):
     # The pattern is documented in the OpenAPI document; _duration alone gives the message.
     ttl = fields.String(validate=_duration, allow_none=True, metadata={"pattern": DURATION_PATTERN})
 
+    # The provider settings the key may use: one (settingId; "" or null for none) or several.
+    settingId = fields.String(allow_none=True, validate=_setting_id_or_none)
+    settingIds = fields.List(
+        fields.String(validate=_check_setting_id),
+        validate=validate.Length(max=MAX_SETTINGS_PER_KEY),
+    )
+    rotationEnabled = StrictBoolean()
+
+    @validates_schema
+    def _one_setting_field(self, data: dict[str, Any], **_: Any) -> None:
+        if "settingId" in data and "settingIds" in data:
+            raise ValidationError("give settingId or settingIds, not both", "settingId")
+
 
 def check_limit_pairs(values: dict[str, Any]) -> None:
     """Each windowed limit and its unit come together or not at all."""
@@ -113,7 +142,7 @@ def check_limit_pairs(values: dict[str, Any]) -> None:
             )
 
 
-class CreateKeySchema(_LimitFields):
+class CreateKeySchema(_KeyFields):
     name = _text(required=True)
     key = _text(required=True, minimum=1, maximum=MAX_RAW_KEY)
 
@@ -122,7 +151,7 @@ class CreateKeySchema(_LimitFields):
         check_limit_pairs(data)
 
 
-class UpdateKeySchema(_LimitFields):
+class UpdateKeySchema(_KeyFields):
     """A PATCH names only what changes; the merged pairs are checked against the stored key."""
 
     name = _text()
@@ -147,6 +176,12 @@ class KeySchema(Schema):
     rateLimitUnit = fields.String(attribute="rate_limit_unit")
     ttl = fields.String()
     expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
+    settingId = fields.Method(
+        "_setting_id",
+        metadata={"type": "string", "description": "the first of settingIds; empty when none"},
+    )
+    settingIds = fields.List(fields.String(), attribute="setting_ids")
+    rotationEnabled = fields.Boolean(attribute="rotation_enabled")
 
     def _created_at(self, key: Any) -> int:
         return int(key.created_at)
@@ -156,6 +191,9 @@ class KeySchema(Schema):
 
     def _expires_at(self, key: Any) -> int | None:
         return None if key.expires_at is None else int(key.expires_at)
+
+    def _setting_id(self, key: Any) -> str:
+        return key.setting_ids[0] if key.setting_ids else ""
 
 
 class ProblemSchema(Schema):

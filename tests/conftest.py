@@ -99,6 +99,10 @@ def redis_db() -> int:
     return int(os.environ.get("TEST_REDIS_DB", "13"))
 
 
+# Provider secrets of the test run are sealed with this (SETTINGS_ENCRYPTION_KEY).
+TEST_ENCRYPTION_KEY = os.urandom(32)
+
+
 @pytest.fixture
 def settings(
     postgres_endpoint: Endpoint, redis_endpoint: Endpoint, database_name: str, redis_db: int
@@ -117,6 +121,7 @@ def settings(
         openai_api_key="sk-upstream-secret",
         snapshot_interval=0.2,
         log_format="text",
+        settings_encryption_key=TEST_ENCRYPTION_KEY,
     )
 
 

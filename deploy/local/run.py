@@ -9,6 +9,7 @@ the services' last spend reaches Redis before Redis stops. Stdlib only.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ctypes
 import os
@@ -34,6 +35,7 @@ PLACEHOLDER_API_KEY = "sk-placeholder-set-OPENAI_API_KEY"
 WILDCARD_OR_LOOPBACK = {"", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"}
 PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+ENCRYPTION_KEY_FILE = "settings-encryption-key"
 
 
 class LaunchError(Exception):
@@ -154,6 +156,23 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def local_encryption_key(data_dir: Path) -> tuple[str, bool]:
+    """The SETTINGS_ENCRYPTION_KEY kept under `data_dir` (made on first use, readable by its
+    owner only), and whether it was made now. Kept, so that stored secrets open after a restart."""
+    path = data_dir / ENCRYPTION_KEY_FILE
+    try:
+        return path.read_text().strip(), False
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = base64.b64encode(os.urandom(32)).decode()
+    # Created exclusive and private: never world-readable, not even for a moment.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key, True
+
+
 class Launcher:
     def __init__(self, data_dir: Path, demo: bool) -> None:
         self.data_dir = data_dir
@@ -172,6 +191,7 @@ class Launcher:
         self._start_postgres()
         self._start_redis()
         self._configure_upstream()
+        self._configure_encryption_key()
         self._migrate()
         group = self._stop_group_later()
         keymgmt = self._spawn(group, "keymgmt", ["-m", "keymgmt"])
@@ -264,6 +284,14 @@ class Launcher:
                 "OPENAI_API_KEY is not set: the gateway starts, but every call to the upstream "
                 "will fail until you set it and restart (or use `make demo`)"
             )
+
+    def _configure_encryption_key(self) -> None:
+        if not _unset(self.env, "SETTINGS_ENCRYPTION_KEY"):
+            return
+        key, made = local_encryption_key(self.data_dir)
+        self.env["SETTINGS_ENCRYPTION_KEY"] = key
+        path = self.data_dir / ENCRYPTION_KEY_FILE
+        say(f"SETTINGS_ENCRYPTION_KEY {'made' if made else 'read'} in {path} (provider secrets)")
 
     def _migrate(self) -> None:
         migrate = self._spawn(self._stop_group_later(), "migrate", ["-m", "keymgmt", "migrate"])

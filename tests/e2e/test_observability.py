@@ -103,6 +103,7 @@ async def test_metrics_parse_and_count_the_call(gateway: Gateway) -> None:
     tokens = ("gateway_proxy_tokens_total", (("kind", "completion"), ("model", "gpt-4o-mini")))
     assert samples[tokens] == 5
     assert samples[("gateway_snapshot_keys", ())] >= 1
+    assert ("gateway_snapshot_settings", ()) in samples
     assert any(name == "gateway_proxy_overhead_seconds_count" for name, _ in samples)
     keymgmt_text = await (await gateway.keymgmt.get("/metrics")).text()
     names = {f.name for f in text_string_to_metric_families(keymgmt_text)}

@@ -19,6 +19,8 @@ from shared.config import Settings
         ("proxy", "IN_MEMORY_DB_UPDATE_INTERVAL", "10 s"),
         ("proxy", "OPENAI_API_KEY", ""),
         ("proxy", "PRICING_FILE", "/nonexistent/prices.json"),
+        ("keymgmt", "SETTINGS_ENCRYPTION_KEY", "not base64!"),
+        ("proxy", "SETTINGS_ENCRYPTION_KEY", "c2hvcnQ="),
     ],
 )
 def test_bad_configuration_exits_with_one_line(module: str, variable: str, value: str) -> None:

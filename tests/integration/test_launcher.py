@@ -29,7 +29,7 @@ DEMO_REPLY = "Hello from the fake upstream."
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 45.0
 # Settings a developer's shell could carry that would make the launcher use something else.
-CONFIGURED = ("POSTGRESQL_", "REDIS_", "OPENAI_", "KEYMGMT_", "PROXY_", "LOCAL_")
+CONFIGURED = ("POSTGRESQL_", "REDIS_", "OPENAI_", "KEYMGMT_", "PROXY_", "LOCAL_", "SETTINGS_")
 
 
 def _session_members(sid: int) -> dict[int, str]:
@@ -92,11 +92,10 @@ def _wait_ready(launcher: subprocess.Popen[bytes], log: Path) -> re.Match[str]:
     return ready
 
 
-def _create_key(keymgmt_url: str) -> str:
-    raw = f"sk-launcher-{uuid.uuid4().hex}"
+def _put(url: str, body: dict[str, object]) -> None:
     request = urllib.request.Request(
-        f"{keymgmt_url}/api/key-management/keys",
-        data=json.dumps({"name": "launcher-test", "key": raw}).encode(),
+        url,
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="PUT",
     )
@@ -104,6 +103,11 @@ def _create_key(keymgmt_url: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=10) as response:
         assert response.status == 200
+
+
+def _create_key(keymgmt_url: str) -> str:
+    raw = f"sk-launcher-{uuid.uuid4().hex}"
+    _put(f"{keymgmt_url}/api/key-management/keys", {"name": "launcher-test", "key": raw})
     return raw
 
 
@@ -165,6 +169,11 @@ def test_demo_from_nothing_serves_and_stops_cleanly(data_dir: Path) -> None:
         ports["fake upstream"] = int(upstream.group(1))
 
         raw_key = _create_key(keymgmt_url)
+        # The launcher made a SETTINGS_ENCRYPTION_KEY, so a setting's secret can be stored.
+        clear = f"sk-launcher-secret-{uuid.uuid4().hex}"
+        setting = {"provider": "openai", "name": "launcher", "setting": {"apikey": clear}}
+        _put(f"{keymgmt_url}/api/provider-settings", setting)
+        assert (data_dir / "settings-encryption-key").stat().st_mode & 0o077 == 0
         with openai.OpenAI(
             base_url=f"{proxy_url}/api/providers/openai/v1", api_key=raw_key, max_retries=0
         ) as client:
@@ -184,3 +193,5 @@ def test_demo_from_nothing_serves_and_stops_cleanly(data_dir: Path) -> None:
             name: port for name, port in ports.items() if services.reachable(services.HOST, port)
         }
         assert listening == {}, _tail(log)
+        key = (data_dir / "settings-encryption-key").read_text().strip()
+        assert key not in log.read_text() and clear not in log.read_text()

@@ -28,7 +28,13 @@ COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 # The oldest Kubernetes minor release the manifests must be valid for.
 KUBERNETES_VERSION = "1.31"
-SECRET_NAMES = {"OPENAI_API_KEY", "POSTGRESQL_PASSWORD", "REDIS_PASSWORD", "ADMIN_PASS"}
+SECRET_NAMES = {
+    "OPENAI_API_KEY",
+    "POSTGRESQL_PASSWORD",
+    "REDIS_PASSWORD",
+    "ADMIN_PASS",
+    "SETTINGS_ENCRYPTION_KEY",
+}
 KEYMGMT, PROXY = "gateway-keymgmt", "gateway-proxy"
 
 Doc = dict[str, Any]
@@ -283,6 +289,18 @@ def test_settings_come_from_the_configmap_and_secrets(
     assert "OPENAI_API_KEY" in proxy_env
 
 
+def test_both_services_take_the_encryption_key_from_the_secret(
+    objects: dict[tuple[str, str], Doc],
+) -> None:
+    """keymgmt seals provider secrets and the proxy opens them: one key, from the one Secret."""
+    for name in (KEYMGMT, PROXY):
+        (container,) = _pod(objects["Deployment", name])["containers"]
+        (variable,) = (v for v in container["env"] if v["name"] == "SETTINGS_ENCRYPTION_KEY")
+        assert variable["valueFrom"]["secretKeyRef"]["name"] == "gateway-secrets"
+    config = objects["ConfigMap", "gateway-config"]["data"]
+    assert "SETTINGS_ENCRYPTION_KEY" not in config
+
+
 def test_the_change_feed_is_told_where_to_listen(objects: dict[tuple[str, str], Doc]) -> None:
     """Behind a transaction-pooling PgBouncer LISTEN receives nothing: base and overlay both say
     where the proxy listens, so that whoever points POSTGRESQL_HOSTS at a pooler sees it."""
@@ -333,6 +351,9 @@ def test_compose_file() -> None:
         assert set(environment) <= _settings_read(environment)
         assert all(port.startswith("127.0.0.1:") for port in service["ports"])
     assert services["proxy"]["environment"]["OPENAI_API_KEY"].startswith("${OPENAI_API_KEY")
+    for name in ("keymgmt", "proxy"):
+        key = services[name]["environment"]["SETTINGS_ENCRYPTION_KEY"]
+        assert key.startswith("${SETTINGS_ENCRYPTION_KEY")
 
 
 def _stages(dockerfile: str) -> dict[str, str]:

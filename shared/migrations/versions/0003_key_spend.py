@@ -7,19 +7,16 @@ Revision ID: 0003
 Revises: 0002
 """
 
-from typing import Any
-
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.util import await_
+
+from shared.migrations.long import run_long as _long
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-LONG_STATEMENT_SECONDS = 3600.0
 
 ADD_TO_KEY_SPEND = """
 CREATE FUNCTION add_to_key_spend() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -43,12 +40,6 @@ def _trigger(table: str) -> str:
         f"CREATE TRIGGER {table}_key_spend AFTER INSERT ON {table} "
         "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION add_to_key_spend()"
     )
-
-
-def _long(statement: str) -> None:
-    # On the migration's own connection and transaction, past the asyncpg driver's wrapper.
-    driver: Any = op.get_bind().connection.driver_connection
-    await_(driver.execute(statement, timeout=LONG_STATEMENT_SECONDS))
 
 
 def upgrade() -> None:

@@ -81,4 +81,8 @@ export const api = {
     call("GET", `/api/reporting/keys/${encodeURIComponent(id)}/events?${new URLSearchParams(params)}`),
   topKeys: (params) => call("GET", `/api/reporting/top-keys?${new URLSearchParams(params)}`),
   searchEvents: (query) => call("POST", "/api/v2/events", query),
+  settings: () => call("GET", "/api/provider-settings"),
+  createSetting: (fields) => call("PUT", "/api/provider-settings", fields),
+  updateSetting: (id, fields) => call("PATCH", `/api/provider-settings/${encodeURIComponent(id)}`, fields),
+  deleteSetting: (id) => call("DELETE", `/api/provider-settings/${encodeURIComponent(id)}`),
 };

@@ -4,22 +4,24 @@ import { confirmAction, openDialog } from "./dialogs.js";
 import { toast } from "./dom.js";
 import { keyForm } from "./keyform.js";
 
-export function createKey(onDone) {
+export async function createKey(onDone) {
+  const settings = await api.settings();
   const dialog = openDialog("New key", keyForm(null, async (fields) => {
     const key = await api.createKey(fields);
     dialog.close();
     toast(`Key “${key.name}” created.`);
     onDone(key);
-  }));
+  }, settings));
 }
 
-export function editKey(key, onDone) {
+export async function editKey(key, onDone) {
+  const settings = await api.settings();
   const dialog = openDialog(`Edit “${key.name}”`, keyForm(key, async (fields) => {
     const updated = await api.updateKey(key.keyId, fields);
     dialog.close();
     toast("Key saved.");
     onDone(updated);
-  }));
+  }, settings));
 }
 
 export async function revokeKey(key, onDone) {

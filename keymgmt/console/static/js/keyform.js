@@ -1,7 +1,7 @@
 // The create and edit form of a key, every field of the contract; the API's validation
 // messages are shown under the field they name.
-import { ApiError } from "./api.js";
 import { field, h } from "./dom.js";
+import { showErrors } from "./formerrors.js";
 
 const UNITS = [["", "none"], ["s", "second"], ["m", "minute"], ["h", "hour"], ["d", "day"]];
 const TEXT_FIELDS = ["name", "key", "costLimitInUsd", "costLimitInUsdOverTime", "rateLimitOverTime", "ttl", "revokedReason"];
@@ -23,9 +23,14 @@ function randomKey() {
 
 const amount = (n) => (n ? String(n) : "");
 
-export function keyForm(existing, onSubmit) {
+// `settings`: the provider settings a key may be given (GET /api/provider-settings).
+export function keyForm(existing, onSubmit, settings = []) {
   const creating = !existing;
   const k = existing || {};
+  const chosen = new Set(k.settingIds || []);
+  const settingSelect = h("select", { name: "settingIds", multiple: true, size: String(Math.min(6, Math.max(2, settings.length))) },
+    settings.map((s) => h("option", { value: s.id, selected: chosen.has(s.id) }, `${s.name} (${s.provider})`)));
+  const rotation = h("input", { type: "checkbox", name: "rotationEnabled", id: "f-rotationEnabled", checked: Boolean(k.rotationEnabled) });
   const keyInput = creating ? text("key", "", { spellcheck: "false" }) : null;
   const revoked = creating ? null : h("input", { type: "checkbox", name: "revoked", checked: k.revoked });
   const formError = h("p", { class: "field-error", role: "alert" });
@@ -45,6 +50,9 @@ export function keyForm(existing, onSubmit) {
         field("Requests", text("rateLimitOverTime", amount(k.rateLimitOverTime), { inputmode: "numeric" })),
         field("Per", unitSelect("rateLimitUnit", k.rateLimitUnit)))),
     field("Time to live", text("ttl", k.ttl), "From creation, e.g. 30d or 12h; empty: no expiry"),
+    h("fieldset", {}, h("legend", {}, "Provider settings"),
+      field("Settings", settingSelect, settings.length ? "Upstream credentials the key may use; none: OPENAI_API_KEY on the OpenAI path" : "No provider settings yet"),
+      h("div", { class: "field check" }, rotation, h("label", { for: "f-rotationEnabled" }, "Rotate among the settings of one provider"))),
     !creating && h("div", { class: "field check" }, revoked, h("label", { for: "f-revoked" }, "Revoked")),
     !creating && field("Revoked reason", text("revokedReason", k.revokedReason)),
     formError,
@@ -65,28 +73,11 @@ export function keyForm(existing, onSubmit) {
     const tags = String(data.get("tags")).split(",").map((t) => t.trim()).filter(Boolean);
     body.tags = tags;
     if (revoked) body.revoked = revoked.checked;
+    const settingIds = Array.from(settingSelect.selectedOptions, (o) => o.value);
+    if (!creating || settingIds.length) body.settingIds = settingIds;
+    if (!creating || rotation.checked) body.rotationEnabled = rotation.checked;
     for (const name of Object.keys(body)) if (body[name] === undefined) delete body[name];
     return body;
-  }
-
-  function showErrors(error) {
-    for (const node of form.querySelectorAll(".field-error")) node.textContent = "";
-    for (const node of form.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
-    const unplaced = [];
-    const messages = error instanceof ApiError ? error.fieldErrors : {};
-    for (const [name, list] of Object.entries(messages)) {
-      const text = [].concat(list).map((m) => (typeof m === "string" ? m : JSON.stringify(m))).join(" ");
-      const input = form.elements.namedItem(name);
-      const slot = input && form.querySelector(`#${input.id}-error`);
-      if (slot) {
-        slot.textContent = text;
-        input.setAttribute("aria-invalid", "true");
-      } else unplaced.push(name === "_schema" ? text : `${name}: ${text}`);
-    }
-    if (!Object.keys(messages).length) unplaced.push(error.message);
-    formError.textContent = unplaced.join(" ");
-    const first = form.querySelector("[aria-invalid]");
-    if (first) first.focus();
   }
 
   form.addEventListener("submit", async (event) => {
@@ -96,7 +87,7 @@ export function keyForm(existing, onSubmit) {
     try {
       await onSubmit(values());
     } catch (error) {
-      showErrors(error);
+      showErrors(form, formError, error);
     } finally {
       button.disabled = false;
     }

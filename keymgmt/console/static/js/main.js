@@ -6,6 +6,7 @@ import * as keys from "./pages/keys.js";
 import * as key from "./pages/key.js";
 import * as topKeys from "./pages/topkeys.js";
 import * as events from "./pages/events.js";
+import * as providerSettings from "./pages/settings.js";
 import * as signin from "./pages/signin.js";
 
 // Every page: the paths it answers, its module, and, for those in the header, a label and link
@@ -15,6 +16,7 @@ const PAGES = [
   { pattern: /^\/keys\/([^/]+)$/, module: key, under: "/keys" },
   { pattern: /^\/top-keys$/, module: topKeys, nav: ["Top keys", "/top-keys"] },
   { pattern: /^\/events$/, module: events, nav: ["Events", "/events"] },
+  { pattern: /^\/settings$/, module: providerSettings, nav: ["Provider settings", "/settings"] },
 ];
 
 const main = document.getElementById("main");
