@@ -14,6 +14,8 @@ from keymgmt.console import add_console
 from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
 from keymgmt.openapi import build_openapi
+from keymgmt.route_api import route_api
+from keymgmt.route_store import RouteStore
 from keymgmt.routes import routes
 from keymgmt.spend import restore_lost_spend
 from keymgmt.store import KeyStore
@@ -25,6 +27,7 @@ from keymgmt.typedefs import (
     REDIS,
     REGISTRY,
     REQUESTS,
+    ROUTE_STORE,
     SETTINGS,
     STORE,
 )
@@ -48,6 +51,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     await migrate(engine)
     app[ENGINE] = engine
     app[STORE] = KeyStore(engine, settings.postgres)
+    app[ROUTE_STORE] = RouteStore(engine, settings.postgres)
     yield
     await engine.dispose()
 
@@ -125,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.extend([database, limits, background])
     app.add_routes(routes)
+    app.add_routes(route_api)
     app.add_routes(reporting.routes)
     app.router.add_get("/metrics", metrics_endpoint)
     add_console(app)

@@ -29,6 +29,14 @@ class KeyExists(ApiError):
     status, title, type = 409, "Conflict", "key_exists"
 
 
+class RouteNotFound(ApiError):
+    status, title, type = 404, "Not Found", "not_found"
+
+
+class PathTaken(ApiError):
+    status, title, type = 409, "Conflict", "route_exists"
+
+
 class DatabaseUnavailable(ApiError):
     status, title, type = 503, "Service Unavailable", "database_unavailable"
 

@@ -4,8 +4,8 @@ and announces itself on the change feed in its own transaction (shared.changes).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from keymgmt.errors import DatabaseUnavailable, InvalidInput, KeyExists, KeyNotFound
+from keymgmt.errors import ApiError, DatabaseUnavailable, InvalidInput, KeyExists, KeyNotFound
 from shared.changes import CHANNEL, KEY
 from shared.config import PostgresSettings
 from shared.db import describe, is_unavailable, key_from_row, keys
@@ -61,33 +61,45 @@ def _expiry(ttl: str, created_at: Any) -> Any:
     )
 
 
+@asynccontextmanager
+async def transaction(
+    engine: AsyncEngine, write_timeout_ms: int | None, conflict: Callable[[], ApiError]
+) -> AsyncIterator[AsyncConnection]:
+    """A transaction with the stores' error handling: a unique violation is `conflict()`, an
+    unreachable Postgres a 503; a write (a timeout given) is bounded by its statement timeout."""
+    try:
+        async with engine.begin() as connection:
+            if write_timeout_ms is not None:
+                await connection.execute(
+                    sa.select(sa.func.set_config("statement_timeout", str(write_timeout_ms), True))
+                )
+            yield connection
+    except exc.IntegrityError as error:
+        raise conflict() from error
+    except Exception as error:
+        if is_unavailable(error):
+            raise DatabaseUnavailable(f"postgres unavailable: {describe(error)}") from None
+        raise
+
+
+def write_timeout_ms(settings: PostgresSettings) -> int:
+    return max(1, int(settings.write_timeout * 1000))
+
+
 class KeyStore:
     def __init__(self, engine: AsyncEngine, settings: PostgresSettings) -> None:
         self._engine = engine
-        self._write_timeout_ms = max(1, int(settings.write_timeout * 1000))
+        self._write_timeout_ms = write_timeout_ms(settings)
 
-    @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as connection:
-                if write:
-                    await connection.execute(
-                        sa.select(
-                            sa.func.set_config(
-                                "statement_timeout", str(self._write_timeout_ms), True
-                            )
-                        )
-                    )
-                yield connection
-        except exc.IntegrityError as error:
-            raise KeyExists(
+    def _transaction(self, *, write: bool) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(
+            self._engine,
+            self._write_timeout_ms if write else None,
+            lambda: KeyExists(
                 "a key with this value already exists (a revoked key keeps its value; delete it"
                 " to use the value again)"
-            ) from error
-        except Exception as error:
-            if is_unavailable(error):
-                raise DatabaseUnavailable(f"postgres unavailable: {describe(error)}") from None
-            raise
+            ),
+        )
 
     async def ping(self) -> bool:
         try:
@@ -115,7 +127,7 @@ class KeyStore:
             )
         async with self._transaction(write=True) as connection:
             row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
-            await connection.execute(_announcement(row.key_id, row.updated_at))
+            await connection.execute(announcement(KEY, row.key_id, row.updated_at))
         return key_from_row(row)
 
     async def get(self, key_id: str) -> Key:
@@ -161,7 +173,7 @@ class KeyStore:
                     keys.update().where(keys.c.key_id == key_id).values(values).returning(keys)
                 )
             ).one()
-            await connection.execute(_announcement(updated.key_id, updated.updated_at))
+            await connection.execute(announcement(KEY, updated.key_id, updated.updated_at))
         return key_from_row(updated)
 
     async def delete(self, key_id: str) -> None:
@@ -176,13 +188,13 @@ class KeyStore:
             deleted = result.one_or_none()
             if deleted is None:
                 raise KeyNotFound(f"no key with id {key_id}")
-            await connection.execute(_announcement(key_id, deleted.updated_at))
+            await connection.execute(announcement(KEY, key_id, deleted.updated_at))
 
 
-def _announcement(key_id: str, updated_at: datetime) -> sa.Select[Any]:
+def announcement(kind: str, object_id: str, updated_at: datetime) -> sa.Select[Any]:
     """Run last in a write's transaction: Postgres delivers it when, and only if, that commits."""
     payload = sa.func.json_build_object(
-        "kind", KEY, "id", str(key_id), "version", updated_at.timestamp(),
+        "kind", kind, "id", str(object_id), "version", updated_at.timestamp(),
         "at", sa.extract("epoch", sa.func.clock_timestamp()),
     )  # fmt: skip
     return sa.select(sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text)))

@@ -16,6 +16,7 @@ from proxy.forward import handle, request_id_of
 from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
 from proxy.provider_settings import SettingSnapshot
+from proxy.routes.snapshot import ROUTE_SOURCE, RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log
@@ -28,6 +29,7 @@ from proxy.typedefs import (
     PRICING,
     PROVIDER_SETTINGS,
     REGISTRY,
+    ROUTES,
     SESSION,
     SETTINGS,
     SETTLER,
@@ -35,7 +37,7 @@ from proxy.typedefs import (
 )
 from proxy.upstream import CredentialAlarm, create_session
 from shared import tokens
-from shared.changes import KEY
+from shared.changes import KEY, ROUTE
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -50,19 +52,28 @@ DRAIN_TIMEOUT = 10.0
 log = logging.getLogger("gateway.proxy")
 
 
-async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    database = LazyConnection(settings.postgres)
-    refresher = SnapshotRefresher(
-        database, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
+async def snapshots(app: web.Application) -> AsyncIterator[None]:
+    """Keys and routes, each refreshed on a connection of its own, and the change feed."""
+    settings, key_snapshot, route_snapshot = app[SETTINGS], app[SNAPSHOT], app[ROUTES]
+    errors, interval = app[METRICS].postgres_errors, settings.snapshot_interval
+    key_database = LazyConnection(settings.postgres)
+    route_database = LazyConnection(settings.postgres)
+    keys = SnapshotRefresher(key_database, key_snapshot, interval, errors)
+    routes = SnapshotRefresher(
+        route_database, route_snapshot, interval, errors, source=ROUTE_SOURCE
     )
-    task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
-    feed = change_feed(app, {KEY: refresher})
+    tasks = [
+        asyncio.create_task(keys.run(), name="key-snapshot-refresher"),
+        asyncio.create_task(routes.run(), name="route-snapshot-refresher"),
+    ]
+    feed = change_feed(app, {KEY: keys, ROUTE: routes})
     feed_task = asyncio.create_task(feed.run(), name="change-feed")
     yield
     await stop_task(feed_task)
-    await stop_task(task)
-    await database.close()
+    for task in tasks:
+        await stop_task(task)
+    await key_database.close()
+    await route_database.close()
 
 
 async def token_encodings(app: web.Application) -> AsyncIterator[None]:
@@ -167,6 +178,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
     app[PROVIDER_SETTINGS] = SettingSnapshot()
+    app[ROUTES] = RouteSnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(
         settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max
@@ -182,7 +194,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(token_encodings)
     app.cleanup_ctx.append(limits)
     app.cleanup_ctx.append(upstream_session)
-    app.cleanup_ctx.append(key_snapshot)
+    app.cleanup_ctx.append(snapshots)
     app.cleanup_ctx.append(job_watcher)
     app.router.add_route("*", OPENAI_PREFIX + "/{tail:.*}", handle)
     app.router.add_get("/api/health", health)

@@ -1,4 +1,9 @@
-"""The in-memory key snapshot: loaded in full at start, then refreshed by `updated_at`."""
+"""In-memory snapshots of configuration objects (keys, routes, ...): loaded in full at start, in
+pages, then refreshed by `updated_at` and by the change feed, each batch applied in one step.
+
+One refresher serves every kind: a `SnapshotSource` says how its rows are read and parsed, and
+the snapshot it fills takes `replace` (the full load) and `apply` (changed rows, tombstones
+included)."""
 
 from __future__ import annotations
 
@@ -6,12 +11,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
+from shared.changes import KEY
 from shared.metrics import Counter
 from shared.models import Key
 from shared.pg import LazyConnection, describe
@@ -70,6 +77,54 @@ class KeySnapshot:
 
 PAGE = 20_000
 
+T = TypeVar("T")
+
+
+class Snapshot(Protocol[T]):
+    loaded: bool
+    refreshed_at: float  # monotonic time of the last successful read
+
+    def __len__(self) -> int: ...
+
+    def replace(self, live: list[T]) -> None: ...
+
+    def apply(self, changed: list[T]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSource(Generic[T]):
+    """How the objects of one kind are read: `select` is `SELECT ... FROM <table>` naming only what
+    the proxy needs, `id_column` the table's uuid primary key; `deleted_at` and `updated_at` are
+    the columns every configuration table has."""
+
+    kind: str  # as in shared.changes, and in log lines
+    select: str
+    id_column: str
+    parse: Callable[[Any], T]
+    id_of: Callable[[T], str]
+
+    @property
+    def first_page(self) -> str:
+        # Ordered by the uuid column, qualified: a bare name would be a text output column, and
+        # sorting by it cannot use the primary key (every page would sort the whole table).
+        return f"{self.select} WHERE deleted_at IS NULL ORDER BY {self.id_column} LIMIT $1"
+
+    @property
+    def next_page(self) -> str:
+        return (
+            f"{self.select} WHERE deleted_at IS NULL AND {self.id_column} > $2::uuid"
+            f" ORDER BY {self.id_column} LIMIT $1"
+        )
+
+    @property
+    def changed_since(self) -> str:
+        return f"{self.select} WHERE updated_at >= $1"
+
+    @property
+    def by_ids(self) -> str:
+        return f"{self.select} WHERE {self.id_column} = ANY($1::uuid[])"
+
+
 # Only what the proxy needs, with times as epoch seconds: no name, tags or reason to hold.
 SNAPSHOT_QUERY = """
     SELECT key_id::text, key_hash, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
@@ -77,15 +132,6 @@ SNAPSHOT_QUERY = """
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
         extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL
     FROM keys"""
-# Ordered by the uuid column, qualified: a bare `key_id` would name the text output column,
-# and sorting by it cannot use the primary key (every page would sort the whole table).
-FIRST_PAGE = f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL ORDER BY keys.key_id LIMIT $1"
-NEXT_PAGE = (
-    f"{SNAPSHOT_QUERY} WHERE deleted_at IS NULL AND keys.key_id > $2::uuid"
-    " ORDER BY keys.key_id LIMIT $1"
-)
-CHANGED_SINCE = f"{SNAPSHOT_QUERY} WHERE updated_at >= $1"
-BY_IDS = f"{SNAPSHOT_QUERY} WHERE keys.key_id = ANY($1::uuid[])"
 
 
 def key_of(row: Any) -> Key:
@@ -108,24 +154,35 @@ def key_of(row: Any) -> Key:
     )
 
 
-async def _load_all(connection: asyncpg.Connection) -> list[Key]:
-    """Every live key, a page at a time: each statement stays short, whatever the key count."""
-    loaded: list[Key] = []
-    page = [key_of(row) for row in await connection.fetch(FIRST_PAGE, PAGE)]
+KEY_SOURCE = SnapshotSource(KEY, SNAPSHOT_QUERY, "keys.key_id", key_of, lambda key: key.key_id)
+
+
+async def _load_all(connection: asyncpg.Connection, source: SnapshotSource[T]) -> list[T]:
+    """Every live object, a page at a time: each statement stays short, whatever the count."""
+    loaded: list[T] = []
+    page = [source.parse(row) for row in await connection.fetch(source.first_page, PAGE)]
     while True:
         loaded += page
         if len(page) < PAGE:
             return loaded
-        page = [key_of(row) for row in await connection.fetch(NEXT_PAGE, PAGE, page[-1].key_id)]
+        rows = await connection.fetch(source.next_page, PAGE, source.id_of(page[-1]))
+        page = [source.parse(row) for row in rows]
 
 
-class SnapshotRefresher:
-    """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
+class SnapshotRefresher(Generic[T]):
+    """Keeps a snapshot current; Postgres being away only delays changes, never requests.
+    Keys unless another source is given."""
 
     def __init__(
-        self, database: LazyConnection, snapshot: KeySnapshot, interval: float, errors: Counter
+        self,
+        database: LazyConnection,
+        snapshot: Snapshot[T],
+        interval: float,
+        errors: Counter,
+        source: SnapshotSource[Any] = KEY_SOURCE,
     ) -> None:
         self._database = database
+        self._source: SnapshotSource[T] = source
         self._errors = errors
         self._snapshot = snapshot
         self._interval = interval
@@ -155,28 +212,31 @@ class SnapshotRefresher:
         async with self._lock:
             await self._refresh()
 
-    async def reload(self, key_ids: Collection[str]) -> None:
-        """The keys named, read anew: the change feed's targeted reload."""
+    async def reload(self, object_ids: Collection[str]) -> None:
+        """The objects named, read anew: the change feed's targeted reload."""
+        source = self._source
         async with self._lock:
             async with self._database.use() as connection:
-                rows = await connection.fetch(BY_IDS, list(key_ids))
-            self._snapshot.apply([key_of(row) for row in rows])
+                rows = await connection.fetch(source.by_ids, list(object_ids))
+            self._snapshot.apply([source.parse(row) for row in rows])
 
     async def _refresh(self) -> None:
+        source = self._source
         async with self._database.use() as connection:
             # Taken before reading, so that what changes meanwhile is read again next time.
             clock = await connection.fetchval("SELECT now()")
             if self._read_clock is None:
-                loaded = await _load_all(connection)
+                loaded = await _load_all(connection, source)
             else:
                 since = self._read_clock - OVERLAP
-                loaded = [key_of(row) for row in await connection.fetch(CHANGED_SINCE, since)]
+                rows = await connection.fetch(source.changed_since, since)
+                loaded = [source.parse(row) for row in rows]
         if self._read_clock is None:
             self._snapshot.replace(loaded)
             # A million long-lived keys would make every full collection crawl over them.
             gc.collect()
             gc.freeze()
-            log.info("key snapshot loaded", extra={"keys": len(loaded)})
+            log.info("%s snapshot loaded", source.kind, extra={"objects": len(loaded)})
         else:
             self._snapshot.apply(loaded)
         self._read_clock = clock
@@ -186,14 +246,22 @@ class SnapshotRefresher:
         self._errors.inc(operation="snapshot_refresh")
         if not self._snapshot.loaded:
             # Waiting for Postgres or for keymgmt to create the schema: one line per try.
-            log.warning("key snapshot not loaded yet, retrying: %s", describe(error))
+            log.warning(
+                "%s snapshot not loaded yet, retrying: %s", self._source.kind, describe(error)
+            )
         elif not self._failing:
             log.warning(
-                "key snapshot refresh failed, serving from the last one: %s", describe(error)
+                "%s snapshot refresh failed, serving from the last one: %s",
+                self._source.kind,
+                describe(error),
             )
         self._failing = True
 
     def _recovered(self) -> None:
         if self._failing:
-            log.info("key snapshot refresh recovered", extra={"keys": len(self._snapshot)})
+            log.info(
+                "%s snapshot refresh recovered",
+                self._source.kind,
+                extra={"objects": len(self._snapshot)},
+            )
         self._failing = False
