@@ -23,7 +23,7 @@ from marshmallow import (
 )
 
 from shared.durations import parse_duration
-from shared.schemas import DURATION_PATTERN, StrictBoolean, WholeNumber, _text
+from shared.schemas import DURATION_PATTERN, StrictBoolean, WholeNumber, _storable_text, _text
 
 PROVIDERS = ("openai", "anthropic", "azure", "vllm", "deepinfra", "openai_compatible")
 RETRY_STRATEGIES = ("constant", "exponential")
@@ -51,33 +51,30 @@ _PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
 def _spoken(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size:g}{unit}"
     return f"{seconds * 1000:g}ms"
 
 
-def _duration_within(
-    least: float, most: float, *, zero_allowed: bool = False
-) -> Callable[[str], None]:
+def _duration_within(least: float, most: float) -> Callable[[str], None]:
     def check(value: str) -> None:
         try:
             seconds = parse_duration(value)
         except ValueError as error:
             raise ValidationError(str(error)) from None
-        if (seconds < least and not (zero_allowed and seconds == 0)) or seconds > most:
-            low = "0" if zero_allowed else _spoken(least)
-            raise ValidationError(f"must be a duration from {low} to {_spoken(most)}")
+        if not least <= seconds <= most:
+            raise ValidationError(f"must be a duration from {_spoken(least)} to {_spoken(most)}")
 
     return check
 
 
-def _duration(
-    least: float, most: float, *, zero_allowed: bool = False, description: str = "", **kwargs: Any
-) -> fields.String:
+def _duration(least: float, most: float, *, description: str = "", **kwargs: Any) -> fields.String:
     metadata = {"pattern": DURATION_PATTERN} | ({"description": description} if description else {})
     return fields.String(
-        validate=_duration_within(least, most, zero_allowed=zero_allowed),
+        validate=_duration_within(least, most),
         metadata=metadata,
         **kwargs,
     )
@@ -100,12 +97,30 @@ def _path(value: str) -> None:
         raise ValidationError("must not contain . or .. segments")
 
 
+def _storable_json(value: Any) -> None:
+    """Postgres jsonb takes no NUL in a string, nor an unpaired surrogate: a 400, not a 500."""
+    if isinstance(value, str):
+        _storable_text(value)
+    elif isinstance(value, dict):
+        for name, each in value.items():
+            _storable_text(name)
+            _storable_json(each)
+    elif isinstance(value, list):
+        for each in value:
+            _storable_json(each)
+
+
 def _request_params(value: dict[str, Any]) -> None:
     reserved = sorted(RESERVED_REQUEST_PARAMS & value.keys())
     if reserved:
         raise ValidationError(f"must not set {', '.join(reserved)}: the step or the call does")
-    if len(orjson.dumps(value)) > MAX_REQUEST_PARAMS_BYTES:
+    try:  # orjson refuses unpaired surrogates, and nesting deeper than 254 levels
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as error:
+        raise ValidationError(f"cannot be stored: {error}") from None
+    if len(encoded) > MAX_REQUEST_PARAMS_BYTES:
         raise ValidationError(f"must be at most {MAX_REQUEST_PARAMS_BYTES} bytes as JSON")
+    _storable_json(value)
 
 
 class _Strict(Schema):
@@ -125,9 +140,7 @@ class StepSchema(_Strict):
         validate=_uuid, allow_none=True, load_default=None, metadata={"format": "uuid"}
     )
     retries = WholeNumber(validate=validate.Range(min=0, max=MAX_RETRIES), load_default=0)
-    retryInterval = _duration(
-        0.001, MAX_RETRY_INTERVAL, zero_allowed=True, load_default=DEFAULT_RETRY_INTERVAL
-    )
+    retryInterval = _duration(0, MAX_RETRY_INTERVAL, load_default=DEFAULT_RETRY_INTERVAL)
     timeout = _duration(
         0.001,
         MAX_STEP_TIMEOUT,
@@ -165,7 +178,10 @@ class CoolDownSchema(_Strict):
 
 
 def _key_ids() -> fields.List:
-    return fields.List(fields.String(validate=_uuid), validate=validate.Length(max=MAX_KEY_IDS))
+    return fields.List(
+        fields.String(validate=_uuid, metadata={"format": "uuid"}),
+        validate=validate.Length(max=MAX_KEY_IDS),
+    )
 
 
 def _steps(**kwargs: Any) -> fields.List:

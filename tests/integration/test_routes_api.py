@@ -276,3 +276,30 @@ async def test_stored_steps_are_the_api_shape(client: TestClient, settings: Sett
     finally:
         await connection.close()
     assert orjson.loads(stored) == route["steps"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"suffix": "a\x00b"},
+        {"k\x00": 1},
+        {"deep": [{"x": "\x00"}]},
+        {"s": "\ud800"},
+    ],
+)
+async def test_request_params_postgres_cannot_store_are_400(
+    client: TestClient, params: dict[str, Any]
+) -> None:
+    body = new_route(steps=[{"provider": "openai", "model": "m", "requestParams": params}])
+    response = await client.post(ROUTES, json=body)
+    assert response.status == 400, await response.text()
+    assert_problem(await response.json(), 400, ROUTES)
+
+
+async def test_request_params_nested_past_what_can_be_stored_are_400(client: TestClient) -> None:
+    body = new_route(steps=[{"provider": "openai", "model": "m", "requestParams": {"n": 0}}])
+    nested = "[" * 1000 + "]" * 1000  # deeper than Python's recursion limit
+    raw = orjson.dumps(body).replace(b'{"n":0}', b'{"n":' + nested.encode() + b"}")
+    response = await client.post(ROUTES, data=raw)
+    assert response.status == 400, await response.text()
+    assert "requestParams" in str((await response.json())["detail"])
