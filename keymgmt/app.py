@@ -14,6 +14,8 @@ from keymgmt.console import add_console
 from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
 from keymgmt.openapi import build_openapi
+from keymgmt.route_api import route_api
+from keymgmt.route_store import RouteStore
 from keymgmt.routes import routes
 from keymgmt.setting_routes import routes as setting_routes
 from keymgmt.settings_store import SettingStore
@@ -27,6 +29,7 @@ from keymgmt.typedefs import (
     REDIS,
     REGISTRY,
     REQUESTS,
+    ROUTE_STORE,
     SETTING_STORE,
     SETTINGS,
     STORE,
@@ -54,6 +57,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = KeyStore(engine, settings.postgres)
     key = settings.settings_encryption_key
     app[SETTING_STORE] = SettingStore(engine, settings.postgres, SecretBox(key) if key else None)
+    app[ROUTE_STORE] = RouteStore(engine, settings.postgres)
     yield
     await engine.dispose()
 
@@ -132,6 +136,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([database, limits, background])
     app.add_routes(routes)
     app.add_routes(setting_routes)
+    app.add_routes(route_api)
     app.add_routes(reporting.routes)
     app.router.add_get("/metrics", metrics_endpoint)
     add_console(app)

@@ -45,6 +45,14 @@ class EncryptionKeyMissing(ApiError):
     status, title, type = 503, "Service Unavailable", "encryption_key_missing"
 
 
+class RouteNotFound(ApiError):
+    status, title, type = 404, "Not Found", "not_found"
+
+
+class PathTaken(ApiError):
+    status, title, type = 409, "Conflict", "route_exists"
+
+
 class DatabaseUnavailable(ApiError):
     status, title, type = 503, "Service Unavailable", "database_unavailable"
 

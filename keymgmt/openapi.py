@@ -9,6 +9,13 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from keymgmt.eventsearch import EventQuerySchema
 from keymgmt.keysearch import KeyQuerySchema
+from shared.route_schemas import (
+    CACHE_CONFIG_CHANGE,
+    COOL_DOWN_CHANGE,
+    CreateRouteSchema,
+    RouteSchema,
+    UpdateRouteSchema,
+)
 from shared.schemas import CreateKeySchema, KeySchema, ProblemSchema, UpdateKeySchema
 from shared.setting_schemas import CreateSettingSchema, SettingSchema, UpdateSettingSchema
 
@@ -24,8 +31,8 @@ def _problem(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "invalid input",
         401: "missing or wrong admin pass",
-        404: "no such key",
-        409: "a key with this value exists",
+        404: "no such key or route",
+        409: "a key with this value, or a route with this path, exists",
         413: "body over 1 MB",
         503: "Postgres unavailable",
     }
@@ -231,6 +238,55 @@ def _listing_paths(spec: APISpec) -> None:
     )
 
 
+_ROUTE_ID = {**_KEY_ID, "name": "routeId"}
+
+
+def _route_paths(spec: APISpec) -> None:
+    common = (400, 401, 503)
+
+    def body(schema: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    spec.path(
+        path="/api/routes",
+        operations={
+            "post": {
+                "summary": "Create a route",
+                "requestBody": body("CreateRoute"),
+                "responses": {**_ok("Route", "the route"), **_problem(*common, 409, 413)},
+            },
+            "get": {
+                "summary": "Every route",
+                "responses": {
+                    **_ok({"type": "array", "items": "Route"}, "the routes"),
+                    **_problem(401, 503),
+                },
+            },
+        },
+    )
+    spec.path(
+        path="/api/routes/{routeId}",
+        operations={
+            "get": {
+                "summary": "One route",
+                "parameters": [_ROUTE_ID],
+                "responses": {**_ok("Route", "the route"), **_problem(*common, 404)},
+            },
+            "patch": {
+                "summary": "Change the fields named (cacheConfig and coolDown field by field)",
+                "parameters": [_ROUTE_ID],
+                "requestBody": body("UpdateRoute"),
+                "responses": {**_ok("Route", "the route"), **_problem(*common, 404, 409, 413)},
+            },
+            "delete": {
+                "summary": "Delete a route; the proxy stops serving it",
+                "parameters": [_ROUTE_ID],
+                "responses": {"204": {"description": "deleted"}, **_problem(*common, 404)},
+            },
+        },
+    )
+
+
 def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     spec = APISpec(
         title="Gateway key management",
@@ -248,6 +304,11 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
         ("ProviderSetting", SettingSchema),
         ("CreateProviderSetting", CreateSettingSchema),
         ("UpdateProviderSetting", UpdateSettingSchema),
+        ("Route", RouteSchema),
+        ("CreateRoute", CreateRouteSchema),
+        ("CacheConfigChange", CACHE_CONFIG_CHANGE),
+        ("CoolDownChange", COOL_DOWN_CHANGE),
+        ("UpdateRoute", UpdateRouteSchema),
     ):
         spec.components.schema(name, schema=schema)
     if admin_pass_required:
@@ -312,6 +373,7 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     _reporting_paths(spec)
     _listing_paths(spec)
     _setting_paths(spec)
+    _route_paths(spec)
     spec.path(
         path="/api/health",
         operations={

@@ -6,6 +6,7 @@ import redis.asyncio as redis
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keymgmt.route_store import RouteStore
 from keymgmt.settings_store import SettingStore
 from keymgmt.store import KeyStore
 from shared.config import Settings
@@ -16,6 +17,7 @@ SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 STORE = web.AppKey("store", KeyStore)
 SETTING_STORE = web.AppKey("setting_store", SettingStore)
+ROUTE_STORE = web.AppKey("route_store", RouteStore)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 LIMITS = web.AppKey("limits", LimitEngine)
 REDIS = web.AppKey("redis", redis.Redis)

@@ -18,6 +18,7 @@ from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
 from proxy.provider_settings import SettingSnapshot, setting_source
 from proxy.providers import ADAPTERS
+from proxy.routes.snapshot import ROUTE_SOURCE, RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.targets import Targets
@@ -30,6 +31,7 @@ from proxy.typedefs import (
     PRICING,
     PROVIDER_SETTINGS,
     REGISTRY,
+    ROUTES,
     SESSION,
     SETTINGS,
     SETTLER,
@@ -38,7 +40,7 @@ from proxy.typedefs import (
 )
 from proxy.upstream import create_session
 from shared import tokens
-from shared.changes import KEY, SETTING
+from shared.changes import KEY, ROUTE, SETTING
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -55,19 +57,29 @@ log = logging.getLogger("gateway.proxy")
 
 
 async def snapshots(app: web.Application) -> AsyncIterator[None]:
-    """Keys and provider settings, each refreshed on its own and by the change feed, over one
-    Postgres connection."""
+    """Keys, provider settings and routes, each refreshed on its own and by the change feed,
+    over one Postgres connection."""
     settings = app[SETTINGS]
     database = LazyConnection(settings.postgres)
     interval, errors = settings.snapshot_interval, app[METRICS].postgres_errors
     key = settings.settings_encryption_key
     settings_source = setting_source(SecretBox(key) if key else None)
-    key_snapshot, setting_snapshot = app[SNAPSHOT], app[PROVIDER_SETTINGS]
+    # Read out first: inside the generic calls below, mypy would type the lookups by them.
+    key_snapshot, setting_snapshot, route_snapshot = (
+        app[SNAPSHOT],
+        app[PROVIDER_SETTINGS],
+        app[ROUTES],
+    )
     keys = SnapshotRefresher(database, key_snapshot, interval, errors)
     provider_settings = SnapshotRefresher(
         database, setting_snapshot, interval, errors, settings_source
     )
-    refreshers: dict[str, SnapshotRefresher[Any]] = {KEY: keys, SETTING: provider_settings}
+    routes = SnapshotRefresher(database, route_snapshot, interval, errors, ROUTE_SOURCE)
+    refreshers: dict[str, SnapshotRefresher[Any]] = {
+        KEY: keys,
+        SETTING: provider_settings,
+        ROUTE: routes,
+    }
     tasks = [
         asyncio.create_task(refresher.run(), name=f"{kind}-snapshot-refresher")
         for kind, refresher in refreshers.items()
@@ -185,6 +197,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
     app[PROVIDER_SETTINGS] = SettingSnapshot()
+    app[ROUTES] = RouteSnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(
         settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max

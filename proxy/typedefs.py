@@ -5,6 +5,7 @@ from aiohttp import web
 
 from proxy.fallback import LocalLimits
 from proxy.provider_settings import SettingSnapshot
+from proxy.routes.snapshot import RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from proxy.targets import Targets
@@ -27,3 +28,4 @@ LOCAL_LIMITS = web.AppKey("local_limits", LocalLimits)
 CALL_LOG = web.AppKey("call_log", HotLog)
 TARGETS = web.AppKey("targets", Targets)
 PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)
+ROUTES = web.AppKey("routes", RouteSnapshot)  # by path: proxy.routes.snapshot

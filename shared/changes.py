@@ -16,6 +16,7 @@ import orjson
 CHANNEL = "gateway_changes"
 KEY = "key"
 SETTING = "setting"
+ROUTE = "route"
 
 
 @dataclass(frozen=True, slots=True)

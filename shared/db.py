@@ -83,6 +83,31 @@ sa.Index(
 )
 sa.Index("provider_settings_updated_at", provider_settings.c.updated_at)
 
+# Routes: `steps`, `cache_config` and `cool_down` hold the API's own shapes (camelCase), as
+# validated by keymgmt, with every default filled in.
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("route_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("key_ids", ARRAY(UUID(as_uuid=False)), nullable=False, server_default="{}"),
+    sa.Column("steps", JSONB, nullable=False),
+    sa.Column("retry_strategy", sa.Text, nullable=False),
+    sa.Column("cache_config", JSONB, nullable=False),
+    sa.Column("cool_down", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),  # a tombstone, as for keys
+)
+sa.Index(
+    "routes_live_path",
+    routes.c.path,
+    unique=True,
+    postgresql_where=routes.c.deleted_at.is_(None),
+)
+sa.Index("routes_updated_at", routes.c.updated_at)
+
 usage_events = sa.Table(
     "usage_events",
     metadata,

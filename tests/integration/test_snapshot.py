@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.store import KeyStore
 from proxy import snapshot as snapshot_module
-from proxy.snapshot import KeySnapshot, SnapshotRefresher
+from proxy.routes.snapshot import ROUTE_SOURCE
+from proxy.snapshot import KEYS, KeySnapshot, SnapshotRefresher
 from shared.config import Settings
 from shared.metrics import Counter, Metrics
 from shared.models import hash_key
@@ -85,9 +86,16 @@ async def test_a_lost_connection_is_opened_anew(
         assert await connection.fetchval("SELECT pg_backend_pid()") != backend
 
 
-@pytest.mark.parametrize("query", [snapshot_module.FIRST_PAGE, snapshot_module.NEXT_PAGE])
+PAGES = [
+    (source.first_page if first else source.next_page, column)
+    for source, column in ((KEYS, "key_id"), (ROUTE_SOURCE, "route_id"))
+    for first in (True, False)
+]
+
+
+@pytest.mark.parametrize(("query", "column"), PAGES)
 async def test_pages_are_ordered_by_the_uuid_column(
-    engine: AsyncEngine, database: LazyConnection, query: str
+    engine: AsyncEngine, database: LazyConnection, query: str, column: str
 ) -> None:
     """Ordered by the text of the id, no index serves a page: with a million keys, every page
     sorted the whole table, a second each."""
@@ -95,4 +103,4 @@ async def test_pages_are_ordered_by_the_uuid_column(
     async with database.use() as connection:
         plan = await connection.fetch(f"EXPLAIN {query}", snapshot_module.PAGE, *after)
     sort_keys = [row[0].strip() for row in plan if "Sort Key" in row[0]]
-    assert all(line == "Sort Key: key_id" for line in sort_keys), sort_keys
+    assert all(line == f"Sort Key: {column}" for line in sort_keys), sort_keys

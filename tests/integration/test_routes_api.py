@@ -1,0 +1,305 @@
+"""The routes API against a real Postgres: create, read, change, delete, and bad input."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from keymgmt.app import create_app
+from shared.changes import CHANNEL, ROUTE, parse_change
+from shared.config import Settings
+from tests.integration.test_keymgmt_api import assert_problem, create
+
+ROUTES = "/api/routes"
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+def new_route(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "team-a chat",
+        "path": f"/team-{uuid.uuid4().hex[:8]}/chat/completions",
+        "steps": [{"provider": "openai", "model": "gpt-4o"}],
+    }
+    body.update(fields)
+    return body
+
+
+async def create_route(client: TestClient, **fields: Any) -> dict[str, Any]:
+    response = await client.post(ROUTES, json=new_route(**fields))
+    assert response.status == 200, await response.text()
+    return await response.json()  # type: ignore[no-any-return]
+
+
+async def test_create_fills_every_default_and_reads_back(client: TestClient) -> None:
+    key = await create(client)
+    route = await create_route(client, keyIds=[key["keyId"].upper()])
+    assert uuid.UUID(route["id"])
+    assert route["keyIds"] == [key["keyId"]]  # canonical form
+    assert route["steps"] == [
+        {
+            "provider": "openai",
+            "model": "gpt-4o",
+            "settingId": None,
+            "retries": 0,
+            "retryInterval": "1s",
+            "timeout": None,
+            "params": {},
+            "requestParams": {},
+        }
+    ]
+    assert route["retryStrategy"] == "constant"
+    assert route["cacheConfig"] == {"enabled": False, "ttl": "1h"}
+    assert route["coolDown"] == {"failures": 3, "period": "30s"}
+    assert route["createdAt"] == route["updatedAt"] > 0
+    fetched = await client.get(f"{ROUTES}/{route['id']}")
+    assert fetched.status == 200
+    assert await fetched.json() == route
+    listed = await (await client.get(ROUTES)).json()
+    assert route in listed
+
+
+async def test_every_field_is_kept(client: TestClient) -> None:
+    setting_id = str(uuid.uuid4())
+    steps = [
+        {
+            "provider": "azure",
+            "model": "gpt-4o",
+            "settingId": setting_id,
+            "retries": 2,
+            "retryInterval": "500ms",
+            "timeout": "30s",
+            "params": {"deploymentId": "prod-4o", "apiVersion": "2024-10-21"},
+            "requestParams": {"max_tokens": 512, "response_format": {"type": "text"}},
+        },
+        {"provider": "anthropic", "model": "claude-sonnet-4-5", "retries": "1"},
+    ]
+    route = await create_route(
+        client,
+        steps=steps,
+        retryStrategy="exponential",
+        cacheConfig={"enabled": True, "ttl": "7d"},
+        coolDown={"failures": 5, "period": "2m"},
+    )
+    assert route["steps"][0] == steps[0]
+    assert route["steps"][1]["retries"] == 1
+    assert route["retryStrategy"] == "exponential"
+    assert route["cacheConfig"] == {"enabled": True, "ttl": "7d"}
+    assert route["coolDown"] == {"failures": 5, "period": "2m"}
+
+
+async def test_patch_changes_only_what_it_names(client: TestClient) -> None:
+    key = await create(client)
+    route = await create_route(client, cacheConfig={"enabled": True, "ttl": "10m"})
+    response = await client.patch(
+        f"{ROUTES}/{route['id']}",
+        json={"keyIds": [key["keyId"]], "cacheConfig": {"ttl": "2h"}, "coolDown": {"failures": 0}},
+    )
+    assert response.status == 200, await response.text()
+    updated = await response.json()
+    assert updated["keyIds"] == [key["keyId"]]
+    assert updated["cacheConfig"] == {"enabled": True, "ttl": "2h"}  # merged, not replaced
+    assert updated["coolDown"] == {"failures": 0, "period": "30s"}
+    assert updated["steps"] == route["steps"]
+    assert updated["path"] == route["path"]
+    assert updated["updatedAt"] >= route["updatedAt"]
+    assert await (await client.get(f"{ROUTES}/{route['id']}")).json() == updated
+
+
+async def test_delete_is_204_then_404(client: TestClient) -> None:
+    route = await create_route(client)
+    response = await client.delete(f"{ROUTES}/{route['id']}")
+    assert response.status == 204
+    for method in ("get", "patch", "delete"):
+        gone = await client.request(method, f"{ROUTES}/{route['id']}", json={"name": "x"})
+        assert gone.status == 404
+        assert_problem(await gone.json(), 404, f"{ROUTES}/{route['id']}")
+    assert route["id"] not in [each["id"] for each in await (await client.get(ROUTES)).json()]
+
+
+async def test_a_deleted_routes_path_can_be_used_again(client: TestClient) -> None:
+    route = await create_route(client)
+    await client.delete(f"{ROUTES}/{route['id']}")
+    again = await create_route(client, path=route["path"])
+    assert again["id"] != route["id"]
+
+
+async def test_path_is_unique_on_create_and_on_patch(client: TestClient) -> None:
+    first = await create_route(client)
+    taken = await client.post(ROUTES, json=new_route(path=first["path"]))
+    assert taken.status == 409
+    body = await taken.json()
+    assert_problem(body, 409, ROUTES)
+    assert body["type"] == "route_exists"
+    second = await create_route(client)
+    moved = await client.patch(f"{ROUTES}/{second['id']}", json={"path": first["path"]})
+    assert moved.status == 409
+
+
+async def test_unknown_or_malformed_ids_are_404(client: TestClient) -> None:
+    for route_id in (str(uuid.uuid4()), "not-a-uuid"):
+        response = await client.get(f"{ROUTES}/{route_id}")
+        assert response.status == 404
+
+
+async def test_key_ids_must_name_live_keys(client: TestClient) -> None:
+    deleted = await create(client)
+    await client.delete(f"/api/key-management/keys/{deleted['keyId']}")
+    for key_id in (str(uuid.uuid4()), deleted["keyId"]):
+        response = await client.post(ROUTES, json=new_route(keyIds=[key_id]))
+        assert response.status == 400
+        body = await response.json()
+        assert key_id in body["detail"]["keyIds"][0]
+    route = await create_route(client)
+    response = await client.patch(f"{ROUTES}/{route['id']}", json={"keyIds": [str(uuid.uuid4())]})
+    assert response.status == 400
+
+
+BAD_ROUTES = {
+    "path without slash": {"path": "team-a/chat"},
+    "path with dot segment": {"path": "/team-a/../keys"},
+    "path with a dot": {"path": "/team-a/./chat"},
+    "path with empty segment": {"path": "/team-a//chat"},
+    "path with trailing slash": {"path": "/team-a/"},
+    "path with query": {"path": "/team-a?x=1"},
+    "path with space": {"path": "/team a"},
+    "path too long": {"path": "/" + "a" * 300},
+    "no steps": {"steps": []},
+    "steps missing": {"steps": None},
+    "too many steps": {"steps": [{"provider": "openai", "model": "m"}] * 11},
+    "unknown provider": {"steps": [{"provider": "bedrock", "model": "m"}]},
+    "no model": {"steps": [{"provider": "openai"}]},
+    "empty model": {"steps": [{"provider": "openai", "model": ""}]},
+    "retries too many": {"steps": [{"provider": "openai", "model": "m", "retries": 11}]},
+    "retries negative": {"steps": [{"provider": "openai", "model": "m", "retries": -1}]},
+    "retries fraction": {"steps": [{"provider": "openai", "model": "m", "retries": 1.5}]},
+    "retries bool": {"steps": [{"provider": "openai", "model": "m", "retries": True}]},
+    "bad interval": {"steps": [{"provider": "openai", "model": "m", "retryInterval": "soon"}]},
+    "long interval": {"steps": [{"provider": "openai", "model": "m", "retryInterval": "1h"}]},
+    "zero timeout": {"steps": [{"provider": "openai", "model": "m", "timeout": "0s"}]},
+    "long timeout": {"steps": [{"provider": "openai", "model": "m", "timeout": "2h"}]},
+    "setting id": {"steps": [{"provider": "openai", "model": "m", "settingId": "abc"}]},
+    "params off azure": {
+        "steps": [{"provider": "openai", "model": "m", "params": {"deploymentId": "d"}}]
+    },
+    "unknown param": {"steps": [{"provider": "azure", "model": "m", "params": {"region": "x"}}]},
+    "request params not object": {
+        "steps": [{"provider": "openai", "model": "m", "requestParams": [1]}]
+    },
+    "request params sets model": {
+        "steps": [{"provider": "openai", "model": "m", "requestParams": {"model": "x"}}]
+    },
+    "request params sets stream": {
+        "steps": [{"provider": "openai", "model": "m", "requestParams": {"stream": True}}]
+    },
+    "request params too big": {
+        "steps": [{"provider": "openai", "model": "m", "requestParams": {"x": "y" * 20000}}]
+    },
+    "unknown step field": {"steps": [{"provider": "openai", "model": "m", "weight": 1}]},
+    "retry strategy": {"retryStrategy": "linear"},
+    "cache ttl too long": {"cacheConfig": {"enabled": True, "ttl": "8d"}},
+    "cache ttl zero": {"cacheConfig": {"enabled": True, "ttl": "0"}},
+    "cache enabled not bool": {"cacheConfig": {"enabled": "yes"}},
+    "cache unknown field": {"cacheConfig": {"enabled": True, "size": 1}},
+    "cool-down failures": {"coolDown": {"failures": -1}},
+    "cool-down period": {"coolDown": {"period": "2h"}},
+    "key id": {"keyIds": ["nope"]},
+    "key ids not list": {"keyIds": "nope"},
+    "no name": {"name": ""},
+    "nul in name": {"name": "a\x00b"},
+    "unknown field": {"weights": [1]},
+    "id given": {"id": str(uuid.uuid4())},
+}
+
+
+@pytest.mark.parametrize("change", BAD_ROUTES.values(), ids=BAD_ROUTES.keys())
+async def test_bad_input_is_a_400_problem(client: TestClient, change: dict[str, Any]) -> None:
+    body = {k: v for k, v in new_route(**change).items() if v is not None}
+    response = await client.post(ROUTES, json=body)
+    assert response.status == 400, await response.text()
+    assert_problem(await response.json(), 400, ROUTES)
+    route = await create_route(client)
+    patched = await client.patch(f"{ROUTES}/{route['id']}", json=change)
+    if change != {"steps": None}:
+        assert patched.status == 400, await patched.text()
+        assert_problem(await patched.json(), 400, f"{ROUTES}/{route['id']}")
+
+
+@pytest.mark.parametrize("body", [b"{", b"[]", b'"x"', b"null"])
+async def test_malformed_bodies_are_400(client: TestClient, body: bytes) -> None:
+    response = await client.post(ROUTES, data=body)
+    assert response.status == 400
+    route = await create_route(client)
+    assert (await client.patch(f"{ROUTES}/{route['id']}", data=body)).status == 400
+
+
+async def test_every_write_is_announced_on_the_change_feed(
+    client: TestClient, settings: Settings
+) -> None:
+    pg = settings.postgres
+    listener = await asyncpg.connect(
+        host=pg.hosts[0], port=pg.port, user=pg.username, database=pg.db_name
+    )
+    received: list[str] = []
+    await listener.add_listener(CHANNEL, lambda *args: received.append(args[-1]))
+    try:
+        route = await create_route(client)
+        await client.patch(f"{ROUTES}/{route['id']}", json={"name": "renamed"})
+        await client.delete(f"{ROUTES}/{route['id']}")
+        await listener.execute("SELECT 1")  # notifications arrive before the reply
+        changes = [parse_change(payload) for payload in received]
+        ours = [c for c in changes if c is not None and c.object_id == route["id"]]
+        assert [c.kind for c in ours] == [ROUTE] * 3
+        assert ours[0].version <= ours[1].version <= ours[2].version
+    finally:
+        await listener.close()
+
+
+async def test_stored_steps_are_the_api_shape(client: TestClient, settings: Settings) -> None:
+    route = await create_route(client)
+    pg = settings.postgres
+    connection = await asyncpg.connect(
+        host=pg.hosts[0], port=pg.port, user=pg.username, database=pg.db_name
+    )
+    try:
+        stored = await connection.fetchval(
+            "SELECT steps::text FROM routes WHERE route_id = $1", route["id"]
+        )
+    finally:
+        await connection.close()
+    assert orjson.loads(stored) == route["steps"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"suffix": "a\x00b"},
+        {"k\x00": 1},
+        {"deep": [{"x": "\x00"}]},
+        {"s": "\ud800"},
+    ],
+)
+async def test_request_params_postgres_cannot_store_are_400(
+    client: TestClient, params: dict[str, Any]
+) -> None:
+    body = new_route(steps=[{"provider": "openai", "model": "m", "requestParams": params}])
+    response = await client.post(ROUTES, json=body)
+    assert response.status == 400, await response.text()
+    assert_problem(await response.json(), 400, ROUTES)
+
+
+async def test_request_params_nested_past_what_can_be_stored_are_400(client: TestClient) -> None:
+    body = new_route(steps=[{"provider": "openai", "model": "m", "requestParams": {"n": 0}}])
+    nested = "[" * 1000 + "]" * 1000  # deeper than Python's recursion limit
+    raw = orjson.dumps(body).replace(b'{"n":0}', b'{"n":' + nested.encode() + b"}")
+    response = await client.post(ROUTES, data=raw)
+    assert response.status == 400, await response.text()
+    assert "requestParams" in str((await response.json())["detail"])
