@@ -15,6 +15,8 @@ from proxy.fallback import LocalLimits
 from proxy.forward import handle, request_id_of
 from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
+from proxy.policies.snapshot import POLICIES as POLICY_SOURCE
+from proxy.policies.snapshot import PolicySnapshot
 from proxy.provider_settings import SettingSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
@@ -25,6 +27,7 @@ from proxy.typedefs import (
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
+    POLICIES,
     PRICING,
     PROVIDER_SETTINGS,
     REGISTRY,
@@ -35,7 +38,7 @@ from proxy.typedefs import (
 )
 from proxy.upstream import CredentialAlarm, create_session
 from shared import tokens
-from shared.changes import KEY
+from shared.changes import KEY, POLICY
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -56,12 +59,23 @@ async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
     refresher = SnapshotRefresher(
         database, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
     )
-    task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
-    feed = change_feed(app, {KEY: refresher})
+    policies = SnapshotRefresher(
+        database,
+        app[POLICIES],
+        settings.snapshot_interval,
+        app[METRICS].postgres_errors,
+        POLICY_SOURCE,
+    )
+    tasks = [
+        asyncio.create_task(refresher.run(), name="key-snapshot-refresher"),
+        asyncio.create_task(policies.run(), name="policy-snapshot-refresher"),
+    ]
+    feed = change_feed(app, {KEY: refresher, POLICY: policies})
     feed_task = asyncio.create_task(feed.run(), name="change-feed")
     yield
     await stop_task(feed_task)
-    await stop_task(task)
+    for task in tasks:
+        await stop_task(task)
     await database.close()
 
 
@@ -147,7 +161,7 @@ def register_gauges(app: web.Application) -> None:
 
 async def health(request: web.Request) -> web.Response:
     snapshot = request.app[SNAPSHOT]
-    if not snapshot.loaded:
+    if not (snapshot.loaded and request.app[POLICIES].loaded):
         return json_response({"status": "starting", "keys": 0}, status=503)
     return json_response({"status": "ok", "keys": len(snapshot)})
 
@@ -167,6 +181,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
     app[PROVIDER_SETTINGS] = SettingSnapshot()
+    app[POLICIES] = PolicySnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(
         settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max

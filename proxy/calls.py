@@ -13,6 +13,7 @@ from proxy.errors import invalid_json
 from proxy.metering import Usage
 from proxy.multipart import MalformedForm, read_form
 from proxy.paths import normalised_endpoint
+from proxy.policies.outcome import Screening
 from shared import tokens
 from shared.jsonutil import positive_int
 from shared.limits import Admission
@@ -50,6 +51,7 @@ class Call:
     upstream_ended: float = 0.0
     method: str = "POST"
     upload_bytes: int = 0  # the files of a multipart form
+    screening: Screening | None = None  # what the key's policy found and did, if it has one
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:

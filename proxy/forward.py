@@ -29,6 +29,8 @@ from proxy.jobs import JOB_CREATIONS, track
 from proxy.jobs.hook import Creation, Read
 from proxy.metering import StreamMeter, Usage, answer_text, counted_usage, usage_of_body
 from proxy.paths import upstream_url
+from proxy.policies.restore import screened_answer
+from proxy.policies.stage import screen
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
     CALL_LOG,
@@ -36,6 +38,7 @@ from proxy.typedefs import (
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
+    POLICIES,
     PRICING,
     SESSION,
     SETTINGS,
@@ -68,6 +71,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
+        screen(call, app[POLICIES])
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         # Batches, fine-tuning and background responses: created, read or cancelled.
         tracked = call.endpoint in JOB_CREATIONS or not call.body
@@ -152,6 +156,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as upstream:
+            upstream = screened_answer(call, upstream)
             call.status = upstream.status
             if upstream.status in CREDENTIAL_REFUSED:
                 request.app[CREDENTIAL_ALARM].refused(upstream.status)
@@ -257,7 +262,8 @@ def finish(
         if admission is not None and admission.local:
             app[LOCAL_LIMITS].settled(call.key, admission, cost)
         reservation = admission.reservation if admission else ""
-        event = usage_event(call, cost, latency) if call.upstream_started else None
+        recorded = call.upstream_started or outcome[1] == "policy_violation"
+        event = usage_event(call, cost, latency) if recorded else None
         if event is not None or reservation:
             app[SETTLER].submit(Settlement(call.key, cost, reservation, event))
     record_call(app[METRICS], app[CALL_LOG], request_id, request.path, call, outcome, latency, cost)

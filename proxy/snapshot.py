@@ -1,4 +1,8 @@
-"""The in-memory key snapshot: loaded in full at start, then refreshed by `updated_at`."""
+"""The in-memory key snapshot: loaded in full at start, then refreshed by `updated_at`.
+
+The refresher serves every kind of configuration object the proxy holds (keys, policies): a
+`Source` says how one kind is read, and its snapshot takes what was read in one step.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
@@ -75,7 +80,8 @@ SNAPSHOT_QUERY = """
     SELECT key_id::text, key_hash, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
         cost_limit_in_usd_unit, rate_limit_over_time, rate_limit_unit,
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
-        extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL
+        extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL,
+        coalesce(policy_id::text, '')
     FROM keys"""
 # Ordered by the uuid column, qualified: a bare `key_id` would name the text output column,
 # and sorting by it cannot use the primary key (every page would sort the whole table).
@@ -90,7 +96,7 @@ BY_IDS = f"{SNAPSHOT_QUERY} WHERE keys.key_id = ANY($1::uuid[])"
 
 def key_of(row: Any) -> Key:
     (key_id, key_hash, revoked, cost, window_cost, window_unit, rate, rate_unit,
-     created, updated, expires, deleted) = row  # fmt: skip
+     created, updated, expires, deleted, policy_id) = row  # fmt: skip
     return Key(
         key_id=key_id,
         name="",
@@ -105,29 +111,69 @@ def key_of(row: Any) -> Key:
         rate_limit_unit=rate_unit,
         expires_at=expires,
         deleted=deleted,
+        policy_id=policy_id,
     )
 
 
-async def _load_all(connection: asyncpg.Connection) -> list[Key]:
-    """Every live key, a page at a time: each statement stays short, whatever the key count."""
-    loaded: list[Key] = []
-    page = [key_of(row) for row in await connection.fetch(FIRST_PAGE, PAGE)]
-    while True:
-        loaded += page
-        if len(page) < PAGE:
-            return loaded
-        page = [key_of(row) for row in await connection.fetch(NEXT_PAGE, PAGE, page[-1].key_id)]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Source(Generic[T]):
+    """How one kind of object is read: in pages of PAGE ($1) after the last id ($2), by change
+    time ($1), by ids ($1); `of_row` builds an object, `id_of` names it."""
+
+    kind: str
+    first_page: str
+    next_page: str
+    changed_since: str
+    by_ids: str
+    of_row: Callable[[Any], T]
+    id_of: Callable[[T], str]
+
+    async def load_all(self, connection: asyncpg.Connection) -> list[T]:
+        """Every live object, a page at a time: each statement stays short, whatever the count."""
+        loaded: list[T] = []
+        page = [self.of_row(row) for row in await connection.fetch(self.first_page, PAGE)]
+        while True:
+            loaded += page
+            if len(page) < PAGE:
+                return loaded
+            rows = await connection.fetch(self.next_page, PAGE, self.id_of(page[-1]))
+            page = [self.of_row(row) for row in rows]
+
+
+KEYS: Source[Key] = Source(
+    "key", FIRST_PAGE, NEXT_PAGE, CHANGED_SINCE, BY_IDS, key_of, lambda key: key.key_id
+)
+
+
+class Snapshot(Protocol):
+    loaded: bool
+    refreshed_at: float
+
+    def __len__(self) -> int: ...
+
+    def replace(self, live: list[Any]) -> None: ...
+
+    def apply(self, changed: list[Any]) -> None: ...
 
 
 class SnapshotRefresher:
-    """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
+    """Keeps a snapshot current; Postgres being away only delays changes, never requests."""
 
     def __init__(
-        self, database: LazyConnection, snapshot: KeySnapshot, interval: float, errors: Counter
+        self,
+        database: LazyConnection,
+        snapshot: Snapshot,
+        interval: float,
+        errors: Counter,
+        source: Source[Any] = KEYS,
     ) -> None:
         self._database = database
         self._errors = errors
         self._snapshot = snapshot
+        self._source = source
         self._interval = interval
         self._read_clock: datetime | None = None  # Postgres's clock at the last read
         self._failing = False
@@ -156,27 +202,29 @@ class SnapshotRefresher:
             await self._refresh()
 
     async def reload(self, key_ids: Collection[str]) -> None:
-        """The keys named, read anew: the change feed's targeted reload."""
+        """The objects named, read anew: the change feed's targeted reload."""
         async with self._lock:
             async with self._database.use() as connection:
-                rows = await connection.fetch(BY_IDS, list(key_ids))
-            self._snapshot.apply([key_of(row) for row in rows])
+                rows = await connection.fetch(self._source.by_ids, list(key_ids))
+            self._snapshot.apply([self._source.of_row(row) for row in rows])
 
     async def _refresh(self) -> None:
         async with self._database.use() as connection:
             # Taken before reading, so that what changes meanwhile is read again next time.
             clock = await connection.fetchval("SELECT now()")
+            source = self._source
             if self._read_clock is None:
-                loaded = await _load_all(connection)
+                loaded = await source.load_all(connection)
             else:
                 since = self._read_clock - OVERLAP
-                loaded = [key_of(row) for row in await connection.fetch(CHANGED_SINCE, since)]
+                rows = await connection.fetch(source.changed_since, since)
+                loaded = [source.of_row(row) for row in rows]
         if self._read_clock is None:
             self._snapshot.replace(loaded)
             # A million long-lived keys would make every full collection crawl over them.
             gc.collect()
             gc.freeze()
-            log.info("key snapshot loaded", extra={"keys": len(loaded)})
+            log.info(f"{self._source.kind} snapshot loaded", extra={"objects": len(loaded)})
         else:
             self._snapshot.apply(loaded)
         self._read_clock = clock
@@ -186,14 +234,21 @@ class SnapshotRefresher:
         self._errors.inc(operation="snapshot_refresh")
         if not self._snapshot.loaded:
             # Waiting for Postgres or for keymgmt to create the schema: one line per try.
-            log.warning("key snapshot not loaded yet, retrying: %s", describe(error))
+            log.warning(
+                "%s snapshot not loaded yet, retrying: %s", self._source.kind, describe(error)
+            )
         elif not self._failing:
             log.warning(
-                "key snapshot refresh failed, serving from the last one: %s", describe(error)
+                "%s snapshot refresh failed, serving from the last one: %s",
+                self._source.kind,
+                describe(error),
             )
         self._failing = True
 
     def _recovered(self) -> None:
         if self._failing:
-            log.info("key snapshot refresh recovered", extra={"keys": len(self._snapshot)})
+            log.info(
+                f"{self._source.kind} snapshot refresh recovered",
+                extra={"objects": len(self._snapshot)},
+            )
         self._failing = False

@@ -4,6 +4,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.fallback import LocalLimits
+from proxy.policies.snapshot import PolicySnapshot
 from proxy.provider_settings import SettingSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
@@ -27,3 +28,4 @@ LOCAL_LIMITS = web.AppKey("local_limits", LocalLimits)
 CALL_LOG = web.AppKey("call_log", HotLog)
 CREDENTIAL_ALARM = web.AppKey("credential_alarm", CredentialAlarm)
 PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)
+POLICIES = web.AppKey("policies", PolicySnapshot)

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import exc
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.config import PostgresSettings
-from shared.models import Key
+from shared.models import Key, Policy, RegexRule
 from shared.pg import connect, describe
 
 log = logging.getLogger("gateway.db")
@@ -44,6 +44,12 @@ keys = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # A tombstone: deleted rows stay so that the proxy's incremental refresh sees the deletion.
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.Column("policy_id", UUID(as_uuid=False)),
+)
+sa.Index(
+    "keys_live_policy_id",
+    keys.c.policy_id,
+    postgresql_where=sa.and_(keys.c.deleted_at.is_(None), keys.c.policy_id.isnot(None)),
 )
 sa.Index(
     "keys_live_key_hash",
@@ -72,11 +78,32 @@ usage_events = sa.Table(
     sa.Column("streamed", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    # What the key's policy did, when it has one: the action and the hits by entity type.
+    sa.Column("policy_id", UUID(as_uuid=False)),
+    sa.Column("policy_action", sa.Text),
+    sa.Column("policy_counts", JSONB),
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)
 # The spend restore reads the events recorded since a cutoff, and those of the last window.
 sa.Index("usage_events_recorded_at", usage_events.c.recorded_at)
+
+# Policies (PII detection and masking); deleted rows stay as tombstones, as keys do.
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("policy_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("tags", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("rules", JSONB, nullable=False, server_default="{}"),  # entity -> action
+    sa.Column("regex_rules", JSONB, nullable=False, server_default="[]"),  # [{definition, action}]
+    sa.Column("restore", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+)
+sa.Index("policies_updated_at", policies.c.updated_at)
+sa.Index("policies_tags", policies.c.tags, postgresql_using="gin")
 
 # Events Postgres refused or that could not be read, kept as they arrived instead of stalling the
 # consumer. key_id and cost_nano are set when the event had valid ones: the charge is counted.
@@ -125,6 +152,21 @@ def key_from_row(row: Any) -> Key:
         rate_limit_unit=row.rate_limit_unit,
         ttl=row.ttl,
         expires_at=None if row.expires_at is None else row.expires_at.timestamp(),
+        deleted=row.deleted_at is not None,
+        policy_id=row.policy_id or "",
+    )
+
+
+def policy_from_row(row: Any) -> Policy:
+    return Policy(
+        policy_id=str(row.policy_id),
+        name=row.name,
+        rules=dict(row.rules),
+        regex_rules=tuple(RegexRule(r["definition"], r["action"]) for r in row.regex_rules),
+        restore=row.restore,
+        tags=tuple(row.tags),
+        created_at=row.created_at.timestamp(),
+        updated_at=row.updated_at.timestamp(),
         deleted=row.deleted_at is not None,
     )
 
