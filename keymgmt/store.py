@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keymgmt.errors import DatabaseUnavailable, InvalidInput, KeyExists, KeyNotFound
 from shared.changes import CHANNEL, KEY
 from shared.config import PostgresSettings
-from shared.db import describe, is_unavailable, key_from_row, keys
+from shared.db import describe, is_unavailable, key_from_row, keys, policies
 from shared.durations import parse_duration
 from shared.models import Key, hash_key
 from shared.schemas import check_limit_pairs
@@ -34,6 +34,7 @@ COLUMNS = {
     "rateLimitOverTime": "rate_limit_over_time",
     "rateLimitUnit": "rate_limit_unit",
     "ttl": "ttl",
+    "policyId": "policy_id",
 }
 # What null means for each nullable field: "no limit".
 CLEARED = {
@@ -43,15 +44,33 @@ CLEARED = {
     "rateLimitOverTime": 0,
     "rateLimitUnit": "",
     "ttl": "",
+    "policyId": None,
 }
 
 
 def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    values = {
         COLUMNS[name]: CLEARED[name] if value is None else value
         for name, value in fields.items()
         if name in COLUMNS
     }
+    if values.get("policy_id") == "":
+        values["policy_id"] = None
+    return values
+
+
+async def _check_policy(connection: AsyncConnection, values: Mapping[str, Any]) -> None:
+    """The key's policy exists, and stays so until this write commits (deleting it waits)."""
+    policy_id = values.get("policy_id")
+    if policy_id is None:
+        return
+    query = (
+        sa.select(policies.c.policy_id)
+        .where(policies.c.policy_id == policy_id, policies.c.deleted_at.is_(None))
+        .with_for_update(read=True)
+    )
+    if (await connection.execute(query)).one_or_none() is None:
+        raise InvalidInput({"policyId": [f"no policy with id {policy_id}"]})
 
 
 def _expiry(ttl: str, created_at: Any) -> Any:
@@ -67,7 +86,7 @@ class KeyStore:
         self._write_timeout_ms = max(1, int(settings.write_timeout * 1000))
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         try:
             async with self._engine.begin() as connection:
                 if write:
@@ -91,7 +110,7 @@ class KeyStore:
 
     async def ping(self) -> bool:
         try:
-            async with self._transaction(write=False) as connection:
+            async with self.transaction(write=False) as connection:
                 await connection.execute(sa.text("SELECT 1"))
         except DatabaseUnavailable:
             return False
@@ -99,7 +118,7 @@ class KeyStore:
 
     async def fetch(self, query: sa.Executable) -> list[Any]:
         """Rows of a read-only query, with the store's error handling."""
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             return list((await connection.execute(query)).all())
 
     async def create(self, fields: Mapping[str, Any]) -> Key:
@@ -113,13 +132,14 @@ class KeyStore:
             values["expires_at"] = sa.func.date_trunc("second", now) + timedelta(
                 seconds=parse_duration(ttl)
             )
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
+            await _check_policy(connection, values)
             row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
-            await connection.execute(_announcement(row.key_id, row.updated_at))
+            await connection.execute(announcement(KEY, row.key_id, row.updated_at))
         return key_from_row(row)
 
     async def get(self, key_id: str) -> Key:
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             row = (await connection.execute(_live(key_id))).one_or_none()
         if row is None:
             raise KeyNotFound(f"no key with id {key_id}")
@@ -136,12 +156,12 @@ class KeyStore:
             .where(keys.c.deleted_at.is_(None), sa.or_(*conditions))
             .order_by(keys.c.created_at, keys.c.key_id)
         )
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             rows = (await connection.execute(query)).all()
         return [key_from_row(row) for row in rows]
 
     async def update(self, key_id: str, fields: Mapping[str, Any]) -> Key:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             row = (await connection.execute(_live(key_id).with_for_update())).one_or_none()
             if row is None:
                 raise KeyNotFound(f"no key with id {key_id}")
@@ -155,17 +175,18 @@ class KeyStore:
                 raise InvalidInput(error.normalized_messages()) from None
             if "ttl" in values:
                 values["expires_at"] = _expiry(values["ttl"], row.created_at)
+            await _check_policy(connection, values)
             values["updated_at"] = sa.func.now()
             updated = (
                 await connection.execute(
                     keys.update().where(keys.c.key_id == key_id).values(values).returning(keys)
                 )
             ).one()
-            await connection.execute(_announcement(updated.key_id, updated.updated_at))
+            await connection.execute(announcement(KEY, updated.key_id, updated.updated_at))
         return key_from_row(updated)
 
     async def delete(self, key_id: str) -> None:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             now = sa.func.now()
             result = await connection.execute(
                 keys.update()
@@ -176,13 +197,13 @@ class KeyStore:
             deleted = result.one_or_none()
             if deleted is None:
                 raise KeyNotFound(f"no key with id {key_id}")
-            await connection.execute(_announcement(key_id, deleted.updated_at))
+            await connection.execute(announcement(KEY, key_id, deleted.updated_at))
 
 
-def _announcement(key_id: str, updated_at: datetime) -> sa.Select[Any]:
+def announcement(kind: str, object_id: str, updated_at: datetime) -> sa.Select[Any]:
     """Run last in a write's transaction: Postgres delivers it when, and only if, that commits."""
     payload = sa.func.json_build_object(
-        "kind", KEY, "id", str(key_id), "version", updated_at.timestamp(),
+        "kind", kind, "id", str(object_id), "version", updated_at.timestamp(),
         "at", sa.extract("epoch", sa.func.clock_timestamp()),
     )  # fmt: skip
     return sa.select(sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text)))

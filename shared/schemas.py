@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -43,6 +44,14 @@ def _duration(value: str) -> None:
         raise ValidationError(str(error)) from None
     if seconds <= 0 or seconds > 100 * 365 * 86400:
         raise ValidationError("must be a positive duration of at most 100 years")
+
+
+def _policy_id(value: str) -> None:
+    if value:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise ValidationError("must be a policy id (a UUID)") from None
 
 
 def _text(*, required: bool = False, minimum: int = 0, maximum: int = MAX_TEXT) -> fields.String:
@@ -99,6 +108,9 @@ class _LimitFields(Schema):
     rateLimitUnit = _unit()
     # The pattern is documented in the OpenAPI document; _duration alone gives the message.
     ttl = fields.String(validate=_duration, allow_none=True, metadata={"pattern": DURATION_PATTERN})
+    policyId = fields.String(
+        validate=_policy_id, allow_none=True, metadata={"description": 'null or "" for none'}
+    )
 
 
 def check_limit_pairs(values: dict[str, Any]) -> None:
@@ -147,6 +159,7 @@ class KeySchema(Schema):
     rateLimitUnit = fields.String(attribute="rate_limit_unit")
     ttl = fields.String()
     expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
+    policyId = fields.String(attribute="policy_id")
 
     def _created_at(self, key: Any) -> int:
         return int(key.created_at)
