@@ -442,24 +442,34 @@ def custom_detector(definition: str) -> Detector:
     return Detector(CUSTOM, definition, _accept, bounded=False)
 
 
+FIND = re2.Options()  # the pass over the text: no captures, so RE2 runs its DFA alone
+FIND.max_mem, FIND.log_errors, FIND.never_capture = OPTIONS.max_mem, False, True
+
+
 class Scanner:
-    """One policy's detectors, compiled into one pattern (once per policy version)."""
+    """One policy's detectors, compiled into one pattern (once per policy version).
+
+    The pass over the text finds where the next candidate is, by the DFA alone; a set of the
+    same alternatives, matched against that candidate only, says which detector found it: the
+    first of them to match, as the alternation itself prefers.
+    """
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
-        self._groups: list[tuple[int, Detector, int]] = []  # group index, detector, rule index
+        self._detectors = tuple(detectors)
+        self._rules: list[int] = []  # the regexConfig rule index of each detector, or -1
         self._alone: list[re2._Regexp] = []
-        parts = []
-        group = 1
-        rule = 0
+        self._which = re2.Set.FullMatchSet(OPTIONS)
+        customs = 0
         for detector in detectors:
-            alone = re2.compile(detector.pattern, OPTIONS)
-            self._alone.append(alone)
+            self._alone.append(re2.compile(detector.pattern, OPTIONS))
+            self._which.Add(detector.pattern)
             is_custom = detector.entity == CUSTOM
-            self._groups.append((group, detector, rule if is_custom else -1))
-            rule += is_custom
-            group += 1 + alone.groups
-            parts.append(f"({detector.pattern})")
-        self._combined = re2.compile("|".join(parts), OPTIONS) if parts else None
+            self._rules.append(customs if is_custom else -1)
+            customs += is_custom
+        if detectors:
+            self._which.Compile()
+        alternation = "|".join(f"(?:{detector.pattern})" for detector in detectors)
+        self._combined = re2.compile(alternation, FIND) if detectors else None
 
     def scan(self, text: bytes) -> list[Hit]:
         """Every hit in `text`, in order, none overlapping another."""
@@ -473,8 +483,8 @@ class Scanner:
             if match is None:
                 break
             start, end = match.span()
-            order = self._which(match)
-            _group, detector, rule = self._groups[order]
+            order = min(self._which.Match(text[start:end]) or (0,))
+            detector = self._detectors[order]
             accepted = detector.validate(text, start, end) if end > start else -1
             if accepted < 0:
                 # Another detector may take the same place; else move on.
@@ -485,24 +495,17 @@ class Scanner:
                 hits.append(hit)
                 position = hit.end
                 continue
-            hits.append(Hit(detector.entity, start, accepted, rule))
+            hits.append(Hit(detector.entity, start, accepted, self._rules[order]))
             position = accepted
         return hits
 
-    def _which(self, match: re2._Match) -> int:
-        """The detector whose alternative matched."""
-        for order, (group, _detector, _rule) in enumerate(self._groups):
-            if match.start(group) >= 0:
-                return order
-        raise AssertionError("a match of no alternative")
-
     def _retry(self, text: bytes, start: int, first: int) -> Hit | None:
-        for order in range(first, len(self._groups)):
+        for order in range(first, len(self._detectors)):
             match = self._alone[order].match(text, start)
             if match is None or match.end() == start:
                 continue
-            _group, detector, rule = self._groups[order]
+            detector = self._detectors[order]
             accepted = detector.validate(text, start, match.end())
             if accepted > start:
-                return Hit(detector.entity, start, accepted, rule)
+                return Hit(detector.entity, start, accepted, self._rules[order])
         return None
