@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -28,25 +29,28 @@ async def connect(settings: PostgresSettings, name: str = "gateway") -> asyncpg.
 
 
 class LazyConnection:
-    """One connection, opened on first use and opened anew after any failure."""
+    """One connection, opened on first use and opened anew after any failure; its users (the
+    snapshots' refreshers) take turns, as a connection runs one operation at a time."""
 
     def __init__(self, settings: PostgresSettings) -> None:
         self._settings = settings
         self._connection: asyncpg.Connection | None = None
+        self._turn = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[asyncpg.Connection]:
-        connection = self._connection
-        if connection is None or connection.is_closed():
-            connection = self._connection = await connect(self._settings)
-        try:
-            yield connection
-        except BaseException:
-            # After a timeout, a cancellation or a lost server its state is unknown; a new
-            # connection next time is certain, and failures are rare.
-            self._connection = None
-            connection.terminate()
-            raise
+        async with self._turn:
+            connection = self._connection
+            if connection is None or connection.is_closed():
+                connection = self._connection = await connect(self._settings)
+            try:
+                yield connection
+            except BaseException:
+                # After a timeout, a cancellation or a lost server its state is unknown; a new
+                # connection next time is certain, and failures are rare.
+                self._connection = None
+                connection.terminate()
+                raise
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

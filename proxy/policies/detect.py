@@ -483,7 +483,7 @@ class Scanner:
             if match is None:
                 break
             start, end = match.span()
-            order = min(self._which.Match(text[start:end]) or (0,))
+            order = self._detector_of(text, start, end)
             detector = self._detectors[order]
             accepted = detector.validate(text, start, end) if end > start else -1
             if accepted < 0:
@@ -498,6 +498,17 @@ class Scanner:
             hits.append(Hit(detector.entity, start, accepted, self._rules[order]))
             position = accepted
         return hits
+
+    def _detector_of(self, text: bytes, start: int, end: int) -> int:
+        found = self._which.Match(text[start:end])
+        if found:
+            return min(found)
+        # A custom pattern that matched only in its context (as `\B` does): asked in place.
+        for order, alone in enumerate(self._alone):
+            match = alone.match(text, start)
+            if match is not None and match.end() == end:
+                return order
+        raise LookupError("a match no detector makes")
 
     def _retry(self, text: bytes, start: int, first: int) -> Hit | None:
         for order in range(first, len(self._detectors)):

@@ -117,3 +117,9 @@ def test_hit_offsets_are_byte_offsets() -> None:
     data = "é a@example.com".encode()
     (hit,) = SCANNER.scan(data)
     assert hit == Hit("email", 3, 16)
+
+
+def test_a_custom_pattern_that_needs_its_context_is_still_named() -> None:
+    scanner = Scanner([*BUILT_IN, custom_detector(r"\Bcode-\d+")])
+    (hit,) = scanner.scan(b"see xcode-42 now")
+    assert (hit.entity, hit.start, hit.end) == ("custom", 5, 12)
