@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from keymgmt import reporting
+from keymgmt import policies, reporting
 from keymgmt.console import add_console
 from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(setting_routes)
     app.add_routes(route_api)
     app.add_routes(reporting.routes)
+    app.add_routes(policies.routes)
     app.router.add_get("/metrics", metrics_endpoint)
     add_console(app)
     return app

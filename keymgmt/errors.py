@@ -53,6 +53,14 @@ class PathTaken(ApiError):
     status, title, type = 409, "Conflict", "route_exists"
 
 
+class PolicyNotFound(ApiError):
+    status, title, type = 404, "Not Found", "not_found"
+
+
+class PolicyInUse(ApiError):
+    status, title, type = 409, "Conflict", "policy_in_use"
+
+
 class DatabaseUnavailable(ApiError):
     status, title, type = 503, "Service Unavailable", "database_unavailable"
 

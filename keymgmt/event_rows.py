@@ -56,6 +56,20 @@ def rejection(entry_id: bytes, fields: dict[bytes, bytes], row: Any, error: str)
     }
 
 
+def _policy_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """What the key's policy did: its id, the action, and the hits by entity type."""
+    if "policy_id" not in event:
+        return {"policy_id": None, "policy_action": None, "policy_counts": None}
+    counts = event["policy_counts"]
+    if not isinstance(counts, dict):
+        raise ValueError("not counts")
+    return {
+        "policy_id": str(uuid.UUID(event["policy_id"])),
+        "policy_action": _text(event["policy_action"], 32),
+        "policy_counts": {_text(name, 64): int(count) for name, count in counts.items()},
+    }
+
+
 def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The table row of one stream entry, or None for an entry that is not an event."""
     try:
@@ -83,6 +97,7 @@ def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None
             "provider": _text(event.get("provider", "openai")),
             "setting_id": _text(event.get("setting_id", "")),
             "cache_creation_tokens": int(event.get("cache_creation_tokens", 0)),
+            **_policy_fields(event),
         }
     # JSONDecodeError and UnicodeDecodeError are ValueErrors.
     except (KeyError, TypeError, ValueError, OverflowError):

@@ -9,6 +9,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from keymgmt.eventsearch import EventQuerySchema
 from keymgmt.keysearch import KeyQuerySchema
+from shared.policy_schemas import CreatePolicySchema, PolicySchema, UpdatePolicySchema
 from shared.route_schemas import (
     CACHE_CONFIG_CHANGE,
     COOL_DOWN_CHANGE,
@@ -31,8 +32,8 @@ def _problem(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "invalid input",
         401: "missing or wrong admin pass",
-        404: "no such key or route",
-        409: "a key with this value, or a route with this path, exists",
+        404: "no such key, route or policy",
+        409: "a key with this value, or a route with this path, exists; a key refers to the policy",
         413: "body over 1 MB",
         503: "Postgres unavailable",
     }
@@ -69,9 +70,66 @@ _EVENT = _object(
         "path": "string", "status": "integer", "promptTokens": "integer",
         "completionTokens": "integer", "cachedTokens": "integer", "costInUsd": "number",
         "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
-        "createdAt": "integer",
+        "createdAt": "integer", "policyId": "string", "policyAction": "string",
     }
 )  # fmt: skip
+_EVENT["properties"]["policyCounts"] = {
+    "type": "object",
+    "additionalProperties": {"type": "integer"},
+    "nullable": True,
+    "description": "hits by entity type (never the values); null when the key has no policy",
+}
+for _name in ("policyId", "policyAction"):
+    _EVENT["properties"][_name]["nullable"] = True
+
+_POLICY_ID = {**_KEY_ID, "name": "policyId"}
+
+
+def _policy_paths(spec: APISpec) -> None:
+    common = (400, 401, 503)
+    body = {"required": True, "content": {"application/json": {"schema": "CreatePolicy"}}}
+    changes = {"required": True, "content": {"application/json": {"schema": "UpdatePolicy"}}}
+    tags = {"name": "tags", "in": "query", "explode": True,
+            "schema": {"type": "array", "items": {"type": "string"}}}  # fmt: skip
+    spec.path(
+        path="/api/policies",
+        operations={
+            "post": {
+                "summary": "Create a policy (a regexConfig pattern RE2 refuses is a 400 naming it)",
+                "requestBody": body,
+                "responses": {**_ok("Policy", "the policy"), **_problem(*common, 413)},
+            },
+            "get": {
+                "summary": "Policies having any of the tags (every policy when none is given)",
+                "parameters": [tags],
+                "responses": {
+                    **_ok({"type": "array", "items": "Policy"}, "matching policies"),
+                    **_problem(*common),
+                },
+            },
+        },
+    )
+    spec.path(
+        path="/api/policies/{policyId}",
+        operations={
+            "get": {
+                "summary": "One policy",
+                "parameters": [_POLICY_ID],
+                "responses": {**_ok("Policy", "the policy"), **_problem(*common, 404)},
+            },
+            "patch": {
+                "summary": "Change the fields named",
+                "parameters": [_POLICY_ID],
+                "requestBody": changes,
+                "responses": {**_ok("Policy", "the policy"), **_problem(*common, 404, 413)},
+            },
+            "delete": {
+                "summary": "Delete a policy; refused (409) while a key refers to it",
+                "parameters": [_POLICY_ID],
+                "responses": {"204": {"description": "deleted"}, **_problem(*common, 404, 409)},
+            },
+        },
+    )
 
 
 def _reporting_paths(spec: APISpec) -> None:
@@ -309,6 +367,9 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
         ("CacheConfigChange", CACHE_CONFIG_CHANGE),
         ("CoolDownChange", COOL_DOWN_CHANGE),
         ("UpdateRoute", UpdateRouteSchema),
+        ("Policy", PolicySchema),
+        ("CreatePolicy", CreatePolicySchema),
+        ("UpdatePolicy", UpdatePolicySchema),
     ):
         spec.components.schema(name, schema=schema)
     if admin_pass_required:
@@ -374,6 +435,7 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     _listing_paths(spec)
     _setting_paths(spec)
     _route_paths(spec)
+    _policy_paths(spec)
     spec.path(
         path="/api/health",
         operations={

@@ -70,6 +70,9 @@ def event_fields(row: Any) -> dict[str, Any]:
         "upstreamMs": row.upstream_ms,
         "streamed": row.streamed,
         "createdAt": int(row.created_at.timestamp()),
+        "policyId": row.policy_id,
+        "policyAction": row.policy_action,
+        "policyCounts": row.policy_counts,
     }
 
 

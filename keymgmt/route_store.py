@@ -69,14 +69,14 @@ class RouteStore(Store):
         values = {column: fields[api] for api, column in COLUMNS.items()}
         values["route_id"] = str(uuid.uuid4())
         values["created_at"] = values["updated_at"] = sa.func.now()
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             await _check_references(connection, fields)
             row = (await connection.execute(routes.insert().values(values).returning(routes))).one()
             await connection.execute(announcement(ROUTE, row.route_id, row.updated_at))
         return route_of(row)
 
     async def get(self, route_id: str) -> dict[str, Any]:
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             row = (await connection.execute(_live(route_id))).one_or_none()
         if row is None:
             raise RouteNotFound(f"no route with id {route_id}")
@@ -88,11 +88,11 @@ class RouteStore(Store):
             .where(routes.c.deleted_at.is_(None))
             .order_by(routes.c.created_at, routes.c.route_id)
         )
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             return [route_of(row) for row in (await connection.execute(query)).all()]
 
     async def update(self, route_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             row = (await connection.execute(_live(route_id).with_for_update())).one_or_none()
             if row is None:
                 raise RouteNotFound(f"no route with id {route_id}")
@@ -114,7 +114,7 @@ class RouteStore(Store):
         return route_of(updated)
 
     async def delete(self, route_id: str) -> None:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             now = sa.func.now()
             deleted = (
                 await connection.execute(

@@ -107,7 +107,7 @@ class SettingStore(Store):
             "updated_at": now,
             **self._seal(setting_id, given.get(SECRET)),
         }
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             insert = provider_settings.insert().values(values).returning(provider_settings)
             row = (await connection.execute(insert)).one()
             await connection.execute(announcement(SETTING, setting_id, row.updated_at))
@@ -127,7 +127,7 @@ class SettingStore(Store):
         return [_stored(row) for row in await self.fetch(query.order_by(provider_settings.c.name))]
 
     async def update(self, setting_id: str, fields: Mapping[str, Any]) -> StoredSetting:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             row = (await connection.execute(_live(setting_id).with_for_update())).one_or_none()
             if row is None:
                 raise SettingNotFound(f"no provider setting with id {setting_id}")
@@ -170,7 +170,7 @@ class SettingStore(Store):
         return _stored(updated)
 
     async def delete(self, setting_id: str) -> None:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             row = (await connection.execute(_live(setting_id).with_for_update())).one_or_none()
             if row is None:
                 raise SettingNotFound(f"no provider setting with id {setting_id}")

@@ -18,7 +18,7 @@ from keymgmt.errors import ApiError, DatabaseUnavailable, InvalidInput, KeyExist
 from keymgmt.references import lock_settings
 from shared.changes import CHANNEL, KEY
 from shared.config import PostgresSettings
-from shared.db import describe, is_unavailable, key_from_row, keys
+from shared.db import describe, is_unavailable, key_from_row, keys, policies
 from shared.durations import parse_duration
 from shared.models import Key, hash_key
 from shared.schemas import check_limit_pairs
@@ -36,6 +36,7 @@ COLUMNS = {
     "rateLimitUnit": "rate_limit_unit",
     "ttl": "ttl",
     "rotationEnabled": "rotation_enabled",
+    "policyId": "policy_id",
 }
 # What null means for each nullable field: "no limit".
 CLEARED = {
@@ -45,15 +46,33 @@ CLEARED = {
     "rateLimitOverTime": 0,
     "rateLimitUnit": "",
     "ttl": "",
+    "policyId": None,
 }
 
 
 def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    values = {
         COLUMNS[name]: CLEARED[name] if value is None else value
         for name, value in fields.items()
         if name in COLUMNS
     }
+    if values.get("policy_id") == "":
+        values["policy_id"] = None
+    return values
+
+
+async def _check_policy(connection: AsyncConnection, values: Mapping[str, Any]) -> None:
+    """The key's policy exists, and stays so until this write commits (deleting it waits)."""
+    policy_id = values.get("policy_id")
+    if policy_id is None:
+        return
+    query = (
+        sa.select(policies.c.policy_id)
+        .where(policies.c.policy_id == policy_id, policies.c.deleted_at.is_(None))
+        .with_for_update(read=True)
+    )
+    if (await connection.execute(query)).one_or_none() is None:
+        raise InvalidInput({"policyId": [f"no policy with id {policy_id}"]})
 
 
 def _setting_ids(fields: Mapping[str, Any]) -> tuple[str, list[str]] | None:
@@ -94,7 +113,7 @@ class Store:
         raise NotImplementedError
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         try:
             async with self._engine.begin() as connection:
                 if write:
@@ -115,7 +134,7 @@ class Store:
 
     async def ping(self) -> bool:
         try:
-            async with self._transaction(write=False) as connection:
+            async with self.transaction(write=False) as connection:
                 await connection.execute(sa.text("SELECT 1"))
         except DatabaseUnavailable:
             return False
@@ -123,7 +142,7 @@ class Store:
 
     async def fetch(self, query: sa.Executable) -> list[Any]:
         """Rows of a read-only query, with the store's error handling."""
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             return list((await connection.execute(query)).all())
 
 
@@ -145,14 +164,15 @@ class KeyStore(Store):
             values["expires_at"] = sa.func.date_trunc("second", now) + timedelta(
                 seconds=parse_duration(ttl)
             )
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             await _name_settings(connection, fields, values)
+            await _check_policy(connection, values)
             row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
             await connection.execute(announcement(KEY, row.key_id, row.updated_at))
         return key_from_row(row)
 
     async def get(self, key_id: str) -> Key:
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             row = (await connection.execute(_live(key_id))).one_or_none()
         if row is None:
             raise KeyNotFound(f"no key with id {key_id}")
@@ -169,12 +189,12 @@ class KeyStore(Store):
             .where(keys.c.deleted_at.is_(None), sa.or_(*conditions))
             .order_by(keys.c.created_at, keys.c.key_id)
         )
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             rows = (await connection.execute(query)).all()
         return [key_from_row(row) for row in rows]
 
     async def update(self, key_id: str, fields: Mapping[str, Any]) -> Key:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             row = (await connection.execute(_live(key_id).with_for_update())).one_or_none()
             if row is None:
                 raise KeyNotFound(f"no key with id {key_id}")
@@ -189,6 +209,7 @@ class KeyStore(Store):
             if "ttl" in values:
                 values["expires_at"] = _expiry(values["ttl"], row.created_at)
             await _name_settings(connection, fields, values)
+            await _check_policy(connection, values)
             values["updated_at"] = sa.func.now()
             updated = (
                 await connection.execute(
@@ -199,7 +220,7 @@ class KeyStore(Store):
         return key_from_row(updated)
 
     async def delete(self, key_id: str) -> None:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             now = sa.func.now()
             result = await connection.execute(
                 keys.update()

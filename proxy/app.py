@@ -16,6 +16,8 @@ from proxy.fallback import LocalLimits
 from proxy.forward import handler_of, request_id_of
 from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
+from proxy.policies.snapshot import POLICIES as POLICY_SOURCE
+from proxy.policies.snapshot import PolicySnapshot
 from proxy.provider_settings import SettingSnapshot, setting_source
 from proxy.providers import ADAPTERS
 from proxy.routes.snapshot import ROUTE_SOURCE, RouteSnapshot
@@ -28,6 +30,7 @@ from proxy.typedefs import (
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
+    POLICIES,
     PRICING,
     PROVIDER_SETTINGS,
     REGISTRY,
@@ -40,7 +43,7 @@ from proxy.typedefs import (
 )
 from proxy.upstream import create_session
 from shared import tokens
-from shared.changes import KEY, ROUTE, SETTING
+from shared.changes import KEY, POLICY, ROUTE, SETTING
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -65,20 +68,19 @@ async def snapshots(app: web.Application) -> AsyncIterator[None]:
     key = settings.settings_encryption_key
     settings_source = setting_source(SecretBox(key) if key else None)
     # Read out first: inside the generic calls below, mypy would type the lookups by them.
-    key_snapshot, setting_snapshot, route_snapshot = (
-        app[SNAPSHOT],
-        app[PROVIDER_SETTINGS],
-        app[ROUTES],
-    )
+    key_snapshot, setting_snapshot = app[SNAPSHOT], app[PROVIDER_SETTINGS]
+    route_snapshot, policy_snapshot = app[ROUTES], app[POLICIES]
     keys = SnapshotRefresher(database, key_snapshot, interval, errors)
     provider_settings = SnapshotRefresher(
         database, setting_snapshot, interval, errors, settings_source
     )
     routes = SnapshotRefresher(database, route_snapshot, interval, errors, ROUTE_SOURCE)
+    policies = SnapshotRefresher(database, policy_snapshot, interval, errors, POLICY_SOURCE)
     refreshers: dict[str, SnapshotRefresher[Any]] = {
         KEY: keys,
         SETTING: provider_settings,
         ROUTE: routes,
+        POLICY: policies,
     }
     tasks = [
         asyncio.create_task(refresher.run(), name=f"{kind}-snapshot-refresher")
@@ -176,8 +178,9 @@ def register_gauges(app: web.Application) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    snapshot = request.app[SNAPSHOT]
-    if not (snapshot.loaded and request.app[PROVIDER_SETTINGS].loaded):
+    app = request.app
+    snapshot = app[SNAPSHOT]
+    if not (snapshot.loaded and app[PROVIDER_SETTINGS].loaded and app[POLICIES].loaded):
         return json_response({"status": "starting", "keys": 0}, status=503)
     return json_response({"status": "ok", "keys": len(snapshot)})
 
@@ -198,6 +201,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SNAPSHOT] = KeySnapshot()
     app[PROVIDER_SETTINGS] = SettingSnapshot()
     app[ROUTES] = RouteSnapshot()
+    app[POLICIES] = PolicySnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(
         settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max

@@ -12,6 +12,7 @@ from proxy.endpoints import METERED, MULTIPART, Billing
 from proxy.errors import invalid_json
 from proxy.metering import Usage
 from proxy.multipart import MalformedForm, read_form
+from proxy.policies.outcome import Screening
 from proxy.providers import Target
 from shared import tokens
 from shared.jsonutil import positive_int
@@ -52,6 +53,7 @@ class Call:
     upload_bytes: int = 0  # the files of a multipart form
     upstream_path: str = ""  # route-relative, as upstream serves it; the endpoint when empty
     upstream_query: str = ""  # as the client encoded it, with what the adapter adds
+    screening: Screening | None = None  # what the key's policy found and did, if it has one
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:

@@ -30,6 +30,8 @@ from proxy.jobs import JOB_CREATIONS, track
 from proxy.jobs.hook import Creation, Read
 from proxy.metering import Usage, answer_text, counted_usage
 from proxy.paths import upstream_url
+from proxy.policies.restore import screened_answer
+from proxy.policies.stage import screen
 from proxy.providers import Provider
 from proxy.targets import require_model_allowed
 from proxy.telemetry import record_call, usage_event
@@ -38,6 +40,7 @@ from proxy.typedefs import (
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
+    POLICIES,
     PRICING,
     SESSION,
     SETTINGS,
@@ -79,6 +82,7 @@ async def handle(request: web.Request, provider: Provider) -> web.StreamResponse
         target = app[TARGETS].of(provider, key, request.match_info.get("setting_name", ""))
         call = new_call(request, target, key, await read_body(request), request_id)
         require_model_allowed(target, call.model)
+        screen(call, app[POLICIES])
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         # Batches, fine-tuning and background responses: created, read or cancelled.
         tracked = provider.tracks_jobs and (call.endpoint in JOB_CREATIONS or not call.body)
@@ -163,6 +167,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as upstream:
+            upstream = screened_answer(call, upstream)
             call.status = upstream.status
             if upstream.status in CREDENTIAL_REFUSED:
                 target.alarm.refused(upstream.status, target.credential_source)
@@ -267,7 +272,8 @@ def finish(
         if admission is not None and admission.local:
             app[LOCAL_LIMITS].settled(call.key, admission, cost)
         reservation = admission.reservation if admission else ""
-        event = usage_event(call, cost, latency) if call.upstream_started else None
+        recorded = call.upstream_started or outcome[1] == "policy_violation"
+        event = usage_event(call, cost, latency) if recorded else None
         if event is not None or reservation:
             app[SETTLER].submit(Settlement(call.key, cost, reservation, event))
     record_call(

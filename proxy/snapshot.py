@@ -1,5 +1,5 @@
-"""The in-memory snapshots of configuration objects (keys, provider settings): loaded in full at
-start, a page at a time, then refreshed by `updated_at` and by the change feed's reloads."""
+"""The in-memory snapshots of configuration objects (keys, settings, routes, policies): loaded in
+full at start, a page at a time, then refreshed by `updated_at` and by the change feed's reloads."""
 
 from __future__ import annotations
 
@@ -130,13 +130,13 @@ SNAPSHOT_QUERY = """
         cost_limit_in_usd_unit, rate_limit_over_time, rate_limit_unit,
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
         extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL,
-        setting_ids::text[], rotation_enabled
+        setting_ids::text[], rotation_enabled, coalesce(policy_id::text, '')
     FROM keys"""
 
 
 def key_of(row: Any) -> Key:
     (key_id, key_hash, revoked, cost, window_cost, window_unit, rate, rate_unit,
-     created, updated, expires, deleted, setting_ids, rotation) = row  # fmt: skip
+     created, updated, expires, deleted, setting_ids, rotation, policy_id) = row  # fmt: skip
     return Key(
         key_id=key_id,
         name="",
@@ -154,6 +154,7 @@ def key_of(row: Any) -> Key:
         # Many keys share a setting: one string per id, not one per key.
         setting_ids=tuple(sys.intern(i) for i in setting_ids) if setting_ids else (),
         rotation_enabled=rotation,
+        policy_id=policy_id,
     )
 
 

@@ -4,6 +4,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.fallback import LocalLimits
+from proxy.policies.snapshot import PolicySnapshot
 from proxy.provider_settings import SettingSnapshot
 from proxy.routes.snapshot import RouteSnapshot
 from proxy.settlement import Settler
@@ -29,3 +30,4 @@ CALL_LOG = web.AppKey("call_log", HotLog)
 TARGETS = web.AppKey("targets", Targets)
 PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)
 ROUTES = web.AppKey("routes", RouteSnapshot)  # by path: proxy.routes.snapshot
+POLICIES = web.AppKey("policies", PolicySnapshot)

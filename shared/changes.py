@@ -17,6 +17,7 @@ CHANNEL = "gateway_changes"
 KEY = "key"
 SETTING = "setting"
 ROUTE = "route"
+POLICY = "policy"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.config import PostgresSettings
-from shared.models import Key
+from shared.models import Key, Policy, RegexRule
 from shared.pg import connect, describe
 
 log = logging.getLogger("gateway.db")
@@ -47,6 +47,12 @@ keys = sa.Table(
     # Provider settings the key may use (migration 0004), in the order given.
     sa.Column("setting_ids", ARRAY(UUID(as_uuid=False)), nullable=False, server_default="{}"),
     sa.Column("rotation_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("policy_id", UUID(as_uuid=False)),
+)
+sa.Index(
+    "keys_live_policy_id",
+    keys.c.policy_id,
+    postgresql_where=sa.and_(keys.c.deleted_at.is_(None), keys.c.policy_id.isnot(None)),
 )
 sa.Index(
     "keys_live_key_hash",
@@ -129,11 +135,32 @@ usage_events = sa.Table(
     sa.Column("provider", sa.Text, nullable=False, server_default="openai"),
     sa.Column("setting_id", sa.Text, nullable=False, server_default=""),
     sa.Column("cache_creation_tokens", sa.Integer, nullable=False, server_default="0"),
+    # What the key's policy did, when it has one: the action and the hits by entity type.
+    sa.Column("policy_id", UUID(as_uuid=False)),
+    sa.Column("policy_action", sa.Text),
+    sa.Column("policy_counts", JSONB),
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)
 # The spend restore reads the events recorded since a cutoff, and those of the last window.
 sa.Index("usage_events_recorded_at", usage_events.c.recorded_at)
+
+# Policies (PII detection and masking); deleted rows stay as tombstones, as keys do.
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("policy_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("tags", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("rules", JSONB, nullable=False, server_default="{}"),  # entity -> action
+    sa.Column("regex_rules", JSONB, nullable=False, server_default="[]"),  # [{definition, action}]
+    sa.Column("restore", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+)
+sa.Index("policies_updated_at", policies.c.updated_at)
+sa.Index("policies_tags", policies.c.tags, postgresql_using="gin")
 
 # Events Postgres refused or that could not be read, kept as they arrived instead of stalling the
 # consumer. key_id and cost_nano are set when the event had valid ones: the charge is counted.
@@ -185,6 +212,21 @@ def key_from_row(row: Any) -> Key:
         deleted=row.deleted_at is not None,
         setting_ids=tuple(row.setting_ids),
         rotation_enabled=row.rotation_enabled,
+        policy_id=row.policy_id or "",
+    )
+
+
+def policy_from_row(row: Any) -> Policy:
+    return Policy(
+        policy_id=str(row.policy_id),
+        name=row.name,
+        rules=dict(row.rules),
+        regex_rules=tuple(RegexRule(r["definition"], r["action"]) for r in row.regex_rules),
+        restore=row.restore,
+        tags=tuple(row.tags),
+        created_at=row.created_at.timestamp(),
+        updated_at=row.updated_at.timestamp(),
+        deleted=row.deleted_at is not None,
     )
 
 

@@ -32,6 +32,7 @@ class Key:
     deleted: bool = False
     setting_ids: tuple[str, ...] = ()  # provider settings the key may use (settingId/settingIds)
     rotation_enabled: bool = False  # spread calls over the key's settings of one provider
+    policy_id: str = ""  # the policy its requests are screened by; "" for none
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -74,3 +75,39 @@ class ProviderSetting:
 def hash_key(raw_key: str) -> str:
     """Keys are stored and looked up by this digest only; the raw key is never kept."""
     return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# Policies: what the proxy looks for in a request, and what it does with each kind it finds.
+ENTITIES = (
+    "email", "phone", "credit_debit_number", "ssn", "ip_address",
+    "international_bank_account_number", "url", "mac_address", "aws_access_key",
+    "aws_secret_key", "api_key", "private_key", "jwt",
+)  # fmt: skip
+ALL_ENTITIES = "all"  # a rule for every entity the policy names no rule for
+CUSTOM = "custom"  # what a regexConfig rule's hits are called, in placeholders and counts
+BLOCK, REDACT, WARN, ALLOW = "block", "allow_but_redact", "allow_but_warn", "allow"
+ACTIONS = (BLOCK, REDACT, WARN, ALLOW)  # strongest first
+# Credentials: redacted for good, never put back into an answer.
+SECRETS = frozenset({"api_key", "aws_secret_key", "private_key", "jwt"})
+
+
+@dataclass(slots=True, frozen=True)
+class RegexRule:
+    definition: str  # RE2 syntax
+    action: str
+
+
+@dataclass(slots=True, frozen=True)
+class Policy:
+    policy_id: str
+    name: str
+    rules: Mapping[str, str] = field(default_factory=dict)  # entity (or "all") -> action
+    regex_rules: tuple[RegexRule, ...] = ()
+    restore: bool = False
+    tags: tuple[str, ...] = ()
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    deleted: bool = False
+
+    def action_for(self, entity: str) -> str:
+        return self.rules.get(entity) or self.rules.get(ALL_ENTITIES) or ALLOW

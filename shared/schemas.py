@@ -46,6 +46,14 @@ def _duration(value: str) -> None:
         raise ValidationError("must be a positive duration of at most 100 years")
 
 
+def _policy_id(value: str) -> None:
+    if value:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise ValidationError("must be a policy id (a UUID)") from None
+
+
 def _text(*, required: bool = False, minimum: int = 0, maximum: int = MAX_TEXT) -> fields.String:
     return fields.String(
         required=required,
@@ -115,6 +123,9 @@ class _KeyFields(Schema):
     rateLimitUnit = _unit()
     # The pattern is documented in the OpenAPI document; _duration alone gives the message.
     ttl = fields.String(validate=_duration, allow_none=True, metadata={"pattern": DURATION_PATTERN})
+    policyId = fields.String(
+        validate=_policy_id, allow_none=True, metadata={"description": 'null or "" for none'}
+    )
 
     # The provider settings the key may use: one (settingId; "" or null for none) or several.
     settingId = fields.String(allow_none=True, validate=_setting_id_or_none)
@@ -182,6 +193,7 @@ class KeySchema(Schema):
     )
     settingIds = fields.List(fields.String(), attribute="setting_ids")
     rotationEnabled = fields.Boolean(attribute="rotation_enabled")
+    policyId = fields.String(attribute="policy_id")
 
     def _created_at(self, key: Any) -> int:
         return int(key.created_at)

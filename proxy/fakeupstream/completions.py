@@ -32,6 +32,8 @@ from proxy.fakeupstream.wire import (
     stream_events,
 )
 
+ECHO_PIECE = 3
+
 # --- chat completions ------------------------------------------------------------------------
 
 
@@ -46,13 +48,18 @@ class _Plan:
     tool: str | None = None  # function name when the reply is a tool call
 
 
+def _last_text(body: JSON) -> str:
+    messages = body.get("messages") or []
+    last = messages[-1].get("content") if messages else ""
+    return " ".join(p.get("text", "") for p in last) if isinstance(last, list) else str(last or "")
+
+
 def _wants_tool(body: JSON) -> str | None:
-    tools, messages = body.get("tools"), body.get("messages") or []
-    if not tools or not messages:
+    tools = body.get("tools")
+    if not tools or not body.get("messages"):
         return None
-    last = messages[-1].get("content")
-    text = " ".join(p.get("text", "") for p in last) if isinstance(last, list) else str(last or "")
-    return tools[0].get("function", {}).get("name") if "call a tool" in text.lower() else None
+    wanted = "call a tool" in _last_text(body).lower()
+    return tools[0].get("function", {}).get("name") if wanted else None
 
 
 def _chat_plan(state: FakeUpstream, body: JSON) -> _Plan:
@@ -61,6 +68,12 @@ def _chat_plan(state: FakeUpstream, body: JSON) -> _Plan:
     tool = _wants_tool(body)
     if tool:
         pieces, finish = TOOL_ARGUMENT_FRAGMENTS, "tool_calls"
+    elif state.options.echo:  # the last message back, a few characters a piece
+        text = _last_text(body)
+        pieces, finish = (
+            tuple(text[i : i + ECHO_PIECE] for i in range(0, len(text), ECHO_PIECE)),
+            "stop",
+        )
     else:
         cap = body.get("max_completion_tokens")
         pieces, capped = reply_pieces(state.options, body.get("max_tokens") if cap is None else cap)

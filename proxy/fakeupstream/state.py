@@ -89,6 +89,7 @@ class FakeOptions:
     report_usage: bool = True  # False: never send usage, like some compatible servers
     fail_status: int | None = None  # answer every API call with this status and an error body
     record: bool = True  # keep every request in `FakeUpstream.recorded`
+    echo: bool = False  # chat answers repeat the last message, three characters a piece
 
 
 @dataclass
