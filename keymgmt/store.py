@@ -34,6 +34,11 @@ COLUMNS = {
     "rateLimitOverTime": "rate_limit_over_time",
     "rateLimitUnit": "rate_limit_unit",
     "ttl": "ttl",
+    "allowedPaths": "allowed_paths",
+    "allowedModels": "allowed_models",
+    "rateLimits": "rate_limits",
+    "shouldLogRequest": "should_log_request",
+    "shouldLogResponse": "should_log_response",
 }
 # What null means for each nullable field: "no limit".
 CLEARED = {
@@ -46,12 +51,36 @@ CLEARED = {
 }
 
 
+def stored_paths(rules: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Methods in capitals, each rule once, in a stable order."""
+    unique = {(rule["method"].upper(), rule["path"]) for rule in rules}
+    return [{"path": path, "method": method} for method, path in sorted(unique)]
+
+
+# How a validated API value is stored, where that differs from the value itself.
+STORED = {
+    "allowedPaths": stored_paths,
+    "allowedModels": lambda models: sorted(set(models)),
+}
+
+
+def column_values(
+    fields: Mapping[str, Any], columns: Mapping[str, str], cleared: Mapping[str, Any]
+) -> dict[str, Any]:
+    values = {}
+    for name, value in fields.items():
+        if name not in columns:
+            continue
+        if value is None:
+            value = cleared[name]
+        elif name in STORED:
+            value = STORED[name](value)
+        values[columns[name]] = value
+    return values
+
+
 def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        COLUMNS[name]: CLEARED[name] if value is None else value
-        for name, value in fields.items()
-        if name in COLUMNS
-    }
+    return column_values(fields, COLUMNS, CLEARED)
 
 
 def _expiry(ttl: str, created_at: Any) -> Any:

@@ -16,7 +16,7 @@ from proxy.paths import normalised_endpoint
 from shared import tokens
 from shared.jsonutil import positive_int
 from shared.limits import Admission
-from shared.models import Key
+from shared.models import Key, User
 
 CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
     "chat/completions",
@@ -50,6 +50,7 @@ class Call:
     upstream_ended: float = 0.0
     method: str = "POST"
     upload_bytes: int = 0  # the files of a multipart form
+    user: User | None = None  # the end user the call belongs to (proxy/users.py)
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:

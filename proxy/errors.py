@@ -156,3 +156,8 @@ def model_not_priced(model: str) -> ProxyError:
         "invalid_request_error",
         "model_not_priced",
     )
+
+
+def not_allowed(message: str, code: str) -> ProxyError:
+    """A call outside what the key (or its user) may call: a permission error in every shape."""
+    return ProxyError(403, message, "invalid_request_error", code)

@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.access import check_access
 from proxy.admission import admit
 from proxy.auth import authenticate
 from proxy.calls import Call, new_call
@@ -68,6 +69,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
+        check_access(call, request.method, request.path)
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         # Batches, fine-tuning and background responses: created, read or cancelled.
         tracked = call.endpoint in JOB_CREATIONS or not call.body

@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from shared.metrics import Counter
-from shared.models import Key
+from shared.models import Key, paths_of, windows_of
 from shared.pg import LazyConnection, describe
 from shared.runtime import raise_if_cancelled
 
@@ -75,7 +76,9 @@ SNAPSHOT_QUERY = """
     SELECT key_id::text, key_hash, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
         cost_limit_in_usd_unit, rate_limit_over_time, rate_limit_unit,
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
-        extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL
+        extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL,
+        allowed_paths::text, allowed_models, rate_limits::text, should_log_request,
+        should_log_response
     FROM keys"""
 # Ordered by the uuid column, qualified: a bare `key_id` would name the text output column,
 # and sorting by it cannot use the primary key (every page would sort the whole table).
@@ -90,7 +93,8 @@ BY_IDS = f"{SNAPSHOT_QUERY} WHERE keys.key_id = ANY($1::uuid[])"
 
 def key_of(row: Any) -> Key:
     (key_id, key_hash, revoked, cost, window_cost, window_unit, rate, rate_unit,
-     created, updated, expires, deleted) = row  # fmt: skip
+     created, updated, expires, deleted, paths, models, windows, log_request,
+     log_response) = row  # fmt: skip
     return Key(
         key_id=key_id,
         name="",
@@ -105,6 +109,11 @@ def key_of(row: Any) -> Key:
         rate_limit_unit=rate_unit,
         expires_at=expires,
         deleted=deleted,
+        allowed_paths=paths_of(orjson.loads(paths)),
+        allowed_models=frozenset(models),
+        rate_limits=windows_of(orjson.loads(windows)),
+        should_log_request=log_request,
+        should_log_response=log_response,
     )
 
 

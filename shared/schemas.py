@@ -82,7 +82,59 @@ def _unit() -> fields.String:
     return fields.String(validate=UNIT_CHOICE, allow_none=True)
 
 
-class _LimitFields(Schema):
+MAX_RULES = 256  # allowedPaths or allowedModels entries
+MAX_WINDOWS = 8  # rateLimits entries
+MAX_PATH = 2048
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+def _proxy_path(value: str) -> None:
+    _storable_text(value)
+    if not value.startswith("/"):
+        raise ValidationError("must be a proxy path starting with /")
+
+
+class PathRuleSchema(Schema):
+    """One path a key or user may call: the whole proxy path and its method, matched exactly."""
+
+    class Meta:
+        unknown = RAISE
+
+    path = fields.String(
+        required=True, validate=[validate.Length(min=1, max=MAX_PATH), _proxy_path]
+    )
+    method = fields.String(
+        required=True,
+        validate=validate.OneOf((*HTTP_METHODS, *(m.lower() for m in HTTP_METHODS))),
+    )
+
+
+class RateWindowSchema(Schema):
+    """An extra rate window, held exactly like rateLimitOverTime and rateLimitUnit."""
+
+    class Meta:
+        unknown = RAISE
+
+    overTime = WholeNumber(required=True, validate=validate.Range(min=1, max=MAX_RATE))
+    unit = fields.String(required=True, validate=validate.OneOf(UNITS, error=UNIT_CHOICE.error))
+
+
+class AccessFields(Schema):
+    """What a key or a user may call: empty lists (the default) allow everything."""
+
+    class Meta:
+        unknown = RAISE
+
+    allowedPaths = fields.List(
+        fields.Nested(PathRuleSchema), validate=validate.Length(max=MAX_RULES)
+    )
+    allowedModels = fields.List(
+        fields.String(validate=[validate.Length(min=1, max=MAX_TEXT), _storable_text]),
+        validate=validate.Length(max=MAX_RULES),
+    )
+
+
+class _LimitFields(AccessFields):
     class Meta:
         unknown = RAISE
 
@@ -101,6 +153,14 @@ class _LimitFields(Schema):
     ttl = fields.String(validate=_duration, allow_none=True, metadata={"pattern": DURATION_PATTERN})
 
 
+class _KeyOnlyFields(Schema):
+    rateLimits = fields.List(
+        fields.Nested(RateWindowSchema), validate=validate.Length(max=MAX_WINDOWS)
+    )
+    shouldLogRequest = StrictBoolean()
+    shouldLogResponse = StrictBoolean()
+
+
 def check_limit_pairs(values: dict[str, Any]) -> None:
     """Each windowed limit and its unit come together or not at all."""
     for amount_field, unit_field in LIMIT_PAIRS:
@@ -113,7 +173,7 @@ def check_limit_pairs(values: dict[str, Any]) -> None:
             )
 
 
-class CreateKeySchema(_LimitFields):
+class CreateKeySchema(_LimitFields, _KeyOnlyFields):
     name = _text(required=True)
     key = _text(required=True, minimum=1, maximum=MAX_RAW_KEY)
 
@@ -122,7 +182,7 @@ class CreateKeySchema(_LimitFields):
         check_limit_pairs(data)
 
 
-class UpdateKeySchema(_LimitFields):
+class UpdateKeySchema(_LimitFields, _KeyOnlyFields):
     """A PATCH names only what changes; the merged pairs are checked against the stored key."""
 
     name = _text()
@@ -147,6 +207,20 @@ class KeySchema(Schema):
     rateLimitUnit = fields.String(attribute="rate_limit_unit")
     ttl = fields.String()
     expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
+    allowedPaths = fields.Method("_allowed_paths", metadata={"type": "array"})
+    allowedModels = fields.Method("_allowed_models", metadata={"type": "array"})
+    rateLimits = fields.Method("_rate_limits", metadata={"type": "array"})
+    shouldLogRequest = fields.Boolean(attribute="should_log_request")
+    shouldLogResponse = fields.Boolean(attribute="should_log_response")
+
+    def _allowed_paths(self, holder: Any) -> list[dict[str, str]]:
+        return dump_paths(holder.allowed_paths)
+
+    def _allowed_models(self, holder: Any) -> list[str]:
+        return sorted(holder.allowed_models)
+
+    def _rate_limits(self, key: Any) -> list[dict[str, Any]]:
+        return [{"overTime": count, "unit": unit} for count, unit in key.rate_limits]
 
     def _created_at(self, key: Any) -> int:
         return int(key.created_at)
@@ -166,3 +240,7 @@ class ProblemSchema(Schema):
     type = fields.String(required=True)
     detail = fields.Raw(required=True)
     instance = fields.String(required=True)
+
+
+def dump_paths(rules: Any) -> list[dict[str, str]]:
+    return [{"path": path, "method": method} for method, path in sorted(rules)]
