@@ -261,7 +261,7 @@ def finish(
         reservation = admission.reservation if admission else ""
         event = usage_event(call, cost, latency) if call.upstream_started else None
         if event is not None or reservation:
-            app[SETTLER].submit(Settlement(call.key, cost, reservation, event))
+            app[SETTLER].submit(Settlement(call.key, cost, reservation, event, call.user))
     record_call(app[METRICS], app[CALL_LOG], request_id, request.path, call, outcome, latency, cost)
 
 
