@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from keymgmt import reporting
+from keymgmt import reporting, users
 from keymgmt.console import add_console
 from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
@@ -126,6 +126,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([database, limits, background])
     app.add_routes(routes)
     app.add_routes(reporting.routes)
+    app.add_routes(users.routes)
     app.router.add_get("/metrics", metrics_endpoint)
     add_console(app)
     return app

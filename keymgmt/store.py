@@ -83,7 +83,7 @@ def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
     return column_values(fields, COLUMNS, CLEARED)
 
 
-def _expiry(ttl: str, created_at: Any) -> Any:
+def expiry(ttl: str, created_at: Any) -> Any:
     # From the whole second reported as createdAt, so that createdAt + ttl is the exact expiry.
     return (
         created_at.replace(microsecond=0) + timedelta(seconds=parse_duration(ttl)) if ttl else None
@@ -96,7 +96,7 @@ class KeyStore:
         self._write_timeout_ms = max(1, int(settings.write_timeout * 1000))
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         try:
             async with self._engine.begin() as connection:
                 if write:
@@ -120,7 +120,7 @@ class KeyStore:
 
     async def ping(self) -> bool:
         try:
-            async with self._transaction(write=False) as connection:
+            async with self.transaction(write=False) as connection:
                 await connection.execute(sa.text("SELECT 1"))
         except DatabaseUnavailable:
             return False
@@ -128,7 +128,7 @@ class KeyStore:
 
     async def fetch(self, query: sa.Executable) -> list[Any]:
         """Rows of a read-only query, with the store's error handling."""
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             return list((await connection.execute(query)).all())
 
     async def create(self, fields: Mapping[str, Any]) -> Key:
@@ -142,13 +142,13 @@ class KeyStore:
             values["expires_at"] = sa.func.date_trunc("second", now) + timedelta(
                 seconds=parse_duration(ttl)
             )
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             row = (await connection.execute(keys.insert().values(values).returning(keys))).one()
-            await connection.execute(_announcement(row.key_id, row.updated_at))
+            await connection.execute(announcement(row.key_id, row.updated_at))
         return key_from_row(row)
 
     async def get(self, key_id: str) -> Key:
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             row = (await connection.execute(_live(key_id))).one_or_none()
         if row is None:
             raise KeyNotFound(f"no key with id {key_id}")
@@ -165,12 +165,12 @@ class KeyStore:
             .where(keys.c.deleted_at.is_(None), sa.or_(*conditions))
             .order_by(keys.c.created_at, keys.c.key_id)
         )
-        async with self._transaction(write=False) as connection:
+        async with self.transaction(write=False) as connection:
             rows = (await connection.execute(query)).all()
         return [key_from_row(row) for row in rows]
 
     async def update(self, key_id: str, fields: Mapping[str, Any]) -> Key:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             row = (await connection.execute(_live(key_id).with_for_update())).one_or_none()
             if row is None:
                 raise KeyNotFound(f"no key with id {key_id}")
@@ -183,18 +183,18 @@ class KeyStore:
             except ValidationError as error:
                 raise InvalidInput(error.normalized_messages()) from None
             if "ttl" in values:
-                values["expires_at"] = _expiry(values["ttl"], row.created_at)
+                values["expires_at"] = expiry(values["ttl"], row.created_at)
             values["updated_at"] = sa.func.now()
             updated = (
                 await connection.execute(
                     keys.update().where(keys.c.key_id == key_id).values(values).returning(keys)
                 )
             ).one()
-            await connection.execute(_announcement(updated.key_id, updated.updated_at))
+            await connection.execute(announcement(updated.key_id, updated.updated_at))
         return key_from_row(updated)
 
     async def delete(self, key_id: str) -> None:
-        async with self._transaction(write=True) as connection:
+        async with self.transaction(write=True) as connection:
             now = sa.func.now()
             result = await connection.execute(
                 keys.update()
@@ -205,13 +205,13 @@ class KeyStore:
             deleted = result.one_or_none()
             if deleted is None:
                 raise KeyNotFound(f"no key with id {key_id}")
-            await connection.execute(_announcement(key_id, deleted.updated_at))
+            await connection.execute(announcement(key_id, deleted.updated_at))
 
 
-def _announcement(key_id: str, updated_at: datetime) -> sa.Select[Any]:
+def announcement(object_id: str, updated_at: datetime, kind: str = KEY) -> sa.Select[Any]:
     """Run last in a write's transaction: Postgres delivers it when, and only if, that commits."""
     payload = sa.func.json_build_object(
-        "kind", KEY, "id", str(key_id), "version", updated_at.timestamp(),
+        "kind", kind, "id", str(object_id), "version", updated_at.timestamp(),
         "at", sa.extract("epoch", sa.func.clock_timestamp()),
     )  # fmt: skip
     return sa.select(sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text)))

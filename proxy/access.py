@@ -1,4 +1,4 @@
-"""Before admission: the paths and models a key, and the call's user, may call.
+"""Before admission: the call's end user, and the paths and models its key and user may call.
 
 A path rule is the whole proxy path with its method, matched exactly, as BricksLLM's
 `allowedPaths` are: `{"path": "/api/providers/openai/v1/chat/completions", "method": "POST"}`.
@@ -12,6 +12,7 @@ from typing import Protocol
 
 from proxy.calls import Call
 from proxy.errors import not_allowed
+from proxy.users import UserSnapshot, attach_user
 
 
 class Rules(Protocol):
@@ -20,6 +21,12 @@ class Rules(Protocol):
 
     @property
     def allowed_models(self) -> frozenset[str]: ...
+
+
+def vet(call: Call, method: str, path: str, users: UserSnapshot) -> None:
+    """The call's user found, and what the key and the user allow checked."""
+    attach_user(call, users)
+    check_access(call, method, path)
 
 
 def check_access(call: Call, method: str, path: str) -> None:

@@ -17,7 +17,7 @@ from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
 from proxy.provider_settings import SettingSnapshot
 from proxy.settlement import Settler
-from proxy.snapshot import KeySnapshot, SnapshotRefresher
+from proxy.snapshot import KEYS, KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log
 from proxy.typedefs import (
     CALL_LOG,
@@ -32,10 +32,13 @@ from proxy.typedefs import (
     SETTINGS,
     SETTLER,
     SNAPSHOT,
+    USERS,
 )
 from proxy.upstream import CredentialAlarm, create_session
+from proxy.users import USERS as USER_SOURCE
+from proxy.users import UserSnapshot
 from shared import tokens
-from shared.changes import KEY
+from shared.changes import KEY, USER
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -51,17 +54,23 @@ log = logging.getLogger("gateway.proxy")
 
 
 async def key_snapshot(app: web.Application) -> AsyncIterator[None]:
+    """The key and user snapshots, each refreshed on its own, and the change feed for both."""
     settings = app[SETTINGS]
     database = LazyConnection(settings.postgres)
-    refresher = SnapshotRefresher(
-        database, app[SNAPSHOT], settings.snapshot_interval, app[METRICS].postgres_errors
-    )
-    task = asyncio.create_task(refresher.run(), name="key-snapshot-refresher")
-    feed = change_feed(app, {KEY: refresher})
-    feed_task = asyncio.create_task(feed.run(), name="change-feed")
+    errors, interval = app[METRICS].postgres_errors, settings.snapshot_interval
+    known_keys: KeySnapshot = app[SNAPSHOT]
+    known_users: UserSnapshot = app[USERS]
+    keys = SnapshotRefresher(database, known_keys, interval, errors, KEYS)
+    users = SnapshotRefresher(database, known_users, interval, errors, USER_SOURCE)
+    tasks = [
+        asyncio.create_task(keys.run(), name="key-snapshot-refresher"),
+        asyncio.create_task(users.run(), name="user-snapshot-refresher"),
+    ]
+    feed = change_feed(app, {KEY: keys, USER: users})
+    tasks.append(asyncio.create_task(feed.run(), name="change-feed"))
     yield
-    await stop_task(feed_task)
-    await stop_task(task)
+    for task in reversed(tasks):
+        await stop_task(task)
     await database.close()
 
 
@@ -147,7 +156,7 @@ def register_gauges(app: web.Application) -> None:
 
 async def health(request: web.Request) -> web.Response:
     snapshot = request.app[SNAPSHOT]
-    if not snapshot.loaded:
+    if not snapshot.loaded or not request.app[USERS].loaded:
         return json_response({"status": "starting", "keys": 0}, status=503)
     return json_response({"status": "ok", "keys": len(snapshot)})
 
@@ -166,6 +175,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.proxy_max_body_bytes)
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
+    app[USERS] = UserSnapshot()
     app[PROVIDER_SETTINGS] = SettingSnapshot()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(

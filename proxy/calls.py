@@ -50,7 +50,8 @@ class Call:
     upstream_ended: float = 0.0
     method: str = "POST"
     upload_bytes: int = 0  # the files of a multipart form
-    user: User | None = None  # the end user the call belongs to (proxy/users.py)
+    user_id: str = ""  # the end user its body names
+    user: User | None = None  # the user record it belongs to (proxy/users.py)
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:

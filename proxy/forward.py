@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.access import check_access
+from proxy.access import vet
 from proxy.admission import admit
 from proxy.auth import authenticate
 from proxy.calls import Call, new_call
@@ -42,6 +42,7 @@ from proxy.typedefs import (
     SETTINGS,
     SETTLER,
     SNAPSHOT,
+    USERS,
 )
 from proxy.upstream import CREDENTIAL_REFUSED, client_headers, upstream_headers
 from shared import tokens
@@ -69,7 +70,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
-        check_access(call, request.method, request.path)
+        vet(call, request.method, request.path, app[USERS])
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         # Batches, fine-tuning and background responses: created, read or cancelled.
         tracked = call.endpoint in JOB_CREATIONS or not call.body

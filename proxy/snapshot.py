@@ -1,4 +1,5 @@
-"""The in-memory key snapshot: loaded in full at start, then refreshed by `updated_at`."""
+"""In-memory snapshots of configuration objects (keys, users): loaded in full at start, then
+refreshed by `updated_at`, the same way for every kind (a Source names its queries)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -71,9 +73,10 @@ class KeySnapshot:
 
 PAGE = 20_000
 
-# Only what the proxy needs, with times as epoch seconds: no name, tags or reason to hold.
+# Only what the proxy needs, with times as epoch seconds: no name or reason to hold. Tags find
+# the key's users.
 SNAPSHOT_QUERY = """
-    SELECT key_id::text, key_hash, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
+    SELECT key_id::text, key_hash, tags, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
         cost_limit_in_usd_unit, rate_limit_over_time, rate_limit_unit,
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
         extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL,
@@ -92,13 +95,14 @@ BY_IDS = f"{SNAPSHOT_QUERY} WHERE keys.key_id = ANY($1::uuid[])"
 
 
 def key_of(row: Any) -> Key:
-    (key_id, key_hash, revoked, cost, window_cost, window_unit, rate, rate_unit,
+    (key_id, key_hash, tags, revoked, cost, window_cost, window_unit, rate, rate_unit,
      created, updated, expires, deleted, paths, models, windows, log_request,
      log_response) = row  # fmt: skip
     return Key(
         key_id=key_id,
         name="",
         key_hash=key_hash,
+        tags=tuple(tags),
         created_at=created,
         updated_at=updated,
         revoked=revoked,
@@ -117,23 +121,64 @@ def key_of(row: Any) -> Key:
     )
 
 
-async def _load_all(connection: asyncpg.Connection) -> list[Key]:
-    """Every live key, a page at a time: each statement stays short, whatever the key count."""
-    loaded: list[Key] = []
-    page = [key_of(row) for row in await connection.fetch(FIRST_PAGE, PAGE)]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Source(Generic[T]):
+    """How one kind of object is read: its queries (the page ones ordered by id, the next taking
+    the last id as $2) and the object each row makes."""
+
+    kind: str
+    first_page: str
+    next_page: str
+    changed_since: str
+    by_ids: str
+    parse: Callable[[Any], T]
+    id_of: Callable[[T], str]
+
+
+KEYS: Source[Key] = Source(
+    "key", FIRST_PAGE, NEXT_PAGE, CHANGED_SINCE, BY_IDS, key_of, lambda key: key.key_id
+)
+
+
+class Snapshot(Protocol[T]):
+    loaded: bool
+    refreshed_at: float
+
+    def __len__(self) -> int: ...
+
+    def replace(self, live: list[T], /) -> None: ...
+
+    def apply(self, changed: list[T], /) -> None: ...
+
+
+async def _load_all(connection: asyncpg.Connection, source: Source[T]) -> list[T]:
+    """Every live object, a page at a time: each statement stays short, whatever the count."""
+    loaded: list[T] = []
+    parse = source.parse
+    page = [parse(row) for row in await connection.fetch(source.first_page, PAGE)]
     while True:
         loaded += page
         if len(page) < PAGE:
             return loaded
-        page = [key_of(row) for row in await connection.fetch(NEXT_PAGE, PAGE, page[-1].key_id)]
+        last = source.id_of(page[-1])
+        page = [parse(row) for row in await connection.fetch(source.next_page, PAGE, last)]
 
 
-class SnapshotRefresher:
-    """Keeps a KeySnapshot current; Postgres being away only delays changes, never requests."""
+class SnapshotRefresher(Generic[T]):
+    """Keeps a snapshot current; Postgres being away only delays changes, never requests."""
 
     def __init__(
-        self, database: LazyConnection, snapshot: KeySnapshot, interval: float, errors: Counter
+        self,
+        database: LazyConnection,
+        snapshot: Snapshot[T],
+        interval: float,
+        errors: Counter,
+        source: Source[T],
     ) -> None:
+        self._source = source
         self._database = database
         self._errors = errors
         self._snapshot = snapshot
@@ -164,28 +209,31 @@ class SnapshotRefresher:
         async with self._lock:
             await self._refresh()
 
-    async def reload(self, key_ids: Collection[str]) -> None:
+    async def reload(self, object_ids: Collection[str]) -> None:
         """The keys named, read anew: the change feed's targeted reload."""
         async with self._lock:
             async with self._database.use() as connection:
-                rows = await connection.fetch(BY_IDS, list(key_ids))
-            self._snapshot.apply([key_of(row) for row in rows])
+                rows = await connection.fetch(self._source.by_ids, list(object_ids))
+            self._snapshot.apply([self._source.parse(row) for row in rows])
 
     async def _refresh(self) -> None:
         async with self._database.use() as connection:
             # Taken before reading, so that what changes meanwhile is read again next time.
             clock = await connection.fetchval("SELECT now()")
+            source = self._source
             if self._read_clock is None:
-                loaded = await _load_all(connection)
+                loaded = await _load_all(connection, source)
             else:
                 since = self._read_clock - OVERLAP
-                loaded = [key_of(row) for row in await connection.fetch(CHANGED_SINCE, since)]
+                rows = await connection.fetch(source.changed_since, since)
+                loaded = [source.parse(row) for row in rows]
         if self._read_clock is None:
             self._snapshot.replace(loaded)
             # A million long-lived keys would make every full collection crawl over them.
             gc.collect()
             gc.freeze()
-            log.info("key snapshot loaded", extra={"keys": len(loaded)})
+            kind = self._source.kind
+            log.info(f"{kind} snapshot loaded", extra={f"{kind}s": len(loaded)})
         else:
             self._snapshot.apply(loaded)
         self._read_clock = clock
@@ -195,14 +243,21 @@ class SnapshotRefresher:
         self._errors.inc(operation="snapshot_refresh")
         if not self._snapshot.loaded:
             # Waiting for Postgres or for keymgmt to create the schema: one line per try.
-            log.warning("key snapshot not loaded yet, retrying: %s", describe(error))
+            log.warning(
+                "%s snapshot not loaded yet, retrying: %s", self._source.kind, describe(error)
+            )
         elif not self._failing:
             log.warning(
-                "key snapshot refresh failed, serving from the last one: %s", describe(error)
+                "%s snapshot refresh failed, serving from the last one: %s",
+                self._source.kind,
+                describe(error),
             )
         self._failing = True
 
     def _recovered(self) -> None:
         if self._failing:
-            log.info("key snapshot refresh recovered", extra={"keys": len(self._snapshot)})
+            log.info(
+                f"{self._source.kind} snapshot refresh recovered",
+                extra={f"{self._source.kind}s": len(self._snapshot)},
+            )
         self._failing = False

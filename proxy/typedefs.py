@@ -9,6 +9,7 @@ from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from proxy.telemetry import ProxyMetrics
 from proxy.upstream import CredentialAlarm
+from proxy.users import UserSnapshot
 from shared.config import Settings
 from shared.limits import LimitEngine
 from shared.logs import HotLog
@@ -27,3 +28,4 @@ LOCAL_LIMITS = web.AppKey("local_limits", LocalLimits)
 CALL_LOG = web.AppKey("call_log", HotLog)
 CREDENTIAL_ALARM = web.AppKey("credential_alarm", CredentialAlarm)
 PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)
+USERS = web.AppKey("users", UserSnapshot)

@@ -14,6 +14,7 @@ import orjson
 
 CHANNEL = "gateway_changes"
 KEY = "key"
+USER = "user"
 
 
 @dataclass(frozen=True, slots=True)

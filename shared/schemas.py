@@ -190,13 +190,36 @@ class UpdateKeySchema(_LimitFields, _KeyOnlyFields):
     revokedReason = _text(maximum=1024)
 
 
-class KeySchema(Schema):
+class _ConfigurationSchema(Schema):
+    """What a key and a user return alike: times and access rules."""
+
+    createdAt = fields.Method("_created_at", metadata={"type": "integer"})
+    updatedAt = fields.Method("_updated_at", metadata={"type": "integer"})
+    expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
+    allowedPaths = fields.Method("_allowed_paths", metadata={"type": "array"})
+    allowedModels = fields.Method("_allowed_models", metadata={"type": "array"})
+
+    def _created_at(self, holder: Any) -> int:
+        return int(holder.created_at)
+
+    def _updated_at(self, holder: Any) -> int:
+        return int(holder.updated_at)
+
+    def _expires_at(self, holder: Any) -> int | None:
+        return None if holder.expires_at is None else int(holder.expires_at)
+
+    def _allowed_paths(self, holder: Any) -> list[dict[str, str]]:
+        return dump_paths(holder.allowed_paths)
+
+    def _allowed_models(self, holder: Any) -> list[str]:
+        return sorted(holder.allowed_models)
+
+
+class KeySchema(_ConfigurationSchema):
     """The key configuration as returned; never the raw key nor its hash."""
 
     keyId = fields.String(attribute="key_id")
     name = fields.String()
-    createdAt = fields.Method("_created_at", metadata={"type": "integer"})
-    updatedAt = fields.Method("_updated_at", metadata={"type": "integer"})
     revoked = fields.Boolean()
     revokedReason = fields.String(attribute="revoked_reason")
     tags = fields.List(fields.String())
@@ -206,30 +229,12 @@ class KeySchema(Schema):
     rateLimitOverTime = WholeNumber(attribute="rate_limit_over_time")
     rateLimitUnit = fields.String(attribute="rate_limit_unit")
     ttl = fields.String()
-    expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
-    allowedPaths = fields.Method("_allowed_paths", metadata={"type": "array"})
-    allowedModels = fields.Method("_allowed_models", metadata={"type": "array"})
     rateLimits = fields.Method("_rate_limits", metadata={"type": "array"})
     shouldLogRequest = fields.Boolean(attribute="should_log_request")
     shouldLogResponse = fields.Boolean(attribute="should_log_response")
 
-    def _allowed_paths(self, holder: Any) -> list[dict[str, str]]:
-        return dump_paths(holder.allowed_paths)
-
-    def _allowed_models(self, holder: Any) -> list[str]:
-        return sorted(holder.allowed_models)
-
     def _rate_limits(self, key: Any) -> list[dict[str, Any]]:
         return [{"overTime": count, "unit": unit} for count, unit in key.rate_limits]
-
-    def _created_at(self, key: Any) -> int:
-        return int(key.created_at)
-
-    def _updated_at(self, key: Any) -> int:
-        return int(key.updated_at)
-
-    def _expires_at(self, key: Any) -> int | None:
-        return None if key.expires_at is None else int(key.expires_at)
 
 
 class ProblemSchema(Schema):
@@ -244,3 +249,45 @@ class ProblemSchema(Schema):
 
 def dump_paths(rules: Any) -> list[dict[str, str]]:
     return [{"path": path, "method": method} for method, path in sorted(rules)]
+
+
+MAX_USER_KEYS = 1000
+
+
+class _UserFields(_LimitFields):
+    name = _text()
+    keyIds = fields.List(fields.UUID(), validate=validate.Length(max=MAX_USER_KEYS))
+    revoked = StrictBoolean()
+    revokedReason = _text(maximum=1024)
+
+
+class CreateUserSchema(_UserFields):
+    userId = _text(required=True, minimum=1)
+
+    @validates_schema
+    def _pairs(self, data: dict[str, Any], **_: Any) -> None:
+        check_limit_pairs(data)
+
+
+class UpdateUserSchema(_UserFields):
+    """A PATCH names only what changes; the merged pairs are checked against the stored user."""
+
+    userId = _text(minimum=1)
+
+
+class UserSchema(_ConfigurationSchema):
+    """An end user as returned."""
+
+    id = fields.String(attribute="record_id")
+    userId = fields.String(attribute="user_id")
+    name = fields.String()
+    tags = fields.List(fields.String())
+    keyIds = fields.List(fields.String(), attribute="key_ids")
+    revoked = fields.Boolean()
+    revokedReason = fields.String(attribute="revoked_reason")
+    costLimitInUsd = fields.Float(attribute="cost_limit_in_usd")
+    costLimitInUsdOverTime = fields.Float(attribute="cost_limit_in_usd_over_time")
+    costLimitInUsdUnit = fields.String(attribute="cost_limit_in_usd_unit")
+    rateLimitOverTime = WholeNumber(attribute="rate_limit_over_time")
+    rateLimitUnit = fields.String(attribute="rate_limit_unit")
+    ttl = fields.String()

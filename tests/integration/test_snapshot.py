@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.store import KeyStore
 from proxy import snapshot as snapshot_module
-from proxy.snapshot import KeySnapshot, SnapshotRefresher
+from proxy.snapshot import KEYS, KeySnapshot, SnapshotRefresher
 from shared.config import Settings
 from shared.metrics import Counter, Metrics
 from shared.models import hash_key
@@ -43,7 +43,7 @@ async def test_full_load_in_pages_then_changes(
     ]
     monkeypatch.setattr(snapshot_module, "PAGE", 3)
     keys = KeySnapshot()
-    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter())
+    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter(), source=KEYS)
     await refresher.refresh()
     for raw, config in zip(raws, created, strict=True):
         loaded = keys.get(hash_key(raw))
@@ -68,7 +68,7 @@ async def test_a_lost_connection_is_opened_anew(
 ) -> None:
     store = KeyStore(engine, settings.postgres)
     keys = KeySnapshot()
-    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter())
+    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter(), source=KEYS)
     await refresher.refresh()
     async with database.use() as connection:
         backend = await connection.fetchval("SELECT pg_backend_pid()")
