@@ -56,6 +56,20 @@ def rejection(entry_id: bytes, fields: dict[bytes, bytes], row: Any, error: str)
     }
 
 
+def _optional_text(value: Any) -> str | None:
+    return _text(value) if isinstance(value, str) and value else None
+
+
+def optional_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """What only some events carry; every row has each column, so that one insert takes all."""
+    metadata = event.get("metadata")
+    return {
+        "custom_id": _optional_text(event.get("custom_id")),
+        "user_id": _optional_text(event.get("user_id")),
+        "metadata": metadata if isinstance(metadata, dict) else None,
+    }
+
+
 def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The table row of one stream entry, or None for an entry that is not an event."""
     try:
@@ -79,6 +93,7 @@ def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None
             "streamed": event["streamed"] in (True, "1"),
             "created_at": datetime.fromtimestamp(float(event["time"]), UTC),
             "recorded_at": recorded_at(entry_id),
+            **optional_fields(event),
         }
     # JSONDecodeError and UnicodeDecodeError are ValueErrors.
     except (KeyError, TypeError, ValueError, OverflowError):

@@ -1,7 +1,7 @@
 """`POST /api/v2/events`: usage events across keys, filtered, ordered by date or cost, in pages.
 
-`customIds`, `userIds` and `actions` are accepted for clients of the original gateway, but
-events carry none of them yet: a non-empty list of any of them matches no event.
+`actions` (what a PII policy did) is accepted for clients of the original gateway, but events
+carry none yet: a non-empty list matches no event.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from shared.jsonutil import json_response
 routes = web.RouteTableDef()
 
 MAX_UNIX_SECONDS = 1e11
-NOT_RECORDED_YET = ("customIds", "userIds", "actions")
+NOT_RECORDED_YET = ("actions",)
 
 
 def _unix_seconds() -> fields.Float:
@@ -68,6 +68,10 @@ def _conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
         conditions.append(e.created_at < datetime.fromtimestamp(filters["end"], UTC))
     if "status" in filters:
         conditions.append(e.status == filters["status"])
+    if filters.get("customIds"):
+        conditions.append(e.custom_id.in_(filters["customIds"]))
+    if filters.get("userIds"):
+        conditions.append(e.user_id.in_(filters["userIds"]))
     if any(filters.get(name) for name in NOT_RECORDED_YET):
         conditions.append(sa.false())
     return conditions

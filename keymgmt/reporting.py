@@ -70,6 +70,9 @@ def event_fields(row: Any) -> dict[str, Any]:
         "upstreamMs": row.upstream_ms,
         "streamed": row.streamed,
         "createdAt": int(row.created_at.timestamp()),
+        "customId": row.custom_id,
+        "userId": row.user_id,
+        "metadata": row.metadata,
     }
 
 

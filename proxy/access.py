@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from aiohttp import web
+
+from proxy.annotations import read_annotations
 from proxy.calls import Call
 from proxy.errors import not_allowed
 from proxy.users import UserSnapshot, attach_user
@@ -23,10 +26,12 @@ class Rules(Protocol):
     def allowed_models(self) -> frozenset[str]: ...
 
 
-def vet(call: Call, method: str, path: str, users: UserSnapshot) -> None:
-    """The call's user found, and what the key and the user allow checked."""
+def vet(call: Call, request: web.Request, users: UserSnapshot) -> None:
+    """The call's user found, what the key and the user allow checked, the event's annotations
+    read: everything the proxy decides about a call before admitting it."""
     attach_user(call, users)
-    check_access(call, method, path)
+    check_access(call, request.method, request.path)
+    read_annotations(call, request.headers)
 
 
 def check_access(call: Call, method: str, path: str) -> None:

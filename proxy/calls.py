@@ -51,6 +51,8 @@ class Call:
     method: str = "POST"
     upload_bytes: int = 0  # the files of a multipart form
     user_id: str = ""  # the end user its body names
+    custom_id: str = ""  # X-CUSTOM-EVENT-ID
+    metadata: bytes = b""  # X-METADATA, as a compact JSON object
     user: User | None = None  # the user record it belongs to (proxy/users.py)
     billing: Billing | None = field(init=False)
 

@@ -70,7 +70,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         key = authenticate(request, app[SNAPSHOT])
         call = new_call(request, key, await read_body(request), request_id)
-        vet(call, request.method, request.path, app[USERS])
+        vet(call, request, app[USERS])
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         # Batches, fine-tuning and background responses: created, read or cancelled.
         tracked = call.endpoint in JOB_CREATIONS or not call.body

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -147,26 +148,32 @@ class ProxyMetrics:
 
 
 def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
-    """The durable record of one call, as JSON: the one field of its Redis stream entry."""
+    """The durable record of one call, as JSON: the one field of its Redis stream entry. What
+    only some calls have is there only when they have it, so the others' events stay small."""
     usage = call.usage
-    return orjson.dumps(
-        {
-            "event_id": os.urandom(16).hex(),
-            "request_id": call.request_id,
-            "key_id": call.key.key_id,
-            "model": call.reported_model or call.model,
-            "path": call.endpoint,
-            "status": call.status,
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-            "cached_tokens": usage.cached_tokens if usage else 0,
-            "cost_nano": cost_nano,
-            "latency_ms": round(latency * 1000, 3),
-            "upstream_ms": round(call.upstream_seconds * 1000, 3),
-            "streamed": call.streamed,
-            "time": time.time(),
-        }
-    )
+    event: dict[str, Any] = {
+        "event_id": os.urandom(16).hex(),
+        "request_id": call.request_id,
+        "key_id": call.key.key_id,
+        "model": call.reported_model or call.model,
+        "path": call.endpoint,
+        "status": call.status,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "cached_tokens": usage.cached_tokens if usage else 0,
+        "cost_nano": cost_nano,
+        "latency_ms": round(latency * 1000, 3),
+        "upstream_ms": round(call.upstream_seconds * 1000, 3),
+        "streamed": call.streamed,
+        "time": time.time(),
+    }
+    if call.custom_id:
+        event["custom_id"] = call.custom_id
+    if call.user_id:
+        event["user_id"] = call.user_id
+    if call.metadata:
+        event["metadata"] = orjson.Fragment(call.metadata)
+    return orjson.dumps(event)
 
 
 def record_call(
