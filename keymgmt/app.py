@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from keymgmt import reporting, users
+from keymgmt import gateway_reporting, reporting, users
 from keymgmt.console import add_console
 from keymgmt.events import EventConsumer
 from keymgmt.middlewares import admin_middleware, error_middleware
@@ -127,6 +127,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.add_routes(reporting.routes)
     app.add_routes(users.routes)
+    app.add_routes(gateway_reporting.routes)
     app.router.add_get("/metrics", metrics_endpoint)
     add_console(app)
     return app

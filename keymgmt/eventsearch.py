@@ -26,7 +26,7 @@ MAX_UNIX_SECONDS = 1e11
 NOT_RECORDED_YET = ("actions",)
 
 
-def _unix_seconds() -> fields.Float:
+def unix_seconds() -> fields.Float:
     return fields.Float(validate=validate.Range(0, MAX_UNIX_SECONDS, max_inclusive=False))
 
 
@@ -38,8 +38,8 @@ class EventQuerySchema(PageSchema):
     customIds = text_list(MAX_IDS)
     userIds = text_list(MAX_IDS)
     actions = text_list(MAX_IDS)
-    start = _unix_seconds()
-    end = _unix_seconds()
+    start = unix_seconds()
+    end = unix_seconds()
     status = fields.Integer(strict=True, validate=validate.Range(100, 599))
     costOrder = order()
     dateOrder = order()
@@ -55,7 +55,7 @@ class EventQuerySchema(PageSchema):
 query_schema = EventQuerySchema()
 
 
-def _conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
+def event_conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
     e = usage_events.c
     conditions: list[sa.ColumnElement[bool]] = []
     if filters.get("keyIds"):
@@ -90,7 +90,7 @@ def event_query(filters: dict[str, Any]) -> sa.Select[Any]:
     return (
         sa.select(usage_events, keys.c.name.label("key_name"))
         .select_from(usage_events.outerjoin(keys, keys.c.key_id == e.key_id))
-        .where(*_conditions(filters))
+        .where(*event_conditions(filters))
         .order_by(*ordering)
     )
 

@@ -65,18 +65,21 @@ def upgrade() -> None:
     ):
         op.add_column("usage_events", column)
     # Partial: most events carry neither, and an index of nulls would only cost inserts.
+    # Events of a custom id or a user, over time; and each key's ids for the id listings.
     for name in ("custom_id", "user_id"):
+        where = sa.text(f"{name} IS NOT NULL")
         op.create_index(
-            f"usage_events_{name}_time",
-            "usage_events",
-            [name, "created_at"],
-            postgresql_where=sa.text(f"{name} IS NOT NULL"),
+            f"usage_events_{name}_time", "usage_events", [name, "created_at"],
+            postgresql_where=where,
+        )  # fmt: skip
+        op.create_index(
+            f"usage_events_key_{name}", "usage_events", ["key_id", name], postgresql_where=where
         )
     op.create_index("usage_events_status_time", "usage_events", ["status", "created_at"])
 
 
 def downgrade() -> None:
-    for index in ("custom_id_time", "user_id_time", "status_time"):
+    for index in ("custom_id_time", "user_id_time", "key_custom_id", "key_user_id", "status_time"):
         op.drop_index(f"usage_events_{index}", "usage_events")
     for column in ("custom_id", "user_id", "metadata", "request_content", "request_truncated",
                    "response_content", "response_truncated"):  # fmt: skip
