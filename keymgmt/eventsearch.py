@@ -77,6 +77,18 @@ def event_conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
     return conditions
 
 
+def logged_fields(row: Any) -> dict[str, Any]:
+    """The bodies a key that logs them had stored with the event; absent for the others."""
+    if row.request_content is None and row.response_content is None:
+        return {}
+    return {
+        "requestContent": row.request_content,
+        "requestTruncated": row.request_truncated,
+        "responseContent": row.response_content,
+        "responseTruncated": row.response_truncated,
+    }
+
+
 def event_query(filters: dict[str, Any]) -> sa.Select[Any]:
     e = usage_events.c
     ordering: tuple[sa.ColumnElement[Any], ...]
@@ -101,6 +113,6 @@ async def search_events(request: web.Request) -> web.Response:
     store = request.app[STORE]
     query = event_query(filters)
     rows = await store.fetch(paged(query, filters))
-    events = [{**event_fields(row), "keyName": row.key_name} for row in rows]
+    events = [{**event_fields(row), **logged_fields(row), "keyName": row.key_name} for row in rows]
     total = await count_of(store, query) if filters["returnCount"] else None
     return json_response({"events": events, "count": total})

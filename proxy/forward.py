@@ -30,6 +30,7 @@ from proxy.jobs import JOB_CREATIONS, track
 from proxy.jobs.hook import Creation, Read
 from proxy.metering import StreamMeter, Usage, answer_text, counted_usage, usage_of_body
 from proxy.paths import upstream_url
+from proxy.requestlog import stream_record
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
     CALL_LOG,
@@ -166,6 +167,8 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             if upstream.content_type == "application/json":
                 body = await upstream.read()
                 call.upstream_ended = time.perf_counter()
+                if call.key.should_log_response:
+                    call.response_body = body
                 if call.metered and 200 <= upstream.status < 300:
                     call.usage, call.reported_model = usage_of_body(body)
                     if call.usage is None and call.billing is Billing.TOKENS:
@@ -214,8 +217,11 @@ async def relay_metered(
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
     meter = StreamMeter(call.drop_usage_chunk, tokens.tiktoken_counter(call.model))
+    record = stream_record(call)
     try:
         async for chunk in upstream.content.iter_any():
+            if record is not None:
+                record.feed(chunk)
             relayed = meter.feed(chunk)
             if relayed:
                 await response.write(relayed)

@@ -12,6 +12,7 @@ import orjson
 
 from proxy.calls import Call
 from proxy.paths import OPENAI_PREFIX
+from proxy.requestlog import logged_contents
 from shared.limits import to_usd
 from shared.logs import HotLog
 from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics, Series
@@ -173,6 +174,8 @@ def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
         event["user_id"] = call.user_id
     if call.metadata:
         event["metadata"] = orjson.Fragment(call.metadata)
+    if call.key.should_log_request or call.key.should_log_response:
+        event.update(logged_contents(call))
     return orjson.dumps(event)
 
 
