@@ -9,7 +9,16 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from keymgmt.eventsearch import EventQuerySchema
 from keymgmt.keysearch import KeyQuerySchema
-from shared.schemas import CreateKeySchema, KeySchema, ProblemSchema, UpdateKeySchema
+from keymgmt.openapi_gateway import SCHEMAS, gateway_reporting_paths, user_paths
+from shared.schemas import (
+    CreateKeySchema,
+    CreateUserSchema,
+    KeySchema,
+    ProblemSchema,
+    UpdateKeySchema,
+    UpdateUserSchema,
+    UserSchema,
+)
 
 _KEY_ID = {
     "name": "keyId",
@@ -57,9 +66,12 @@ _EVENT = _object(
         "path": "string", "status": "integer", "promptTokens": "integer",
         "completionTokens": "integer", "cachedTokens": "integer", "costInUsd": "number",
         "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
-        "createdAt": "integer",
+        "createdAt": "integer", "customId": "string", "userId": "string",
     }
 )  # fmt: skip
+for _name in ("customId", "userId"):
+    _EVENT["properties"][_name]["nullable"] = True
+_EVENT["properties"]["metadata"] = {"type": "object", "nullable": True}
 
 
 def _reporting_paths(spec: APISpec) -> None:
@@ -150,7 +162,12 @@ def _listing_paths(spec: APISpec) -> None:
         ),
     )
     key_name = {"type": "string", "nullable": True, "description": "null when no such key exists"}
-    event = {**_EVENT, "properties": {**_EVENT["properties"], "keyName": key_name}}
+    logged = {"type": "string", "description": "only for a key that logs it (shouldLog...)"}
+    flag = {"type": "boolean", "description": "cut at 1 MB"}
+    event = {**_EVENT, "properties": {
+        **_EVENT["properties"], "keyName": key_name, "requestContent": logged,
+        "requestTruncated": flag, "responseContent": logged, "responseTruncated": flag,
+    }}  # fmt: skip
     spec.path(
         path="/api/v2/events",
         operations=_listing(
@@ -158,7 +175,7 @@ def _listing_paths(spec: APISpec) -> None:
             "events",
             event,
             "Usage events matching every filter given, newest first unless ordered otherwise;"
-            " customIds, userIds and actions are not recorded yet: a non-empty list matches none",
+            " actions (of PII policies) are not recorded yet: a non-empty list matches none",
         ),
     )
 
@@ -177,6 +194,10 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
         ("Problem", ProblemSchema),
         ("KeyQuery", KeyQuerySchema),
         ("EventQuery", EventQuerySchema),
+        ("User", UserSchema),
+        ("CreateUser", CreateUserSchema),
+        ("UpdateUser", UpdateUserSchema),
+        *SCHEMAS.items(),
     ):
         spec.components.schema(name, schema=schema)
     if admin_pass_required:
@@ -240,6 +261,8 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     )
     _reporting_paths(spec)
     _listing_paths(spec)
+    user_paths(spec)
+    gateway_reporting_paths(spec)
     spec.path(
         path="/api/health",
         operations={

@@ -190,14 +190,23 @@ class UpdateKeySchema(_LimitFields, _KeyOnlyFields):
     revokedReason = _text(maximum=1024)
 
 
+PATHS_SCHEMA = {
+    "type": "array",
+    "items": {"type": "object", "properties": {"path": {"type": "string"},
+                                               "method": {"type": "string"}}},
+}  # fmt: skip
+
+
 class _ConfigurationSchema(Schema):
     """What a key and a user return alike: times and access rules."""
 
     createdAt = fields.Method("_created_at", metadata={"type": "integer"})
     updatedAt = fields.Method("_updated_at", metadata={"type": "integer"})
     expiresAt = fields.Method("_expires_at", allow_none=True, metadata={"type": "integer"})
-    allowedPaths = fields.Method("_allowed_paths", metadata={"type": "array"})
-    allowedModels = fields.Method("_allowed_models", metadata={"type": "array"})
+    allowedPaths = fields.Method("_allowed_paths", metadata=PATHS_SCHEMA)
+    allowedModels = fields.Method(
+        "_allowed_models", metadata={"type": "array", "items": {"type": "string"}}
+    )
 
     def _created_at(self, holder: Any) -> int:
         return int(holder.created_at)
@@ -229,7 +238,11 @@ class KeySchema(_ConfigurationSchema):
     rateLimitOverTime = WholeNumber(attribute="rate_limit_over_time")
     rateLimitUnit = fields.String(attribute="rate_limit_unit")
     ttl = fields.String()
-    rateLimits = fields.Method("_rate_limits", metadata={"type": "array"})
+    rateLimits = fields.Method(
+        "_rate_limits",
+        metadata={"type": "array", "items": {"type": "object", "properties": {
+            "overTime": {"type": "integer"}, "unit": {"type": "string"}}}},
+    )  # fmt: skip
     shouldLogRequest = fields.Boolean(attribute="should_log_request")
     shouldLogResponse = fields.Boolean(attribute="should_log_response")
 
