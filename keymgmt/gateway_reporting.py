@@ -30,6 +30,7 @@ routes = web.RouteTableDef()
 
 MAX_EVENTS = 10_000  # GET /api/events answers at most this many, oldest first
 MAX_DATA_POINTS = 10_000  # (end - start) / increment
+MAX_INCREMENT = 100 * 365 * 86400
 GROUPS = {"model": "model", "keyId": "key_id", "customId": "custom_id", "userId": "user_id"}
 e = usage_events.c
 
@@ -123,7 +124,9 @@ class ReportingSchema(_Range):
     tags = text_list()
     customIds = text_list(MAX_IDS)
     userIds = text_list(MAX_IDS)
-    increment = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    increment = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1, max=MAX_INCREMENT)
+    )
     filters = fields.List(fields.String(validate=validate.OneOf(tuple(GROUPS))))
 
     @validates_schema
@@ -198,7 +201,8 @@ async def event_reporting(request: web.Request) -> web.Response:
     start, increment = int(body["start"]), body["increment"]
     conditions = event_conditions(body)
     epoch = sa.extract("epoch", e.created_at)
-    bucket = (start + sa.func.floor((epoch - start) / increment) * increment).label("bucket")
+    first, step = sa.literal(start, sa.BigInteger), sa.literal(increment, sa.BigInteger)
+    bucket = (first + sa.func.floor((epoch - first) / step) * step).label("bucket")
     split_by = list(dict.fromkeys(body.get("filters") or []))
     groups = [getattr(e, GROUPS[name]).label(name) for name in split_by]
     statement = _joined(sa.select(bucket, *groups, *_sums()), body).where(*conditions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -28,14 +29,21 @@ async def connect(settings: PostgresSettings, name: str = "gateway") -> asyncpg.
 
 
 class LazyConnection:
-    """One connection, opened on first use and opened anew after any failure."""
+    """One connection, opened on first use and opened anew after any failure; its users take
+    turns (asyncpg runs one operation at a time on a connection)."""
 
     def __init__(self, settings: PostgresSettings) -> None:
         self._settings = settings
         self._connection: asyncpg.Connection | None = None
+        self._turn = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._turn, self._use() as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _use(self) -> AsyncIterator[asyncpg.Connection]:
         connection = self._connection
         if connection is None or connection.is_closed():
             connection = self._connection = await connect(self._settings)

@@ -157,3 +157,12 @@ async def test_events_by_day_top_keys_and_id_listings(client: TestClient, seeded
 async def test_bad_reporting_bodies_are_400(client: TestClient, path: str, body: Any) -> None:
     response = await client.post(path, json=body)
     assert_problem(await response.json(), 400, path)
+
+
+async def test_far_times_and_long_increments_are_answered(client: TestClient) -> None:
+    body = {"start": 19_897_105_374, "end": 29_897_105_374, "increment": 3_153_600_000}
+    response = await client.post("/api/reporting/events", json=body)
+    assert response.status == 200, await response.text()
+    assert len((await response.json())["dataPoints"]) == 4
+    response = await client.post("/api/reporting/events", json={**body, "increment": 2**40})
+    assert_problem(await response.json(), 400, "/api/reporting/events")
