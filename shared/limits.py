@@ -56,6 +56,11 @@ def spend_key(key_id: str) -> str:
     return f"{PREFIX}{{{key_id}}}:spend"
 
 
+def rate_key(key_id: str, unit: str) -> str:
+    """A key's rate buckets for windows of one unit: every window of that unit counts in it."""
+    return f"{PREFIX}{{{key_id}}}:rate:{unit}"
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
     source: str
@@ -86,7 +91,7 @@ class KeyNames:
         # starts a fresh window when a PATCH changes the unit.
         base = f"{PREFIX}{{{key.key_id}}}:"
         return cls(
-            rate=f"{base}rate:{key.rate_limit_unit}",
+            rate=rate_key(key.key_id, key.rate_limit_unit),
             spend=spend_key(key.key_id),
             window_spend=f"{base}wspend:{key.cost_limit_in_usd_unit}",
             reservations=f"{base}res",
@@ -127,7 +132,6 @@ class KeyArgs:
         names = KeyNames.of(key)
         cost_window_ms = key.cost_window_seconds * 1000
         first_rate, extra = rate_windows(key)
-        base = f"{PREFIX}{{{key.key_id}}}:"
         extra_args = [len(extra)]
         for unit, limit in extra.items():
             extra_args += [limit, UNIT_SECONDS[unit] * 1000]
@@ -149,7 +153,7 @@ class KeyArgs:
             ),
             (names.spend, names.window_spend, names.reservations, names.reserved),
             cost_window_ms if key.cost_limit_in_usd_over_time else 0,
-            tuple(f"{base}rate:{unit}" for unit in extra),
+            tuple(rate_key(key.key_id, unit) for unit in extra),
             tuple(extra_args),
         )
 
