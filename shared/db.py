@@ -105,13 +105,19 @@ sa.Index(
     usage_events.c.created_at,
     postgresql_where=usage_events.c.user_id.isnot(None),
 )
-for _name in ("custom_id", "user_id"):
-    sa.Index(
-        f"usage_events_key_{_name}",
-        usage_events.c.key_id,
-        usage_events.c[_name],
-        postgresql_where=usage_events.c[_name].isnot(None),
-    )
+# A key's custom ids and users, for GET /api/reporting/custom-ids and user-ids.
+sa.Index(
+    "usage_events_key_custom_id",
+    usage_events.c.key_id,
+    usage_events.c.custom_id,
+    postgresql_where=usage_events.c.custom_id.isnot(None),
+)
+sa.Index(
+    "usage_events_key_user_id",
+    usage_events.c.key_id,
+    usage_events.c.user_id,
+    postgresql_where=usage_events.c.user_id.isnot(None),
+)
 sa.Index("usage_events_status_time", usage_events.c.status, usage_events.c.created_at)
 
 users = sa.Table(
