@@ -25,6 +25,10 @@ class KeyNotFound(ApiError):
     status, title, type = 404, "Not Found", "not_found"
 
 
+class UserNotFound(KeyNotFound):
+    pass
+
+
 class KeyExists(ApiError):
     status, title, type = 409, "Conflict", "key_exists"
 

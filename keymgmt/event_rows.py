@@ -70,6 +70,28 @@ def _policy_fields(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _optional_text(value: Any) -> str | None:
+    return _text(value) if isinstance(value, str) and value else None
+
+
+def optional_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """What only some events carry; every row has each column, so that one insert takes all."""
+    metadata = event.get("metadata")
+    fields: dict[str, Any] = {
+        "custom_id": _optional_text(event.get("custom_id")),
+        "user_id": _optional_text(event.get("user_id")),
+        "metadata": metadata if isinstance(metadata, dict) else None,
+    }
+    for side in ("request", "response"):  # logged bodies, capped by the proxy
+        content = event.get(f"{side}_content")
+        if isinstance(content, str):
+            fields[f"{side}_content"] = content.replace("\x00", "")
+            fields[f"{side}_truncated"] = event.get(f"{side}_truncated") is True
+        else:
+            fields[f"{side}_content"] = fields[f"{side}_truncated"] = None
+    return fields
+
+
 def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The table row of one stream entry, or None for an entry that is not an event."""
     try:
@@ -98,6 +120,7 @@ def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None
             "setting_id": _text(event.get("setting_id", "")),
             "cache_creation_tokens": int(event.get("cache_creation_tokens", 0)),
             **_policy_fields(event),
+            **optional_fields(event),
         }
     # JSONDecodeError and UnicodeDecodeError are ValueErrors.
     except (KeyError, TypeError, ValueError, OverflowError):

@@ -1,7 +1,7 @@
 """`POST /api/v2/events`: usage events across keys, filtered, ordered by date or cost, in pages.
 
-`customIds`, `userIds` and `actions` are accepted for clients of the original gateway, but
-events carry none of them yet: a non-empty list of any of them matches no event.
+`actions` (what a PII policy did) is accepted for clients of the original gateway, but events
+carry none yet: a non-empty list matches no event.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from shared.jsonutil import json_response
 routes = web.RouteTableDef()
 
 MAX_UNIX_SECONDS = 1e11
-NOT_RECORDED_YET = ("customIds", "userIds", "actions")
+NOT_RECORDED_YET = ("actions",)
 
 
-def _unix_seconds() -> fields.Float:
+def unix_seconds() -> fields.Float:
     return fields.Float(validate=validate.Range(0, MAX_UNIX_SECONDS, max_inclusive=False))
 
 
@@ -38,8 +38,8 @@ class EventQuerySchema(PageSchema):
     customIds = text_list(MAX_IDS)
     userIds = text_list(MAX_IDS)
     actions = text_list(MAX_IDS)
-    start = _unix_seconds()
-    end = _unix_seconds()
+    start = unix_seconds()
+    end = unix_seconds()
     status = fields.Integer(strict=True, validate=validate.Range(100, 599))
     costOrder = order()
     dateOrder = order()
@@ -55,7 +55,7 @@ class EventQuerySchema(PageSchema):
 query_schema = EventQuerySchema()
 
 
-def _conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
+def event_conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
     e = usage_events.c
     conditions: list[sa.ColumnElement[bool]] = []
     if filters.get("keyIds"):
@@ -68,9 +68,25 @@ def _conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
         conditions.append(e.created_at < datetime.fromtimestamp(filters["end"], UTC))
     if "status" in filters:
         conditions.append(e.status == filters["status"])
+    if filters.get("customIds"):
+        conditions.append(e.custom_id.in_(filters["customIds"]))
+    if filters.get("userIds"):
+        conditions.append(e.user_id.in_(filters["userIds"]))
     if any(filters.get(name) for name in NOT_RECORDED_YET):
         conditions.append(sa.false())
     return conditions
+
+
+def logged_fields(row: Any) -> dict[str, Any]:
+    """The bodies a key that logs them had stored with the event; absent for the others."""
+    if row.request_content is None and row.response_content is None:
+        return {}
+    return {
+        "requestContent": row.request_content,
+        "requestTruncated": row.request_truncated,
+        "responseContent": row.response_content,
+        "responseTruncated": row.response_truncated,
+    }
 
 
 def event_query(filters: dict[str, Any]) -> sa.Select[Any]:
@@ -86,7 +102,7 @@ def event_query(filters: dict[str, Any]) -> sa.Select[Any]:
     return (
         sa.select(usage_events, keys.c.name.label("key_name"))
         .select_from(usage_events.outerjoin(keys, keys.c.key_id == e.key_id))
-        .where(*_conditions(filters))
+        .where(*event_conditions(filters))
         .order_by(*ordering)
     )
 
@@ -97,6 +113,6 @@ async def search_events(request: web.Request) -> web.Response:
     store = request.app[STORE]
     query = event_query(filters)
     rows = await store.fetch(paged(query, filters))
-    events = [{**event_fields(row), "keyName": row.key_name} for row in rows]
+    events = [{**event_fields(row), **logged_fields(row), "keyName": row.key_name} for row in rows]
     total = await count_of(store, query) if filters["returnCount"] else None
     return json_response({"events": events, "count": total})

@@ -9,6 +9,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from keymgmt.eventsearch import EventQuerySchema
 from keymgmt.keysearch import KeyQuerySchema
+from keymgmt.openapi_gateway import SCHEMAS, gateway_reporting_paths, user_paths
 from shared.policy_schemas import CreatePolicySchema, PolicySchema, UpdatePolicySchema
 from shared.route_schemas import (
     CACHE_CONFIG_CHANGE,
@@ -17,7 +18,15 @@ from shared.route_schemas import (
     RouteSchema,
     UpdateRouteSchema,
 )
-from shared.schemas import CreateKeySchema, KeySchema, ProblemSchema, UpdateKeySchema
+from shared.schemas import (
+    CreateKeySchema,
+    CreateUserSchema,
+    KeySchema,
+    ProblemSchema,
+    UpdateKeySchema,
+    UpdateUserSchema,
+    UserSchema,
+)
 from shared.setting_schemas import CreateSettingSchema, SettingSchema, UpdateSettingSchema
 
 _KEY_ID = {
@@ -71,6 +80,7 @@ _EVENT = _object(
         "completionTokens": "integer", "cachedTokens": "integer", "costInUsd": "number",
         "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
         "createdAt": "integer", "policyId": "string", "policyAction": "string",
+        "customId": "string", "userId": "string",
     }
 )  # fmt: skip
 _EVENT["properties"]["policyCounts"] = {
@@ -79,8 +89,9 @@ _EVENT["properties"]["policyCounts"] = {
     "nullable": True,
     "description": "hits by entity type (never the values); null when the key has no policy",
 }
-for _name in ("policyId", "policyAction"):
+for _name in ("policyId", "policyAction", "customId", "userId"):
     _EVENT["properties"][_name]["nullable"] = True
+_EVENT["properties"]["metadata"] = {"type": "object", "nullable": True}
 
 _POLICY_ID = {**_KEY_ID, "name": "policyId"}
 
@@ -283,7 +294,12 @@ def _listing_paths(spec: APISpec) -> None:
         ),
     )
     key_name = {"type": "string", "nullable": True, "description": "null when no such key exists"}
-    event = {**_EVENT, "properties": {**_EVENT["properties"], "keyName": key_name}}
+    logged = {"type": "string", "description": "only for a key that logs it (shouldLog...)"}
+    flag = {"type": "boolean", "description": "cut at 1 MB"}
+    event = {**_EVENT, "properties": {
+        **_EVENT["properties"], "keyName": key_name, "requestContent": logged,
+        "requestTruncated": flag, "responseContent": logged, "responseTruncated": flag,
+    }}  # fmt: skip
     spec.path(
         path="/api/v2/events",
         operations=_listing(
@@ -291,7 +307,7 @@ def _listing_paths(spec: APISpec) -> None:
             "events",
             event,
             "Usage events matching every filter given, newest first unless ordered otherwise;"
-            " customIds, userIds and actions are not recorded yet: a non-empty list matches none",
+            " actions (of PII policies) are not recorded yet: a non-empty list matches none",
         ),
     )
 
@@ -370,6 +386,10 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
         ("Policy", PolicySchema),
         ("CreatePolicy", CreatePolicySchema),
         ("UpdatePolicy", UpdatePolicySchema),
+        ("User", UserSchema),
+        ("CreateUser", CreateUserSchema),
+        ("UpdateUser", UpdateUserSchema),
+        *SCHEMAS.items(),
     ):
         spec.components.schema(name, schema=schema)
     if admin_pass_required:
@@ -436,6 +456,8 @@ def build_openapi(admin_pass_required: bool) -> dict[str, Any]:
     _setting_paths(spec)
     _route_paths(spec)
     _policy_paths(spec)
+    user_paths(spec)
+    gateway_reporting_paths(spec)
     spec.path(
         path="/api/health",
         operations={

@@ -73,6 +73,9 @@ def event_fields(row: Any) -> dict[str, Any]:
         "policyId": row.policy_id,
         "policyAction": row.policy_action,
         "policyCounts": row.policy_counts,
+        "customId": row.custom_id,
+        "userId": row.user_id,
+        "metadata": row.metadata,
     }
 
 

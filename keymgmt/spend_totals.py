@@ -24,7 +24,7 @@ from shared.db import (
     usage_events,
     usage_events_rejected,
 )
-from shared.limits import WINDOW_BUCKETS, KeyNames, spend_key
+from shared.limits import WINDOW_BUCKETS, KeyNames, rate_key, spend_key
 from shared.models import UNIT_SECONDS, Key
 
 
@@ -101,9 +101,20 @@ def _since(cutoff: datetime) -> sa.Select[str, int]:
 async def _windowed_keys(connection: AsyncConnection) -> list[Key]:
     query = keys.select().where(
         keys.c.deleted_at.is_(None),
-        sa.or_(keys.c.cost_limit_in_usd_over_time > 0, keys.c.rate_limit_over_time > 0),
+        sa.or_(
+            keys.c.cost_limit_in_usd_over_time > 0,
+            keys.c.rate_limit_over_time > 0,
+            keys.c.rate_limits != sa.cast("[]", keys.c.rate_limits.type),
+        ),
     )
     return [key_from_row(row) for row in await connection.execute(query)]
+
+
+def rate_units(key: Key) -> set[str]:
+    units = {unit for _, unit in key.rate_limits}
+    if key.rate_limit_over_time:
+        units.add(key.rate_limit_unit)
+    return units
 
 
 async def _add_windows(
@@ -122,10 +133,11 @@ async def _add_windows(
             for key in windowed
             if key.cost_limit_in_usd_over_time and key.cost_window_seconds == seconds
         }
-        rate = {
-            key.key_id: KeyNames.of(key).rate
+        rate = {  # every rate window of the unit, the first or one of rateLimits
+            key.key_id: rate_key(key.key_id, unit)
             for key in windowed
-            if key.rate_limit_over_time and key.rate_window_seconds == seconds
+            for unit in rate_units(key)
+            if UNIT_SECONDS[unit] == seconds
         }
         await _add(connection, plan, cost, seconds * 1000, (now_ms, cost_until), sa.func.sum)
         await _add(connection, plan, rate, seconds * 1000, (now_ms, now_ms + 1), sa.func.count)

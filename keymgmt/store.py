@@ -37,6 +37,11 @@ COLUMNS = {
     "ttl": "ttl",
     "rotationEnabled": "rotation_enabled",
     "policyId": "policy_id",
+    "allowedPaths": "allowed_paths",
+    "allowedModels": "allowed_models",
+    "rateLimits": "rate_limits",
+    "shouldLogRequest": "should_log_request",
+    "shouldLogResponse": "should_log_response",
 }
 # What null means for each nullable field: "no limit".
 CLEARED = {
@@ -50,12 +55,36 @@ CLEARED = {
 }
 
 
+def stored_paths(rules: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Methods in capitals, each rule once, in a stable order."""
+    unique = {(rule["method"].upper(), rule["path"]) for rule in rules}
+    return [{"path": path, "method": method} for method, path in sorted(unique)]
+
+
+# How a validated API value is stored, where that differs from the value itself.
+STORED = {
+    "allowedPaths": stored_paths,
+    "allowedModels": lambda models: sorted(set(models)),
+}
+
+
+def column_values(
+    fields: Mapping[str, Any], columns: Mapping[str, str], cleared: Mapping[str, Any]
+) -> dict[str, Any]:
+    values = {}
+    for name, value in fields.items():
+        if name not in columns:
+            continue
+        if value is None:
+            value = cleared[name]
+        elif name in STORED:
+            value = STORED[name](value)
+        values[columns[name]] = value
+    return values
+
+
 def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
-    values = {
-        COLUMNS[name]: CLEARED[name] if value is None else value
-        for name, value in fields.items()
-        if name in COLUMNS
-    }
+    values = column_values(fields, COLUMNS, CLEARED)
     if values.get("policy_id") == "":
         values["policy_id"] = None
     return values
@@ -95,7 +124,7 @@ async def _name_settings(
         values["setting_ids"] = setting_ids
 
 
-def _expiry(ttl: str, created_at: Any) -> Any:
+def expiry(ttl: str, created_at: Any) -> Any:
     # From the whole second reported as createdAt, so that createdAt + ttl is the exact expiry.
     return (
         created_at.replace(microsecond=0) + timedelta(seconds=parse_duration(ttl)) if ttl else None
@@ -207,7 +236,7 @@ class KeyStore(Store):
             except ValidationError as error:
                 raise InvalidInput(error.normalized_messages()) from None
             if "ttl" in values:
-                values["expires_at"] = _expiry(values["ttl"], row.created_at)
+                values["expires_at"] = expiry(values["ttl"], row.created_at)
             await _name_settings(connection, fields, values)
             await _check_policy(connection, values)
             values["updated_at"] = sa.func.now()

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from proxy.calls import Call
 from proxy.costs import most_usd
-from proxy.errors import budget_reserved, budget_spent, rate_limited, window_budget_spent
+from proxy.errors import (
+    ProxyError,
+    budget_reserved,
+    budget_spent,
+    rate_limited,
+    window_budget_spent,
+)
 from proxy.fallback import LocalLimits
 from shared.limits import (
     Admission,
@@ -15,9 +21,11 @@ from shared.limits import (
     LimitsNotReady,
     has_cost_limits,
     has_limits,
+    limited_user,
     to_nano,
 )
 from shared.metrics import Counter
+from shared.models import UNIT_SECONDS, Key, User
 from shared.pricing import Pricing
 from shared.redispipe import RedisReplyError
 
@@ -26,7 +34,8 @@ def reservation_nano(call: Call, pricing: Pricing) -> int:
     """The most this call is expected to cost (its prompt counted high, so that a key never
     spends past its limit on it, plus its output cap where given); refused, before anything is
     reserved, when it cannot be priced."""
-    if not has_cost_limits(call.key):
+    user = limited_user(call.user)
+    if not has_cost_limits(call.key) and (user is None or not has_cost_limits(user)):
         return 0
     return to_nano(most_usd(call, pricing))
 
@@ -36,7 +45,7 @@ async def decide(
 ) -> Admission:
     if local.should_try_redis():
         try:
-            admission = await engine.admit(call.key, reservation)
+            admission = await engine.admit(call.key, reservation, limited_user(call.user))
         except LimitsNotReady:
             local.redis_failed()
         except (RedisReplyError, OSError):  # OSError: connection lost, timed out
@@ -45,33 +54,50 @@ async def decide(
         else:
             local.redis_answered(call.key, admission)
             return admission
-    return local.admit(call.key, reservation)
+    return local.admit(call.key, reservation, limited_user(call.user))
 
 
 async def admit(
     call: Call, engine: LimitEngine, local: LocalLimits, pricing: Pricing, errors: Counter
 ) -> None:
-    key = call.key
-    if not has_limits(key):
+    if not has_limits(call.key) and limited_user(call.user) is None:
         return
     reservation = reservation_nano(call, pricing)
     admission = await decide(call, engine, local, reservation, errors)
     if admission.admitted:
         call.admission = admission
         return
+    raise refusal(call, admission)
+
+
+UNITS_BY_MS = {seconds * 1000: unit for unit, seconds in UNIT_SECONDS.items()}
+
+
+def refusal(call: Call, admission: Admission) -> ProxyError:
+    """The error of a refused admission, naming the limit (the key's or its user's) that held."""
     retry_after = admission.retry_after or 1
-    match admission.reason:
+    holder: Key | User = call.key
+    reason = admission.reason
+    if reason.startswith("user_") and call.user is not None:
+        holder, reason = call.user, reason.removeprefix("user_")
+    name = "key" if holder is call.key else "user"
+    match reason:
         case "rate":
-            raise rate_limited(key.rate_limit_over_time, key.rate_limit_unit, retry_after)
+            unit = UNITS_BY_MS.get(admission.rate_window_ms, holder.rate_limit_unit)
+            limit = admission.rate_limit or holder.rate_limit_over_time
+            return rate_limited(limit, unit, retry_after, name)
         case "window":
-            raise window_budget_spent(
-                key.cost_limit_in_usd_over_time, key.cost_limit_in_usd_unit, retry_after
+            return window_budget_spent(
+                holder.cost_limit_in_usd_over_time,
+                holder.cost_limit_in_usd_unit,
+                retry_after,
+                name,
             )
         case "cost_reserved":
-            raise budget_reserved(key.cost_limit_in_usd, "", retry_after)
+            return budget_reserved(holder.cost_limit_in_usd, "", retry_after, name)
         case "window_reserved":
-            raise budget_reserved(
-                key.cost_limit_in_usd_over_time, key.cost_limit_in_usd_unit, retry_after
+            return budget_reserved(
+                holder.cost_limit_in_usd_over_time, holder.cost_limit_in_usd_unit, retry_after, name
             )
         case _:
-            raise budget_spent(key.cost_limit_in_usd)
+            return budget_spent(holder.cost_limit_in_usd, name)

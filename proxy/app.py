@@ -40,10 +40,13 @@ from proxy.typedefs import (
     SETTLER,
     SNAPSHOT,
     TARGETS,
+    USERS,
 )
 from proxy.upstream import create_session
+from proxy.users import USERS as USER_SOURCE
+from proxy.users import UserSnapshot
 from shared import tokens
-from shared.changes import KEY, POLICY, ROUTE, SETTING
+from shared.changes import KEY, POLICY, ROUTE, SETTING, USER
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limits import LimitEngine
@@ -60,8 +63,8 @@ log = logging.getLogger("gateway.proxy")
 
 
 async def snapshots(app: web.Application) -> AsyncIterator[None]:
-    """Keys, provider settings and routes, each refreshed on its own and by the change feed,
-    over one Postgres connection."""
+    """Keys, users, provider settings, routes and policies, each refreshed on its own and by the
+    change feed, over one Postgres connection."""
     settings = app[SETTINGS]
     database = LazyConnection(settings.postgres)
     interval, errors = settings.snapshot_interval, app[METRICS].postgres_errors
@@ -70,17 +73,20 @@ async def snapshots(app: web.Application) -> AsyncIterator[None]:
     # Read out first: inside the generic calls below, mypy would type the lookups by them.
     key_snapshot, setting_snapshot = app[SNAPSHOT], app[PROVIDER_SETTINGS]
     route_snapshot, policy_snapshot = app[ROUTES], app[POLICIES]
+    user_snapshot = app[USERS]
     keys = SnapshotRefresher(database, key_snapshot, interval, errors)
     provider_settings = SnapshotRefresher(
         database, setting_snapshot, interval, errors, settings_source
     )
     routes = SnapshotRefresher(database, route_snapshot, interval, errors, ROUTE_SOURCE)
     policies = SnapshotRefresher(database, policy_snapshot, interval, errors, POLICY_SOURCE)
+    users = SnapshotRefresher(database, user_snapshot, interval, errors, USER_SOURCE)
     refreshers: dict[str, SnapshotRefresher[Any]] = {
         KEY: keys,
         SETTING: provider_settings,
         ROUTE: routes,
         POLICY: policies,
+        USER: users,
     }
     tasks = [
         asyncio.create_task(refresher.run(), name=f"{kind}-snapshot-refresher")
@@ -180,7 +186,12 @@ def register_gauges(app: web.Application) -> None:
 async def health(request: web.Request) -> web.Response:
     app = request.app
     snapshot = app[SNAPSHOT]
-    if not (snapshot.loaded and app[PROVIDER_SETTINGS].loaded and app[POLICIES].loaded):
+    if not (
+        snapshot.loaded
+        and app[PROVIDER_SETTINGS].loaded
+        and app[POLICIES].loaded
+        and app[USERS].loaded
+    ):
         return json_response({"status": "starting", "keys": 0}, status=503)
     return json_response({"status": "ok", "keys": len(snapshot)})
 
@@ -199,6 +210,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.proxy_max_body_bytes)
     app[SETTINGS] = settings
     app[SNAPSHOT] = KeySnapshot()
+    app[USERS] = UserSnapshot()
     app[PROVIDER_SETTINGS] = SettingSnapshot()
     app[ROUTES] = RouteSnapshot()
     app[POLICIES] = PolicySnapshot()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -17,7 +17,10 @@ from proxy.providers import Target
 from shared import tokens
 from shared.jsonutil import positive_int
 from shared.limits import Admission
-from shared.models import Key
+from shared.models import Key, User
+
+if TYPE_CHECKING:  # proxy.requestlog reads calls
+    from proxy.requestlog import StreamRecord
 
 CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
     "chat/completions",
@@ -54,6 +57,13 @@ class Call:
     upstream_path: str = ""  # route-relative, as upstream serves it; the endpoint when empty
     upstream_query: str = ""  # as the client encoded it, with what the adapter adds
     screening: Screening | None = None  # what the key's policy found and did, if it has one
+    user_id: str = ""  # the end user its body names
+    custom_id: str = ""  # X-CUSTOM-EVENT-ID
+    metadata: bytes = b""  # X-METADATA, as a compact JSON object
+    # What request logging keeps of the answer (proxy/requestlog.py): a JSON body, or a stream.
+    response_body: bytes | None = None
+    stream_record: StreamRecord | None = None
+    user: User | None = None  # the user record it belongs to (proxy/users.py)
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:

@@ -127,42 +127,46 @@ def limits_unavailable() -> ProxyError:
     )
 
 
-def rate_limited(limit: int, unit: str, retry_after: float) -> ProxyError:
+def rate_limited(limit: int, unit: str, retry_after: float, holder: str = "key") -> ProxyError:
     return ProxyError(
         429,
-        f"rate limit of {limit} requests per {unit} reached for this key",
+        f"rate limit of {limit} requests per {unit} reached for this {holder}",
         "requests",
         "rate_limit_exceeded",
         headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
     )
 
 
-def budget_spent(limit_usd: float) -> ProxyError:
+def budget_spent(limit_usd: float, holder: str = "key") -> ProxyError:
     return ProxyError(
         429,
-        f"this key's cost limit of {limit_usd:g} USD is spent",
+        f"this {holder}'s cost limit of {limit_usd:g} USD is spent",
         "insufficient_quota",
         "insufficient_quota",
         headers={"x-should-retry": "false"},
     )
 
 
-def budget_reserved(limit_usd: float, unit: str, retry_after: float) -> ProxyError:
+def budget_reserved(
+    limit_usd: float, unit: str, retry_after: float, holder: str = "key"
+) -> ProxyError:
     """Refused because requests in flight hold the rest of the budget: retry once they end."""
     per_unit = f" per {unit}" if unit else ""
     return ProxyError(
         429,
-        f"this key's cost limit of {limit_usd:g} USD{per_unit} is held by requests in flight",
+        f"this {holder}'s cost limit of {limit_usd:g} USD{per_unit} is held by requests in flight",
         "insufficient_quota",
         "insufficient_quota",
         headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
     )
 
 
-def window_budget_spent(limit_usd: float, unit: str, retry_after: float) -> ProxyError:
+def window_budget_spent(
+    limit_usd: float, unit: str, retry_after: float, holder: str = "key"
+) -> ProxyError:
     return ProxyError(
         429,
-        f"this key's cost limit of {limit_usd:g} USD per {unit} is reached",
+        f"this {holder}'s cost limit of {limit_usd:g} USD per {unit} is reached",
         "insufficient_quota",
         "insufficient_quota",
         headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
@@ -204,3 +208,8 @@ def model_not_allowed(model: str, setting_name: str) -> ProxyError:
         "permission_error",
         "model_not_allowed",
     )
+
+
+def not_allowed(message: str, code: str) -> ProxyError:
+    """A call outside what the key (or its user) may call: a permission error in every shape."""
+    return ProxyError(403, message, "invalid_request_error", code)

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from proxy.errors import limits_unavailable
-from shared.limits import Admission, to_nano
-from shared.models import Key
+from shared.limits import Admission, has_cost_limits, rate_windows, to_nano
+from shared.models import UNIT_SECONDS, Key, User
 
 RETRY_INTERVAL = 1.0  # while Redis is away, one call a second tries it; the others go local
 # A local refusal is provisional (Redis, once back, decides on the whole fleet's figures, and
@@ -70,15 +70,26 @@ class LocalLimits:
             self.down_since = now
         self._last_try = now
 
-    def admit(self, key: Key, reservation: int) -> Admission:
+    def admit(self, key: Key, reservation: int, user: User | None = None) -> Admission:
         """Decide without Redis; raises the 503 where no safe decision can be made."""
         assert self.down_since is not None
         if self.mode == "closed" or time.monotonic() - self.down_since > self.max_outage:
             raise limits_unavailable()
+        if user is not None and has_cost_limits(user):
+            raise limits_unavailable()  # a user's spend is never seen here: no share to give
         view = self._views.setdefault(key.key_id, KeyView())
-        if key.rate_limit_over_time and not self._rate_allows(key, view):
-            frees = view.admitted[0] + key.rate_window_seconds - time.monotonic()
-            return Admission(False, reason="rate", retry_after=min(LOCAL_RETRY_AFTER, frees))
+        first, extra = rate_windows(key)
+        windows = [(limit, UNIT_SECONDS[unit]) for unit, limit in extra.items()]
+        if first:
+            windows.append((first, key.rate_window_seconds))
+        refused = self._rate_refusal(view, windows)
+        user_view = None
+        if refused is None and user is not None and user.rate_limit_over_time:
+            user_view = self._views.setdefault(f"u:{user.record_id}", KeyView())
+            user_window = [(user.rate_limit_over_time, user.rate_window_seconds)]
+            refused = self._rate_refusal(user_view, user_window, "user_rate")
+        if refused is not None:
+            return refused
         for limit, committed, reason in (
             (key.cost_limit_in_usd, view.lifetime_committed, "cost_reserved"),
             (key.cost_limit_in_usd_over_time, view.window_committed, "window_reserved"),
@@ -91,8 +102,9 @@ class LocalLimits:
             if view.local_spend + reservation > allowance:
                 return Admission(False, reason=reason, retry_after=LOCAL_RETRY_AFTER)
         view.local_spend += reservation
-        if key.rate_limit_over_time:
-            view.admitted.append(time.monotonic())
+        for counted in (view if windows else None, user_view):
+            if counted is not None:
+                counted.admitted.append(time.monotonic())
         return Admission(True, local=True, reservation_nano=reservation, local_epoch=self._epoch)
 
     def settled(self, key: Key, admission: Admission, cost: int) -> None:
@@ -101,8 +113,26 @@ class LocalLimits:
         if view is not None and admission.local_epoch == self._epoch:
             view.local_spend += cost - admission.reservation_nano
 
-    def _rate_allows(self, key: Key, view: KeyView) -> bool:
-        horizon = time.monotonic() - key.rate_window_seconds
-        while view.admitted and view.admitted[0] <= horizon:
-            view.admitted.popleft()
-        return len(view.admitted) < max(1, math.floor(key.rate_limit_over_time * self.share))
+    def _rate_refusal(
+        self, view: KeyView, windows: list[tuple[int, int]], reason: str = "rate"
+    ) -> Admission | None:
+        """Refused when any window (limit, seconds) holds its share of admissions already."""
+        if not windows:
+            return None
+        now = time.monotonic()
+        longest = max(seconds for _, seconds in windows)
+        admitted = view.admitted
+        while admitted and admitted[0] <= now - longest:
+            admitted.popleft()
+        for limit, seconds in windows:
+            inside = [at for at in admitted if at > now - seconds]
+            if len(inside) >= max(1, math.floor(limit * self.share)):
+                frees = inside[0] + seconds - now
+                return Admission(
+                    False,
+                    reason=reason,
+                    rate_limit=limit,
+                    rate_window_ms=seconds * 1000,
+                    retry_after=min(LOCAL_RETRY_AFTER, frees),
+                )
+        return None

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
+from proxy.access import vet
 from proxy.admission import admit
 from proxy.auth import authenticate
 from proxy.calls import Call, new_call
@@ -33,6 +34,7 @@ from proxy.paths import upstream_url
 from proxy.policies.restore import screened_answer
 from proxy.policies.stage import screen
 from proxy.providers import Provider
+from proxy.requestlog import stream_record
 from proxy.targets import require_model_allowed
 from proxy.telemetry import record_call, usage_event
 from proxy.typedefs import (
@@ -47,6 +49,7 @@ from proxy.typedefs import (
     SETTLER,
     SNAPSHOT,
     TARGETS,
+    USERS,
 )
 from proxy.upstream import CREDENTIAL_REFUSED, client_headers, upstream_headers
 from shared.durations import parse_duration
@@ -82,6 +85,7 @@ async def handle(request: web.Request, provider: Provider) -> web.StreamResponse
         target = app[TARGETS].of(provider, key, request.match_info.get("setting_name", ""))
         call = new_call(request, target, key, await read_body(request), request_id)
         require_model_allowed(target, call.model)
+        vet(call, request, app[USERS])
         screen(call, app[POLICIES])
         await admit(call, app[LIMITS], app[LOCAL_LIMITS], app[PRICING], app[METRICS].redis_errors)
         # Batches, fine-tuning and background responses: created, read or cancelled.
@@ -179,6 +183,8 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             if upstream.content_type == "application/json":
                 body = await upstream.read()
                 call.upstream_ended = time.perf_counter()
+                if call.key.should_log_response:
+                    call.response_body = body
                 if call.metered and 200 <= upstream.status < 300:
                     call.usage, call.reported_model = target.provider.usage_of_body(body)
                     if call.usage is None and call.billing is Billing.TOKENS:
@@ -227,8 +233,11 @@ async def relay_metered(
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
     meter = call.target.provider.stream_meter(call)
+    record = stream_record(call)
     try:
         async for chunk in upstream.content.iter_any():
+            if record is not None:
+                record.feed(chunk)
             relayed = meter.feed(chunk)
             if relayed:
                 await response.write(relayed)
@@ -275,7 +284,7 @@ def finish(
         recorded = call.upstream_started or outcome[1] == "policy_violation"
         event = usage_event(call, cost, latency) if recorded else None
         if event is not None or reservation:
-            app[SETTLER].submit(Settlement(call.key, cost, reservation, event))
+            app[SETTLER].submit(Settlement(call.key, cost, reservation, event, call.user))
     record_call(
         app[METRICS],
         app[CALL_LOG],

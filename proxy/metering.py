@@ -361,3 +361,10 @@ def event_json(event: bytes) -> dict[str, Any] | None:
 
 def counted_usage(prompt_tokens: int, streamed_text: str, model: str) -> Usage:
     return Usage(prompt_tokens, tokens.count_text(streamed_text, model))
+
+
+def events_text(raw: bytes) -> str:
+    """The generated text of a whole event stream, in order: a streamed answer as one text."""
+    events = _EVENT_END.split(raw) if _CR in raw else raw.split(b"\n\n")
+    payloads = (event_json(event) for event in events)
+    return "".join(_streamed_text(payload) for payload in payloads if payload is not None)

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
+import orjson
 
 from shared.metrics import Counter
-from shared.models import Key
+from shared.models import Key, paths_of, windows_of
 from shared.pg import LazyConnection, describe
 from shared.runtime import raise_if_cancelled
 
@@ -126,21 +127,25 @@ class Source(Generic[T]):
 
 # Only what the proxy needs, with times as epoch seconds: no name, tags or reason to hold.
 SNAPSHOT_QUERY = """
-    SELECT key_id::text, key_hash, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
+    SELECT key_id::text, key_hash, tags, revoked, cost_limit_in_usd, cost_limit_in_usd_over_time,
         cost_limit_in_usd_unit, rate_limit_over_time, rate_limit_unit,
         extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8,
         extract(epoch FROM expires_at)::float8, deleted_at IS NOT NULL,
-        setting_ids::text[], rotation_enabled, coalesce(policy_id::text, '')
+        setting_ids::text[], rotation_enabled, coalesce(policy_id::text, ''),
+        allowed_paths::text, allowed_models, rate_limits::text, should_log_request,
+        should_log_response
     FROM keys"""
 
 
 def key_of(row: Any) -> Key:
-    (key_id, key_hash, revoked, cost, window_cost, window_unit, rate, rate_unit,
-     created, updated, expires, deleted, setting_ids, rotation, policy_id) = row  # fmt: skip
+    (key_id, key_hash, tags, revoked, cost, window_cost, window_unit, rate, rate_unit,
+     created, updated, expires, deleted, setting_ids, rotation, policy_id, paths, models,
+     windows, log_request, log_response) = row  # fmt: skip
     return Key(
         key_id=key_id,
         name="",
         key_hash=key_hash,
+        tags=tuple(tags),  # users are matched by them
         created_at=created,
         updated_at=updated,
         revoked=revoked,
@@ -155,6 +160,11 @@ def key_of(row: Any) -> Key:
         setting_ids=tuple(sys.intern(i) for i in setting_ids) if setting_ids else (),
         rotation_enabled=rotation,
         policy_id=policy_id,
+        allowed_paths=paths_of(orjson.loads(paths)),
+        allowed_models=frozenset(models),
+        rate_limits=windows_of(orjson.loads(windows)),
+        should_log_request=log_request,
+        should_log_response=log_response,
     )
 
 

@@ -6,11 +6,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from proxy.calls import Call
+from proxy.requestlog import logged_contents
 from shared.limits import to_usd
 from shared.logs import HotLog
 from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics, Series
@@ -150,9 +152,10 @@ class ProxyMetrics:
 
 
 def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
-    """The durable record of one call, as JSON: the one field of its Redis stream entry."""
+    """The durable record of one call, as JSON: the one field of its Redis stream entry. What
+    only some calls have is there only when they have it, so the others' events stay small."""
     usage = call.usage
-    event = {
+    event: dict[str, Any] = {
         "event_id": os.urandom(16).hex(),
         "request_id": call.request_id,
         "key_id": call.key.key_id,
@@ -178,6 +181,14 @@ def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
             policy_action=screening.action,
             policy_counts=screening.counts,
         )
+    if call.custom_id:
+        event["custom_id"] = call.custom_id
+    if call.user_id:
+        event["user_id"] = call.user_id
+    if call.metadata:
+        event["metadata"] = orjson.Fragment(call.metadata)
+    if call.key.should_log_request or call.key.should_log_response:
+        event.update(logged_contents(call))
     return orjson.dumps(event)
 
 

@@ -11,6 +11,7 @@ from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics
+from proxy.users import UserSnapshot
 from shared.config import Settings
 from shared.limits import LimitEngine
 from shared.logs import HotLog
@@ -31,3 +32,4 @@ TARGETS = web.AppKey("targets", Targets)
 PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)
 ROUTES = web.AppKey("routes", RouteSnapshot)  # by path: proxy.routes.snapshot
 POLICIES = web.AppKey("policies", PolicySnapshot)
+USERS = web.AppKey("users", UserSnapshot)

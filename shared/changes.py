@@ -18,6 +18,7 @@ KEY = "key"
 SETTING = "setting"
 ROUTE = "route"
 POLICY = "policy"
+USER = "user"
 
 
 @dataclass(frozen=True, slots=True)

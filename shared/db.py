@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.config import PostgresSettings
-from shared.models import Key, Policy, RegexRule
+from shared.models import Key, Policy, RegexRule, User, paths_of, windows_of
 from shared.pg import connect, describe
 
 log = logging.getLogger("gateway.db")
@@ -48,6 +48,12 @@ keys = sa.Table(
     sa.Column("setting_ids", ARRAY(UUID(as_uuid=False)), nullable=False, server_default="{}"),
     sa.Column("rotation_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("policy_id", UUID(as_uuid=False)),
+    # [{"path", "method"}] and model names the key may call (empty: any), migration 0005.
+    sa.Column("allowed_paths", JSONB, nullable=False, server_default="[]"),
+    sa.Column("allowed_models", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("rate_limits", JSONB, nullable=False, server_default="[]"),  # [{"overTime", "unit"}]
+    sa.Column("should_log_request", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("should_log_response", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 sa.Index(
     "keys_live_policy_id",
@@ -139,6 +145,15 @@ usage_events = sa.Table(
     sa.Column("policy_id", UUID(as_uuid=False)),
     sa.Column("policy_action", sa.Text),
     sa.Column("policy_counts", JSONB),
+    # Migration 0005: the client's X-CUSTOM-EVENT-ID, X-METADATA and end user, and the bodies of
+    # a key that logs them.
+    sa.Column("custom_id", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("metadata", JSONB),
+    sa.Column("request_content", sa.Text),
+    sa.Column("request_truncated", sa.Boolean),
+    sa.Column("response_content", sa.Text),
+    sa.Column("response_truncated", sa.Boolean),
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)
@@ -159,8 +174,62 @@ policies = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
 )
+sa.Index(
+    "usage_events_custom_id_time",
+    usage_events.c.custom_id,
+    usage_events.c.created_at,
+    postgresql_where=usage_events.c.custom_id.isnot(None),
+)
+sa.Index(
+    "usage_events_user_id_time",
+    usage_events.c.user_id,
+    usage_events.c.created_at,
+    postgresql_where=usage_events.c.user_id.isnot(None),
+)
+# A key's custom ids and users, for GET /api/reporting/custom-ids and user-ids.
+sa.Index(
+    "usage_events_key_custom_id",
+    usage_events.c.key_id,
+    usage_events.c.custom_id,
+    postgresql_where=usage_events.c.custom_id.isnot(None),
+)
+sa.Index(
+    "usage_events_key_user_id",
+    usage_events.c.key_id,
+    usage_events.c.user_id,
+    postgresql_where=usage_events.c.user_id.isnot(None),
+)
+sa.Index("usage_events_status_time", usage_events.c.status, usage_events.c.created_at)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
+    sa.Column("tags", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("key_ids", ARRAY(UUID(as_uuid=False)), nullable=False, server_default="{}"),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("revoked_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("cost_limit_in_usd", sa.Double, nullable=False, server_default="0"),
+    sa.Column("cost_limit_in_usd_over_time", sa.Double, nullable=False, server_default="0"),
+    sa.Column("cost_limit_in_usd_unit", sa.String(1), nullable=False, server_default=""),
+    sa.Column("rate_limit_over_time", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rate_limit_unit", sa.String(1), nullable=False, server_default=""),
+    sa.Column("ttl", sa.Text, nullable=False, server_default=""),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("allowed_paths", JSONB, nullable=False, server_default="[]"),
+    sa.Column("allowed_models", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+)
 sa.Index("policies_updated_at", policies.c.updated_at)
 sa.Index("policies_tags", policies.c.tags, postgresql_using="gin")
+sa.Index("users_user_id", users.c.user_id)
+sa.Index("users_updated_at", users.c.updated_at)
+sa.Index("users_tags", users.c.tags, postgresql_using="gin")
+sa.Index("users_key_ids", users.c.key_ids, postgresql_using="gin")
 
 # Events Postgres refused or that could not be read, kept as they arrived instead of stalling the
 # consumer. key_id and cost_nano are set when the event had valid ones: the charge is counted.
@@ -213,6 +282,11 @@ def key_from_row(row: Any) -> Key:
         setting_ids=tuple(row.setting_ids),
         rotation_enabled=row.rotation_enabled,
         policy_id=row.policy_id or "",
+        allowed_paths=paths_of(row.allowed_paths),
+        allowed_models=frozenset(row.allowed_models),
+        rate_limits=windows_of(row.rate_limits),
+        should_log_request=row.should_log_request,
+        should_log_response=row.should_log_response,
     )
 
 
@@ -226,6 +300,30 @@ def policy_from_row(row: Any) -> Policy:
         tags=tuple(row.tags),
         created_at=row.created_at.timestamp(),
         updated_at=row.updated_at.timestamp(),
+        deleted=row.deleted_at is not None,
+    )
+
+
+def user_from_row(row: Any) -> User:
+    return User(
+        record_id=str(row.id),
+        user_id=row.user_id,
+        name=row.name,
+        created_at=row.created_at.timestamp(),
+        updated_at=row.updated_at.timestamp(),
+        tags=tuple(row.tags),
+        key_ids=tuple(str(key_id) for key_id in row.key_ids),
+        revoked=row.revoked,
+        revoked_reason=row.revoked_reason,
+        cost_limit_in_usd=row.cost_limit_in_usd,
+        cost_limit_in_usd_over_time=row.cost_limit_in_usd_over_time,
+        cost_limit_in_usd_unit=row.cost_limit_in_usd_unit,
+        rate_limit_over_time=row.rate_limit_over_time,
+        rate_limit_unit=row.rate_limit_unit,
+        ttl=row.ttl,
+        expires_at=None if row.expires_at is None else row.expires_at.timestamp(),
+        allowed_paths=paths_of(row.allowed_paths),
+        allowed_models=frozenset(row.allowed_models),
         deleted=row.deleted_at is not None,
     )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from shared.models import Key
+from shared.models import UNIT_SECONDS, Key, User
 from shared.redispipe import Command, NoScriptError, RedisPipe, RedisReplyError, reply_error
 
 PREFIX = "gw:"
@@ -56,6 +56,11 @@ def spend_key(key_id: str) -> str:
     return f"{PREFIX}{{{key_id}}}:spend"
 
 
+def rate_key(key_id: str, unit: str) -> str:
+    """A key's rate buckets for windows of one unit: every window of that unit counts in it."""
+    return f"{PREFIX}{{{key_id}}}:rate:{unit}"
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
     source: str
@@ -86,12 +91,27 @@ class KeyNames:
         # starts a fresh window when a PATCH changes the unit.
         base = f"{PREFIX}{{{key.key_id}}}:"
         return cls(
-            rate=f"{base}rate:{key.rate_limit_unit}",
+            rate=rate_key(key.key_id, key.rate_limit_unit),
             spend=spend_key(key.key_id),
             window_spend=f"{base}wspend:{key.cost_limit_in_usd_unit}",
             reservations=f"{base}res",
             reserved=f"{base}resamt",
         )
+
+
+def rate_windows(key: Key) -> tuple[int, dict[str, int]]:
+    """The first window's limit and the extra windows' (rateLimits), unit -> limit.
+
+    Every window counts every admitted call, so windows of one unit count alike: they share one
+    counter (KeyNames.rate's name is by unit), and the strictest limit of a unit is the one held.
+    A unit of the first window folds into it."""
+    extra: dict[str, int] = {}
+    for limit, unit in key.rate_limits:
+        extra[unit] = min(limit, extra.get(unit, limit))
+    first = key.rate_limit_over_time
+    if first and key.rate_limit_unit in extra:
+        first = min(first, extra.pop(key.rate_limit_unit))
+    return first, extra
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +123,18 @@ class KeyArgs:
     admit_limits: tuple[int, ...]
     settle_keys: tuple[str, ...]
     settle_window_ms: int  # 0 when the key has no windowed cost limit
+    # The extra rate windows: their buckets, and their count then each one's limit and ms.
+    extra_keys: tuple[str, ...] = ()
+    extra_args: tuple[int, ...] = (0,)
 
     @classmethod
     def of(cls, key: Key) -> KeyArgs:
         names = KeyNames.of(key)
         cost_window_ms = key.cost_window_seconds * 1000
+        first_rate, extra = rate_windows(key)
+        extra_args = [len(extra)]
+        for unit, limit in extra.items():
+            extra_args += [limit, UNIT_SECONDS[unit] * 1000]
         return cls(
             (
                 names.rate,
@@ -118,7 +145,7 @@ class KeyArgs:
                 SPEND_MARKER,
             ),
             (
-                key.rate_limit_over_time,
+                first_rate,
                 key.rate_window_seconds * 1000,
                 to_nano(key.cost_limit_in_usd),
                 to_nano(key.cost_limit_in_usd_over_time),
@@ -126,7 +153,45 @@ class KeyArgs:
             ),
             (names.spend, names.window_spend, names.reservations, names.reserved),
             cost_window_ms if key.cost_limit_in_usd_over_time else 0,
+            tuple(rate_key(key.key_id, unit) for unit in extra),
+            tuple(extra_args),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class UserArgs:
+    """The script keys and arguments fixed by one version of an end user: the key's layout, under
+    the user's own hash tag `{u:<record id>}`. In cluster mode those keys sit in another slot than
+    the key's, which one script cannot reach: they would need the key's tag, or a second script."""
+
+    admit_keys: tuple[str, ...]  # rate, spend, windowed spend, reservations, reserved
+    admit_limits: tuple[int, ...]  # 1 (a user), then as KeyArgs.admit_limits
+    settle_keys: tuple[str, ...]
+    settle_window_ms: int
+
+    @classmethod
+    def of(cls, user: User) -> UserArgs:
+        base = f"{PREFIX}{{u:{user.record_id}}}:"
+        spend = f"{base}spend"
+        window_spend = f"{base}wspend:{user.cost_limit_in_usd_unit}"
+        cost_window_ms = user.cost_window_seconds * 1000
+        settle_keys = (spend, window_spend, f"{base}res", f"{base}resamt")
+        return cls(
+            (f"{base}rate:{user.rate_limit_unit}", *settle_keys),
+            (
+                1,
+                user.rate_limit_over_time,
+                user.rate_window_seconds * 1000,
+                to_nano(user.cost_limit_in_usd),
+                to_nano(user.cost_limit_in_usd_over_time),
+                cost_window_ms,
+            ),
+            settle_keys,
+            cost_window_ms if user.cost_limit_in_usd_over_time else 0,
+        )
+
+
+NO_USER = (0,)
 
 
 # Keys whose script arguments are kept; past this the cache starts again.
@@ -152,6 +217,9 @@ class Admission:
     # When refused: "rate"; "cost" or "window" when spend alone reached the lifetime or windowed
     # limit; "cost_reserved" or "window_reserved" when calls in flight hold the rest of it.
     reason: str = ""
+    # For "rate" and "user_rate": the window that refused, its limit and length (ms).
+    rate_limit: int = 0
+    rate_window_ms: int = 0
     retry_after: float | None = None  # seconds; None for "cost", which is final
     remaining_requests: int | None = None  # in the rate window, when the key has a rate limit
     reservation: str = ""
@@ -170,6 +238,7 @@ class Settlement:
     reservation: str = ""
     # The call's usage event for EVENTS_STREAM, as JSON.
     event: bytes | None = None
+    user: User | None = None  # charged too, and its reservation released, when it has limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +248,27 @@ class KeyUsage:
     requests_in_window: int
 
 
-def has_limits(key: Key) -> bool:
+def has_limits(holder: Key | User) -> bool:
     return bool(
-        key.rate_limit_over_time or key.cost_limit_in_usd or key.cost_limit_in_usd_over_time
+        holder.rate_limit_over_time
+        or holder.cost_limit_in_usd
+        or holder.cost_limit_in_usd_over_time
+        or (isinstance(holder, Key) and holder.rate_limits)
     )
 
 
-def has_cost_limits(key: Key) -> bool:
-    return bool(key.cost_limit_in_usd or key.cost_limit_in_usd_over_time)
+def has_cost_limits(holder: Key | User) -> bool:
+    return bool(holder.cost_limit_in_usd or holder.cost_limit_in_usd_over_time)
 
 
-# The script call of one admission, the future its caller awaits, and the key and reservation id
-# to release should the caller give up waiting.
-_Waiting = tuple[Command, "asyncio.Future[Any]", Key, str]
+def limited_user(user: User | None) -> User | None:
+    """The user when it has limits of its own: a user without any costs the script nothing."""
+    return user if user is not None and has_limits(user) else None
+
+
+# The script call of one admission, the future its caller awaits, and the release (key, user and
+# reservation id) to make should the caller give up waiting.
+_Waiting = tuple[Command, "asyncio.Future[Any]", "Settlement"]
 
 
 class LimitEngine:
@@ -200,6 +277,7 @@ class LimitEngine:
         self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
         self._admit = Script.named("admit.lua")
         self._key_args: dict[str, tuple[Key, KeyArgs]] = {}
+        self._user_args: dict[str, tuple[User, UserArgs]] = {}
         self._waiting: list[_Waiting] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._settle = Script.named("settle.lua")
@@ -218,29 +296,51 @@ class LimitEngine:
         self._key_args[key.key_id] = (key, args)
         return args
 
-    def admit_call(self, key: Key, reservation_nano: int) -> tuple[Command, str]:
-        """The admit script call for one request, and its reservation id."""
+    def user_args(self, user: User) -> UserArgs:
+        cached = self._user_args.get(user.record_id)
+        if cached is not None and cached[0] is user:
+            return cached[1]
+        if len(self._user_args) >= KEY_ARGS_CACHED:
+            self._user_args.clear()
+        args = UserArgs.of(user)
+        self._user_args[user.record_id] = (user, args)
+        return args
+
+    def admit_call(
+        self, key: Key, reservation_nano: int, user: User | None = None
+    ) -> tuple[Command, str]:
+        """The admit script call for one request, and its reservation id. `user` has limits."""
         args = self.key_args(key)
-        reserves = reservation_nano > 0 and has_cost_limits(key)
+        user_args = self.user_args(user) if user is not None else None
+        reserves = reservation_nano > 0 and (
+            has_cost_limits(key) or (user is not None and has_cost_limits(user))
+        )
         reservation = os.urandom(8).hex() if reserves else ""
         command: Command = (
             "EVALSHA",
             self._admit.sha,
-            len(args.admit_keys),
+            len(args.admit_keys) + len(args.extra_keys) + (5 if user_args else 0),
             *args.admit_keys,
+            *args.extra_keys,
+            *(user_args.admit_keys if user_args else ()),
             *args.admit_limits,
             min(max(0, reservation_nano), MAX_CALL_NANO),
             reservation,
             self._reservation_ms,
+            *args.extra_args,
+            *(user_args.admit_limits if user_args else NO_USER),
         )
         return command, reservation
 
-    async def admit(self, key: Key, reservation_nano: int = 0) -> Admission:
+    async def admit(
+        self, key: Key, reservation_nano: int = 0, user: User | None = None
+    ) -> Admission:
         """Admit one call. Calls that arrive in the same event-loop turn share one round trip."""
-        command, reservation = self.admit_call(key, reservation_nano)
+        command, reservation = self.admit_call(key, reservation_nano, user)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append((command, waiter, key, reservation))
+        release = Settlement(key, 0, reservation, user=user)
+        self._waiting.append((command, waiter, release))
         if len(self._waiting) == 1:
             loop.call_soon(self._send_waiting)
         try:
@@ -248,7 +348,7 @@ class LimitEngine:
         except asyncio.CancelledError:
             # Cancelled after its reply came: _admit_batch saw a waiter with a result.
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release_if_admitted(key, reservation, waiter.result())
+                self._release_if_admitted(release, waiter.result())
             raise
         return parse_admission(reply, reservation)
 
@@ -265,28 +365,28 @@ class LimitEngine:
         try:
             replies = await self._run(self._admit, [command for command, *_ in batch])
         except BaseException as error:  # every waiter learns that Redis failed it
-            for _, waiter, key, reservation in batch:
+            for _, waiter, release in batch:
                 if not waiter.done():
                     waiter.set_exception(error)
                 # Redis may have run the script all the same (a reply that timed out): what it
                 # reserved is released once Redis answers again, rather than lapsing.
-                if reservation and self.release is not None:
-                    self.release(Settlement(key, 0, reservation))
+                if release.reservation and self.release is not None:
+                    self.release(release)
             if not isinstance(error, Exception):
                 raise
             return
-        for (_, waiter, key, reservation), reply in zip(batch, replies, strict=True):
+        for (_, waiter, release), reply in zip(batch, replies, strict=True):
             if isinstance(reply, Exception):
                 if not waiter.done():
                     waiter.set_exception(reply)
             elif waiter.cancelled():  # its caller left: what the script reserved is released
-                self._release_if_admitted(key, reservation, reply)
+                self._release_if_admitted(release, reply)
             elif not waiter.done():
                 waiter.set_result(reply)
 
-    def _release_if_admitted(self, key: Key, reservation: str, reply: list[Any]) -> None:
-        if reservation and int(reply[0]) == 1 and self.release is not None:
-            self.release(Settlement(key, 0, reservation))
+    def _release_if_admitted(self, release: Settlement, reply: list[Any]) -> None:
+        if release.reservation and int(reply[0]) == 1 and self.release is not None:
+            self.release(release)
 
     async def _run(self, script: Script, commands: list[Command]) -> list[Any]:
         """The replies of calls of `script`, each error in its place as an exception. A call Redis
@@ -338,15 +438,24 @@ class LimitEngine:
                 keys += key_args.settle_keys
                 cost = min(settlement.cost_nano, MAX_CALL_NANO)
                 args += [cost, key_args.settle_window_ms, settlement.reservation]
+                if settlement.user is not None:  # charged alike, as one more call of the batch
+                    charged.append(index)
+                    user_args = self.user_args(settlement.user)
+                    keys += user_args.settle_keys
+                    args += [cost, user_args.settle_window_ms, settlement.reservation]
         reply = await self._run_one(self._settle, self._settle.call(keys, args))
         if isinstance(reply, list):  # {-2, call, why}
             raise UnusableSettlement(charged[int(reply[1])], reply[2].decode())
 
-    async def usage(self, key: Key) -> KeyUsage:
-        names = KeyNames.of(key)
+    async def usage(self, holder: Key | User) -> KeyUsage:
+        if isinstance(holder, Key):
+            names = KeyNames.of(holder)
+            keys = (names.spend, names.window_spend, names.rate)
+        else:
+            rate, spend, window_spend, *_ = UserArgs.of(holder).admit_keys
+            keys = (spend, window_spend, rate)
         command = self._usage.call(
-            (names.spend, names.window_spend, names.rate),
-            (key.cost_window_seconds * 1000, key.rate_window_seconds * 1000),
+            keys, (holder.cost_window_seconds * 1000, holder.rate_window_seconds * 1000)
         )
         spend, window_spend, requests = await self._run_one(self._usage, command)
         return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
@@ -367,4 +476,11 @@ def parse_admission(reply: list[Any], reservation: str) -> Admission:
         )
     reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
     wait_ms = int(reply[2])
-    return Admission(False, reason=reason, retry_after=None if wait_ms < 0 else wait_ms / 1000)
+    limit, window_ms = (int(reply[3]), int(reply[4])) if len(reply) > 4 else (0, 0)
+    return Admission(
+        False,
+        reason=reason,
+        rate_limit=limit,
+        rate_window_ms=window_ms,
+        retry_after=None if wait_ms < 0 else wait_ms / 1000,
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 UNIT_SECONDS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -33,6 +34,50 @@ class Key:
     setting_ids: tuple[str, ...] = ()  # provider settings the key may use (settingId/settingIds)
     rotation_enabled: bool = False  # spread calls over the key's settings of one provider
     policy_id: str = ""  # the policy its requests are screened by; "" for none
+    # (METHOD, full proxy path) pairs the key may call, and the models; empty: any.
+    allowed_paths: frozenset[tuple[str, str]] = frozenset()
+    allowed_models: frozenset[str] = frozenset()
+    # Extra rate windows beyond rate_limit_over_time: (requests, unit) pairs, each held alike.
+    rate_limits: tuple[tuple[int, str], ...] = ()
+    should_log_request: bool = False
+    should_log_response: bool = False
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    @property
+    def cost_window_seconds(self) -> int:
+        return UNIT_SECONDS.get(self.cost_limit_in_usd_unit, 0)
+
+    @property
+    def rate_window_seconds(self) -> int:
+        return UNIT_SECONDS.get(self.rate_limit_unit, 0)
+
+
+@dataclass(slots=True)
+class User:
+    """An end user of an application, known by `user_id` on the calls of the keys it lists or
+    shares a tag with; its limits hold together with the key's. `record_id` is its own id."""
+
+    record_id: str
+    user_id: str
+    created_at: float
+    updated_at: float
+    name: str = ""
+    tags: tuple[str, ...] = ()
+    key_ids: tuple[str, ...] = ()
+    revoked: bool = False
+    revoked_reason: str = ""
+    cost_limit_in_usd: float = 0.0
+    cost_limit_in_usd_over_time: float = 0.0
+    cost_limit_in_usd_unit: str = ""
+    rate_limit_over_time: int = 0
+    rate_limit_unit: str = ""
+    ttl: str = ""
+    expires_at: float | None = None
+    allowed_paths: frozenset[tuple[str, str]] = frozenset()
+    allowed_models: frozenset[str] = frozenset()
+    deleted: bool = False
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -70,6 +115,16 @@ class ProviderSetting:
 
     def allows(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
+
+
+def paths_of(stored: list[dict[str, str]]) -> frozenset[tuple[str, str]]:
+    """allowedPaths as stored ([{"path", "method"}]) to (METHOD, path) pairs."""
+    return frozenset((rule["method"], rule["path"]) for rule in stored)
+
+
+def windows_of(stored: list[dict[str, Any]]) -> tuple[tuple[int, str], ...]:
+    """rateLimits as stored ([{"overTime", "unit"}]) to (requests, unit) pairs."""
+    return tuple((int(window["overTime"]), str(window["unit"])) for window in stored)
 
 
 def hash_key(raw_key: str) -> str:

@@ -13,6 +13,12 @@
 -- 'cost_reserved' or 'window_reserved' when reservations in flight make up the rest.
 -- Windows are sliding and bucketed (BUCKETS buckets a window); every bucket that overlaps the
 -- last window counts whole, so no interval of one window ever holds more than the limit.
+-- Extra rate windows (a key's rateLimits), after ARGV[8]: ARGV[9] their number W, then for
+-- window i (from 1) ARGV[8 + 2i] its limit and ARGV[9 + 2i] its length ms, KEYS[6 + i] its
+-- buckets. A refusal by a rate window is {0, 'rate', retry after ms, limit, window ms}.
+-- The call's end user, after those: ARGV[10 + 2W] 1 when there is one, then ARGV[11 + 2W] ..
+-- ARGV[15 + 2W] as ARGV[1] .. ARGV[5] for the user, and KEYS[7 + W] .. KEYS[11 + W] as KEYS[1]
+-- .. KEYS[5]; its refusals are named 'user_rate', 'user_cost', 'user_window', ...
 local BUCKETS = 60
 -- Lapsed reservations expired per call: unpack() fails past about 8,000 values.
 local LAPSE_STEP = 1000
@@ -65,71 +71,125 @@ local requests, rate_live, rate_width = 0, nil, nil
 if rate_limit > 0 then
   requests, rate_live, rate_width = window_sum(KEYS[1], rate_window)
   if requests >= rate_limit then
-    return {0, 'rate', wait_for(rate_live, rate_width, rate_window, requests - rate_limit + 1)}
+    local wait = wait_for(rate_live, rate_width, rate_window, requests - rate_limit + 1)
+    return {0, 'rate', wait, rate_limit, rate_window}
   end
 end
 
-local reserved = 0
-if lifetime_limit > 0 or window_limit > 0 then
-  -- Reservations of replicas that died lapse here rather than holding budget for ever.
-  -- Any number of them is expired over a few calls, LAPSE_STEP at a time.
-  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, LAPSE_STEP)
-  if #lapsed > 0 then
-    local amounts = redis.call('HMGET', KEYS[5], unpack(lapsed))
-    local released = 0
-    for _, value in ipairs(amounts) do released = released + (tonumber(value) or 0) end
-    redis.call('ZREM', KEYS[4], unpack(lapsed))
-    redis.call('HDEL', KEYS[5], unpack(lapsed))
-    redis.call('HINCRBY', KEYS[5], 'total', -released)
+-- Lapses a holder's dead reservations, then checks its cost limits: nil and the refusal, or
+-- true and the lifetime and windowed budget committed with this call (-1: no such limit).
+local function check_cost(k, lifetime_limit, window_limit, cost_window, amount, prefix)
+  local reserved = 0
+  if lifetime_limit > 0 or window_limit > 0 then
+    -- Reservations of replicas that died lapse here rather than holding budget for ever.
+    -- Any number of them is expired over a few calls, LAPSE_STEP at a time.
+    local lapsed = redis.call('ZRANGEBYSCORE', k.res, '-inf', now, 'LIMIT', 0, LAPSE_STEP)
+    if #lapsed > 0 then
+      local amounts = redis.call('HMGET', k.resamt, unpack(lapsed))
+      local released = 0
+      for _, value in ipairs(amounts) do released = released + (tonumber(value) or 0) end
+      redis.call('ZREM', k.res, unpack(lapsed))
+      redis.call('HDEL', k.resamt, unpack(lapsed))
+      redis.call('HINCRBY', k.resamt, 'total', -released)
+    end
+    reserved = tonumber(redis.call('HGET', k.resamt, 'total') or '0')
   end
-  reserved = tonumber(redis.call('HGET', KEYS[5], 'total') or '0')
+
+  local function reserved_wait()
+    local earliest = redis.call('ZRANGE', k.res, 0, 0, 'WITHSCORES')
+    local wait = RESERVED_WAIT_MS
+    if #earliest == 2 then wait = math.min(wait, tonumber(earliest[2]) - now) end
+    return math.max(1000, wait)
+  end
+
+  -- A limit spend alone has reached is reported before one that reservations hold.
+  local lifetime_spent, window_spent = 0, 0
+  if lifetime_limit > 0 then
+    lifetime_spent = tonumber(redis.call('GET', k.spend) or '0')
+    if lifetime_spent >= lifetime_limit then return nil, {0, prefix .. 'cost', -1} end
+  end
+  if window_limit > 0 then
+    local live, width
+    window_spent, live, width = window_sum(k.wspend, cost_window)
+    if window_spent >= window_limit then
+      local wait = wait_for(live, width, cost_window, window_spent - window_limit + 1)
+      return nil, {0, prefix .. 'window', wait}
+    end
+  end
+  local lifetime_committed, window_committed = -1, -1
+  if lifetime_limit > 0 then
+    if lifetime_spent + reserved >= lifetime_limit then
+      return nil, {0, prefix .. 'cost_reserved', reserved_wait()}
+    end
+    lifetime_committed = lifetime_spent + reserved + amount
+  end
+  if window_limit > 0 then
+    if window_spent + reserved >= window_limit then
+      return nil, {0, prefix .. 'window_reserved', reserved_wait()}
+    end
+    window_committed = window_spent + reserved + amount
+  end
+  return true, lifetime_committed, window_committed
 end
 
-local function reserved_wait()
-  local earliest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  local wait = RESERVED_WAIT_MS
-  if #earliest == 2 then wait = math.min(wait, tonumber(earliest[2]) - now) end
-  return math.max(1000, wait)
+local function reserve(k, amount_arg)
+  redis.call('ZADD', k.res, now + reservation_ms, reservation)
+  redis.call('HSET', k.resamt, reservation, amount_arg)
+  redis.call('HINCRBY', k.resamt, 'total', amount_arg)
+  redis.call('PEXPIRE', k.res, reservation_ms)
+  redis.call('PEXPIRE', k.resamt, reservation_ms)
 end
 
--- A limit spend alone has reached is reported before one that reservations hold.
-local lifetime_spent, window_spent = 0, 0
-if lifetime_limit > 0 then
-  lifetime_spent = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if lifetime_spent >= lifetime_limit then return {0, 'cost', -1} end
-end
-if window_limit > 0 then
-  local live, width
-  window_spent, live, width = window_sum(KEYS[3], cost_window)
-  if window_spent >= window_limit then
-    return {0, 'window', wait_for(live, width, cost_window, window_spent - window_limit + 1)}
-  end
-end
-local lifetime_committed, window_committed = -1, -1
-if lifetime_limit > 0 then
-  if lifetime_spent + reserved >= lifetime_limit then
-    return {0, 'cost_reserved', reserved_wait()}
-  end
-  lifetime_committed = lifetime_spent + reserved + amount
-end
-if window_limit > 0 then
-  if window_spent + reserved >= window_limit then
-    return {0, 'window_reserved', reserved_wait()}
-  end
-  window_committed = window_spent + reserved + amount
+local function count_request(key, window)
+  local width = window / BUCKETS
+  redis.call('HINCRBY', key, math.floor(now / width), 1)
+  redis.call('PEXPIRE', key, window + math.ceil(width))
 end
 
-if rate_limit > 0 then
-  local bucket = math.floor(now / rate_width)
-  redis.call('HINCRBY', KEYS[1], bucket, 1)
-  redis.call('PEXPIRE', KEYS[1], rate_window + math.ceil(rate_width))
+local extra = tonumber(ARGV[9] or '0')
+for i = 1, extra do
+  local limit, window = tonumber(ARGV[8 + 2 * i]), tonumber(ARGV[9 + 2 * i])
+  local count, live, width = window_sum(KEYS[6 + i], window)
+  if count >= limit then
+    return {0, 'rate', wait_for(live, width, window, count - limit + 1), limit, window}
+  end
 end
-if (lifetime_limit > 0 or window_limit > 0) and amount > 0 then
-  redis.call('ZADD', KEYS[4], now + reservation_ms, reservation)
-  redis.call('HSET', KEYS[5], reservation, ARGV[6])
-  redis.call('HINCRBY', KEYS[5], 'total', ARGV[6])
-  redis.call('PEXPIRE', KEYS[4], reservation_ms)
-  redis.call('PEXPIRE', KEYS[5], reservation_ms)
+
+local key_holder = {res = KEYS[4], resamt = KEYS[5], spend = KEYS[2], wspend = KEYS[3]}
+local key_ok, lifetime_committed, window_committed = check_cost(
+  key_holder, lifetime_limit, window_limit, cost_window, amount, '')
+if not key_ok then return lifetime_committed end  -- the refusal
+
+local user = tonumber(ARGV[10 + 2 * extra] or '0') == 1
+local user_holder, user_rate, user_rate_window, user_lifetime, user_window
+if user then
+  local u = 10 + 2 * extra
+  user_rate, user_rate_window = tonumber(ARGV[u + 1]), tonumber(ARGV[u + 2])
+  user_lifetime, user_window = tonumber(ARGV[u + 3]), tonumber(ARGV[u + 4])
+  local k = 6 + extra
+  user_holder = {rate = KEYS[k + 1], spend = KEYS[k + 2], wspend = KEYS[k + 3],
+                 res = KEYS[k + 4], resamt = KEYS[k + 5]}
+  if user_rate > 0 then
+    local count, live, width = window_sum(user_holder.rate, user_rate_window)
+    if count >= user_rate then
+      local wait = wait_for(live, width, user_rate_window, count - user_rate + 1)
+      return {0, 'user_rate', wait, user_rate, user_rate_window}
+    end
+  end
+  local user_ok, refusal = check_cost(
+    user_holder, user_lifetime, user_window, tonumber(ARGV[u + 5]), amount, 'user_')
+  if not user_ok then return refusal end
+end
+
+-- Every limit holds: from here on the call is counted and its reservations made.
+if rate_limit > 0 then count_request(KEYS[1], rate_window) end
+for i = 1, extra do count_request(KEYS[6 + i], tonumber(ARGV[9 + 2 * i])) end
+if (lifetime_limit > 0 or window_limit > 0) and amount > 0 then reserve(key_holder, ARGV[6]) end
+if user then
+  if user_rate > 0 then count_request(user_holder.rate, user_rate_window) end
+  if (user_lifetime > 0 or user_window > 0) and amount > 0 then
+    reserve(user_holder, ARGV[6])
+  end
 end
 local left = -1
 if rate_limit > 0 then left = rate_limit - requests - 1 end

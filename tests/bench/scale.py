@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.snapshot import KeySnapshot, SnapshotRefresher
+from proxy.snapshot import KEYS, KeySnapshot, SnapshotRefresher
 from shared.metrics import Metrics
 from shared.pg import LazyConnection
 from tests.bench import loadgen
@@ -54,7 +54,7 @@ async def measure_refresh(stores: Stores) -> tuple[float, list[float]]:
     """Times a full SnapshotRefresher load, then refreshes after CHANGED keys changed."""
     database = LazyConnection(stores.postgres_settings())
     errors = Metrics().counter("bench_postgres_errors_total", "unused", ("operation",))
-    refresher = SnapshotRefresher(database, KeySnapshot(), 1.0, errors)
+    refresher = SnapshotRefresher(database, KeySnapshot(), 1.0, errors, KEYS)
     connection = await stores.connect()
     try:
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keymgmt.store import KeyStore
 from proxy import changefeed
 from proxy.changefeed import APPLICATION_NAME, ChangeFeed, FeedMetrics
-from proxy.snapshot import KeySnapshot, SnapshotRefresher
+from proxy.snapshot import KEYS, KeySnapshot, SnapshotRefresher
 from shared.changes import CHANNEL, KEY
 from shared.config import Settings
 from shared.db import create_engine, migrate
@@ -73,7 +73,7 @@ async def start_feed(settings: Settings) -> AsyncIterator[Feed]:
     errors = metrics.counter("errors_total", "errors", ("operation",))
     database = LazyConnection(settings.postgres)
     snapshot = KeySnapshot()
-    refresher = SnapshotRefresher(database, snapshot, interval=3600, errors=errors)
+    refresher = SnapshotRefresher(database, snapshot, interval=3600, errors=errors, source=KEYS)
     feed = ChangeFeed(settings.postgres, {KEY: refresher}, FeedMetrics.register(metrics, errors))
     task = asyncio.create_task(feed.run())
     running = Feed(feed, snapshot, metrics, settings)

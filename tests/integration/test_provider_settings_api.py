@@ -116,8 +116,9 @@ async def test_listing_by_ids_and_all(client: TestClient) -> None:
     every = {s["id"] for s in await (await client.get(SETTINGS)).json()}
     assert {first["id"], second["id"], third["id"]} <= every
     await problem(await client.get(SETTINGS, params={"ids": "nope"}), 400)
-    too_many = [("ids", str(uuid.uuid4())) for _ in range(101)]
-    assert "at most 100" in await problem(await client.get(SETTINGS, params=too_many), 400)
+    for count in (101, 400):  # 400 ids pass the HTTP parser's default 8 KB request line
+        too_many = [("ids", str(uuid.uuid4())) for _ in range(count)]
+        assert "at most 100" in await problem(await client.get(SETTINGS, params=too_many), 400)
     unknown = str(uuid.uuid4())
     assert await (await client.get(SETTINGS, params={"ids": unknown})).json() == []
 

@@ -44,7 +44,7 @@ async def test_full_load_in_pages_then_changes(
     ]
     monkeypatch.setattr(snapshot_module, "PAGE", 3)
     keys = KeySnapshot()
-    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter())
+    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter(), source=KEYS)
     await refresher.refresh()
     for raw, config in zip(raws, created, strict=True):
         loaded = keys.get(hash_key(raw))
@@ -69,7 +69,7 @@ async def test_a_lost_connection_is_opened_anew(
 ) -> None:
     store = KeyStore(engine, settings.postgres)
     keys = KeySnapshot()
-    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter())
+    refresher = SnapshotRefresher(database, keys, interval=1, errors=errors_counter(), source=KEYS)
     await refresher.refresh()
     async with database.use() as connection:
         backend = await connection.fetchval("SELECT pg_backend_pid()")

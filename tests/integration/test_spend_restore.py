@@ -349,3 +349,24 @@ async def test_keymgmt_tries_a_failed_restore_again(
             break
         await asyncio.sleep(0.2)
     assert await spend_of(empty_redis, key.key_id) == 777
+
+
+async def test_the_extra_rate_windows_are_rebuilt_too(
+    engine: AsyncEngine, empty_redis: redis.Redis, pipe: RedisPipe
+) -> None:
+    key = await add_key(engine, rate_limit_over_time=100, rate_limit_unit="h")
+    async with engine.begin() as connection:
+        stored = [{"overTime": 5, "unit": "m"}, {"overTime": 50, "unit": "h"}]
+        await connection.execute(
+            keys.update().where(keys.c.key_id == key.key_id).values(rate_limits=stored)
+        )
+    key = replace(key, rate_limits=((5, "m"), (50, "h")))
+    for seconds in (1800, 30, 10):
+        await record(engine, key.key_id, 0, ago(seconds))
+    assert await restore_lost_spend(engine, empty_redis)
+    engine_ = LimitEngine(pipe, reservation_lifetime=60)
+    assert (await engine_.usage(key)).requests_in_window == 3  # the hour's
+    assert (await engine_.usage(replace(key, rate_limit_unit="m"))).requests_in_window == 2
+    await empty_redis.set(SPEND_MARKER, "restored")
+    admitted = [(await engine_.admit(key)).admitted for _ in range(4)]
+    assert admitted == [True, True, True, False]  # the minute's 5 held, 2 of them before

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from proxy.errors import ProxyError
 from proxy.fallback import LocalLimits
 from shared.limits import Admission, to_nano
-from shared.models import Key
+from shared.models import Key, User
 
 
 def make_key(**limits: object) -> Key:
@@ -48,3 +51,23 @@ def test_a_call_admitted_in_an_earlier_outage_gives_no_allowance_to_the_next() -
     local.redis_failed()  # the next outage: a share of 0.5 of what is left, 0.25
     assert local.admit(key, to_nano(0.2)).admitted
     assert not local.admit(key, to_nano(0.1)).admitted
+
+
+def test_every_rate_window_keeps_its_share_locally() -> None:
+    key = make_key(rate_limit_over_time=100, rate_limit_unit="s", rate_limits=((4, "m"),))
+    local = outage(key)  # a share of 0.5: two of the minute's four
+    assert [local.admit(key, 0).admitted for _ in range(3)] == [True, True, False]
+    refused = local.admit(key, 0)
+    assert (refused.reason, refused.rate_limit, refused.rate_window_ms) == ("rate", 4, 60_000)
+
+
+def test_a_user_with_a_cost_limit_is_not_admitted_locally() -> None:
+    key = make_key()
+    user = User(record_id="u", user_id="alice", created_at=0, updated_at=0, cost_limit_in_usd=1)
+    local = outage(key)
+    with pytest.raises(ProxyError) as raised:
+        local.admit(key, 0, user)
+    assert raised.value.status == 503
+    limited = User(record_id="v", user_id="bob", created_at=0, updated_at=0,
+                   rate_limit_over_time=2, rate_limit_unit="m")  # fmt: skip
+    assert [local.admit(key, 0, limited).reason for _ in range(2)] == ["", "user_rate"]

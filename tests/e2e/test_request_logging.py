@@ -1,0 +1,64 @@
+"""shouldLogRequest / shouldLogResponse: the bodies stored with the call's event, capped."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from tests.e2e.conftest import Gateway
+from tests.e2e.test_event_annotations import events_of
+
+
+async def logged(gateway: Gateway, custom_id: str) -> dict[str, Any]:
+    [event] = await events_of(gateway, 1, customIds=[custom_id])
+    return event
+
+
+async def test_bodies_are_stored_for_keys_that_log_them_only(gateway: Gateway) -> None:
+    raw, _ = await gateway.create_key(shouldLogRequest=True, shouldLogResponse=True)
+    quiet, _ = await gateway.create_key()
+    marker = uuid.uuid4().hex
+    messages = [{"role": "user", "content": f"say hi {marker}"}]
+    client = gateway.client(raw)
+    await client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, extra_headers={"X-CUSTOM-EVENT-ID": "plain"}
+    )
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, stream=True,
+        extra_headers={"X-CUSTOM-EVENT-ID": "streamed"},
+    )  # fmt: skip
+    streamed_text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    await gateway.client(quiet).chat.completions.create(
+        model="gpt-4o-mini", messages=messages, extra_headers={"X-CUSTOM-EVENT-ID": "quiet"}
+    )
+
+    plain = await logged(gateway, "plain")
+    assert orjson.loads(plain["requestContent"])["messages"] == messages
+    answer = orjson.loads(plain["responseContent"])
+    assert answer["choices"][0]["message"]["content"]
+    assert plain["requestTruncated"] is plain["responseTruncated"] is False
+
+    streamed = await logged(gateway, "streamed")
+    assert marker in streamed["requestContent"]
+    assembled = orjson.loads(streamed["responseContent"])
+    assert assembled["content"] == streamed_text
+    assert assembled["usage"]["completion_tokens"] > 0
+
+    others = await logged(gateway, "quiet")
+    assert not {"requestContent", "responseContent"} & set(others)
+
+
+async def test_a_body_over_one_megabyte_is_stored_truncated(gateway: Gateway) -> None:
+    raw, _ = await gateway.create_key(shouldLogRequest=True)
+    big = "ab" * (600 * 1024)  # 1.2 MB of text
+    await gateway.client(raw).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": big}],
+        extra_headers={"X-CUSTOM-EVENT-ID": "big"},
+    )
+    event = await logged(gateway, "big")
+    assert event["requestTruncated"] is True
+    assert len(event["requestContent"].encode()) == 1024 * 1024
+    assert "responseContent" not in event or event["responseContent"] is None

@@ -1,0 +1,119 @@
+"""Extra rate windows and end users' limits in the one admission script, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+import redis.asyncio as redis
+
+from shared.limits import SPEND_MARKER, LimitEngine, Settlement, to_nano
+from shared.models import User
+from shared.redispipe import RedisPipe
+from tests.integration.test_limits import make_key, settle
+
+
+def make_user(**limits: object) -> User:
+    return User(
+        record_id=str(uuid.uuid4()),
+        user_id="end-user",
+        created_at=0,
+        updated_at=0,
+        **limits,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def engine(redis_client: redis.Redis, pipe: RedisPipe) -> LimitEngine:
+    await redis_client.set(SPEND_MARKER, "test")
+    return LimitEngine(pipe, reservation_lifetime=60)
+
+
+async def bursts(engine: LimitEngine, admit: object, seconds: float, size: int) -> list[float]:
+    """Bursts of `size` admissions every 0.1 s: the times of those admitted."""
+    admitted_at: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        results = await asyncio.gather(*(admit() for _ in range(size)))  # type: ignore[operator]
+        now = time.monotonic()
+        admitted_at += [now for r in results if r.admitted]
+        await asyncio.sleep(0.1)
+    return admitted_at
+
+
+def most_in_any(admitted_at: list[float], seconds: float) -> int:
+    return max(
+        (len([t for t in admitted_at if start <= t < start + seconds]) for start in admitted_at),
+        default=0,
+    )
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"rate_limit_over_time": 3, "rate_limit_unit": "s", "rate_limits": ((5, "m"),)},
+        {"rate_limits": ((3, "s"), (5, "m"))},
+        {"rate_limit_over_time": 5, "rate_limit_unit": "m", "rate_limits": ((3, "s"),)},
+        # Windows of one unit count alike: the strictest holds.
+        {"rate_limit_over_time": 9, "rate_limit_unit": "s", "rate_limits": ((3, "s"), (5, "m"))},
+    ],
+)
+async def test_three_a_second_and_five_a_minute_are_each_never_exceeded(
+    engine: LimitEngine, limits: dict[str, object]
+) -> None:
+    key = make_key(**limits)
+    admitted_at = await bursts(engine, lambda: engine.admit(key), 2.5, 4)
+    assert most_in_any(admitted_at, 1.0) <= 3
+    assert len(admitted_at) == 5  # the minute's five, reached within 2.5 s by three a second
+    refused = await engine.admit(key)
+    assert (refused.reason, refused.rate_limit, refused.rate_window_ms) == ("rate", 5, 60_000)
+    assert 0 < (refused.retry_after or 0) <= 61
+
+
+async def test_a_users_rate_limit_holds_beside_the_keys(engine: LimitEngine) -> None:
+    key = make_key(rate_limit_over_time=100, rate_limit_unit="m")
+    alice, bob = make_user(rate_limit_over_time=2, rate_limit_unit="m"), make_user()
+    results = await asyncio.gather(*(engine.admit(key, 0, alice) for _ in range(5)))
+    assert [r.admitted for r in results].count(True) == 2
+    assert {r.reason for r in results if not r.admitted} == {"user_rate"}
+    assert (await engine.admit(key, 0, bob)).admitted
+    assert (await engine.usage(key)).requests_in_window == 3
+    assert (await engine.usage(alice)).requests_in_window == 2
+
+
+async def test_a_users_cost_limit_refuses_that_user_only(engine: LimitEngine) -> None:
+    key = make_key(cost_limit_in_usd=100.0)
+    alice = make_user(cost_limit_in_usd=1.0)
+    bob = make_user(cost_limit_in_usd=1.0)
+    first = await engine.admit(key, to_nano(0.1), alice)
+    assert first.admitted and first.reservation
+    await settle(engine, [Settlement(key, to_nano(1.0), first.reservation, user=alice)])
+    assert (await engine.usage(alice)).cost_usd == pytest.approx(1.0)
+    assert (await engine.usage(key)).cost_usd == pytest.approx(1.0)
+    refused = await engine.admit(key, to_nano(0.1), alice)
+    assert (refused.admitted, refused.reason, refused.retry_after) == (False, "user_cost", None)
+    assert (await engine.admit(key, to_nano(0.1), bob)).admitted
+
+
+async def test_reservations_hold_a_users_budget_and_settle_release_them(
+    engine: LimitEngine,
+) -> None:
+    key = make_key()  # no limits of its own: the user's alone decide
+    alice = make_user(cost_limit_in_usd_over_time=1.0, cost_limit_in_usd_unit="h")
+    results = await asyncio.gather(*(engine.admit(key, to_nano(0.3), alice) for _ in range(6)))
+    admitted = [r for r in results if r.admitted]
+    assert len(admitted) == 4
+    assert {r.reason for r in results if not r.admitted} == {"user_window_reserved"}
+    await settle(engine, [Settlement(key, 0, r.reservation, user=alice) for r in admitted])
+    assert (await engine.admit(key, to_nano(0.3), alice)).admitted
+
+
+async def test_a_key_refusal_reserves_nothing_for_the_user(engine: LimitEngine) -> None:
+    key = make_key(rate_limit_over_time=1, rate_limit_unit="m")
+    alice = make_user(cost_limit_in_usd=1.0, rate_limit_over_time=5, rate_limit_unit="m")
+    assert (await engine.admit(key, to_nano(0.9), alice)).admitted
+    assert (await engine.admit(key, to_nano(0.9), alice)).reason == "rate"
+    usage = await engine.usage(alice)
+    assert usage.requests_in_window == 1
