@@ -22,7 +22,7 @@ class DeepInfra(Provider):
     price_provider = None  # not in the price library under its own id
 
     def base_url(self, setting: ProviderSetting, settings: Settings) -> str:
-        return setting.options.get("baseUrl") or DEEPINFRA_BASE_URL
+        return DEEPINFRA_BASE_URL
 
 
 class OpenAICompatible(Provider):
