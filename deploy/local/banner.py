@@ -101,8 +101,6 @@ PROVIDER_EXAMPLES = {
         ),
     ),
 }
-# The README's curl calls, one per provider.
-CURL_EXAMPLES = "".join(curl for _, curl in PROVIDER_EXAMPLES.values())
 EXAMPLE_KEY = {
     "name": "my-first-key",
     "key": "my-secret-key",

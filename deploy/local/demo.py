@@ -2,7 +2,8 @@
 fake upstream speaks, each pointing at it, and one key, DEMO_KEY, that may use them all.
 
 Run on every start: the settings are created, or updated to this run's fake upstream (its port
-may change between runs), and the key is created or given this run's setting ids. Stdlib only.
+may change between runs), and the key is created, or given this run's setting ids and
+un-revoked. Stdlib only.
 """
 
 from __future__ import annotations
@@ -98,13 +99,13 @@ def _make_key(admin: _Client, setting_ids: list[str]) -> None:
     found = next((key for key in tagged if key["name"] == DEMO_KEY_NAME), None)
     if found is not None:
         path = f"/api/key-management/keys/{found['keyId']}"
-        admin.call("PATCH", path, {"settingIds": setting_ids})
+        admin.call("PATCH", path, {"settingIds": setting_ids, "revoked": False})
         return
     key = {"name": DEMO_KEY_NAME, "key": DEMO_KEY, "tags": [DEMO_TAG], "settingIds": setting_ids}
     admin.call("PUT", "/api/key-management/keys", key)
 
 
-def _wait_accepted(proxy_url: str) -> None:
+def wait_accepted(proxy_url: str) -> None:
     """Until the proxy knows the key: a setting name that no key has answers 403 then (401
     before), with no call upstream and no usage event."""
     proxy = _Client(proxy_url, {"Authorization": f"Bearer {DEMO_KEY}"})
@@ -115,8 +116,7 @@ def _wait_accepted(proxy_url: str) -> None:
         time.sleep(POLL_INTERVAL)
 
 
-def set_up(keymgmt_url: str, proxy_url: str, upstream_root: str, admin_pass: str) -> None:
-    """The demo's settings and key, once the proxy accepts the key."""
+def provision(keymgmt_url: str, upstream_root: str, admin_pass: str) -> None:
+    """The demo's settings, pointing at `upstream_root`, and its key, which may use them."""
     admin = _Client(keymgmt_url, {"X-API-KEY": admin_pass} if admin_pass else {})
     _make_key(admin, _setting_ids(admin, upstream_root))
-    _wait_accepted(proxy_url)

@@ -301,7 +301,8 @@ class Launcher:
     def _set_up_demo(self, keymgmt_url: str, proxy_url: str) -> None:
         try:
             admin_pass = "" if _unset(self.env, "ADMIN_PASS") else self.env["ADMIN_PASS"]
-            demo.set_up(keymgmt_url, proxy_url, self.upstream_root, admin_pass)
+            demo.provision(keymgmt_url, self.upstream_root, admin_pass)
+            demo.wait_accepted(proxy_url)
         except demo.DemoSetupError as error:
             raise LaunchError(f"demo set-up: {error}") from None
         except OSError as error:  # urllib's errors included
