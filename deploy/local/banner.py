@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from demo import AZURE_API_VERSION, DEMO_KEY, OPENAI_COMPATIBLE_NAME
+from demo import AZURE_API_VERSION, DEMO_KEY, OPENAI_COMPATIBLE_NAME, demo_settings
 
 # The README's calls, word for word but for the address (tests/integration/test_readme.py).
 README_PROXY_URL = "http://localhost:8002"
@@ -123,9 +123,10 @@ def provider_examples(proxy_url: str) -> str:
         f"{provider}:\n{_indented(sdk, proxy_url)}\n{_indented(curl, proxy_url)}"
         for provider, (sdk, curl) in PROVIDER_EXAMPLES.items()
     )
+    names = ", ".join(setting["name"] for setting in demo_settings(""))
     return f"""
 Every provider works too, through the fake upstream, with the key {DEMO_KEY} that the demo made
-(its settings: demo-openai, demo-anthropic, demo-azure, demo-vllm, {OPENAI_COMPATIBLE_NAME}):
+(its settings: {names}):
 
 {blocks}"""
 
