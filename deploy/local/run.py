@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+import demo
 import services
 from banner import examples
 
@@ -181,6 +182,7 @@ class Launcher:
         self.cleanup = contextlib.ExitStack()
         self.watched: list[Watched] = []
         self.hurry = False
+        self.upstream_root = ""  # the fake upstream's, in a demo
 
     def run(self) -> int:
         # Loopback unless asked: locally the admin API usually runs without ADMIN_PASS.
@@ -199,9 +201,11 @@ class Launcher:
         self.watched += [keymgmt, proxy]
         self._wait_healthy(keymgmt, f"{keymgmt_url}/api/health")
         self._wait_healthy(proxy, f"{proxy_url}/api/health")
+        if self.demo:
+            self._set_up_demo(keymgmt_url, proxy_url)
         print(f"gateway ready: keymgmt {keymgmt_url} proxy {proxy_url}", flush=True)
         admin_pass = not _unset(self.env, "ADMIN_PASS")
-        print(examples(keymgmt_url, proxy_url, self.env, admin_pass), flush=True)
+        print(examples(keymgmt_url, proxy_url, self.env, admin_pass, self.demo), flush=True)
         return self._watch()
 
     def close(self) -> None:
@@ -274,7 +278,8 @@ class Launcher:
             fake = self._spawn(self._stop_group_later(), "fake upstream", args)
             self._wait_listening(fake, services.HOST, port)
             self.watched.append(fake)
-            self.env["OPENAI_BASE_URL"] = f"http://{services.HOST}:{port}/v1"
+            self.upstream_root = f"http://{services.HOST}:{port}"
+            self.env["OPENAI_BASE_URL"] = f"{self.upstream_root}/v1"
             if _unset(self.env, "OPENAI_API_KEY"):
                 self.env["OPENAI_API_KEY"] = DEMO_API_KEY
             say(f"demo: the proxy forwards to the fake upstream at {self.env['OPENAI_BASE_URL']}")
@@ -292,6 +297,16 @@ class Launcher:
         self.env["SETTINGS_ENCRYPTION_KEY"] = key
         path = self.data_dir / ENCRYPTION_KEY_FILE
         say(f"SETTINGS_ENCRYPTION_KEY {'made' if made else 'read'} in {path} (provider secrets)")
+
+    def _set_up_demo(self, keymgmt_url: str, proxy_url: str) -> None:
+        try:
+            admin_pass = "" if _unset(self.env, "ADMIN_PASS") else self.env["ADMIN_PASS"]
+            demo.provision(keymgmt_url, self.upstream_root, admin_pass)
+            demo.wait_accepted(proxy_url)
+        except demo.DemoSetupError as error:
+            raise LaunchError(f"demo set-up: {error}") from None
+        except OSError as error:  # urllib's errors included
+            raise LaunchError(f"demo set-up: keymgmt or the proxy unreachable: {error}") from None
 
     def _migrate(self) -> None:
         migrate = self._spawn(self._stop_group_later(), "migrate", ["-m", "keymgmt", "migrate"])

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 import uuid
@@ -195,3 +196,69 @@ def test_demo_from_nothing_serves_and_stops_cleanly(data_dir: Path) -> None:
         assert listening == {}, _tail(log)
         key = (data_dir / "settings-encryption-key").read_text().strip()
         assert key not in log.read_text() and clear not in log.read_text()
+
+
+PROVIDERS_START, PROVIDERS_END = "Every provider works too", "Postgres and Redis of this run"
+BANNER_END = "Press Ctrl-C to stop."
+PROVIDER_HEADING = re.compile(r"^(\w+):$", re.M)
+ASK = """\
+reply = client.chat.completions.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello"}]
+)
+print(reply.choices[0].message.content)
+"""
+
+
+def _banner(demo: Demo) -> str:
+    """The log up to the end of the banner, which follows the ready line."""
+    _wait_ready(demo.launcher, demo.log)
+    deadline = time.monotonic() + START_TIMEOUT
+    while BANNER_END not in (log := demo.log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"no banner:\n{_tail(demo.log)}"
+        time.sleep(0.1)
+    return log
+
+
+def provider_blocks(banner: str) -> dict[str, tuple[str, str]]:
+    """provider → (its python lines, its curl command), as the banner printed them."""
+    section = banner[banner.index(PROVIDERS_START) : banner.index(PROVIDERS_END)]
+    parts = PROVIDER_HEADING.split(section)[1:]
+    blocks = {}
+    for provider, body in zip(parts[::2], parts[1::2], strict=True):
+        python, curl = textwrap.dedent(body).strip("\n").split("\ncurl ")
+        blocks[provider] = (python + "\n", "curl " + curl.strip() + "\n")
+    return blocks
+
+
+def _run(command: list[str]) -> str:
+    # A clean environment: what a newcomer's shell has, not this test's.
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _python_works(lines: str) -> None:
+    if "print(" not in lines:  # a set-up line alone: make the call it sets up
+        lines = f"from openai import OpenAI\n{lines}{ASK}"
+    assert _run([sys.executable, "-c", lines]) == DEMO_REPLY + "\n", lines
+
+
+def _curl_works(command: str) -> None:
+    printed = _run(["bash", "-c", command.rstrip("\n") + " -sS -w '\\n%{http_code}'"])
+    body, status = printed.rsplit("\n", 1)
+    assert status.startswith("2") and DEMO_REPLY in body, f"{command}\n{printed}"
+
+
+@pytest.mark.slow
+def test_the_banners_provider_calls_work_and_again_after_a_restart(data_dir: Path) -> None:
+    for run in ("first", "restarted"):
+        with started_demo(data_dir) as demo:
+            blocks = provider_blocks(_banner(demo))
+            providers = ["openai", "anthropic", "azure", "vllm", "openai_compatible"]
+            assert sorted(blocks) == sorted(providers), (run, _tail(demo.log))
+            for python, curl in blocks.values():
+                _python_works(python)
+                _curl_works(curl)
+            demo.launcher.send_signal(signal.SIGINT)
+            assert demo.launcher.wait(STOP_TIMEOUT) == 0, (run, _tail(demo.log))

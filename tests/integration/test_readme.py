@@ -100,9 +100,18 @@ class Walker:
             self.key_id = found.group(1)
 
 
-def test_the_banner_shows_the_readmes_first_call() -> None:
+SDK_EXAMPLES = (banner.SDK_EXAMPLE, banner.ANTHROPIC_EXAMPLE, banner.AZURE_EXAMPLE)
+
+
+def test_the_banner_shows_the_readmes_calls() -> None:
     blocks = walked_blocks((ROOT / "README.md").read_text())
-    assert Block("python", banner.SDK_EXAMPLE) in blocks
+    shown = banner.examples(README_KEYMGMT, README_PROXY, {}, admin_pass=False, demo=True)
+    curls = [curl for _, curl in banner.PROVIDER_EXAMPLES.values()]
+    assert Block("sh", "".join(curls)) in blocks
+    for example in SDK_EXAMPLES:
+        assert Block("python", example) in blocks, example
+    for example in [*SDK_EXAMPLES, *curls]:
+        assert textwrap.indent(example, "  ") in shown, example
 
 
 @pytest.mark.slow
@@ -113,11 +122,11 @@ def test_the_readme_walks_against_make_demo(data_dir: Path) -> None:
         try:
             keymgmt_url, _, proxy_url, _ = _wait_ready(demo.launcher, demo.log).groups()
             walker = Walker(keymgmt_url, proxy_url, data_dir)
-            for index, block in enumerate(blocks):
+            for block in blocks:
                 time.sleep(PAUSE)
                 walker.step(block)
-                if index == 2:  # the first call through the proxy
-                    assert walker.printed == DEMO_REPLY + "\n"
+                if block.text in SDK_EXAMPLES:  # a call through the proxy
+                    assert walker.printed == DEMO_REPLY + "\n", block.text
             demo.launcher.send_signal(signal.SIGINT)
             assert demo.launcher.wait(STOP_TIMEOUT) == 0
         except AssertionError as error:
