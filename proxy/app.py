@@ -87,7 +87,14 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pipe = RedisPipe(settings.redis)
     # A reservation outlives the longest call it can cover, then lapses by itself.
-    app[LIMITS] = engine = LimitEngine(pipe, reservation_lifetime=settings.proxy_timeout + 60)
+    app[LIMITS] = engine = LimitEngine(
+        pipe,
+        reservation_lifetime=settings.proxy_timeout + 60,
+        wait_replicas=settings.redis.wait_replicas,
+        wait_ms=max(
+            1, int(settings.redis.read_timeout * 800)
+        ),  # WAIT ends before the read times out
+    )
     app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
     task = asyncio.create_task(settler.run(), name="settler")
     yield

@@ -133,6 +133,11 @@ class KeyArgs:
 KEY_ARGS_CACHED = 65_536
 
 
+class NotReplicated(ConnectionError):
+    """Fewer replicas than asked for acknowledged a settle batch: it is sent again, under its
+    number, so that it is counted once whether or not it survives a failover."""
+
+
 class LimitsNotReady(Exception):
     """Redis came back without its data and keymgmt has not restored the spend yet."""
 
@@ -195,8 +200,15 @@ _Waiting = tuple[Command, "asyncio.Future[Any]", Key, str]
 
 
 class LimitEngine:
-    def __init__(self, redis: RedisPipe, reservation_lifetime: float) -> None:
+    def __init__(
+        self,
+        redis: RedisPipe,
+        reservation_lifetime: float,
+        wait_replicas: int = 0,
+        wait_ms: int = 500,
+    ) -> None:
         self.redis = redis
+        self._wait = ("WAIT", wait_replicas, wait_ms) if wait_replicas else None
         self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
         self._admit = Script.named("admit.lua")
         self._key_args: dict[str, tuple[Key, KeyArgs]] = {}
@@ -341,6 +353,14 @@ class LimitEngine:
         reply = await self._run_one(self._settle, self._settle.call(keys, args))
         if isinstance(reply, list):  # {-2, call, why}
             raise UnusableSettlement(charged[int(reply[1])], reply[2].decode())
+        if self._wait is not None:
+            # WAIT covers this connection's writes up to it; a batch applied already (-1) still
+            # writes (its number's expiry), and replicas apply writes in order.
+            [replicas] = await self.redis.execute([self._wait])
+            if replicas < self._wait[1]:
+                raise NotReplicated(
+                    f"a settle batch reached {replicas} of {self._wait[1]} replicas"
+                )
 
     async def usage(self, key: Key) -> KeyUsage:
         names = KeyNames.of(key)
