@@ -43,6 +43,8 @@ def create_redis(settings: RedisSettings, max_connections: int = 64) -> redis.Re
             "password": settings.sentinel_password or None,
             "socket_timeout": settings.read_timeout,
             "socket_connect_timeout": settings.read_timeout,
+            # redis-py's default backs off for seconds on a sentinel that is down: ask the next.
+            "retry": Retry(NoBackoff(), 0),
             **_tls_options(settings),
         }
         sentinels = Sentinel(settings.addresses(), sentinel_kwargs=sentinel_options)
