@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -16,6 +18,7 @@ from proxy.forward import handle, request_id_of
 from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
 from proxy.provider_settings import SettingSnapshot
+from proxy.recorded import RecordedSpend
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
 from proxy.telemetry import ProxyMetrics, call_log
@@ -47,6 +50,10 @@ from shared.runtime import stop_task
 
 # How long a graceful stop waits for queued spend to reach Redis.
 DRAIN_TIMEOUT = 10.0
+# Each replica renews its announcement this often; one not renewed lapses after the TTL, so the
+# others count a replica that is gone for a few seconds at most.
+ANNOUNCE_INTERVAL = 2.0
+ANNOUNCE_TTL_MS = 10_000
 log = logging.getLogger("gateway.proxy")
 
 
@@ -91,19 +98,41 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
         pipe,
         reservation_lifetime=settings.proxy_timeout + 60,
         wait_replicas=settings.redis.wait_replicas,
-        wait_ms=max(
-            1, int(settings.redis.read_timeout * 800)
-        ),  # WAIT ends before the read times out
+        # WAIT gives up before the read times out.
+        wait_ms=max(1, int(settings.redis.read_timeout * 800)),
     )
     app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
-    task = asyncio.create_task(settler.run(), name="settler")
+    local = app[LOCAL_LIMITS]
+    local.drain = lambda: settler.drain(within=max(1.0, settings.redis.read_timeout * 4))
+    recorded = RecordedSpend(settings.postgres)
+    if settings.redis_outage_mode == "local":
+        local.recorded = recorded
+    replica = os.urandom(8).hex()
+    tasks = [
+        asyncio.create_task(settler.run(), name="settler"),
+        asyncio.create_task(announce(engine, local, replica), name="announce"),
+        asyncio.create_task(local.recover(engine), name="recover-limits"),
+    ]
     yield
+    await stop_task(tasks[2])
+    await stop_task(tasks[1])
+    with contextlib.suppress(Exception):  # the others stop counting this one at once
+        await engine.withdraw(replica)
     settler.close(within=DRAIN_TIMEOUT)
     try:
-        await asyncio.wait_for(task, DRAIN_TIMEOUT + 5)
+        await asyncio.wait_for(tasks[0], DRAIN_TIMEOUT + 5)
     except TimeoutError:
         log.error("settlement flusher did not stop in time")
+    await recorded.close()
     await pipe.close()
+
+
+async def announce(engine: LimitEngine, local: LocalLimits, replica: str) -> None:
+    """Keep this replica announced, and the number of replicas up to date, while Redis answers."""
+    while True:
+        with contextlib.suppress(Exception):  # Redis away: the number last seen holds
+            local.replicas_seen = await engine.announce(replica, ANNOUNCE_TTL_MS)
+        await asyncio.sleep(ANNOUNCE_INTERVAL)
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:

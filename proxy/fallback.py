@@ -1,74 +1,166 @@
-"""Limits while Redis is away: each replica enforces a conservative share on its own.
+"""Limits while Redis is away: each replica enforces its share of what is left, on its own.
 
-From its last admissions through Redis, a replica knows each key's committed budget. During an
-outage it admits a key's calls while its own new spend stays within `share` of what was left, and
-at most `share` of the rate limit per window; the charges wait in the settlement queue and reach
-Redis when it returns. With N replicas, a share of 1/N keeps the whole fleet within every limit.
-A key whose budget the replica never saw, or an outage longer than `max_outage`, is refused with
-503; so is everything in `closed` mode.
+Every replica announces itself in Redis with a short expiry, so each knows how many replicas
+share the keys' limits; in an outage each takes 1/(replicas last seen) of what a key had left
+(`REDIS_OUTAGE_SHARE`, when set, overrides it), so the fleet stays within every limit. What is
+left comes from the replica's last admission of the key through Redis, or, for a key it has not
+served since it started, from the spend keymgmt recorded in Postgres (read once per key and
+outage, only here, never on the request path while Redis answers). Charges wait in the settlement
+queue. While local, a background task tries Redis every second: it applies the queued charges and
+writes the rate admissions made locally into Redis's windows, and keeps doing so, still deciding
+locally, until Redis has answered for RECOVERY_GRACE, by when every other replica has written its
+own; only then is Redis trusted again, so that it grants no window twice. An outage longer than
+`max_outage`, a key whose spend neither Redis nor Postgres gave, and `closed` mode get 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from proxy.errors import limits_unavailable
-from shared.limits import Admission, to_nano
+from shared.limits import Admission, LimitEngine, LimitsNotReady, has_limits, to_nano
 from shared.models import Key
 
-RETRY_INTERVAL = 1.0  # while Redis is away, one call a second tries it; the others go local
+RETRY_INTERVAL = 1.0  # while Redis is away, it is tried this often, off the request path
+# Redis answers a replica's write-back this long before the replica trusts it again: long
+# enough for every replica (each trying every RETRY_INTERVAL) to have written back its own.
+RECOVERY_GRACE = 3 * RETRY_INTERVAL
 # A local refusal is provisional (Redis, once back, decides on the whole fleet's figures, and
 # spend alone is not known here): it asks for a retry within this, however long the key's window.
 LOCAL_RETRY_AFTER = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedUsage:
+    """A key's usage as Postgres recorded it: lifetime spend, spend in the cost window and calls
+    in the rate window (nano-USD, calls)."""
+
+    spend: int
+    window_spend: int
+    requests: int
+
+
+RecordedReader = Callable[[Key], Awaitable[RecordedUsage]]
 
 
 @dataclass(slots=True)
 class KeyView:
     lifetime_committed: int = -1  # nano-USD, as of the last admission through Redis
     window_committed: int = -1
+    rate_used: int = 0  # calls in the rate window then, this one included
+    seen_at: float = 0.0  # monotonic time of that admission
     local_spend: int = 0  # reserved or charged here since Redis went away
     admitted: collections.deque[float] = field(default_factory=collections.deque)
 
 
 class LocalLimits:
-    def __init__(self, mode: str, share: float, max_outage: float) -> None:
+    def __init__(
+        self,
+        mode: str,
+        share: float | None,
+        max_outage: float,
+        recorded: RecordedReader | None = None,
+    ) -> None:
         self.mode = mode
-        self.share = share
+        self.share_override = share
         self.max_outage = max_outage
+        self.replicas_seen = 1  # the proxies announced in Redis, as last read there
         self.down_since: float | None = None
-        self._last_try = 0.0
+        self._answering_since: float | None = None  # in local mode, since Redis took write-backs
         self._views: dict[str, KeyView] = {}
+        self.recorded = recorded
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        # Rate admissions made locally, (key, wall-clock ms), not yet written into Redis.
+        self._unwritten: list[tuple[Key, int]] = []
+        # Applies every charge queued so far (the settler's); awaited before local mode ends.
+        self.drain: Callable[[], Awaitable[None]] | None = None
         # The views' generation, a new one each time Redis comes back: a call admitted locally
         # settles only against the views it was admitted in.
         self._epoch = 0
 
-    def should_try_redis(self) -> bool:
-        if self.down_since is None:
-            return True
+    @property
+    def share(self) -> float:
+        return self.share_override or 1 / max(1, self.replicas_seen)
+
+    async def recover(self, engine: LimitEngine) -> None:
+        """For the replica's life: while local, write back to Redis every RETRY_INTERVAL, and
+        trust it again once it has answered for RECOVERY_GRACE."""
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL)
+            if self.down_since is None:
+                continue
+            try:
+                await self._write_back(engine)
+            except Exception:  # still away, or back without its data
+                self._answering_since = None
+
+    async def _write_back(self, engine: LimitEngine) -> None:
+        if self.drain is not None:
+            await self.drain()
+        while True:
+            batch, self._unwritten = self._unwritten, []
+            try:
+                ready = await engine.record_admissions(batch)
+            except BaseException:
+                self._unwritten = batch + self._unwritten
+                raise
+            if not ready:  # lost its data: keymgmt's restore rebuilds the windows from Postgres
+                raise LimitsNotReady
+            if not self._unwritten:
+                break
+        # No await since the list was found empty: no local admission is left unwritten.
         now = time.monotonic()
-        if now - self._last_try >= RETRY_INTERVAL:
-            self._last_try = now
-            return True
-        return False
+        if self._answering_since is None:
+            self._answering_since = now
+        elif now - self._answering_since >= RECOVERY_GRACE:
+            self.down_since = self._answering_since = None
+            self._views.clear()
+            self._epoch += 1
 
     def redis_answered(self, key: Key, admission: Admission) -> None:
-        if self.down_since is not None:
-            self.down_since = None
-            self._views.clear()  # Redis has every charge queued meanwhile, or soon will
-            self._epoch += 1
         if admission.admitted:
             view = self._views.setdefault(key.key_id, KeyView())
             view.lifetime_committed = admission.lifetime_committed
             view.window_committed = admission.window_committed
+            if admission.remaining_requests is not None:
+                view.rate_used = key.rate_limit_over_time - admission.remaining_requests
+            view.seen_at = time.monotonic()
 
     def redis_failed(self) -> None:
-        now = time.monotonic()
         if self.down_since is None:
-            self.down_since = now
-        self._last_try = now
+            self.down_since = time.monotonic()
+
+    def unseen(self, key: Key) -> bool:
+        """A key with limits this replica holds no figures of: `load_recorded` gives them."""
+        return has_limits(key) and key.key_id not in self._views and self.recorded is not None
+
+    async def load_recorded(self, key: Key) -> None:
+        """Take a key's figures from Postgres, once however many calls ask at the same time; a
+        failure leaves the key unseen (its calls get 503)."""
+        loading = self._loading.get(key.key_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._read_recorded(key))
+            self._loading[key.key_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(key.key_id, None))
+        try:
+            await asyncio.shield(loading)
+        except Exception:
+            raise limits_unavailable() from None
+
+    async def _read_recorded(self, key: Key) -> None:
+        assert self.recorded is not None
+        usage = await self.recorded(key)
+        self._views[key.key_id] = KeyView(
+            lifetime_committed=usage.spend if key.cost_limit_in_usd else -1,
+            window_committed=usage.window_spend if key.cost_limit_in_usd_over_time else -1,
+            rate_used=usage.requests,
+            seen_at=time.monotonic(),
+        )
 
     def admit(self, key: Key, reservation: int) -> Admission:
         """Decide without Redis; raises the 503 where no safe decision can be made."""
@@ -77,8 +169,10 @@ class LocalLimits:
             raise limits_unavailable()
         view = self._views.setdefault(key.key_id, KeyView())
         if key.rate_limit_over_time and not self._rate_allows(key, view):
-            frees = view.admitted[0] + key.rate_window_seconds - time.monotonic()
-            return Admission(False, reason="rate", retry_after=min(LOCAL_RETRY_AFTER, frees))
+            frees = view.admitted[0] + key.rate_window_seconds if view.admitted else math.inf
+            retry_after = min(LOCAL_RETRY_AFTER, max(1.0, frees - time.monotonic()))
+            return Admission(False, reason="rate", retry_after=retry_after)
+        share = self.share
         for limit, committed, reason in (
             (key.cost_limit_in_usd, view.lifetime_committed, "cost_reserved"),
             (key.cost_limit_in_usd_over_time, view.window_committed, "window_reserved"),
@@ -87,12 +181,13 @@ class LocalLimits:
                 continue
             if committed < 0:
                 raise limits_unavailable()  # never saw this key's spend: no safe share to give
-            allowance = (to_nano(limit) - committed) * self.share
+            allowance = (to_nano(limit) - committed) * share
             if view.local_spend + reservation > allowance:
                 return Admission(False, reason=reason, retry_after=LOCAL_RETRY_AFTER)
         view.local_spend += reservation
         if key.rate_limit_over_time:
             view.admitted.append(time.monotonic())
+            self._unwritten.append((key, int(time.time() * 1000)))
         return Admission(True, local=True, reservation_nano=reservation, local_epoch=self._epoch)
 
     def settled(self, key: Key, admission: Admission, cost: int) -> None:
@@ -102,7 +197,11 @@ class LocalLimits:
             view.local_spend += cost - admission.reservation_nano
 
     def _rate_allows(self, key: Key, view: KeyView) -> bool:
-        horizon = time.monotonic() - key.rate_window_seconds
-        while view.admitted and view.admitted[0] <= horizon:
+        now = time.monotonic()
+        window = key.rate_window_seconds
+        while view.admitted and view.admitted[0] <= now - window:
             view.admitted.popleft()
-        return len(view.admitted) < max(1, math.floor(key.rate_limit_over_time * self.share))
+        # Calls Redis counted leave the window at the latest one window after they were seen.
+        counted = view.rate_used if now < view.seen_at + window else 0
+        allowance = math.floor((key.rate_limit_over_time - counted) * self.share)
+        return len(view.admitted) < allowance

@@ -52,7 +52,7 @@ class _Reader:
             raise ConfigError(f"{name}: {number} is outside {minimum}..{maximum}")
         return number
 
-    def fraction(self, name: str, default: float) -> float:
+    def fraction(self, name: str, default: float | None) -> float | None:
         value = self.raw(name)
         if value is None:
             return default
@@ -171,7 +171,8 @@ class Settings:
     log_level: str = "info"
     statsd_address: str = ""
     redis_outage_mode: str = "local"
-    redis_outage_share: float = 0.5
+    # None: 1/(replicas announced in Redis, as last seen); set, it overrides that.
+    redis_outage_share: float | None = None
     redis_outage_max: float = 300.0
 
     @classmethod
@@ -231,7 +232,7 @@ class Settings:
             log_level=env.choice("LOG_LEVEL", "info", _LOG_LEVELS),
             statsd_address=env.text("STATSD_ADDRESS", ""),
             redis_outage_mode=env.choice("REDIS_OUTAGE_MODE", "local", ("local", "closed")),
-            redis_outage_share=env.fraction("REDIS_OUTAGE_SHARE", 0.5),
+            redis_outage_share=env.fraction("REDIS_OUTAGE_SHARE", None),
             redis_outage_max=env.duration("REDIS_OUTAGE_MAX", "5m"),
         )
 

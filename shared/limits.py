@@ -6,8 +6,11 @@ Amounts are integers in nano-USD, so that Redis adds them exactly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +37,11 @@ EVENT_FIELD = "event"  # an entry's one field: the event as a JSON object
 # whose reply was lost and that is sent again is not applied twice. A number is forgotten once its
 # replica has applied nothing for this long (it is gone).
 SETTLE_SEQUENCE_TTL_MS = 24 * 3600 * 1000
+
+
+# Every proxy process announces itself here (member: its id, score: when the announcement
+# lapses, ms), so that each knows how many share the keys' limits while Redis is away.
+REPLICAS = f"{PREFIX}replicas"
 
 
 def settle_sequence_key(replica: str) -> str:
@@ -216,6 +224,7 @@ class LimitEngine:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._settle = Script.named("settle.lua")
         self._usage = Script.named("usage.lua")
+        self._record = Script.named("record.lua")
         # Takes the release of a reservation whose caller left before learning it was admitted.
         self.release: Callable[[Settlement], None] | None = None
 
@@ -361,6 +370,42 @@ class LimitEngine:
                 raise NotReplicated(
                     f"a settle batch reached {replicas} of {self._wait[1]} replicas"
                 )
+
+    async def record_admissions(self, admissions: list[tuple[Key, int]]) -> bool:
+        """Count calls admitted without Redis, (key, wall-clock ms) each, in the keys' rate
+        windows, in the buckets of their times; False, writing nothing, while Redis has lost its
+        data. Sent again after a lost reply, a call counts twice: a window too full for a while,
+        never one granted twice."""
+        counts: dict[str, collections.Counter[int]] = {}
+        windows: dict[str, int] = {}
+        for key, at_ms in admissions:
+            name, window_ms = KeyNames.of(key).rate, key.rate_window_seconds * 1000
+            # As the admit script computes a bucket: floor(ms / (window / BUCKETS)).
+            bucket = math.floor(at_ms / (window_ms / WINDOW_BUCKETS))
+            counts.setdefault(name, collections.Counter())[bucket] += 1
+            windows[name] = window_ms
+        args: list[int | str | bytes] = []
+        for name, buckets in counts.items():
+            args += [windows[name] + math.ceil(windows[name] / WINDOW_BUCKETS), len(buckets)]
+            for bucket, n in buckets.items():
+                args += [bucket, n]
+        command = self._record.call([SPEND_MARKER, *counts], args)
+        return bool(await self._run_one(self._record, command))
+
+    async def announce(self, replica: str, ttl_ms: int) -> int:
+        """Announce `replica` for `ttl_ms`; the number of replicas announced now."""
+        now = int(time.time() * 1000)
+        _, _, replicas = await self.redis.execute(
+            [
+                ("ZREMRANGEBYSCORE", REPLICAS, "-inf", now),
+                ("ZADD", REPLICAS, now + ttl_ms, replica),
+                ("ZCARD", REPLICAS),
+            ]
+        )
+        return int(replicas)
+
+    async def withdraw(self, replica: str) -> None:
+        await self.redis.execute([("ZREM", REPLICAS, replica)])
 
     async def usage(self, key: Key) -> KeyUsage:
         names = KeyNames.of(key)
