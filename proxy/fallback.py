@@ -10,7 +10,8 @@ queue. While local, a background task tries Redis every second: it applies the q
 writes the rate admissions made locally into Redis's windows, and keeps doing so, still deciding
 locally, until Redis has answered for RECOVERY_GRACE, by when every other replica has written its
 own; only then is Redis trusted again, so that it grants no window twice. An outage longer than
-`max_outage`, a key whose spend neither Redis nor Postgres gave, and `closed` mode get 503.
+`max_outage`, a key whose spend neither Redis nor Postgres gave, a replica that has not yet read
+the number of replicas (and has no REDIS_OUTAGE_SHARE), and `closed` mode get 503.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class LocalLimits:
         self.mode = mode
         self.share_override = share
         self.max_outage = max_outage
-        self.replicas_seen = 1  # the proxies announced in Redis, as last read there
+        # The proxies announced in Redis, as last read there; 0 until first read: a replica
+        # started during an outage knows no share that is safe, unless one is configured.
+        self.replicas_seen = 0
         self.down_since: float | None = None
         self._answering_since: float | None = None  # in local mode, since Redis took write-backs
         self._views: dict[str, KeyView] = {}
@@ -84,8 +87,10 @@ class LocalLimits:
         self._epoch = 0
 
     @property
-    def share(self) -> float:
-        return self.share_override or 1 / max(1, self.replicas_seen)
+    def share(self) -> float | None:
+        if self.share_override:
+            return self.share_override
+        return 1 / self.replicas_seen if self.replicas_seen else None
 
     async def recover(self, engine: LimitEngine) -> None:
         """For the replica's life: while local, write back to Redis every RETRY_INTERVAL, and
@@ -165,14 +170,18 @@ class LocalLimits:
     def admit(self, key: Key, reservation: int) -> Admission:
         """Decide without Redis; raises the 503 where no safe decision can be made."""
         assert self.down_since is not None
-        if self.mode == "closed" or time.monotonic() - self.down_since > self.max_outage:
+        share = self.share
+        if (
+            self.mode == "closed"
+            or time.monotonic() - self.down_since > self.max_outage
+            or share is None
+        ):
             raise limits_unavailable()
         view = self._views.setdefault(key.key_id, KeyView())
-        if key.rate_limit_over_time and not self._rate_allows(key, view):
+        if key.rate_limit_over_time and not self._rate_allows(key, view, share):
             frees = view.admitted[0] + key.rate_window_seconds if view.admitted else math.inf
             retry_after = min(LOCAL_RETRY_AFTER, max(1.0, frees - time.monotonic()))
             return Admission(False, reason="rate", retry_after=retry_after)
-        share = self.share
         for limit, committed, reason in (
             (key.cost_limit_in_usd, view.lifetime_committed, "cost_reserved"),
             (key.cost_limit_in_usd_over_time, view.window_committed, "window_reserved"),
@@ -196,12 +205,12 @@ class LocalLimits:
         if view is not None and admission.local_epoch == self._epoch:
             view.local_spend += cost - admission.reservation_nano
 
-    def _rate_allows(self, key: Key, view: KeyView) -> bool:
+    def _rate_allows(self, key: Key, view: KeyView, share: float) -> bool:
         now = time.monotonic()
         window = key.rate_window_seconds
         while view.admitted and view.admitted[0] <= now - window:
             view.admitted.popleft()
         # Calls Redis counted leave the window at the latest one window after they were seen.
         counted = view.rate_used if now < view.seen_at + window else 0
-        allowance = math.floor((key.rate_limit_over_time - counted) * self.share)
+        allowance = math.floor((key.rate_limit_over_time - counted) * share)
         return len(view.admitted) < allowance

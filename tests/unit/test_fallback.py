@@ -104,3 +104,13 @@ async def test_a_key_postgres_cannot_tell_about_gets_503() -> None:
     with pytest.raises(ProxyError) as raised:
         await local.load_recorded(make_key(cost_limit_in_usd=1.0))
     assert raised.value.status == 503
+
+
+def test_a_replica_that_never_read_the_number_of_replicas_has_no_safe_share() -> None:
+    key = make_key(rate_limit_over_time=10, rate_limit_unit="m")
+    local = LocalLimits("local", share=None, max_outage=300)
+    local.redis_failed()
+    with pytest.raises(ProxyError):
+        local.admit(key, 0)
+    local.share_override = 0.1
+    assert local.admit(key, 0).admitted
