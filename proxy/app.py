@@ -41,7 +41,7 @@ from shared import tokens
 from shared.changes import KEY
 from shared.config import Settings
 from shared.jsonutil import json_response
-from shared.limits import LimitEngine
+from shared.limits import LimitEngine, announce, withdraw
 from shared.metrics import Metrics
 from shared.pg import LazyConnection
 from shared.pricing import Pricing
@@ -107,17 +107,20 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     recorded = RecordedSpend(settings.postgres)
     if settings.redis_outage_mode == "local":
         local.recorded = recorded
+    # Announcements go on a connection of their own, never between the request path's batches.
+    heartbeat = RedisPipe(settings.redis)
     replica = os.urandom(8).hex()
     tasks = [
         asyncio.create_task(settler.run(), name="settler"),
-        asyncio.create_task(announce(engine, local, replica), name="announce"),
+        asyncio.create_task(keep_announced(heartbeat, local, replica), name="announce"),
         asyncio.create_task(local.recover(engine), name="recover-limits"),
     ]
     yield
     await stop_task(tasks[2])
     await stop_task(tasks[1])
     with contextlib.suppress(Exception):  # the others stop counting this one at once
-        await engine.withdraw(replica)
+        await withdraw(heartbeat, replica)
+    await heartbeat.close()
     settler.close(within=DRAIN_TIMEOUT)
     try:
         await asyncio.wait_for(tasks[0], DRAIN_TIMEOUT + 5)
@@ -127,11 +130,11 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     await pipe.close()
 
 
-async def announce(engine: LimitEngine, local: LocalLimits, replica: str) -> None:
+async def keep_announced(heartbeat: RedisPipe, local: LocalLimits, replica: str) -> None:
     """Keep this replica announced, and the number of replicas up to date, while Redis answers."""
     while True:
         with contextlib.suppress(Exception):  # Redis away: the number last seen holds
-            local.replicas_seen = await engine.announce(replica, ANNOUNCE_TTL_MS)
+            local.replicas_seen = await announce(heartbeat, replica, ANNOUNCE_TTL_MS)
         await asyncio.sleep(ANNOUNCE_INTERVAL)
 
 

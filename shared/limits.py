@@ -392,21 +392,6 @@ class LimitEngine:
         command = self._record.call([SPEND_MARKER, *counts], args)
         return bool(await self._run_one(self._record, command))
 
-    async def announce(self, replica: str, ttl_ms: int) -> int:
-        """Announce `replica` for `ttl_ms`; the number of replicas announced now."""
-        now = int(time.time() * 1000)
-        _, _, replicas = await self.redis.execute(
-            [
-                ("ZREMRANGEBYSCORE", REPLICAS, "-inf", now),
-                ("ZADD", REPLICAS, now + ttl_ms, replica),
-                ("ZCARD", REPLICAS),
-            ]
-        )
-        return int(replicas)
-
-    async def withdraw(self, replica: str) -> None:
-        await self.redis.execute([("ZREM", REPLICAS, replica)])
-
     async def usage(self, key: Key) -> KeyUsage:
         names = KeyNames.of(key)
         command = self._usage.call(
@@ -415,6 +400,23 @@ class LimitEngine:
         )
         spend, window_spend, requests = await self._run_one(self._usage, command)
         return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
+
+
+async def announce(redis: RedisPipe, replica: str, ttl_ms: int) -> int:
+    """Announce `replica` for `ttl_ms`; the number of replicas announced now."""
+    now = int(time.time() * 1000)
+    _, _, replicas = await redis.execute(
+        [
+            ("ZREMRANGEBYSCORE", REPLICAS, "-inf", now),
+            ("ZADD", REPLICAS, now + ttl_ms, replica),
+            ("ZCARD", REPLICAS),
+        ]
+    )
+    return int(replicas)
+
+
+async def withdraw(redis: RedisPipe, replica: str) -> None:
+    await redis.execute([("ZREM", REPLICAS, replica)])
 
 
 def parse_admission(reply: list[Any], reservation: str) -> Admission:

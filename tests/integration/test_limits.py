@@ -16,6 +16,7 @@ from proxy.settlement import Settler
 from shared.limits import (
     EVENTS_STREAM,
     MAX_CALL_NANO,
+    REPLICAS,
     SPEND_MARKER,
     Admission,
     KeyNames,
@@ -24,8 +25,10 @@ from shared.limits import (
     Script,
     Settlement,
     UnusableSettlement,
+    announce,
     to_nano,
     to_usd,
+    withdraw,
 )
 from shared.metrics import Metrics
 from shared.models import Key
@@ -505,11 +508,11 @@ async def test_admissions_are_not_written_into_a_redis_that_lost_its_data(
     assert not await engine.record_admissions([])  # the probe of an idle replica
 
 
-async def test_replicas_are_counted_while_their_announcements_last(engine: LimitEngine) -> None:
-    await engine.redis.execute([("DEL", "gw:replicas")])
-    assert await engine.announce("replica-a", 60_000) == 1
-    assert await engine.announce("replica-b", 1) == 2
+async def test_replicas_are_counted_while_their_announcements_last(pipe: RedisPipe) -> None:
+    await pipe.execute([("DEL", REPLICAS)])
+    assert await announce(pipe, "replica-a", 60_000) == 1
+    assert await announce(pipe, "replica-b", 1) == 2
     await asyncio.sleep(0.01)
-    assert await engine.announce("replica-a", 60_000) == 1  # b lapsed
-    await engine.withdraw("replica-a")
-    assert await engine.announce("replica-c", 60_000) == 1
+    assert await announce(pipe, "replica-a", 60_000) == 1  # b lapsed
+    await withdraw(pipe, "replica-a")
+    assert await announce(pipe, "replica-c", 60_000) == 1
