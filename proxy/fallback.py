@@ -78,6 +78,7 @@ class LocalLimits:
         self._views: dict[str, KeyView] = {}
         self.recorded = recorded
         self._loading: dict[str, asyncio.Future[None]] = {}
+        self._recorded_failed_at = -math.inf  # calls wait on a failing Postgres once a second
         # Rate admissions made locally, (key, wall-clock ms), not yet written into Redis.
         self._unwritten: list[tuple[Key, int]] = []
         # Applies every charge queued so far (the settler's); awaited before local mode ends.
@@ -148,6 +149,8 @@ class LocalLimits:
         """Take a key's figures from Postgres, once however many calls ask at the same time; a
         failure leaves the key unseen (its calls get 503)."""
         loading = self._loading.get(key.key_id)
+        if loading is None and time.monotonic() - self._recorded_failed_at < RETRY_INTERVAL:
+            raise limits_unavailable()
         if loading is None:
             loading = asyncio.ensure_future(self._read_recorded(key))
             self._loading[key.key_id] = loading
@@ -155,6 +158,7 @@ class LocalLimits:
         try:
             await asyncio.shield(loading)
         except Exception:
+            self._recorded_failed_at = time.monotonic()
             raise limits_unavailable() from None
 
     async def _read_recorded(self, key: Key) -> None:

@@ -158,8 +158,8 @@ class RedisPipe:
     """Sends batches of commands and returns their replies; opens its connection on first use.
 
     In sentinel mode the connection goes to the master the sentinels name, asked again at each
-    connect: after a failover the broken connection, or a demoted master's first READONLY reply,
-    leads to the new master."""
+    connect. After a failover the broken connection, or a demoted master's first READONLY reply
+    (in any mode), leads to the new master."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self._settings = settings
@@ -193,8 +193,10 @@ class RedisPipe:
             raise TimeoutError(
                 f"Redis did not answer within {self._settings.read_timeout}s"
             ) from None
-        if self._settings.mode == "sentinel" and _lost_master(replies):
-            connection.abort()  # the next batch asks the sentinels again
+        if _lost_master(replies):
+            # The next batch connects anew: asking the sentinels again, or resolving a managed
+            # service's endpoint, which names the new master by now.
+            connection.abort()
         return replies
 
     async def _connect(self) -> _Connection:

@@ -168,3 +168,20 @@ async def test_a_demoted_master_sends_the_pipe_to_the_new_one_and_a_batch_counts
             assert client.get("gw:{demoted}:spend") == b"9"
     finally:
         await pipe.close()
+
+
+async def test_a_readonly_reply_closes_the_connection_in_any_mode(tmp_path: Path) -> None:
+    """A managed service's endpoint that moved to the new master: the pipe must reconnect."""
+    with RedisNode(tmp_path / "master", Access()) as master:
+        replica = RedisNode(tmp_path / "replica", Access())
+        replica.extra = ["--replicaof", master.host, str(master.port)]
+        with replica:
+            pipe = RedisPipe(replace(BASE, port=replica.port))
+            try:
+                [first] = await pipe.execute([("CLIENT", "ID")])
+                with pytest.raises(RedisReplyError, match="READONLY"):
+                    await pipe.execute([("SET", "gw:readonly", "x")])
+                [second] = await pipe.execute([("CLIENT", "ID")])
+                assert second != first  # a new connection
+            finally:
+                await pipe.close()

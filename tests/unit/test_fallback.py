@@ -99,11 +99,19 @@ async def test_a_key_postgres_cannot_tell_about_gets_503() -> None:
     async def recorded(asked: Key) -> RecordedUsage:
         raise OSError("postgres is away too")
 
-    local = LocalLimits("local", share=None, max_outage=300, recorded=recorded)
+    reads = []
+
+    async def failing(asked: Key) -> RecordedUsage:
+        reads.append(asked.key_id)
+        return await recorded(asked)
+
+    local = LocalLimits("local", share=None, max_outage=300, recorded=failing)
     local.redis_failed()
-    with pytest.raises(ProxyError) as raised:
-        await local.load_recorded(make_key(cost_limit_in_usd=1.0))
-    assert raised.value.status == 503
+    for _ in range(3):
+        with pytest.raises(ProxyError) as raised:
+            await local.load_recorded(make_key(cost_limit_in_usd=1.0))
+        assert raised.value.status == 503
+    assert reads == ["k"]  # the calls right after a failure do not wait on Postgres again
 
 
 def test_a_replica_that_never_read_the_number_of_replicas_has_no_safe_share() -> None:
