@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test screenshots lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench soak
+.PHONY: install test test-sentinel screenshots lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench soak
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(INSTALLED)
 test: $(INSTALLED)
 	@sh tests/e2e/ensure_chromium.sh
 	$(BIN)/python -m pytest
+
+# The limit and billing tests against a master, a replica and a sentinel the run starts (TLS, an
+# ACL user), and the failover under load.
+test-sentinel: $(INSTALLED)
+	TEST_REDIS_DEPLOYMENT=sentinel $(BIN)/python -m pytest -q tests/e2e/test_limits_and_cost.py \
+		tests/integration/test_redis_deployments.py tests/e2e/test_redis_failover.py
 
 # The console's screenshots in docs/console/, taken by its browser tests.
 screenshots: $(INSTALLED)

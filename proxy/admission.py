@@ -43,7 +43,7 @@ def reservation_nano(call: Call, pricing: Pricing) -> int:
 async def decide(
     call: Call, engine: LimitEngine, local: LocalLimits, reservation: int, errors: Counter
 ) -> Admission:
-    if local.should_try_redis():
+    if local.down_since is None:  # while local, only the recovery task tries Redis
         try:
             admission = await engine.admit(call.key, reservation, limited_user(call.user))
         except LimitsNotReady:
@@ -54,6 +54,8 @@ async def decide(
         else:
             local.redis_answered(call.key, admission)
             return admission
+    if local.unseen(call.key):
+        await local.load_recorded(call.key)
     return local.admit(call.key, reservation, limited_user(call.user))
 
 

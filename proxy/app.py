@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -20,6 +22,7 @@ from proxy.policies.snapshot import POLICIES as POLICY_SOURCE
 from proxy.policies.snapshot import PolicySnapshot
 from proxy.provider_settings import SettingSnapshot, setting_source
 from proxy.providers import ADAPTERS
+from proxy.recorded import RecordedSpend
 from proxy.routes.snapshot import ROUTE_SOURCE, RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
@@ -49,7 +52,7 @@ from shared import tokens
 from shared.changes import KEY, POLICY, ROUTE, SETTING, USER
 from shared.config import Settings
 from shared.jsonutil import json_response
-from shared.limits import LimitEngine
+from shared.limits import LimitEngine, announce, withdraw
 from shared.metrics import Metrics
 from shared.pg import LazyConnection
 from shared.pricing import Pricing
@@ -59,6 +62,10 @@ from shared.secrets import SecretBox
 
 # How long a graceful stop waits for queued spend to reach Redis.
 DRAIN_TIMEOUT = 10.0
+# Each replica renews its announcement this often; one not renewed lapses after the TTL, so the
+# others count a replica that is gone for a few seconds at most.
+ANNOUNCE_INTERVAL = 2.0
+ANNOUNCE_TTL_MS = 10_000
 log = logging.getLogger("gateway.proxy")
 
 
@@ -121,16 +128,48 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pipe = RedisPipe(settings.redis)
     # A reservation outlives the longest call it can cover, then lapses by itself.
-    app[LIMITS] = engine = LimitEngine(pipe, reservation_lifetime=settings.proxy_timeout + 60)
+    app[LIMITS] = engine = LimitEngine(
+        pipe,
+        reservation_lifetime=settings.proxy_timeout + 60,
+        wait_replicas=settings.redis.wait_replicas,
+        # WAIT gives up before the read times out.
+        wait_ms=max(1, int(settings.redis.read_timeout * 800)),
+    )
     app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
-    task = asyncio.create_task(settler.run(), name="settler")
+    local = app[LOCAL_LIMITS]
+    local.drain = lambda: settler.drain(within=max(1.0, settings.redis.read_timeout * 4))
+    recorded = RecordedSpend(settings.postgres)
+    if settings.redis_outage_mode == "local":
+        local.recorded = recorded
+    # Announcements go on a connection of their own, never between the request path's batches.
+    heartbeat = RedisPipe(settings.redis)
+    replica = os.urandom(8).hex()
+    tasks = [
+        asyncio.create_task(settler.run(), name="settler"),
+        asyncio.create_task(keep_announced(heartbeat, local, replica), name="announce"),
+        asyncio.create_task(local.recover(engine), name="recover-limits"),
+    ]
     yield
+    await stop_task(tasks[2])
+    await stop_task(tasks[1])
+    with contextlib.suppress(Exception):  # the others stop counting this one at once
+        await withdraw(heartbeat, replica)
+    await heartbeat.close()
     settler.close(within=DRAIN_TIMEOUT)
     try:
-        await asyncio.wait_for(task, DRAIN_TIMEOUT + 5)
+        await asyncio.wait_for(tasks[0], DRAIN_TIMEOUT + 5)
     except TimeoutError:
         log.error("settlement flusher did not stop in time")
+    await recorded.close()
     await pipe.close()
+
+
+async def keep_announced(heartbeat: RedisPipe, local: LocalLimits, replica: str) -> None:
+    """Keep this replica announced, and the number of replicas up to date, while Redis answers."""
+    while True:
+        with contextlib.suppress(Exception):  # Redis away: the number last seen holds
+            local.replicas_seen = await announce(heartbeat, replica, ANNOUNCE_TTL_MS)
+        await asyncio.sleep(ANNOUNCE_INTERVAL)
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:

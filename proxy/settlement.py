@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import time
@@ -48,6 +49,11 @@ class Settler:
         self._close_by: float | None = None  # monotonic deadline once closing
         self._dropped = self._dropped_nano = 0  # since the last line that reported drops
         self._drop_line = Throttle(DROP_LOG_INTERVAL)
+        # Settlements queued and applied since start, so that `drain` knows when what was queued
+        # before it has reached Redis; `_retry_now` cuts a retry's back-off short for it.
+        self._queued = self._applied = 0
+        self._progress = asyncio.Event()
+        self._retry_now = asyncio.Event()
         # Admissions whose callers left release their reservations through the queue.
         engine.release = self.submit
 
@@ -72,6 +78,7 @@ class Settler:
                 bytes(memoryview(settlement.event)),
             )
         pending.append(settlement)
+        self._queued += 1
         self._wake.set()
 
     def _report_dropped(self) -> None:
@@ -106,8 +113,21 @@ class Settler:
             if self._close_by is not None and time.monotonic() >= self._close_by:
                 log.error("stopping with %d settlements not applied", len(self))
                 return
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), delay)
+            self._retry_now.clear()
             delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    async def drain(self, within: float) -> None:
+        """Return once every settlement queued before this call is applied; TimeoutError after
+        `within` seconds."""
+        target = self._queued
+        async with asyncio.timeout(within):
+            while self._applied < target:
+                progress = self._progress
+                self._wake.set()
+                self._retry_now.set()
+                await progress.wait()
 
     def close(self, within: float) -> None:
         """Ask `run` to drain what is queued and return, trying for at most `within` seconds."""
@@ -132,6 +152,8 @@ class Settler:
             )
             if dropped.event is not None:
                 batch.insert(unusable.index, Settlement(dropped.key, 0, "", dropped.event))
+            else:
+                self._applied += 1  # done with, as far as a drain is concerned
             self._failed = batch
             return True
         except Exception as error:
@@ -142,6 +164,9 @@ class Settler:
             self._failing = True
             return False
         self._failed = []
+        self._applied += len(batch)
+        self._progress.set()
+        self._progress = asyncio.Event()
         if self._failing:
             log.info("settling spend recovered")
         self._failing = False

@@ -59,7 +59,7 @@ class _Reader:
             raise ConfigError(f"{name}: {number} is outside {minimum}..{maximum}")
         return number
 
-    def fraction(self, name: str, default: float) -> float:
+    def fraction(self, name: str, default: float | None) -> float | None:
         value = self.raw(name)
         if value is None:
             return default
@@ -130,14 +130,39 @@ class PostgresSettings:
         return f"database {self.db_name!r} on {','.join(self.hosts)}:{self.port} as user {user!r}"
 
 
+REDIS_MODES = ("standalone", "sentinel")
+
+
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
-    hosts: tuple[str, ...] = ("localhost",)
-    port: int = 6379
+    hosts: tuple[str, ...] = ("localhost",)  # each `host` or `host:port`
+    port: int = 6379  # of a host given without one
     password: str = field(default="", repr=False)
     db: int = 0
     read_timeout: float = 1.0
     write_timeout: float = 0.5
+    mode: str = "standalone"
+    sentinel_master: str = "mymaster"
+    username: str = ""  # an ACL user; empty: the default user
+    sentinel_username: str = ""  # the sentinels' own credentials, when they require any
+    sentinel_password: str = field(default="", repr=False)
+    tls_enabled: bool = False
+    tls_ca_file: str = ""  # the CA that signed the servers' certificates; empty: the system's
+    # Replicas that must hold a settle batch before it counts as applied (WAIT); 0: the master's
+    # reply is enough, and a failover may lose the batches the replica had not received yet.
+    wait_replicas: int = 0
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The hosts with their ports: the servers, or in sentinel mode the sentinels."""
+        return [split_address(host, self.port) for host in self.hosts]
+
+
+def split_address(host: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port` or `[v6]:port` as (host, port)."""
+    name, colon, port = host.rpartition(":")
+    if not colon or not port.isdigit() or (name.count(":") and not name.startswith("[")):
+        return host.strip("[]"), default_port
+    return name.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +188,8 @@ class Settings:
     log_level: str = "info"
     statsd_address: str = ""
     redis_outage_mode: str = "local"
-    redis_outage_share: float = 0.5
+    # None: 1/(replicas announced in Redis, as last seen); set, it overrides that.
+    redis_outage_share: float | None = None
     redis_outage_max: float = 300.0
     # 32 bytes that seal provider secrets (shared.secrets); empty: no secrets can be stored or read
     settings_encryption_key: bytes = field(default=b"", repr=False)
@@ -190,6 +216,14 @@ class Settings:
             db=env.integer("REDIS_DB", 0, maximum=1023),
             read_timeout=env.duration("REDIS_READ_TIME_OUT", "1s"),
             write_timeout=env.duration("REDIS_WRITE_TIME_OUT", "500ms"),
+            mode=env.choice("REDIS_MODE", "standalone", REDIS_MODES),
+            sentinel_master=env.text("REDIS_SENTINEL_MASTER", "mymaster"),
+            username=env.text("REDIS_USERNAME", ""),
+            sentinel_username=env.text("REDIS_SENTINEL_USERNAME", ""),
+            sentinel_password=env.text("REDIS_SENTINEL_PASSWORD", ""),
+            tls_enabled=env.boolean("REDIS_TLS_ENABLED", False),
+            tls_ca_file=env.text("REDIS_TLS_CA_FILE", ""),
+            wait_replicas=env.integer("REDIS_WAIT_REPLICAS", 0, maximum=16),
         )
         return cls(
             postgres=postgres,
@@ -215,7 +249,7 @@ class Settings:
             log_level=env.choice("LOG_LEVEL", "info", _LOG_LEVELS),
             statsd_address=env.text("STATSD_ADDRESS", ""),
             redis_outage_mode=env.choice("REDIS_OUTAGE_MODE", "local", ("local", "closed")),
-            redis_outage_share=env.fraction("REDIS_OUTAGE_SHARE", 0.5),
+            redis_outage_share=env.fraction("REDIS_OUTAGE_SHARE", None),
             redis_outage_max=env.duration("REDIS_OUTAGE_MAX", "5m"),
             settings_encryption_key=env.encryption_key("SETTINGS_ENCRYPTION_KEY"),
         )

@@ -6,8 +6,11 @@ Amounts are integers in nano-USD, so that Redis adds them exactly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +37,11 @@ EVENT_FIELD = "event"  # an entry's one field: the event as a JSON object
 # whose reply was lost and that is sent again is not applied twice. A number is forgotten once its
 # replica has applied nothing for this long (it is gone).
 SETTLE_SEQUENCE_TTL_MS = 24 * 3600 * 1000
+
+
+# Every proxy process announces itself here (member: its id, score: when the announcement
+# lapses, ms), so that each knows how many share the keys' limits while Redis is away.
+REPLICAS = f"{PREFIX}replicas"
 
 
 def settle_sequence_key(replica: str) -> str:
@@ -198,6 +206,11 @@ NO_USER = (0,)
 KEY_ARGS_CACHED = 65_536
 
 
+class NotReplicated(ConnectionError):
+    """Fewer replicas than asked for acknowledged a settle batch: it is sent again, under its
+    number, so that it is counted once whether or not it survives a failover."""
+
+
 class LimitsNotReady(Exception):
     """Redis came back without its data and keymgmt has not restored the spend yet."""
 
@@ -272,8 +285,15 @@ _Waiting = tuple[Command, "asyncio.Future[Any]", "Settlement"]
 
 
 class LimitEngine:
-    def __init__(self, redis: RedisPipe, reservation_lifetime: float) -> None:
+    def __init__(
+        self,
+        redis: RedisPipe,
+        reservation_lifetime: float,
+        wait_replicas: int = 0,
+        wait_ms: int = 500,
+    ) -> None:
         self.redis = redis
+        self._wait = ("WAIT", wait_replicas, wait_ms) if wait_replicas else None
         self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
         self._admit = Script.named("admit.lua")
         self._key_args: dict[str, tuple[Key, KeyArgs]] = {}
@@ -282,6 +302,7 @@ class LimitEngine:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._settle = Script.named("settle.lua")
         self._usage = Script.named("usage.lua")
+        self._record = Script.named("record.lua")
         # Takes the release of a reservation whose caller left before learning it was admitted.
         self.release: Callable[[Settlement], None] | None = None
 
@@ -446,6 +467,38 @@ class LimitEngine:
         reply = await self._run_one(self._settle, self._settle.call(keys, args))
         if isinstance(reply, list):  # {-2, call, why}
             raise UnusableSettlement(charged[int(reply[1])], reply[2].decode())
+        if self._wait is not None:
+            # WAIT covers this connection's writes up to it; a batch applied already (-1) still
+            # writes (its number's expiry), and replicas apply writes in order.
+            [replicas] = await self.redis.execute([self._wait])
+            if replicas < self._wait[1]:
+                raise NotReplicated(
+                    f"a settle batch reached {replicas} of {self._wait[1]} replicas"
+                )
+
+    async def record_admissions(self, admissions: list[tuple[Key, int]]) -> bool:
+        """Count calls admitted without Redis, (key, wall-clock ms) each, in the keys' rate
+        windows, in the buckets of their times; False, writing nothing, while Redis has lost its
+        data. Sent again after a lost reply, a call counts twice: a window too full for a while,
+        never one granted twice."""
+        counts: dict[str, collections.Counter[int]] = {}
+        windows: dict[str, int] = {}
+        for key, at_ms in admissions:
+            first, extra = rate_windows(key)
+            units = {*extra, *((key.rate_limit_unit,) if first else ())}
+            for unit in units:  # every window the admission counted in
+                name, window_ms = rate_key(key.key_id, unit), UNIT_SECONDS[unit] * 1000
+                # As the admit script computes a bucket: floor(ms / (window / BUCKETS)).
+                bucket = math.floor(at_ms / (window_ms / WINDOW_BUCKETS))
+                counts.setdefault(name, collections.Counter())[bucket] += 1
+                windows[name] = window_ms
+        args: list[int | str | bytes] = []
+        for name, buckets in counts.items():
+            args += [windows[name] + math.ceil(windows[name] / WINDOW_BUCKETS), len(buckets)]
+            for bucket, n in buckets.items():
+                args += [bucket, n]
+        command = self._record.call([SPEND_MARKER, *counts], args)
+        return bool(await self._run_one(self._record, command))
 
     async def usage(self, holder: Key | User) -> KeyUsage:
         if isinstance(holder, Key):
@@ -459,6 +512,23 @@ class LimitEngine:
         )
         spend, window_spend, requests = await self._run_one(self._usage, command)
         return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
+
+
+async def announce(redis: RedisPipe, replica: str, ttl_ms: int) -> int:
+    """Announce `replica` for `ttl_ms`; the number of replicas announced now."""
+    now = int(time.time() * 1000)
+    _, _, replicas = await redis.execute(
+        [
+            ("ZREMRANGEBYSCORE", REPLICAS, "-inf", now),
+            ("ZADD", REPLICAS, now + ttl_ms, replica),
+            ("ZCARD", REPLICAS),
+        ]
+    )
+    return int(replicas)
+
+
+async def withdraw(redis: RedisPipe, replica: str) -> None:
+    await redis.execute([("ZREM", REPLICAS, replica)])
 
 
 def parse_admission(reply: list[Any], reservation: str) -> Admission:

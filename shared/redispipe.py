@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -132,13 +133,40 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def tls_context(settings: RedisSettings) -> ssl.SSLContext | None:
+    """The servers' certificates verified, against REDIS_TLS_CA_FILE or the system's CAs."""
+    if not settings.tls_enabled:
+        return None
+    return ssl.create_default_context(cafile=settings.tls_ca_file or None)
+
+
+def _auth(username: str, password: str) -> list[Command]:
+    if not password:
+        return []
+    return [("AUTH", username, password) if username else ("AUTH", password)]
+
+
+def _lost_master(replies: list[Any]) -> bool:
+    """A reply of a server that is no longer the master: it was demoted by a failover."""
+    return any(
+        isinstance(reply, RedisReplyError) and str(reply).startswith("READONLY")
+        for reply in replies
+    )
+
+
 class RedisPipe:
-    """Sends batches of commands and returns their replies; opens its connection on first use."""
+    """Sends batches of commands and returns their replies; opens its connection on first use.
+
+    In sentinel mode the connection goes to the master the sentinels name, asked again at each
+    connect. After a failover the broken connection, or a demoted master's first READONLY reply
+    (in any mode), leads to the new master."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self._settings = settings
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
+        self._tls = tls_context(settings)
+        self._sentinels = settings.addresses()  # the last one that answered comes first
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of `commands`, sent in one write; raises the first error reply."""
@@ -165,6 +193,10 @@ class RedisPipe:
             raise TimeoutError(
                 f"Redis did not answer within {self._settings.read_timeout}s"
             ) from None
+        if _lost_master(replies):
+            # The next batch connects anew: asking the sentinels again, or resolving a managed
+            # service's endpoint, which names the new master by now.
+            connection.abort()
         return replies
 
     async def _connect(self) -> _Connection:
@@ -172,30 +204,73 @@ class RedisPipe:
             if self._connection is not None and self._connection.open:
                 return self._connection  # another caller connected meanwhile
             settings = self._settings
-            handshake: list[Command] = [("CLIENT", "SETNAME", "gateway")]
-            if settings.password:
-                handshake.insert(0, ("AUTH", settings.password))
+            handshake = [*_auth(settings.username, settings.password)]
+            handshake.append(("CLIENT", "SETNAME", "gateway"))
             if settings.db:
                 handshake.append(("SELECT", settings.db))
-            connection: _Connection | None = None
-            try:
-                async with asyncio.timeout(settings.read_timeout):
-                    _, connection = await asyncio.get_running_loop().create_connection(
-                        lambda: _Connection(settings.write_timeout),
-                        settings.hosts[0],
-                        settings.port,
-                    )
-                    _raise_first_error(await connection.send(handshake))
-            except BaseException as error:
-                if connection is not None:
-                    connection.abort()
-                if isinstance(error, OSError | RedisReplyError):  # refused, timed out, bad AUTH
-                    raise RedisUnavailable(
-                        f"cannot connect to Redis at {settings.hosts[0]}:{settings.port}: {error}"
-                    ) from None
-                raise
+            if settings.mode == "sentinel":
+                host, port = await self._master_address()
+                handshake.append(("ROLE",))
+            else:
+                host, port = settings.addresses()[0]
+            connection, last = await self._open(host, port, handshake)
+            if settings.mode == "sentinel" and last[0] != b"master":  # ROLE's reply
+                connection.abort()  # the sentinels have not yet seen the failover
+                raise RedisUnavailable(f"Redis at {host}:{port} is no master (yet)")
             self._connection = connection
             return connection
+
+    async def _open(
+        self, host: str, port: int, handshake: list[Command]
+    ) -> tuple[_Connection, Any]:
+        """A connection to host:port, and the replies of the handshake sent on it."""
+        settings = self._settings
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout(settings.read_timeout):
+                _, connection = await asyncio.get_running_loop().create_connection(
+                    lambda: _Connection(settings.write_timeout),
+                    host,
+                    port,
+                    ssl=self._tls,
+                    server_hostname=host if self._tls else None,
+                )
+                replies = await connection.send(handshake)
+                _raise_first_error(replies)
+        except BaseException as error:
+            if connection is not None:
+                connection.abort()
+            # Refused, timed out, a certificate not trusted (ssl.SSLError is an OSError), bad AUTH.
+            if isinstance(error, OSError | RedisReplyError):
+                raise RedisUnavailable(
+                    f"cannot connect to Redis at {host}:{port}: {error}"
+                ) from None
+            raise
+        return connection, replies[-1] if replies else None
+
+    async def _master_address(self) -> tuple[str, int]:
+        """The master's address as the first sentinel that answers names it."""
+        settings = self._settings
+        ask: list[Command] = [
+            *_auth(settings.sentinel_username, settings.sentinel_password),
+            ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", settings.sentinel_master),
+        ]
+        failures = []
+        for address in list(self._sentinels):
+            try:
+                sentinel, reply = await self._open(*address, ask)
+            except RedisUnavailable as error:
+                failures.append(str(error))
+                continue
+            sentinel.abort()
+            if reply is None:
+                host, port = address
+                failures.append(f"sentinel {host}:{port} knows no {settings.sentinel_master!r}")
+                continue
+            self._sentinels.remove(address)
+            self._sentinels.insert(0, address)
+            return reply[0].decode(), int(reply[1])
+        raise RedisUnavailable("no sentinel named the master: " + "; ".join(failures))
 
     async def close(self) -> None:
         if self._connection is not None:

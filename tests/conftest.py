@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT / "deploy" / "local"))
 
 import services  # noqa: E402  (deploy/local is not a package)
 
+from tests.redisdeploy import Access, SentinelDeployment, make_tls  # noqa: E402  (needs services)
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -103,9 +105,29 @@ def redis_db() -> int:
 TEST_ENCRYPTION_KEY = os.urandom(32)
 
 
+@pytest.fixture(scope="session")
+def redis_settings(
+    redis_endpoint: Endpoint, redis_db: int, scratch_dir: Path
+) -> Iterator[RedisSettings]:
+    """The Redis of the `settings` fixture. TEST_REDIS_DEPLOYMENT=sentinel runs the tests that
+    use it against a master, a replica and a sentinel started here, over TLS as an ACL user."""
+    plain = RedisSettings(
+        hosts=(redis_endpoint.host,), port=redis_endpoint.port, db=redis_db, read_timeout=0.4
+    )
+    deployment = os.environ.get("TEST_REDIS_DEPLOYMENT", "standalone")
+    if deployment == "standalone":
+        yield plain
+    elif deployment == "sentinel":
+        access = Access(tls=make_tls(scratch_dir / "sentinel-tls"), acl=True)
+        with SentinelDeployment(scratch_dir / "sentinel", access) as sentinel_set:
+            yield sentinel_set.settings(plain)
+    else:
+        raise pytest.UsageError(f"TEST_REDIS_DEPLOYMENT: no deployment {deployment!r}")
+
+
 @pytest.fixture
 def settings(
-    postgres_endpoint: Endpoint, redis_endpoint: Endpoint, database_name: str, redis_db: int
+    postgres_endpoint: Endpoint, redis_settings: RedisSettings, database_name: str
 ) -> Settings:
     return Settings(
         postgres=PostgresSettings(
@@ -115,9 +137,7 @@ def settings(
             password=os.environ.get("POSTGRESQL_PASSWORD", ""),
             db_name=database_name,
         ),
-        redis=RedisSettings(
-            hosts=(redis_endpoint.host,), port=redis_endpoint.port, db=redis_db, read_timeout=0.4
-        ),
+        redis=redis_settings,
         openai_api_key="sk-upstream-secret",
         snapshot_interval=0.2,
         log_format="text",

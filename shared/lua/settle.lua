@@ -47,7 +47,11 @@ local base = 5 + events
 local calls = (#KEYS - 2) / 4
 if calls ~= math.floor(calls) or #ARGV ~= base + 3 * calls then error('settle: bad arguments') end
 check(KEYS[2], 'string')
-if number <= tonumber(redis.call('GET', KEYS[2]) or '0') then return -1 end
+if number <= tonumber(redis.call('GET', KEYS[2]) or '0') then
+  -- A write all the same, so that a WAIT after this call also covers the batch applied before.
+  redis.call('PEXPIRE', KEYS[2], keep_ms)
+  return -1
+end
 check(KEYS[1], 'stream')
 for i = 0, calls - 1 do
   integer(ARGV[base + 3 * i + 1])

@@ -16,6 +16,7 @@ from proxy.settlement import Settler
 from shared.limits import (
     EVENTS_STREAM,
     MAX_CALL_NANO,
+    REPLICAS,
     SPEND_MARKER,
     Admission,
     KeyNames,
@@ -24,8 +25,10 @@ from shared.limits import (
     Script,
     Settlement,
     UnusableSettlement,
+    announce,
     to_nano,
     to_usd,
+    withdraw,
 )
 from shared.metrics import Metrics
 from shared.models import Key
@@ -479,3 +482,37 @@ async def test_absurd_reservations_and_costs_are_capped_below_redis_integer_rang
     assert int(await redis_client.hget(names.reserved, "total") or 0) == 0
     refused = await engine.admit(key, 2**64)
     assert (refused.admitted, refused.reason) == (False, "cost")
+
+
+async def test_admissions_made_without_redis_fill_its_rate_window(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    key = make_key(rate_limit_over_time=5, rate_limit_unit="m")
+    now_ms = int(time.time() * 1000)
+    # Three within the window, one older than it, which counts for nothing.
+    local = [(key, now_ms - 1000), (key, now_ms - 500), (key, now_ms), (key, now_ms - 120_000)]
+    assert await engine.record_admissions(local)
+    results = [await engine.admit(key) for _ in range(4)]
+    assert [r.admitted for r in results] == [True, True, False, False]
+    assert 0 < await redis_client.pttl(KeyNames.of(key).rate) <= 61_000
+    assert (await engine.usage(key)).requests_in_window == 5
+
+
+async def test_admissions_are_not_written_into_a_redis_that_lost_its_data(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    key = make_key(rate_limit_over_time=5, rate_limit_unit="m")
+    await redis_client.delete(SPEND_MARKER)
+    assert not await engine.record_admissions([(key, int(time.time() * 1000))])
+    assert not await redis_client.exists(KeyNames.of(key).rate)
+    assert not await engine.record_admissions([])  # the probe of an idle replica
+
+
+async def test_replicas_are_counted_while_their_announcements_last(pipe: RedisPipe) -> None:
+    await pipe.execute([("DEL", REPLICAS)])
+    assert await announce(pipe, "replica-a", 60_000) == 1
+    assert await announce(pipe, "replica-b", 1) == 2
+    await asyncio.sleep(0.01)
+    assert await announce(pipe, "replica-a", 60_000) == 1  # b lapsed
+    await withdraw(pipe, "replica-a")
+    assert await announce(pipe, "replica-c", 60_000) == 1

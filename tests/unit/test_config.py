@@ -100,3 +100,41 @@ def test_secrets_are_not_in_the_repr() -> None:
     )
     for secret in ("sk-upstream", "pass-1", "pg-pw"):
         assert secret not in repr(settings)
+
+
+def test_redis_deployment_settings() -> None:
+    default = Settings.from_env({}).redis
+    assert (default.mode, default.sentinel_master, default.tls_enabled) == (
+        "standalone",
+        "mymaster",
+        False,
+    )
+    assert (default.username, default.wait_replicas) == ("", 0)
+    redis = Settings.from_env(
+        {
+            "REDIS_MODE": "Sentinel",
+            "REDIS_HOSTS": "s1, s2:26380, [::1]:26381",
+            "REDIS_PORT": "26379",
+            "REDIS_SENTINEL_MASTER": "gateway",
+            "REDIS_USERNAME": "proxy",
+            "REDIS_TLS_ENABLED": "true",
+            "REDIS_TLS_CA_FILE": "/etc/redis/ca.pem",
+            "REDIS_WAIT_REPLICAS": "1",
+        }
+    ).redis
+    assert redis.addresses() == [("s1", 26379), ("s2", 26380), ("::1", 26381)]
+    assert (redis.mode, redis.sentinel_master, redis.username) == ("sentinel", "gateway", "proxy")
+    assert (redis.tls_enabled, redis.tls_ca_file, redis.wait_replicas) == (
+        True,
+        "/etc/redis/ca.pem",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("REDIS_MODE", "galaxy"), ("REDIS_TLS_ENABLED", "sure"), ("REDIS_WAIT_REPLICAS", "-1")],
+)
+def test_bad_redis_deployment_values(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{variable}"):
+        Settings.from_env({variable: value})

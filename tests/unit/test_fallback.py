@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from proxy.errors import ProxyError
-from proxy.fallback import LocalLimits
+from proxy.fallback import LocalLimits, RecordedUsage
 from shared.limits import Admission, to_nano
 from shared.models import Key, User
 
@@ -71,3 +73,72 @@ def test_a_user_with_a_cost_limit_is_not_admitted_locally() -> None:
     limited = User(record_id="v", user_id="bob", created_at=0, updated_at=0,
                    rate_limit_over_time=2, rate_limit_unit="m")  # fmt: skip
     assert [local.admit(key, 0, limited).reason for _ in range(2)] == ["", "user_rate"]
+
+
+def test_without_an_override_each_replica_takes_one_over_the_replicas_announced() -> None:
+    key = make_key(cost_limit_in_usd=1.0)
+    local = LocalLimits("local", share=None, max_outage=300)
+    local.replicas_seen = 4
+    local.redis_answered(key, Admission(True, lifetime_committed=to_nano(0.2)))
+    local.redis_failed()
+    assert local.share == 0.25
+    assert local.admit(key, to_nano(0.2)).admitted  # 0.2 of the 0.8 left
+    assert not local.admit(key, to_nano(0.01)).admitted
+    local.share_override = 0.5
+    assert local.admit(key, to_nano(0.2)).admitted
+
+
+def test_the_rate_share_is_of_what_the_window_had_left_when_redis_last_answered() -> None:
+    key = make_key(rate_limit_over_time=10, rate_limit_unit="m")
+    local = LocalLimits("local", share=None, max_outage=300)
+    local.replicas_seen = 2
+    local.redis_answered(key, Admission(True, remaining_requests=3))  # 7 counted in the window
+    local.redis_failed()
+    assert [local.admit(key, 0).admitted for _ in range(3)] == [True, False, False]  # 3 // 2
+
+
+async def test_a_key_never_seen_starts_from_what_postgres_recorded() -> None:
+    key = make_key(cost_limit_in_usd=1.0, rate_limit_over_time=8, rate_limit_unit="h")
+    reads = []
+
+    async def recorded(asked: Key) -> RecordedUsage:
+        reads.append(asked.key_id)
+        return RecordedUsage(spend=to_nano(0.6), window_spend=0, requests=4)
+
+    local = LocalLimits("local", share=None, max_outage=300, recorded=recorded)
+    local.replicas_seen = 2
+    local.redis_failed()
+    assert local.unseen(key)
+    await asyncio.gather(*(local.load_recorded(key) for _ in range(5)))
+    assert reads == ["k"] and not local.unseen(key)
+    assert local.admit(key, to_nano(0.2)).admitted  # half of the 0.4 left
+    assert not local.admit(key, to_nano(0.01)).admitted
+
+
+async def test_a_key_postgres_cannot_tell_about_gets_503() -> None:
+    async def recorded(asked: Key) -> RecordedUsage:
+        raise OSError("postgres is away too")
+
+    reads = []
+
+    async def failing(asked: Key) -> RecordedUsage:
+        reads.append(asked.key_id)
+        return await recorded(asked)
+
+    local = LocalLimits("local", share=None, max_outage=300, recorded=failing)
+    local.redis_failed()
+    for _ in range(3):
+        with pytest.raises(ProxyError) as raised:
+            await local.load_recorded(make_key(cost_limit_in_usd=1.0))
+        assert raised.value.status == 503
+    assert reads == ["k"]  # the calls right after a failure do not wait on Postgres again
+
+
+def test_a_replica_that_never_read_the_number_of_replicas_has_no_safe_share() -> None:
+    key = make_key(rate_limit_over_time=10, rate_limit_unit="m")
+    local = LocalLimits("local", share=None, max_outage=300)
+    local.redis_failed()
+    with pytest.raises(ProxyError):
+        local.admit(key, 0)
+    local.share_override = 0.1
+    assert local.admit(key, 0).admitted

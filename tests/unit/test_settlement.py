@@ -171,3 +171,20 @@ async def test_a_charge_redis_cannot_take_is_dropped_and_the_rest_of_its_batch_a
     assert any(
         "13 nano-USD" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
     )
+
+
+async def test_a_drain_returns_once_what_was_queued_before_it_is_applied() -> None:
+    engine = SlowEngine()
+    engine.down = True
+    queue = settler(engine)
+    task = asyncio.create_task(queue.run())
+    for cost in range(3):
+        queue.submit(Settlement(KEY, cost))
+    with pytest.raises(TimeoutError):  # Redis is away: nothing can be applied
+        await queue.drain(within=0.3)
+    engine.down = False
+    await queue.drain(within=10)
+    assert engine.applied == [0, 1, 2]
+    await queue.drain(within=0.1)  # nothing queued since: at once
+    queue.close(within=1)
+    await asyncio.wait_for(task, 2)
