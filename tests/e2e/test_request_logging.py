@@ -9,6 +9,7 @@ import orjson
 
 from tests.e2e.conftest import Gateway
 from tests.e2e.test_event_annotations import events_of
+from tests.e2e.test_policies import wait_for_policy
 
 
 async def logged(gateway: Gateway, custom_id: str) -> dict[str, Any]:
@@ -62,3 +63,32 @@ async def test_a_body_over_one_megabyte_is_stored_truncated(gateway: Gateway) ->
     assert event["requestTruncated"] is True
     assert len(event["requestContent"].encode()) == 1024 * 1024
     assert "responseContent" not in event or event["responseContent"] is None
+
+
+async def test_a_logged_answer_holds_the_placeholders_a_policy_put_back(gateway: Gateway) -> None:
+    gateway.upstream.options.echo = True  # the answer repeats the prompt, values and all
+    email = "jane.roe@example.com"
+    response = await gateway.keymgmt.post(
+        "/api/policies",
+        json={"name": "pii", "config": {"rules": {"email": "allow_but_redact"}}, "restore": True},
+    )
+    policy_id = (await response.json())["id"]
+    raw, _ = await gateway.create_key(
+        policyId=policy_id, shouldLogRequest=True, shouldLogResponse=True
+    )
+    await wait_for_policy(gateway, policy_id)
+    client = gateway.client(raw)
+    for custom_id, stream in (("json", False), ("sse", True)):
+        answer = await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"Write to {email} now"}],
+            stream=stream,
+            extra_headers={"X-CUSTOM-EVENT-ID": custom_id},
+        )
+        if stream:
+            assert email in "".join([c.choices[0].delta.content or "" async for c in answer])  # type: ignore[union-attr]
+        else:
+            assert email in answer.choices[0].message.content  # type: ignore[union-attr,operator]
+        event = await logged(gateway, custom_id)
+        for stored in (event["requestContent"], event["responseContent"]):
+            assert email not in stored and "[EMAIL_1]" in stored
