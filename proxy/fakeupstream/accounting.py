@@ -55,6 +55,14 @@ def _reply(count: int) -> tuple[str, ...]:
     return tuple(("" if i == 0 else " ") + REPLY_WORDS[i % len(REPLY_WORDS)] for i in range(count))
 
 
+ECHO_PIECE = 3  # characters an echoed event carries: placeholders get split across events
+
+
+def echoed(text: str) -> tuple[str, ...]:
+    """The text back, a few characters a piece (FakeOptions.echo)."""
+    return tuple(text[i : i + ECHO_PIECE] for i in range(0, len(text), ECHO_PIECE))
+
+
 def reply_pieces(options: FakeOptions, cap: object) -> tuple[tuple[str, ...], bool]:
     """The reply pieces (one token each) and whether the cap cut it short."""
     count = max(options.stream_chunks, 0)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.fakeupstream.accounting import anthropic_usage, reply_pieces
+from proxy.fakeupstream.accounting import anthropic_usage, echoed, reply_pieces
 from proxy.fakeupstream.state import (
     CLAUDE_MODELS,
     FAKE_UPSTREAM,
@@ -107,6 +107,8 @@ def _plan(state: FakeUpstream, body: JSON) -> _Plan:
         tool = str(tools[0].get("name", "")) if isinstance(tools[0], dict) else ""
     if tool is not None:
         pieces, stop_reason = TOOL_ARGUMENT_FRAGMENTS, "tool_use"
+    elif state.options.echo:  # the last message back, a few characters a piece
+        pieces, stop_reason = echoed(last), "end_turn"
     else:
         pieces, capped = reply_pieces(state.options, max_tokens)
         stop_reason = "max_tokens" if capped else "end_turn"

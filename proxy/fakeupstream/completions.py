@@ -11,6 +11,7 @@ from proxy.fakeupstream.accounting import (
     cached_tokens,
     chat_prompt_tokens,
     chat_usage,
+    echoed,
     input_tokens,
     reply_pieces,
 )
@@ -31,8 +32,6 @@ from proxy.fakeupstream.wire import (
     sse,
     stream_events,
 )
-
-ECHO_PIECE = 3
 
 # --- chat completions ------------------------------------------------------------------------
 
@@ -69,11 +68,7 @@ def _chat_plan(state: FakeUpstream, body: JSON) -> _Plan:
     if tool:
         pieces, finish = TOOL_ARGUMENT_FRAGMENTS, "tool_calls"
     elif state.options.echo:  # the last message back, a few characters a piece
-        text = _last_text(body)
-        pieces, finish = (
-            tuple(text[i : i + ECHO_PIECE] for i in range(0, len(text), ECHO_PIECE)),
-            "stop",
-        )
+        pieces, finish = echoed(_last_text(body)), "stop"
     else:
         cap = body.get("max_completion_tokens")
         pieces, capped = reply_pieces(state.options, body.get("max_tokens") if cap is None else cap)
