@@ -233,3 +233,30 @@ async def test_version_and_beta_headers_reach_upstream(start_gateway: Start) -> 
     [seen] = [r for r in gateway.upstream.recorded if r.path == "/v1/messages"]
     assert seen.headers["anthropic-version"]
     assert seen.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+
+
+async def test_a_stream_the_client_leaves_is_billed_its_input_and_what_streamed(
+    priced: Gateway,
+) -> None:
+    priced.upstream.options.stream_chunks = 40
+    priced.upstream.options.stream_interval = 0.05
+    raw, key_id = await anthropic_key(priced, costLimitInUsd=10)
+    prices = PRICES[MODEL]
+    async with client_of(priced, raw) as client:
+        whole = await client.messages.create(model=MODEL, max_tokens=100, messages=HELLO)
+        paid = await priced.settled_cost(key_id, cost_of(whole.usage))
+        async with client.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as stream:
+            received = 0
+            async for _ in stream.text_stream:
+                received += 1
+                if received == 5:
+                    break
+    # message_start's input, and the words that passed (counted), not the 40 upstream had.
+    least = (
+        whole.usage.input_tokens * prices["input_cost_per_token"]
+        + 5 * prices["output_cost_per_token"]
+    )
+    spend = await priced.settled_cost(key_id, paid + least, within=3.0) - paid
+    assert least <= spend < least + 20 * prices["output_cost_per_token"]
+    await asyncio.sleep(2.5)  # long after upstream would have sent the 40 words
+    assert float((await priced.spend(key_id))["costInUsd"]) == pytest.approx(paid + spend)
