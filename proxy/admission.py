@@ -51,10 +51,15 @@ async def decide(
 async def admit(
     call: Call, engine: LimitEngine, local: LocalLimits, pricing: Pricing, errors: Counter
 ) -> None:
+    if has_limits(call.key):
+        await admit_reserving(call, reservation_nano(call, pricing), engine, local, errors)
+
+
+async def admit_reserving(
+    call: Call, reservation: int, engine: LimitEngine, local: LocalLimits, errors: Counter
+) -> None:
+    """Admit the call holding `reservation` nano-USD (a route sizes it for its dearest step)."""
     key = call.key
-    if not has_limits(key):
-        return
-    reservation = reservation_nano(call, pricing)
     admission = await decide(call, engine, local, reservation, errors)
     if admission.admitted:
         call.admission = admission

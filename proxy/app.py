@@ -18,6 +18,9 @@ from proxy.jobs import job_watcher
 from proxy.paths import OPENAI_PREFIX
 from proxy.provider_settings import SettingSnapshot, setting_source
 from proxy.providers import ADAPTERS
+from proxy.routes.cache import ResponseCache
+from proxy.routes.cooldown import CoolDowns
+from proxy.routes.loop import handle_route
 from proxy.routes.snapshot import ROUTE_SOURCE, RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
@@ -25,12 +28,14 @@ from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics, call_log
 from proxy.typedefs import (
     CALL_LOG,
+    COOL_DOWNS,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
     PRICING,
     PROVIDER_SETTINGS,
     REGISTRY,
+    ROUTE_CACHE,
     ROUTES,
     SESSION,
     SETTINGS,
@@ -115,6 +120,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     # A reservation outlives the longest call it can cover, then lapses by itself.
     app[LIMITS] = engine = LimitEngine(pipe, reservation_lifetime=settings.proxy_timeout + 60)
     app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
+    app[ROUTE_CACHE] = ResponseCache(pipe, app[METRICS].redis_errors)
     task = asyncio.create_task(settler.run(), name="settler")
     yield
     settler.close(within=DRAIN_TIMEOUT)
@@ -198,6 +204,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SNAPSHOT] = KeySnapshot()
     app[PROVIDER_SETTINGS] = SettingSnapshot()
     app[ROUTES] = RouteSnapshot()
+    app[COOL_DOWNS] = CoolDowns()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(
         settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max
@@ -218,6 +225,7 @@ def create_app(settings: Settings) -> web.Application:
     for provider in ADAPTERS:
         for path in provider.paths():
             app.router.add_route("*", path, handler_of(provider))
+    app.router.add_post("/api/routes/{route_path:.+}", handle_route)
     app.router.add_get("/api/health", health)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_route("*", "/{tail:.*}", unknown_route)

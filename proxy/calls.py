@@ -31,6 +31,26 @@ DEFAULT_MODELS = dict.fromkeys(
 
 
 @dataclass(slots=True)
+class RouteMark:
+    """Where a call stands in its route, as its usage event records it."""
+
+    route_id: str
+    step: int
+    attempt: int = 0  # 1 for the first attempt of the call, counted across its steps
+    cache_hit: bool = False
+    saved_cost_nano: int = 0  # a hit: what the answer cost when it was made
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "route_id": self.route_id,
+            "route_step": self.step,
+            "route_attempt": self.attempt,
+            "cache_hit": self.cache_hit,
+            "saved_cost_nano": self.saved_cost_nano,
+        }
+
+
+@dataclass(slots=True)
 class Call:
     request_id: str
     key: Key
@@ -52,6 +72,7 @@ class Call:
     upload_bytes: int = 0  # the files of a multipart form
     upstream_path: str = ""  # route-relative, as upstream serves it; the endpoint when empty
     upstream_query: str = ""  # as the client encoded it, with what the adapter adds
+    route: RouteMark | None = None  # set on a route's calls: which step and attempt this is
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,17 +153,24 @@ def new_call(request: web.Request, target: Target, key: Key, body: bytes, reques
         payload = form_fields(call, request.headers.get("Content-Type", ""))
     else:
         payload = json_object(body)  # whatever type is declared: upstreams may read it as JSON
+    read_payload(call, payload)
+    return call
+
+
+def read_payload(call: Call, payload: dict[str, Any]) -> None:
+    """What a metered call's body asks for: its model, and whether it streams."""
+    provider = call.target.provider
     call.payload = payload
     model = payload.get("model")
     call.model = (
         model
         if isinstance(model, str)
-        else provider.default_model(endpoint, upstream_path) or DEFAULT_MODELS.get(endpoint, "")
+        else provider.default_model(call.endpoint, call.upstream_path)
+        or DEFAULT_MODELS.get(call.endpoint, "")
     )
     call.stream = payload.get("stream") is True or payload.get("stream") == "true"
     if call.stream and provider.asks_stream_usage(call):
         ask_for_stream_usage(call, payload)
-    return call
 
 
 def json_object(body: bytes) -> dict[str, Any]:

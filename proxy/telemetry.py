@@ -152,27 +152,28 @@ class ProxyMetrics:
 def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
     """The durable record of one call, as JSON: the one field of its Redis stream entry."""
     usage = call.usage
-    return orjson.dumps(
-        {
-            "event_id": os.urandom(16).hex(),
-            "request_id": call.request_id,
-            "key_id": call.key.key_id,
-            "model": call.reported_model or call.model,
-            "path": call.endpoint,
-            "status": call.status,
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-            "cached_tokens": usage.cached_tokens if usage else 0,
-            "cache_creation_tokens": usage.cache_creation_tokens if usage else 0,
-            "cost_nano": cost_nano,
-            "latency_ms": round(latency * 1000, 3),
-            "upstream_ms": round(call.upstream_seconds * 1000, 3),
-            "streamed": call.streamed,
-            "time": time.time(),
-            "provider": call.target.provider.name,
-            "setting_id": call.target.setting_id,
-        }
-    )
+    event = {
+        "event_id": os.urandom(16).hex(),
+        "request_id": call.request_id,
+        "key_id": call.key.key_id,
+        "model": call.reported_model or call.model,
+        "path": call.endpoint,
+        "status": call.status,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "cached_tokens": usage.cached_tokens if usage else 0,
+        "cache_creation_tokens": usage.cache_creation_tokens if usage else 0,
+        "cost_nano": cost_nano,
+        "latency_ms": round(latency * 1000, 3),
+        "upstream_ms": round(call.upstream_seconds * 1000, 3),
+        "streamed": call.streamed,
+        "time": time.time(),
+        "provider": call.target.provider.name,
+        "setting_id": call.target.setting_id,
+    }
+    if call.route is not None:
+        event.update(call.route.fields())
+    return orjson.dumps(event)
 
 
 def record_call(

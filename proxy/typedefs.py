@@ -5,6 +5,8 @@ from aiohttp import web
 
 from proxy.fallback import LocalLimits
 from proxy.provider_settings import SettingSnapshot
+from proxy.routes.cache import ResponseCache
+from proxy.routes.cooldown import CoolDowns
 from proxy.routes.snapshot import RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
@@ -29,3 +31,5 @@ CALL_LOG = web.AppKey("call_log", HotLog)
 TARGETS = web.AppKey("targets", Targets)
 PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)
 ROUTES = web.AppKey("routes", RouteSnapshot)  # by path: proxy.routes.snapshot
+ROUTE_CACHE = web.AppKey("route_cache", ResponseCache)
+COOL_DOWNS = web.AppKey("cool_downs", CoolDowns)
