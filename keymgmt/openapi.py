@@ -70,6 +70,9 @@ _EVENT = _object(
         "completionTokens": "integer", "cachedTokens": "integer", "costInUsd": "number",
         "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
         "createdAt": "integer",
+        # A route's calls only: the step and attempt (across steps), and a cache hit's saving.
+        "routeId": "string", "routeStep": "integer", "routeAttempt": "integer",
+        "cacheHit": "boolean", "savedCostInUsd": "number",
     }
 )  # fmt: skip
 

@@ -55,7 +55,7 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
 
 
 def event_fields(row: Any) -> dict[str, Any]:
-    return {
+    fields = {
         "eventId": row.event_id,
         "requestId": row.request_id,
         "keyId": row.key_id,
@@ -71,6 +71,15 @@ def event_fields(row: Any) -> dict[str, Any]:
         "streamed": row.streamed,
         "createdAt": int(row.created_at.timestamp()),
     }
+    if row.route_id:  # a route's call
+        fields.update(
+            routeId=row.route_id,
+            routeStep=row.route_step,
+            routeAttempt=row.route_attempt,
+            cacheHit=row.cache_hit,
+            savedCostInUsd=to_usd(row.saved_cost_nano),
+        )
+    return fields
 
 
 def _cursor(row: Any) -> str:

@@ -129,6 +129,12 @@ usage_events = sa.Table(
     sa.Column("provider", sa.Text, nullable=False, server_default="openai"),
     sa.Column("setting_id", sa.Text, nullable=False, server_default=""),
     sa.Column("cache_creation_tokens", sa.Integer, nullable=False, server_default="0"),
+    # A route's call: its step and attempt (counted across steps); a cache hit, what it saved.
+    sa.Column("route_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("route_step", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("route_attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cache_hit", sa.Boolean, nullable=False, server_default="false"),
+    sa.Column("saved_cost_nano", sa.BigInteger, nullable=False, server_default="0"),
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)

@@ -120,7 +120,7 @@ def _plan(state: FakeUpstream, body: JSON) -> _Plan:
         usage=anthropic_usage(body, len(pieces)),
         tool=tool,
         fails_mid_stream=OVERLOADED_MID_STREAM in last,
-        fails_after_preamble=ERROR_AFTER_PREAMBLE in last,
+        fails_after_preamble=ERROR_AFTER_PREAMBLE in (last + state.options.stream_fault),
     )
 
 

@@ -72,7 +72,8 @@ def _chat_plan(state: FakeUpstream, body: JSON) -> _Plan:
         finish = "length" if capped else "stop"
     usage = chat_usage(prompt, len(pieces), cached_tokens(body, prompt))
     last = str((body.get("messages") or [{}])[-1].get("content") or "")
-    fault = next((f for f in (ERROR_AFTER_PREAMBLE, CUT_AFTER_CONTENT) if f in last), "")
+    faults = (ERROR_AFTER_PREAMBLE, CUT_AFTER_CONTENT)
+    fault = state.options.stream_fault or next((f for f in faults if f in last), "")
     return _Plan(meta, pieces, finish, usage if state.options.report_usage else None, tool, fault)
 
 

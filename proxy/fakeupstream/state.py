@@ -97,6 +97,7 @@ class FakeOptions:
     # with `retry_after` as their Retry-After header when set.
     fail_next: list[int] = field(default_factory=list)
     retry_after: str | None = None
+    stream_fault: str = ""  # ERROR_AFTER_PREAMBLE or CUT_AFTER_CONTENT: every stream fails so
     record: bool = True  # keep every request in `FakeUpstream.recorded`
 
 
