@@ -410,3 +410,102 @@ async def test_who_may_call_and_a_deleted_route_is_404_at_every_replica(
 @pytest.fixture
 async def gateway_pair(start_gateway: Any) -> Gateway:
     return await start_gateway(replicas=2)  # type: ignore[no-any-return]
+
+
+def cached_route(gateway: Gateway, key_id: str, steps: list[dict[str, Any]] | None = None) -> Any:
+    return create_route(
+        gateway, steps or [{"provider": "openai", "model": CHEAP}], [key_id],
+        cacheConfig={"enabled": True, "ttl": "1m"},
+    )  # fmt: skip
+
+
+async def test_a_repeated_deterministic_request_is_a_hit_in_its_own_form_billed_zero(
+    priced: Gateway,
+) -> None:
+    raw, key_id = await key_with(priced, costLimitInUsd=10)
+    base, _ = await cached_route(priced, key_id)
+    asked: Any = {"model": CHEAP, "messages": HELLO, "temperature": 0, "max_tokens": 20}
+    first = await client(priced, raw, base).chat.completions.with_raw_response.create(**asked)
+    assert first.headers["x-cache"] == "miss"
+    calls = chat_calls(priced.upstream)
+    again = await client(priced, raw, base, 1).chat.completions.with_raw_response.create(**asked)
+    assert (again.headers["x-cache"], again.headers["x-route-attempts"]) == ("hit", "0")
+    assert again.headers["content-type"].startswith("application/json")
+    assert again.parse().model_dump() == first.parse().model_dump()
+    streamed = await client(priced, raw, base).chat.completions.with_raw_response.create(
+        **asked, stream=True
+    )
+    assert streamed.headers["x-cache"] == "hit"
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    chunks = [chunk async for chunk in streamed.parse()]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert chat_calls(priced.upstream) == calls  # neither hit went upstream
+    expected = cost(CHEAP, first.parse().usage)
+    events = await events_of(priced, key_id, 3)
+    hits = [e for e in events if e["cacheHit"]]
+    assert len(hits) == 2 and all(e["costInUsd"] == 0 for e in hits)
+    assert [e["savedCostInUsd"] for e in hits] == [pytest.approx(expected)] * 2
+    assert await priced.settled_cost(key_id, expected) == pytest.approx(expected)
+
+
+async def test_a_streamed_miss_is_kept_and_served_as_json(gateway: Gateway) -> None:
+    raw, key_id = await key_with(gateway)
+    base, _ = await cached_route(gateway, key_id)
+    asked: Any = {"model": CHEAP, "messages": HELLO, "seed": 7}
+    stream = await client(gateway, raw, base).chat.completions.create(**asked, stream=True)
+    streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    answer = await client(gateway, raw, base).chat.completions.with_raw_response.create(**asked)
+    assert answer.headers["x-cache"] == "hit"
+    parsed = answer.parse()
+    assert parsed.choices[0].message.content == streamed == REPLY
+    assert parsed.usage is not None and parsed.usage.completion_tokens == 5
+
+
+async def test_what_differs_is_a_miss(gateway: Gateway) -> None:
+    raw, key_id = await key_with(gateway)
+    base, _ = await cached_route(gateway, key_id)
+    sdk = client(gateway, raw, base)
+    tool: Any = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    asked: Any = {"model": CHEAP, "messages": HELLO, "seed": 1, "temperature": 0.5}
+    await sdk.chat.completions.create(**asked)
+    for changed in ({"model": DEAR}, {"temperature": 0.7}, {"tools": [tool]}, {"max_tokens": 9},
+                    {"seed": None, "temperature": 0.5}):  # fmt: skip
+        answer = await sdk.chat.completions.with_raw_response.create(**{**asked, **changed})
+        assert answer.headers["x-cache"] == "miss", changed
+    repeated = await sdk.chat.completions.with_raw_response.create(**asked)
+    assert repeated.headers["x-cache"] == "hit"
+
+
+async def test_errors_and_cut_streams_are_not_kept(gateway: Gateway, upstream: Upstream) -> None:
+    failing, root = await upstream()
+    setting = await setting_at(gateway, "openai", root)
+    raw, key_id = await key_with(gateway, setting)
+    base, _ = await cached_route(gateway, key_id, [step("openai", setting)])
+    sdk = client(gateway, raw, base)
+    asked: Any = {"model": CHEAP, "messages": HELLO, "temperature": 0}
+    failing.options.fail_next = [500]
+    with pytest.raises(openai.InternalServerError):
+        await sdk.chat.completions.create(**asked)
+    failing.options.stream_fault = CUT_AFTER_CONTENT
+    with pytest.raises(openai.APIError):
+        async for _ in await sdk.chat.completions.create(**asked, stream=True):
+            pass
+    failing.options.stream_fault = ""
+    for expected in ("miss", "hit"):
+        answer = await sdk.chat.completions.with_raw_response.create(**asked)
+        assert answer.headers["x-cache"] == expected
+    assert chat_calls(failing) == 3
+
+
+async def test_hits_count_against_the_rate_limit(gateway: Gateway) -> None:
+    raw, key_id = await key_with(gateway, rateLimitOverTime=2, rateLimitUnit="m")
+    base, _ = await cached_route(gateway, key_id)
+    sdk = client(gateway, raw, base)
+    asked: Any = {"model": CHEAP, "messages": HELLO, "temperature": 0}
+    await sdk.chat.completions.create(**asked)
+    hit = await sdk.chat.completions.with_raw_response.create(**asked)
+    assert hit.headers["x-cache"] == "hit"
+    assert hit.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(openai.RateLimitError) as refused:
+        await sdk.chat.completions.create(**asked)
+    assert refused.value.response.headers["x-route-attempts"] == "0"
