@@ -326,8 +326,8 @@ async def test_every_key_must_be_able_to_take_every_step(client: TestClient) -> 
 
     await create_route(client, keyIds=[plain], steps=[openai_step])
     await create_route(client, keyIds=[with_claude], steps=[anthropic_step])
-    await create_route(client, keyIds=[with_claude], steps=[{**anthropic_step,
-                                                             "settingId": claude["id"]}])  # fmt: skip
+    named = {**anthropic_step, "settingId": claude["id"]}
+    await create_route(client, keyIds=[with_claude], steps=[named])
     # A key without settings has no anthropic credential; one with only an anthropic setting
     # has no OpenAI one (its settings are all it may use).
     assert f"key {plain} has no anthropic" in await steps_problem(

@@ -24,9 +24,7 @@ COLUMNS = (
 def upgrade() -> None:
     # Constant defaults: Postgres adds such columns without rewriting the table.
     for name, kind, default in COLUMNS:
-        op.add_column(
-            "usage_events", sa.Column(name, kind, nullable=False, server_default=default)
-        )
+        op.add_column("usage_events", sa.Column(name, kind, nullable=False, server_default=default))
 
 
 def downgrade() -> None:
