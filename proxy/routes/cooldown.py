@@ -21,6 +21,8 @@ class CoolDowns:
         self._records: dict[tuple[str, int], _Record] = {}
 
     def cooling(self, route: Route, step: int, now: float) -> bool:
+        if not self._records or not route.cool_down_failures:  # a route changed to never
+            return False
         record = self._records.get((route.route_id, step))
         return record is not None and record.until > now
 
