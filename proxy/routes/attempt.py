@@ -29,6 +29,7 @@ from proxy.errors import (
 from proxy.forward import add_rate_limit_headers, check_credential, open_upstream, read_answer
 from proxy.routes.cache import StreamCollector
 from proxy.routes.steps import StepCall
+from proxy.translate.sse import EventTooLarge
 from proxy.upstream import client_headers
 
 RETRIED_STATUSES = frozenset({408, 409, 429})
@@ -179,8 +180,10 @@ async def relay(
         if collector is not None and watch.usage_chunk:
             collector.feed(watch.usage_chunk)
         await response.write_eof()
-    except (TimeoutError, aiohttp.ClientError) as error:
+    except (TimeoutError, aiohttp.ClientError, EventTooLarge) as error:
         if response is None:
+            if isinstance(error, EventTooLarge):  # no stream a client could read
+                raise aiohttp.ClientPayloadError(str(error)) from None
             raise
         log.warning("upstream stream broken: %s", type(error).__name__)
         await response.write(broken_stream_event(error))

@@ -266,13 +266,14 @@ async def serve_hit(
     """The cached answer in the request's own form; it costs nothing, but counts as a request."""
     app = request.app
     call = first.call
-    run.cache_hit, run.step, run.call = True, hit.step, call
+    run.cache_hit, run.step = True, hit.step
+    if has_limits(call.key):
+        await admit_reserving(call, 0, app[LIMITS], app[LOCAL_LIMITS], app[METRICS].redis_errors)
+    run.call = call  # admitted: recorded, as a refused call is not
     mark = call.route
     assert mark is not None
     mark.step, mark.cache_hit, mark.saved_cost_nano = hit.step, True, hit.cost_nano
     call.payload = None  # nothing metered: a hit is never charged
-    if has_limits(call.key):
-        await admit_reserving(call, 0, app[LIMITS], app[LOCAL_LIMITS], app[METRICS].redis_errors)
     call.status = 200
     headers = CIMultiDict({"X-Request-Id": call.request_id})
     add_rate_limit_headers(call, headers)

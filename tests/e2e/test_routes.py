@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import orjson
 import pytest
@@ -398,6 +399,12 @@ async def test_who_may_call_and_a_deleted_route_is_404_at_every_replica(
         await client(gateway, raw, "/api/routes/nowhere").chat.completions.create(
             model=CHEAP, messages=HELLO
         )
+    async with aiohttp.ClientSession() as session:
+        url = gateway.proxies[0].make_url(f"{base}/chat/completions")
+        auth = {"Authorization": f"Bearer {raw}"}
+        async with session.post(url, data=b"{not json", headers=auth) as bad:
+            assert (bad.status, bad.headers["x-route-attempts"]) == (400, "0")
+            assert (await bad.json())["error"]["code"] == "invalid_json"
     assert (await gateway.keymgmt.delete(f"/api/routes/{route['id']}")).status == 204
     await until(lambda: not any(p.app[ROUTES].by_id(route["id"]) for p in gateway.proxies))
     for replica in (0, 1):
