@@ -29,6 +29,7 @@ PRICES = {
     CHEAP: {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
     DEAR: {"input_cost_per_token": 5e-6, "output_cost_per_token": 1.5e-5},
     CLAUDE: {"input_cost_per_token": 8e-7, "output_cost_per_token": 4e-6},
+    "pricey": {"input_cost_per_token": 0.01, "output_cost_per_token": 0.01},
 }
 HELLO: Any = [{"role": "user", "content": "Say hello"}]
 REPLY = "Hello from the fake upstream."
@@ -516,3 +517,30 @@ async def test_hits_count_against_the_rate_limit(gateway: Gateway) -> None:
     with pytest.raises(openai.RateLimitError) as refused:
         await sdk.chat.completions.create(**asked)
     assert refused.value.response.headers["x-route-attempts"] == "0"
+
+
+async def test_the_reservation_is_sized_for_the_dearest_step(
+    priced: Gateway, upstream: Upstream
+) -> None:
+    """A call holds what its dearest step may cost while in flight, whichever step serves it."""
+    slow, root = await upstream()
+    slow.options.latency = 1.0
+    setting = await setting_at(priced, "openai", root)
+    raw, key_id = await key_with(priced, setting, costLimitInUsd=0.05)
+    cheap, _ = await create_route(priced, [step("openai", setting)], [key_id])
+    dear_last, _ = await create_route(
+        priced, [step("openai", setting), step("openai", setting, "pricey")], [key_id]
+    )
+    asked: Any = {"model": CHEAP, "messages": HELLO, "max_tokens": 10}
+    for in_flight, admitted in ((cheap, True), (dear_last, False)):
+        calls = chat_calls(slow)
+        first = asyncio.create_task(client(priced, raw, in_flight).chat.completions.create(**asked))
+        await until(lambda seen=calls: chat_calls(slow) > seen)  # holding its reservation
+        second = client(priced, raw, cheap).chat.completions.create(**asked)
+        if admitted:
+            await second
+        else:
+            with pytest.raises(openai.RateLimitError) as refused:
+                await second
+            assert "held by requests in flight" in str(refused.value)
+        await first
