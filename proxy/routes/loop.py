@@ -55,6 +55,7 @@ from proxy.typedefs import (
     TARGETS,
 )
 from shared.limits import Settlement, has_limits, to_nano
+from shared.models import Key
 
 ENDPOINTS = (("/chat/completions", CHAT), ("/embeddings", EMBEDDINGS))
 
@@ -133,7 +134,7 @@ async def serve(
     payload: dict[str, Any],
     started: float,
     request_id: str,
-    key: Any,
+    key: Key,
 ) -> web.StreamResponse:
     app = request.app
     route = run.route
@@ -220,11 +221,12 @@ async def run_steps(
         if isinstance(planned_step, ProxyError):
             last_failure = last_failure or planned_step
             continue
-        call = planned_step.call
+        call, tried = planned_step.call, False
         for retry in range(step.retries + 1):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                break
+                break  # not the step's failure: the call's time is up
+            tried = True
             if run.unsent is not None:  # the previous attempt was not the last
                 settler.submit(Settlement(call.key, 0, "", run.unsent))
                 run.unsent = None
@@ -239,14 +241,16 @@ async def run_steps(
             except AttemptFailed as failed:
                 call.status, last_failure = failed.answer.status, failed.answer
                 run.unsent = usage_event(call, 0, call.upstream_seconds)
-                delay = backoff(route, step, retry, failed.retry_after) if failed.retry else None
+                last = retry == step.retries or not failed.retry
+                delay = None if last else backoff(route, step, retry, failed.retry_after)
                 if delay is None or time.perf_counter() + delay >= deadline:
                     break
                 await asyncio.sleep(delay)
                 continue
             cool_downs.succeeded(route, index)
             return response
-        cool_downs.failed(route, index, time.monotonic())
+        if tried:
+            cool_downs.failed(route, index, time.monotonic())
     if isinstance(last_failure, ProxyError) or last_failure is None:
         raise last_failure or ProxyError(
             504, "the route's time ran out before any step answered", "upstream_error",

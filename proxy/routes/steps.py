@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from multidict import CIMultiDictProxy
 
 from proxy.calls import Call, RouteMark, read_payload
 from proxy.errors import ProxyError, invalid_json
@@ -26,7 +27,6 @@ DEFAULT_AZURE_API_VERSION = "2024-10-21"
 class StepCall:
     """A step made ready for its attempts."""
 
-    index: int
     call: Call
     format: Format
     headers: dict[str, str]  # what goes upstream
@@ -40,7 +40,7 @@ def plan_step(
     key: Key,
     endpoint: str,
     payload: dict[str, Any],
-    client_headers: Any,
+    client_headers: CIMultiDictProxy[str],
     request_id: str,
 ) -> StepCall:
     """The step's call; a ProxyError when the key cannot take it (no setting, model not allowed,
@@ -78,7 +78,7 @@ def plan_step(
     headers = upstream_headers(client_headers, target, request_id)
     headers.update(step_format.headers)
     headers.update(gateway_headers(target, request_id))  # last: nothing replaces them
-    return StepCall(index, call, step_format, headers, wants_usage(payload))
+    return StepCall(call, step_format, headers, wants_usage(payload))
 
 
 def plan_steps(
@@ -87,7 +87,7 @@ def plan_steps(
     key: Key,
     endpoint: str,
     payload: dict[str, Any],
-    client_headers: Any,
+    client_headers: CIMultiDictProxy[str],
     request_id: str,
 ) -> list[StepCall | ProxyError]:
     """Every step's call, or why the key cannot take that step (answered if it is reached)."""

@@ -404,9 +404,12 @@ async def test_who_may_call_and_a_deleted_route_is_404_at_every_replica(
     changed = {"steps": [{"provider": "openai", "model": DEAR}]}
     assert (await gateway.keymgmt.patch(f"/api/routes/{route['id']}", json=changed)).status == 200
     await until(
-        lambda: all(p.app[ROUTES].by_id(route["id"]).steps[0].model == DEAR  # type: ignore[union-attr]
-                    for p in gateway.proxies)
-    )  # fmt: skip
+        lambda: all(
+            (served := p.app[ROUTES].by_id(route["id"])) is not None
+            and served.steps[0].model == DEAR
+            for p in gateway.proxies
+        )
+    )
     await client(gateway, raw, base, 1).chat.completions.create(model=CHEAP, messages=HELLO)
     assert orjson.loads(gateway.upstream.recorded[-1].body)["model"] == DEAR
     async with aiohttp.ClientSession() as session:
