@@ -121,6 +121,12 @@ def row_of(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any] | None
             "cache_creation_tokens": int(event.get("cache_creation_tokens", 0)),
             **_policy_fields(event),
             **optional_fields(event),
+            # Only a route's calls send these.
+            "route_id": _text(event.get("route_id", "")),
+            "route_step": int(event.get("route_step", 0)),
+            "route_attempt": int(event.get("route_attempt", 0)),
+            "cache_hit": event.get("cache_hit") is True,
+            "saved_cost_nano": int(event.get("saved_cost_nano", 0)),
         }
     # JSONDecodeError and UnicodeDecodeError are ValueErrors.
     except (KeyError, TypeError, ValueError, OverflowError):

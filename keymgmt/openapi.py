@@ -81,6 +81,9 @@ _EVENT = _object(
         "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
         "createdAt": "integer", "policyId": "string", "policyAction": "string",
         "customId": "string", "userId": "string",
+        # A route's calls only: the step and attempt (across steps), and a cache hit's saving.
+        "routeId": "string", "routeStep": "integer", "routeAttempt": "integer",
+        "cacheHit": "boolean", "savedCostInUsd": "number",
     }
 )  # fmt: skip
 _EVENT["properties"]["policyCounts"] = {
@@ -315,6 +318,15 @@ def _listing_paths(spec: APISpec) -> None:
 _ROUTE_ID = {**_KEY_ID, "name": "routeId"}
 
 
+_ROUTE_STEPS_NOTE = (
+    "Every key in keyIds must be able to take every step: a step's settingId must be a live"
+    " setting of the step's provider, allow the step's model, and be among each key's"
+    " settingIds; a step without one needs a setting of its provider on each key (each allowing"
+    " the model), or, for openai, a key without any setting. Anthropic steps serve chat"
+    " completions only. Else a 400 naming the step and the key."
+)
+
+
 def _route_paths(spec: APISpec) -> None:
     common = (400, 401, 503)
 
@@ -326,6 +338,7 @@ def _route_paths(spec: APISpec) -> None:
         operations={
             "post": {
                 "summary": "Create a route",
+                "description": _ROUTE_STEPS_NOTE,
                 "requestBody": body("CreateRoute"),
                 "responses": {**_ok("Route", "the route"), **_problem(*common, 409, 413)},
             },
@@ -348,6 +361,7 @@ def _route_paths(spec: APISpec) -> None:
             },
             "patch": {
                 "summary": "Change the fields named (cacheConfig and coolDown field by field)",
+                "description": _ROUTE_STEPS_NOTE,
                 "parameters": [_ROUTE_ID],
                 "requestBody": body("UpdateRoute"),
                 "responses": {**_ok("Route", "the route"), **_problem(*common, 404, 409, 413)},

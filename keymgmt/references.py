@@ -1,8 +1,8 @@
-"""What refers to a provider setting, in one place: keys today, routes to join them.
+"""What refers to a provider setting, in one place: keys, and routes (a step's settingId).
 
-Keys lock the settings they name (FOR SHARE) in the transaction that writes them, and a setting's
-deletion locks it (FOR UPDATE) before asking who refers to it: either the deletion sees the
-key, or the key's write finds the setting gone. Never both succeed.
+Keys and routes lock the settings they name (FOR SHARE) in the transaction that writes them,
+and a setting's deletion locks it (FOR UPDATE) before asking who refers to it: either the
+deletion sees the key or route, or its write finds the setting gone. Never both succeed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keymgmt.errors import InvalidInput
-from shared.db import keys, provider_settings
+from shared.db import keys, provider_settings, routes
 
 SHOWN = 5  # referrers named in a refusal
 
@@ -28,8 +28,21 @@ def _keys_using(setting_id: str) -> sa.Select[Any]:
     )
 
 
+def _routes_using(setting_id: str) -> sa.Select[Any]:
+    # jsonb containment: some step of the route names the setting.
+    return (
+        sa.select(routes.c.route_id)
+        .where(routes.c.deleted_at.is_(None), routes.c.steps.contains([{"settingId": setting_id}]))
+        .order_by(routes.c.route_id)
+        .limit(SHOWN)
+    )
+
+
 # (what refers, the query of the first referrers' ids)
-REFERRERS: tuple[tuple[str, Callable[[str], sa.Select[Any]]], ...] = (("key", _keys_using),)
+REFERRERS: tuple[tuple[str, Callable[[str], sa.Select[Any]]], ...] = (
+    ("key", _keys_using),
+    ("route", _routes_using),
+)
 
 
 async def referrers(connection: AsyncConnection, setting_id: str) -> list[str]:

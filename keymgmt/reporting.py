@@ -55,7 +55,7 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
 
 
 def event_fields(row: Any) -> dict[str, Any]:
-    return {
+    fields = {
         "eventId": row.event_id,
         "requestId": row.request_id,
         "keyId": row.key_id,
@@ -77,6 +77,15 @@ def event_fields(row: Any) -> dict[str, Any]:
         "userId": row.user_id,
         "metadata": row.metadata,
     }
+    if row.route_id:  # a route's call
+        fields.update(
+            routeId=row.route_id,
+            routeStep=row.route_step,
+            routeAttempt=row.route_attempt,
+            cacheHit=row.cache_hit,
+            savedCostInUsd=to_usd(row.saved_cost_nano),
+        )
+    return fields
 
 
 def _cursor(row: Any) -> str:

@@ -12,9 +12,10 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keymgmt.errors import ApiError, InvalidInput, PathTaken, RouteNotFound
+from keymgmt.references import lock_settings
 from keymgmt.store import Store, announcement
 from shared.changes import ROUTE
-from shared.db import keys, routes
+from shared.db import keys, provider_settings, routes
 
 # API field name -> column, for the fields a client may set.
 COLUMNS = {
@@ -52,13 +53,102 @@ async def check_keys_exist(connection: AsyncConnection, key_ids: Sequence[str]) 
 async def check_step_credentials(
     connection: AsyncConnection, key_ids: Sequence[str], steps: Sequence[Mapping[str, Any]]
 ) -> None:
-    """Every step's provider must be usable by every key in key_ids: a setting for it (the
-    step's settingId, which must exist, else one of the key's settings for that provider), or
-    the default OpenAI credential; a model the step's setting does not allow is a 400.
+    """Every step must be one every key in key_ids can take, as the proxy resolves it:
 
-    Provider settings are not stored yet: there is nothing to look a settingId up in, and every
-    key may use the default OpenAI credential. The schema has checked the settingIds' form.
+    - a step with a settingId goes through that setting: it must exist (held, FOR SHARE, until
+      the transaction ends, as keys hold theirs), be of the step's provider, allow the step's
+      model, and be among the settingIds of every key (a route never widens what a key may use);
+    - a step without one goes through the key's own settings of the step's provider (any of
+      them, with rotation): every key needs at least one, each allowing the model; an openai
+      step also takes a key without any setting, which uses the gateway's own credential.
+
+    A key changed later so that it cannot take a step any more is passed over at that step.
     """
+    named = sorted({step["settingId"] for step in steps if step.get("settingId")})
+    await lock_settings(connection, "steps", named)
+    owners = (
+        await connection.execute(
+            sa.select(keys.c.key_id, keys.c.setting_ids).where(keys.c.key_id.in_(key_ids))
+        )
+    ).all() if key_ids else []  # fmt: skip
+    key_settings = {str(key_id): [str(s) for s in ids or ()] for key_id, ids in owners}
+    wanted = set(named).union(*key_settings.values())
+    settings = {
+        str(row.setting_id): row
+        for row in await connection.execute(
+            sa.select(
+                provider_settings.c.setting_id,
+                provider_settings.c.provider,
+                provider_settings.c.name,
+                provider_settings.c.allowed_models,
+            ).where(
+                provider_settings.c.setting_id.in_(wanted),
+                provider_settings.c.deleted_at.is_(None),
+            )
+        )
+    }
+    problems: list[str] = []
+    for index, step in enumerate(steps):
+        problems += _step_problems(index, step, settings, key_settings)
+    if problems:
+        raise InvalidInput({"steps": problems})
+
+
+def _allows(setting: Any, model: str) -> bool:
+    return not setting.allowed_models or model in setting.allowed_models
+
+
+def _step_problems(
+    index: int,
+    step: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    key_settings: Mapping[str, list[str]],
+) -> list[str]:
+    at, provider, model = f"steps[{index}]", step["provider"], step["model"]
+    setting_id = step.get("settingId")
+    if setting_id:
+        setting = settings[setting_id]
+        if setting.provider != provider:
+            return [f"{at}: setting {setting_id} is for {setting.provider}, not {provider}"]
+        problems = []
+        if not _allows(setting, model):
+            problems.append(f"{at}: model {model!r} is not among the allowedModels of setting"
+                            f" {setting.name!r}")  # fmt: skip
+        problems += [
+            f"{at}: key {key_id} does not hold setting {setting_id} (its settingIds)"
+            for key_id, held in key_settings.items()
+            if setting_id not in held
+        ]
+        return problems
+    problems = []
+    for key_id, held in key_settings.items():
+        usable = [settings[i] for i in held if i in settings and settings[i].provider == provider]
+        if not held and provider == "openai":
+            continue  # the gateway's own OpenAI credential
+        if not usable:
+            problems.append(f"{at}: key {key_id} has no {provider} provider setting")
+        problems += [
+            f"{at}: model {model!r} is not among the allowedModels of setting {s.name!r}"
+            f" (of key {key_id})"
+            for s in usable
+            if not _allows(s, model)
+        ]
+    return problems
+
+
+def check_step_endpoints(path: str, steps: Sequence[Mapping[str, Any]]) -> None:
+    """Anthropic steps answer chat completions only (through the translator)."""
+    if path.endswith("/chat/completions"):
+        return
+    wrong = [i for i, step in enumerate(steps) if step["provider"] == "anthropic"]
+    if wrong:
+        raise InvalidInput(
+            {
+                "steps": [
+                    f"steps[{i}]: an anthropic step serves chat completions only" for i in wrong
+                ]
+            }
+        )
 
 
 class RouteStore(Store):
@@ -130,6 +220,7 @@ class RouteStore(Store):
 
 
 async def _check_references(connection: AsyncConnection, route: Mapping[str, Any]) -> None:
+    check_step_endpoints(route["path"], route["steps"])
     await check_keys_exist(connection, route["keyIds"])
     await check_step_credentials(connection, route["keyIds"], route["steps"])
 

@@ -62,9 +62,14 @@ async def decide(
 async def admit(
     call: Call, engine: LimitEngine, local: LocalLimits, pricing: Pricing, errors: Counter
 ) -> None:
-    if not has_limits(call.key) and limited_user(call.user) is None:
-        return
-    reservation = reservation_nano(call, pricing)
+    if has_limits(call.key) or limited_user(call.user) is not None:
+        await admit_reserving(call, reservation_nano(call, pricing), engine, local, errors)
+
+
+async def admit_reserving(
+    call: Call, reservation: int, engine: LimitEngine, local: LocalLimits, errors: Counter
+) -> None:
+    """Admit the call holding `reservation` nano-USD (a route sizes it for its dearest step)."""
     admission = await decide(call, engine, local, reservation, errors)
     if admission.admitted:
         call.admission = admission

@@ -23,6 +23,9 @@ from proxy.policies.snapshot import PolicySnapshot
 from proxy.provider_settings import SettingSnapshot, setting_source
 from proxy.providers import ADAPTERS
 from proxy.recorded import RecordedSpend
+from proxy.routes.cache import ResponseCache
+from proxy.routes.cooldown import CoolDowns
+from proxy.routes.loop import handle_route
 from proxy.routes.snapshot import ROUTE_SOURCE, RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot, SnapshotRefresher
@@ -30,6 +33,7 @@ from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics, call_log
 from proxy.typedefs import (
     CALL_LOG,
+    COOL_DOWNS,
     LIMITS,
     LOCAL_LIMITS,
     METRICS,
@@ -37,6 +41,7 @@ from proxy.typedefs import (
     PRICING,
     PROVIDER_SETTINGS,
     REGISTRY,
+    ROUTE_CACHE,
     ROUTES,
     SESSION,
     SETTINGS,
@@ -149,6 +154,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(keep_announced(heartbeat, local, replica), name="announce"),
         asyncio.create_task(local.recover(engine), name="recover-limits"),
     ]
+    app[ROUTE_CACHE] = ResponseCache(pipe, app[METRICS].redis_errors)
     yield
     await stop_task(tasks[2])
     await stop_task(tasks[1])
@@ -253,6 +259,7 @@ def create_app(settings: Settings) -> web.Application:
     app[PROVIDER_SETTINGS] = SettingSnapshot()
     app[ROUTES] = RouteSnapshot()
     app[POLICIES] = PolicySnapshot()
+    app[COOL_DOWNS] = CoolDowns()
     app[PRICING] = Pricing.from_file(settings.pricing_file)
     app[LOCAL_LIMITS] = LocalLimits(
         settings.redis_outage_mode, settings.redis_outage_share, settings.redis_outage_max
@@ -273,6 +280,7 @@ def create_app(settings: Settings) -> web.Application:
     for provider in ADAPTERS:
         for path in provider.paths():
             app.router.add_route("*", path, handler_of(provider))
+    app.router.add_post("/api/routes/{route_path:.+}", handle_route)
     app.router.add_get("/api/health", health)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_route("*", "/{tail:.*}", unknown_route)

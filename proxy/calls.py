@@ -35,6 +35,26 @@ DEFAULT_MODELS = dict.fromkeys(
 
 
 @dataclass(slots=True)
+class RouteMark:
+    """Where a call stands in its route, as its usage event records it."""
+
+    route_id: str
+    step: int
+    attempt: int = 0  # 1 for the first attempt of the call, counted across its steps
+    cache_hit: bool = False
+    saved_cost_nano: int = 0  # a hit: what the answer cost when it was made
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "route_id": self.route_id,
+            "route_step": self.step,
+            "route_attempt": self.attempt,
+            "cache_hit": self.cache_hit,
+            "saved_cost_nano": self.saved_cost_nano,
+        }
+
+
+@dataclass(slots=True)
 class Call:
     request_id: str
     key: Key
@@ -64,11 +84,17 @@ class Call:
     response_body: bytes | None = None
     stream_record: StreamRecord | None = None
     user: User | None = None  # the user record it belongs to (proxy/users.py)
+    route: RouteMark | None = None  # set on a route's calls: which step and attempt this is
     billing: Billing | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.billing = self.target.provider.billing(self.method, self.endpoint)
         self.upstream_path = self.upstream_path or self.endpoint
+
+    def inherit(self, front: Call) -> None:
+        """What was decided of the client's request before a route's step took it over."""
+        self.user, self.user_id, self.screening = front.user, front.user_id, front.screening
+        self.custom_id, self.metadata = front.custom_id, front.metadata
 
     @property
     def upstream_seconds(self) -> float:
@@ -144,17 +170,24 @@ def new_call(request: web.Request, target: Target, key: Key, body: bytes, reques
         payload = form_fields(call, request.headers.get("Content-Type", ""))
     else:
         payload = json_object(body)  # whatever type is declared: upstreams may read it as JSON
+    read_payload(call, payload)
+    return call
+
+
+def read_payload(call: Call, payload: dict[str, Any]) -> None:
+    """What a metered call's body asks for: its model, and whether it streams."""
+    provider = call.target.provider
     call.payload = payload
     model = payload.get("model")
     call.model = (
         model
         if isinstance(model, str)
-        else provider.default_model(endpoint, upstream_path) or DEFAULT_MODELS.get(endpoint, "")
+        else provider.default_model(call.endpoint, call.upstream_path)
+        or DEFAULT_MODELS.get(call.endpoint, "")
     )
     call.stream = payload.get("stream") is True or payload.get("stream") == "true"
     if call.stream and provider.asks_stream_usage(call):
         ask_for_stream_usage(call, payload)
-    return call
 
 
 def json_object(body: bytes) -> dict[str, Any]:

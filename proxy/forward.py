@@ -7,6 +7,8 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -56,6 +58,7 @@ from shared.durations import parse_duration
 from shared.limits import Settlement, to_nano
 
 MAX_REQUEST_ID = 128
+T = TypeVar("T")
 log = logging.getLogger("gateway.proxy")
 
 
@@ -140,12 +143,17 @@ async def forward_past_the_client(
     """
     if call.stream:
         return await forward_and_track(request, call, job)
-    exchange = asyncio.ensure_future(forward_and_track(request, call, job))
+    return await outliving_the_client(forward_and_track(request, call, job))
+
+
+async def outliving_the_client(exchange: Awaitable[T]) -> T:
+    """`exchange`'s outcome; should the client leave, the exchange goes on to its end."""
+    task = asyncio.ensure_future(exchange)
     try:
-        return await asyncio.shield(exchange)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await exchange  # nobody is left to answer, whatever the outcome
+            await task  # nobody is left to answer, whatever the outcome
         raise
 
 
@@ -163,33 +171,18 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     target = call.target
     call.upstream_started = time.perf_counter()
     try:
-        async with request.app[SESSION].request(
-            request.method,
-            upstream_url(target.base_url, call.upstream_path, call.upstream_query),
-            data=call.body or None,
-            headers=upstream_headers(request.headers, target, call.request_id),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
+        async with open_upstream(
+            request,
+            call,
+            upstream_headers(request.headers, target, call.request_id),
+            aiohttp.ClientTimeout(total=timeout),
         ) as upstream:
             upstream = screened_answer(call, upstream)
-            call.status = upstream.status
-            if upstream.status in CREDENTIAL_REFUSED:
-                target.alarm.refused(upstream.status, target.credential_source)
-                raise upstream_auth_failed(upstream.status)
-            if target.alarm.refusing:
-                target.alarm.accepted()
+            check_credential(call, upstream.status)
             headers = client_headers(upstream.headers, call.request_id)
             add_rate_limit_headers(call, headers)
             if upstream.content_type == "application/json":
-                body = await upstream.read()
-                call.upstream_ended = time.perf_counter()
-                if call.key.should_log_response:
-                    call.response_body = body
-                if call.metered and 200 <= upstream.status < 300:
-                    call.usage, call.reported_model = target.provider.usage_of_body(body)
-                    if call.usage is None and call.billing is Billing.TOKENS:
-                        # A compatible server that reports no usage: count the tokens.
-                        call.usage = await asyncio.to_thread(counted_answer, call, body)
+                body = await read_answer(call, upstream)
                 return web.Response(body=body, status=upstream.status, headers=headers)
             call.streamed = upstream.content_type == "text/event-stream"
             if call.streamed and call.metered:
@@ -199,6 +192,46 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
         raise upstream_timeout(timeout) from None
     except aiohttp.ClientError as error:
         raise upstream_unreachable(type(error).__name__) from None
+
+
+def open_upstream(
+    request: web.Request, call: Call, headers: dict[str, str], timeout: aiohttp.ClientTimeout
+) -> aiohttp.client._RequestContextManager:
+    """The call's exchange with its target, to be entered (`async with`)."""
+    target = call.target
+    return request.app[SESSION].request(
+        request.method,
+        upstream_url(target.base_url, call.upstream_path, call.upstream_query),
+        data=call.body or None,
+        headers=headers,
+        timeout=timeout,
+        allow_redirects=False,
+    )
+
+
+def check_credential(call: Call, status: int) -> None:
+    """Record upstream's status; a refused credential is the operator's to fix (502)."""
+    call.status = status
+    alarm = call.target.alarm
+    if status in CREDENTIAL_REFUSED:
+        alarm.refused(status, call.target.credential_source)
+        raise upstream_auth_failed(status)
+    if alarm.refusing:
+        alarm.accepted()
+
+
+async def read_answer(call: Call, upstream: aiohttp.ClientResponse) -> bytes:
+    """A whole answer's body, metered when it is a successful metered one."""
+    body = await upstream.read()
+    call.upstream_ended = time.perf_counter()
+    if call.key.should_log_response:
+        call.response_body = body
+    if call.metered and 200 <= upstream.status < 300:
+        call.usage, call.reported_model = call.target.provider.usage_of_body(body)
+        if call.usage is None and call.billing is Billing.TOKENS:
+            # A compatible server that reports no usage: count the tokens.
+            call.usage = await asyncio.to_thread(counted_answer, call, body)
+    return body
 
 
 def add_rate_limit_headers(call: Call, headers: CIMultiDict[str]) -> None:
@@ -281,7 +314,11 @@ def finish(
         if admission is not None and admission.local:
             app[LOCAL_LIMITS].settled(call.key, admission, cost)
         reservation = admission.reservation if admission else ""
-        recorded = call.upstream_started or outcome[1] == "policy_violation"
+        # A refusal by the key's policy, and a route's cache hit, are recorded too, though no
+        # upstream was asked.
+        recorded = (
+            call.upstream_started or outcome[1] == "policy_violation" or call.route is not None
+        )
         event = usage_event(call, cost, latency) if recorded else None
         if event is not None or reservation:
             app[SETTLER].submit(Settlement(call.key, cost, reservation, event, call.user))

@@ -47,6 +47,20 @@ class Targets:
         chosen = random.choice(usable) if key.rotation_enabled else usable[0]
         return self._target(provider, chosen)
 
+    def of_step(self, provider: Provider, key: Key, setting_id: str | None) -> Target:
+        """The target of a route step for a key: the step's own setting, which the key must
+        hold, or the one the key's call on `provider` would use."""
+        if not setting_id:
+            return self.of(provider, key)
+        setting = self._snapshot.by_id(setting_id)
+        if (
+            setting is None
+            or setting.provider != provider.name
+            or setting_id not in key.setting_ids
+        ):
+            raise no_provider_setting(provider.name, setting.name if setting else setting_id)
+        return self._target(provider, setting)
+
     def of_job(self, setting_id: str) -> Target | None:
         """Where a job created through `setting_id` is read; None while that setting is unknown."""
         if not setting_id:

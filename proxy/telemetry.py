@@ -189,6 +189,8 @@ def usage_event(call: Call, cost_nano: int, latency: float) -> bytes:
         event["metadata"] = orjson.Fragment(call.metadata)
     if call.key.should_log_request or call.key.should_log_response:
         event.update(logged_contents(call))
+    if call.route is not None:
+        event.update(call.route.fields())
     return orjson.dumps(event)
 
 

@@ -6,6 +6,8 @@ from aiohttp import web
 from proxy.fallback import LocalLimits
 from proxy.policies.snapshot import PolicySnapshot
 from proxy.provider_settings import SettingSnapshot
+from proxy.routes.cache import ResponseCache
+from proxy.routes.cooldown import CoolDowns
 from proxy.routes.snapshot import RouteSnapshot
 from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
@@ -33,3 +35,5 @@ PROVIDER_SETTINGS = web.AppKey("provider_settings", SettingSnapshot)
 ROUTES = web.AppKey("routes", RouteSnapshot)  # by path: proxy.routes.snapshot
 POLICIES = web.AppKey("policies", PolicySnapshot)
 USERS = web.AppKey("users", UserSnapshot)
+ROUTE_CACHE = web.AppKey("route_cache", ResponseCache)
+COOL_DOWNS = web.AppKey("cool_downs", CoolDowns)

@@ -154,6 +154,12 @@ usage_events = sa.Table(
     sa.Column("request_truncated", sa.Boolean),
     sa.Column("response_content", sa.Text),
     sa.Column("response_truncated", sa.Boolean),
+    # A route's call: its step and attempt (counted across steps); a cache hit, what it saved.
+    sa.Column("route_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("route_step", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("route_attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cache_hit", sa.Boolean, nullable=False, server_default="false"),
+    sa.Column("saved_cost_nano", sa.BigInteger, nullable=False, server_default="0"),
 )
 sa.Index("usage_events_key_time", usage_events.c.key_id, usage_events.c.created_at)
 sa.Index("usage_events_time", usage_events.c.created_at)

@@ -40,6 +40,10 @@ can compute the expected usage by hand):
   the last message containing `[fake:429]` is a 429 rate_limit_error, `[fake:529]` a 529
   overloaded_error, `[fake:overloaded-mid-stream]` an `event: error` overloaded_error after 2
   text deltas when streamed (a 529 otherwise);
+- streamed chat and messages fail on `[fake:error-after-preamble]` in the last message (or
+  `options.stream_fault` set to it): the role chunk (Anthropic: message_start, ping), then an
+  error event; chat also on `[fake:cut-after-content]`: the role chunk and 2 content chunks,
+  then the connection dropped; `options.fail_next` fails the next calls with its statuses;
 - speech with `stream_format: "sse"` ends with `speech.audio.done` reporting the input's words
   and 4 output tokens per audio chunk (4 chunks); otherwise it is binary audio without usage.
 """

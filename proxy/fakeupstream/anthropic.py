@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy.fakeupstream.accounting import anthropic_usage, echoed, reply_pieces
 from proxy.fakeupstream.state import (
     CLAUDE_MODELS,
+    ERROR_AFTER_PREAMBLE,
     FAKE_UPSTREAM,
     JSON,
     TOOL_ARGUMENT_FRAGMENTS,
@@ -88,6 +89,7 @@ class _Plan:
     usage: JSON
     tool: str | None  # the tool's name when the answer is a tool_use block
     fails_mid_stream: bool
+    fails_after_preamble: bool
 
 
 def _plan(state: FakeUpstream, body: JSON) -> _Plan:
@@ -120,6 +122,7 @@ def _plan(state: FakeUpstream, body: JSON) -> _Plan:
         usage=anthropic_usage(body, len(pieces)),
         tool=tool,
         fails_mid_stream=OVERLOADED_MID_STREAM in last,
+        fails_after_preamble=ERROR_AFTER_PREAMBLE in (last + state.options.stream_fault),
     )
 
 
@@ -156,6 +159,10 @@ def _events(plan: _Plan) -> Iterator[bytes]:
         block, kind, field = {"type": "text", "text": ""}, "text_delta", "text"
     yield sse_event({"type": "content_block_start", "index": 0, "content_block": block})
     yield sse_event({"type": "ping"})
+    if plan.fails_after_preamble:
+        error = {"type": "rate_limit_error", "message": "Number of request tokens has exceeded"}
+        yield sse_event({"type": "error", "error": error})
+        return
     for number, piece in enumerate(plan.pieces):
         if plan.fails_mid_stream and number == MID_STREAM_DELTAS:
             error = {"type": "overloaded_error", "message": "Overloaded"}

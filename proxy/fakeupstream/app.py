@@ -60,15 +60,18 @@ async def fake_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if options.latency:
         await asyncio.sleep(options.latency)
-    if options.fail_status is not None:
-        status = options.fail_status
+    status = options.fail_next.pop(0) if options.fail_next else options.fail_status
+    if status is not None:
+        asked = {"Retry-After": options.retry_after} if options.retry_after else None
         if anthropic.is_anthropic(request):
             body = anthropic_error_body(status, f"Fake upstream failure: {status}")
         elif status == 401:
             body = refused_key_body(request.headers.get("Authorization", ""))
         else:
             body = failure_body(status)
-        return web.Response(status=status, body=body, content_type="application/json")
+        return web.Response(
+            status=status, body=body, headers=asked, content_type="application/json"
+        )
     try:
         return await handler(request)
     except FakeAPIError as error:

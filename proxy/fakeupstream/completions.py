@@ -18,7 +18,10 @@ from proxy.fakeupstream.accounting import (
 from proxy.fakeupstream.state import (
     CONTENT_FILTER_RESULTS,
     CREATED,
+    CUT_AFTER_CONTENT,
+    CUT_CONNECTION,
     DONE,
+    ERROR_AFTER_PREAMBLE,
     FAKE_UPSTREAM,
     JSON,
     PROMPT_FILTER_CHUNK,
@@ -27,6 +30,7 @@ from proxy.fakeupstream.state import (
     FakeUpstream,
 )
 from proxy.fakeupstream.wire import (
+    error_payload,
     json_response,
     read_json,
     sse,
@@ -45,6 +49,7 @@ class _Plan:
     finish_reason: str
     usage: JSON | None  # None when usage is not reported
     tool: str | None = None  # function name when the reply is a tool call
+    fault: str = ""  # the stream fault trigger in the last message, if any
 
 
 def _last_text(body: JSON) -> str:
@@ -74,7 +79,10 @@ def _chat_plan(state: FakeUpstream, body: JSON) -> _Plan:
         pieces, capped = reply_pieces(state.options, body.get("max_tokens") if cap is None else cap)
         finish = "length" if capped else "stop"
     usage = chat_usage(prompt, len(pieces), cached_tokens(body, prompt))
-    return _Plan(meta, pieces, finish, usage if state.options.report_usage else None, tool)
+    last = str((body.get("messages") or [{}])[-1].get("content") or "")
+    faults = (ERROR_AFTER_PREAMBLE, CUT_AFTER_CONTENT)
+    fault = state.options.stream_fault or next((f for f in faults if f in last), "")
+    return _Plan(meta, pieces, finish, usage if state.options.report_usage else None, tool, fault)
 
 
 def _meta(state: FakeUpstream, body: JSON, prefix: str) -> JSON:
@@ -125,6 +133,16 @@ def _chat_chunks(plan: _Plan, include_usage: bool, filters: bool) -> Iterator[by
 
     if filters:
         yield sse(PROMPT_FILTER_CHUNK)
+    if plan.fault == ERROR_AFTER_PREAMBLE:
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        quota = "You exceeded your current quota."
+        yield sse(error_payload(429, quota, "insufficient_quota", None))
+        return
+    if plan.fault == CUT_AFTER_CONTENT:
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        yield from (chunk({"content": piece}) for piece in plan.pieces[:2])
+        yield CUT_CONNECTION
+        return
     if plan.tool:
         call = {"index": 0, **_tool_call(plan, "")}
         yield chunk({"role": "assistant", "content": None, "tool_calls": [call]})

@@ -79,6 +79,11 @@ PROMPT_FILTER_CHUNK: JSON = {
 }
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
+# In a stream's events: drop the connection there, as a failing upstream may mid-answer.
+CUT_CONNECTION = b"<cut the connection>"
+# Fault triggers, in the last message (chat and Anthropic messages alike), when streamed:
+ERROR_AFTER_PREAMBLE = "[fake:error-after-preamble]"  # the first event(s), then an error event
+CUT_AFTER_CONTENT = "[fake:cut-after-content]"  # some content, then the connection dropped
 
 
 @dataclass
@@ -88,6 +93,11 @@ class FakeOptions:
     stream_chunks: int = 5  # content chunks (= completion tokens) per completion
     report_usage: bool = True  # False: never send usage, like some compatible servers
     fail_status: int | None = None  # answer every API call with this status and an error body
+    # Statuses of the next API calls, one popped per call, answered as fail_status would be;
+    # with `retry_after` as their Retry-After header when set.
+    fail_next: list[int] = field(default_factory=list)
+    retry_after: str | None = None
+    stream_fault: str = ""  # ERROR_AFTER_PREAMBLE or CUT_AFTER_CONTENT: every stream fails so
     record: bool = True  # keep every request in `FakeUpstream.recorded`
     echo: bool = False  # chat answers repeat the last message, three characters a piece
 

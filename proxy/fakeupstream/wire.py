@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from proxy.fakeupstream.state import (
+    CUT_CONNECTION,
     JSON,
     SSE_HEADERS,
     FakeAPIError,
@@ -98,6 +99,10 @@ async def stream_events(
         for index, event in enumerate(events):
             if interval and index:
                 await asyncio.sleep(interval)
+            if event is CUT_CONNECTION:
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             # One write per event, so a proxy sees them arrive separately.
             await response.write(event)
         await response.write_eof()

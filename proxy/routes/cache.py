@@ -5,7 +5,8 @@
   every body field but stream, stream_options, user and metadata, as canonical JSON.
 - `CachedAnswer`: only a complete 2xx answer becomes one, from a JSON body (`from_json`) or from
   a stream that reached [DONE] with every choice finished (`StreamCollector.answer`). It is kept
-  as the chat.completion (or embeddings) JSON and served as that, or replayed as SSE
+  as the chat.completion (or embeddings) JSON, with the step that served it and what it cost,
+  and served as that, or replayed as SSE
   (`as_sse`) for a streamed request: chat.completion.chunk events, the usage chunk only if asked
   for, then [DONE].
 - `ResponseCache`: lookup and store, each one Redis round trip on the proxy's pipelined
@@ -53,6 +54,22 @@ def cache_key(route: Route, body: Mapping[str, Any]) -> str | None:
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     body: bytes  # the answer's JSON
+    step: int = 0  # the route step that served it
+    cost_nano: int = 0  # what it cost then: what a hit saves
+
+    def stored(self) -> bytes:
+        return b"%d %d\n" % (self.step, self.cost_nano) + self.body
+
+    @classmethod
+    def from_stored(cls, value: bytes) -> CachedAnswer | None:
+        head, newline, body = value.partition(b"\n")
+        step, _, cost = head.partition(b" ")
+        if not (newline and step.isdigit() and cost.isdigit()):
+            return None  # not written by this version: a miss
+        return cls(body, int(step), int(cost))
+
+    def served_by(self, step: int, cost_nano: int) -> CachedAnswer:
+        return CachedAnswer(self.body, step, cost_nano)
 
     @classmethod
     def from_json(cls, status: int, body: bytes) -> CachedAnswer | None:
@@ -204,11 +221,12 @@ class ResponseCache:
         except (RedisUnavailable, RedisReplyError, TimeoutError):
             self._errors.inc(operation="route_cache")
             return None
-        return None if body is None else CachedAnswer(body)
+        return None if body is None else CachedAnswer.from_stored(body)
 
     async def store(self, key: str, answer: CachedAnswer, ttl: float) -> None:
         """Keep `answer` for `ttl` seconds; a Redis error only loses this one entry."""
         try:
-            await self._pipe.execute([("SET", key, answer.body, "PX", max(1, round(ttl * 1000)))])
+            ttl_ms = max(1, round(ttl * 1000))
+            await self._pipe.execute([("SET", key, answer.stored(), "PX", ttl_ms)])
         except (RedisUnavailable, RedisReplyError, TimeoutError):
             self._errors.inc(operation="route_cache")

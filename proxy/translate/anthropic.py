@@ -28,6 +28,7 @@ import orjson
 
 from proxy.translate.sse import EventReader
 
+ANTHROPIC_VERSION = "2023-06-01"  # the anthropic-version header of translated requests
 DEFAULT_MAX_TOKENS = 4096  # when the client names no limit; Anthropic requires one
 
 FINISH_REASONS = {
@@ -402,7 +403,8 @@ class StreamTranslator:
     call delta, or the finish chunk; message_start, ping, empty blocks and thinking are not).
     An Anthropic `error` event becomes `data: {"error": {...}}` with no [DONE] after it, and is
     kept in `error`; `finished` is true once message_stop has been sent on as [DONE]. `usage` is
-    Anthropic's cumulative usage: message_delta's, with message_start's for any field it lacks.
+    Anthropic's cumulative usage: message_delta's, with message_start's for any field it lacks;
+    `usage_chunk` its OpenAI usage chunk once message_stop came, whether sent on or not.
     """
 
     def __init__(self, *, include_usage: bool) -> None:
@@ -411,6 +413,7 @@ class StreamTranslator:
         self.finished = False
         self.error: dict[str, Any] | None = None
         self.usage: dict[str, Any] = {}
+        self.usage_chunk = b""  # the usage chunk at message_stop, sent on or not
         self._reader = EventReader()
         self._id = ""
         self._model = ""
@@ -476,7 +479,8 @@ class StreamTranslator:
             return self._content({}, FINISH_REASONS.get(reason or "", "stop"))
         if kind == "message_stop":
             self.finished = True
-            return [self._usage_chunk(), DONE] if self.include_usage else [DONE]
+            self.usage_chunk = self._usage_chunk()
+            return [self.usage_chunk, DONE] if self.include_usage else [DONE]
         if kind == "error":
             self.error = error_from_anthropic(event.get("error"))
             return [_sse(self.error)]

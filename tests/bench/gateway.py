@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -30,6 +31,9 @@ DATABASE = "gateway_bench"
 REDIS_DB = 14  # the tests use 13; 0 belongs to whoever else runs here
 UPSTREAM_KEY = "sk-bench-upstream"
 KEYS_PATH = "/api/key-management/keys"
+ROUTES_PATH = "/api/routes"
+ROUTE_PATH = "/bench/chat/completions"  # the route leg's: one healthy openai step
+BENCH_MODEL = "gpt-4o-mini"  # what every leg asks for
 COPY_CHUNK = 50_000
 # Older than the snapshot's re-read overlap (30 s), so an incremental refresh does not re-read
 # the bulk-loaded rows.
@@ -194,7 +198,8 @@ def flush_redis(stores: Stores, db: int = REDIS_DB) -> None:
 
 
 def create_bench_key(processes: Processes, stores: Stores) -> str:
-    """Creates, through keymgmt, the key the proxy legs use; returns the raw key."""
+    """Creates, through keymgmt, the key the proxy legs use, and the one-step route (at
+    ROUTE_PATH) the route leg calls with it; returns the raw key."""
     port = free_port()
     keymgmt = processes.start(
         "keymgmt",
@@ -206,7 +211,7 @@ def create_bench_key(processes: Processes, stores: Stores) -> str:
         wait_http(keymgmt, "/api/health", timeout=60)
         raw = f"sk-bench-{uuid.uuid4().hex}"
         # Limits far out of reach, so that every request runs the whole admit-and-settle path.
-        put_json(
+        key = send_json(
             keymgmt.url(KEYS_PATH),
             {
                 "name": "bench",
@@ -216,6 +221,9 @@ def create_bench_key(processes: Processes, stores: Stores) -> str:
                 "costLimitInUsd": 1_000_000,
             },
         )
+        route = {"name": "bench", "path": ROUTE_PATH, "keyIds": [key["keyId"]],
+                 "steps": [{"provider": "openai", "model": BENCH_MODEL}]}  # fmt: skip
+        send_json(keymgmt.url(ROUTES_PATH), route, method="POST")
         wait_for_spend_marker(stores, timeout=30)
         return raw
     finally:
@@ -236,13 +244,14 @@ def wait_for_spend_marker(stores: Stores, timeout: float) -> None:
         client.close()
 
 
-def put_json(url: str, payload: dict[str, object]) -> None:
+def send_json(url: str, payload: dict[str, object], method: str = "PUT") -> Any:
     request = urllib.request.Request(
-        url, data=orjson.dumps(payload), method="PUT", headers={"Content-Type": "application/json"}
+        url, data=orjson.dumps(payload), method=method, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         if response.status != 200:
-            raise RuntimeError(f"creating the bench key: HTTP {response.status}")
+            raise RuntimeError(f"{method} {url}: HTTP {response.status}")
+        return orjson.loads(response.read())
 
 
 def start_proxy(

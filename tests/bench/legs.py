@@ -12,7 +12,7 @@ from tests.bench.loadgen import Target
 from tests.bench.procs import PYTHON, Processes, Server, Unavailable, children, free_port, wait_http
 
 PROXY_PREFIX = "/api/providers/openai/v1"
-MODEL = "gpt-4o-mini"
+MODEL = gateway.BENCH_MODEL
 CHAT = {
     "model": MODEL,
     "messages": [
@@ -26,6 +26,7 @@ TITLES = {
     "direct": "direct",
     "passthrough": "bare pass-through",
     "proxy": "proxy",
+    "route": "proxy, a one-step route",
     "untraced": "proxy, telemetry off",
     "proxy2": "proxy x2 workers",
     "litellm": "LiteLLM",
@@ -62,6 +63,7 @@ class Starters:
             "direct": self.direct,
             "passthrough": self.passthrough,
             "proxy": lambda: self.proxy(1),
+            "route": self.route,
             "untraced": self.untraced,
             "proxy2": lambda: self.proxy(2),
             "litellm": self.litellm,
@@ -84,6 +86,13 @@ class Starters:
         if workers > 1:
             require_workers(server, workers)
         return self.proxy_leg(server)
+
+    def route(self) -> Leg:
+        """The proxy leg's call through a route of one step: what the route loop adds."""
+        server = gateway.start_proxy(self.processes, self.stores, self.upstream, "route")
+        wait_http(server, "/api/health", START_TIMEOUT)
+        prefix = "/api/routes" + gateway.ROUTE_PATH.removesuffix("/chat/completions")
+        return leg_for(server, prefix, self.raw_key)
 
     def untraced(self) -> Leg:
         server = gateway.start_proxy(

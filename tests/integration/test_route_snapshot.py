@@ -75,13 +75,18 @@ async def test_full_load_in_pages_then_changes(
 async def test_the_stored_shape_is_parsed_with_durations_in_seconds(
     engine: AsyncEngine, database: LazyConnection, settings: Settings
 ) -> None:
-    key_id = str(uuid.uuid4())
+    key_id, setting_id, claude_id = (str(uuid.uuid4()) for _ in range(3))
     async with engine.begin() as connection:
+        for each, provider in ((setting_id, "azure"), (claude_id, "anthropic")):
+            await connection.exec_driver_sql(
+                "INSERT INTO provider_settings (setting_id, provider, name, created_at, updated_at)"
+                f" VALUES ('{each}', '{provider}', '{each}', now(), now())"
+            )
         await connection.exec_driver_sql(
-            "INSERT INTO keys (key_id, key_hash, name, created_at, updated_at)"
-            f" VALUES ('{key_id}', '{uuid.uuid4().hex}', 'k', now(), now())"
+            "INSERT INTO keys (key_id, key_hash, name, setting_ids, created_at, updated_at)"
+            f" VALUES ('{key_id}', '{uuid.uuid4().hex}', 'k',"
+            f" ARRAY['{setting_id}', '{claude_id}']::uuid[], now(), now())"
         )
-    setting_id = str(uuid.uuid4())
     fields = loaded(
         keyIds=[key_id],
         steps=[

@@ -14,6 +14,8 @@ from keymgmt.app import create_app
 from shared.changes import CHANNEL, ROUTE, parse_change
 from shared.config import Settings
 from tests.integration.test_keymgmt_api import assert_problem, create
+from tests.integration.test_provider_settings_api import SETTINGS
+from tests.integration.test_provider_settings_api import create as create_setting
 
 ROUTES = "/api/routes"
 
@@ -68,7 +70,8 @@ async def test_create_fills_every_default_and_reads_back(client: TestClient) -> 
 
 
 async def test_every_field_is_kept(client: TestClient) -> None:
-    setting_id = str(uuid.uuid4())
+    azure = {"apikey": "sk-a", "endpoint": "https://example.openai.azure.com"}
+    setting_id = (await create_setting(client, provider="azure", setting=azure))["id"]
     steps = [
         {
             "provider": "azure",
@@ -303,3 +306,68 @@ async def test_request_params_nested_past_what_can_be_stored_are_400(client: Tes
     response = await client.post(ROUTES, data=raw)
     assert response.status == 400, await response.text()
     assert "requestParams" in str((await response.json())["detail"])
+
+
+async def steps_problem(client: TestClient, **fields: Any) -> str:
+    response = await client.post(ROUTES, json=new_route(**fields))
+    body = await response.json()
+    assert response.status == 400, body
+    return " ".join(body["detail"]["steps"])
+
+
+async def test_every_key_must_be_able_to_take_every_step(client: TestClient) -> None:
+    plain = (await create(client))["keyId"]  # no settings: the gateway's OpenAI credential
+    claude = await create_setting(client, provider="anthropic", allowedModels=["claude-a"])
+    other_claude = await create_setting(client, provider="anthropic")
+    openai_setting = await create_setting(client)
+    with_claude = (await create(client, settingIds=[claude["id"]]))["keyId"]
+    anthropic_step = {"provider": "anthropic", "model": "claude-a"}
+    openai_step = {"provider": "openai", "model": "gpt-4o"}
+
+    await create_route(client, keyIds=[plain], steps=[openai_step])
+    await create_route(client, keyIds=[with_claude], steps=[anthropic_step])
+    named = {**anthropic_step, "settingId": claude["id"]}
+    await create_route(client, keyIds=[with_claude], steps=[named])
+    # A key without settings has no anthropic credential; one with only an anthropic setting
+    # has no OpenAI one (its settings are all it may use).
+    assert f"key {plain} has no anthropic" in await steps_problem(
+        client, keyIds=[plain], steps=[anthropic_step]
+    )
+    assert f"key {with_claude} has no openai" in await steps_problem(
+        client, keyIds=[with_claude], steps=[openai_step]
+    )
+    # The model must be one the setting allows, named or the key's own.
+    for step in ({**anthropic_step, "model": "claude-b"},
+                 {**anthropic_step, "model": "claude-b", "settingId": claude["id"]}):  # fmt: skip
+        assert "'claude-b' is not among the allowedModels" in await steps_problem(
+            client, keyIds=[with_claude], steps=[step]
+        )
+    # A named setting: of the step's provider, held by every key.
+    assert "is for openai, not anthropic" in await steps_problem(
+        client, steps=[{**anthropic_step, "settingId": openai_setting["id"]}]
+    )
+    assert f"key {with_claude} does not hold setting {other_claude['id']}" in await steps_problem(
+        client, keyIds=[with_claude], steps=[{**anthropic_step, "settingId": other_claude["id"]}]
+    )
+    missing = str(uuid.uuid4())
+    assert missing in await steps_problem(client, steps=[{**openai_step, "settingId": missing}])
+    # Only through chat completions: the translator speaks nothing else.
+    assert "chat completions only" in await steps_problem(
+        client, path="/team/embeddings", keyIds=[with_claude], steps=[anthropic_step]
+    )
+    # A PATCH is checked against the route it makes.
+    route = await create_route(client, keyIds=[plain], steps=[openai_step])
+    response = await client.patch(f"{ROUTES}/{route['id']}", json={"steps": [anthropic_step]})
+    assert response.status == 400, await response.text()
+
+
+async def test_a_setting_a_route_names_cannot_be_deleted(client: TestClient) -> None:
+    setting = await create_setting(client, provider="anthropic")
+    route = await create_route(
+        client, steps=[{"provider": "anthropic", "model": "c", "settingId": setting["id"]}]
+    )
+    response = await client.delete(f"{SETTINGS}/{setting['id']}")
+    assert response.status == 409
+    assert f"route {route['id']}" in str((await response.json())["detail"])
+    await client.delete(f"{ROUTES}/{route['id']}")
+    assert (await client.delete(f"{SETTINGS}/{setting['id']}")).status == 204
