@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -29,7 +32,10 @@ import services  # deploy/local is not a package
 DATABASE = "gateway_bench"
 REDIS_DB = 14  # the tests use 13; 0 belongs to whoever else runs here
 UPSTREAM_KEY = "sk-bench-upstream"
+# Seals the bench's provider setting; keymgmt and the proxy must share it.
+SETTINGS_ENCRYPTION_KEY = base64.b64encode(hashlib.sha256(b"gateway bench").digest()).decode()
 KEYS_PATH = "/api/key-management/keys"
+SETTINGS_PATH = "/api/provider-settings"
 COPY_CHUNK = 50_000
 # Older than the snapshot's re-read overlap (30 s), so an incremental refresh does not re-read
 # the bulk-loaded rows.
@@ -108,6 +114,7 @@ def service_env(stores: Stores, **overrides: str) -> dict[str, str]:
         "REDIS_PASSWORD": stores.redis_password,
         "REDIS_DB": str(REDIS_DB),
         "OPENAI_API_KEY": UPSTREAM_KEY,
+        "SETTINGS_ENCRYPTION_KEY": SETTINGS_ENCRYPTION_KEY,
         "IN_MEMORY_DB_UPDATE_INTERVAL": "1s",
         "LOG_LEVEL": "info",  # the default: the proxy writes its line per call
         "ADMIN_PASS": "",
@@ -193,8 +200,21 @@ def flush_redis(stores: Stores, db: int = REDIS_DB) -> None:
         client.close()
 
 
-def create_bench_key(processes: Processes, stores: Stores) -> str:
-    """Creates, through keymgmt, the key the proxy legs use; returns the raw key."""
+@dataclass(frozen=True)
+class BenchKeys:
+    """The raw gateway keys the proxy legs present."""
+
+    openai: str  # no provider setting: the proxy's OPENAI_API_KEY, as before settings existed
+    anthropic: str  # one anthropic setting, pointing at the fake upstream
+
+
+BENCH_KEYS = len(fields(BenchKeys))  # live keys besides the fillers
+# Limits far out of reach, so that every request runs the whole admit-and-settle path.
+BENCH_LIMITS = {"rateLimitOverTime": 1_000_000_000, "rateLimitUnit": "m", "costLimitInUsd": 1e6}
+
+
+def create_bench_keys(processes: Processes, stores: Stores, upstream: Server) -> BenchKeys:
+    """Creates, through keymgmt, the keys (and the setting) the proxy legs use."""
     port = free_port()
     keymgmt = processes.start(
         "keymgmt",
@@ -204,20 +224,28 @@ def create_bench_key(processes: Processes, stores: Stores) -> str:
     )
     try:
         wait_http(keymgmt, "/api/health", timeout=60)
-        raw = f"sk-bench-{uuid.uuid4().hex}"
-        # Limits far out of reach, so that every request runs the whole admit-and-settle path.
+        openai = f"sk-bench-{uuid.uuid4().hex}"
+        put_json(keymgmt.url(KEYS_PATH), {"name": "bench", "key": openai, **BENCH_LIMITS})
+        setting = put_json(
+            keymgmt.url(SETTINGS_PATH),
+            {
+                "provider": "anthropic",
+                "name": "bench-anthropic",
+                "setting": {"apikey": UPSTREAM_KEY, "baseUrl": upstream.url("")},
+            },
+        )
+        anthropic = f"sk-bench-{uuid.uuid4().hex}"
         put_json(
             keymgmt.url(KEYS_PATH),
             {
-                "name": "bench",
-                "key": raw,
-                "rateLimitOverTime": 1_000_000_000,
-                "rateLimitUnit": "m",
-                "costLimitInUsd": 1_000_000,
+                "name": "bench-anthropic",
+                "key": anthropic,
+                "settingIds": [setting["id"]],
+                **BENCH_LIMITS,
             },
         )
         wait_for_spend_marker(stores, timeout=30)
-        return raw
+        return BenchKeys(openai, anthropic)
     finally:
         processes.stop(keymgmt)
 
@@ -236,13 +264,15 @@ def wait_for_spend_marker(stores: Stores, timeout: float) -> None:
         client.close()
 
 
-def put_json(url: str, payload: dict[str, object]) -> None:
+def put_json(url: str, payload: dict[str, object]) -> dict[str, Any]:
     request = urllib.request.Request(
         url, data=orjson.dumps(payload), method="PUT", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        if response.status != 200:
-            raise RuntimeError(f"creating the bench key: HTTP {response.status}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return orjson.loads(response.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"PUT {url}: HTTP {error.code}: {error.read()[:300]!r}") from None
 
 
 def start_proxy(
@@ -253,7 +283,9 @@ def start_proxy(
     workers: int = 1,
     settings: dict[str, str] | None = None,
     module: str = "proxy",
+    tree: Path = ROOT,
 ) -> Server:
+    """A proxy from the source tree `tree` (another checkout, for a before-and-after run)."""
     port = free_port()
     env = service_env(
         stores,
@@ -261,6 +293,8 @@ def start_proxy(
         PROXY_HOST=HOST,
         PROXY_PORT=str(port),
         PROXY_WORKERS=str(workers),
+        # `-m` puts the cwd ahead of the installed project; PYTHONPATH does for its workers.
+        **({} if tree == ROOT else {"PYTHONPATH": str(tree)}),
         **(settings or {}),
     )
-    return processes.start(name, [PYTHON, "-m", module], port, env)
+    return processes.start(name, [PYTHON, "-m", module], port, env, cwd=tree)
