@@ -371,11 +371,12 @@ def openai_before_after(results: Results) -> str:
         "CPU a request under load (µs)": (base.round_cpu_us, head.round_cpu_us),
     }
     ratios = ratio_by_round(head, base)
+    cpu_added = [a - b for a, b in zip(head.round_cpu_us, base.round_cpu_us, strict=False)]
     lines = [
         "| round | "
         + " | ".join(f"{name}: before / after" for name in columns)
-        + " | after ÷ before (req/s) |",
-        "| ---: |" + " ---: |" * (len(columns) + 1),
+        + " | after ÷ before (req/s) | after - before (CPU µs) |",
+        "| ---: |" + " ---: |" * (len(columns) + 2),
     ]
 
     def cells(pick: Callable[[list[float]], float | None]) -> str:
@@ -383,15 +384,18 @@ def openai_before_after(results: Results) -> str:
         for name, (before, after) in columns.items():
             show = _count if "µs" in name or "req/s" in name else _ms
             parts.append(f"{show(pick(before))} / {show(pick(after))}")
-        ratio = pick(ratios)
-        return " | ".join(parts) + f" | {DASH if ratio is None else f'{ratio:.3f}x'}"
+        ratio, cpu = pick(ratios), pick(cpu_added)
+        parts.append(DASH if ratio is None else f"{ratio:.3f}x")
+        parts.append(DASH if cpu is None else f"{cpu:+.0f}")
+        return " | ".join(parts)
 
     for index in range(len(head.round_rps)):
         lines.append(f"| {index + 1} | " + cells(partial(_at, index=index)) + " |")
     lines.append("| **median** | " + cells(_median) + " |")
     noise = (
-        f"Noise: this tree ÷ baseline ranged {_spread(ratios, 'x', 3)} over the rounds; "
-        f"direct alone ranged {_spread(direct.round_rps if direct else [], ' req/s', 0)}."
+        f"Spread over the rounds: this tree ÷ baseline {_spread(ratios, 'x', 3)}, CPU a "
+        f"request after - before {_spread(cpu_added, ' µs', 0)}; direct alone "
+        f"{_spread(direct.round_rps if direct else [], ' req/s', 0)}."
     )
     return "\n".join([*lines, "", noise])
 

@@ -159,9 +159,13 @@ def drop(results: report.Results, name: str, note: str) -> None:
 Step = Callable[[str, Leg], None]
 
 
-def each_leg(legs: dict[str, Leg], results: report.Results, step: Step) -> None:
+def each_leg(
+    legs: dict[str, Leg], results: report.Results, step: Step, reverse: bool = False
+) -> None:
     """Runs one measuring step on every leg still standing; a leg that fails drops out."""
-    for name, leg in list(legs.items()):
+    names = list(reversed(legs)) if reverse else list(legs)
+    for name in names:
+        leg = legs[name]
         try:
             step(name, leg)
         except LEG_ERRORS as error:
@@ -204,9 +208,11 @@ def measure(legs: dict[str, Leg], results: report.Results, args: argparse.Namesp
             f"round {number}/{args.rounds}: {args.requests} sequential and "
             f"{args.stream_requests} streamed requests, {args.duration:.0f}s of load, per leg"
         )
-        each_leg(legs, results, latency)
-        each_leg(legs, results, ttfb)
-        each_leg(legs, results, load)
+        # Every other round backwards, so that no leg always runs right after another.
+        backwards = number % 2 == 0
+        each_leg(legs, results, latency, backwards)
+        each_leg(legs, results, ttfb, backwards)
+        each_leg(legs, results, load, backwards)
     each_leg(legs, results, summarise)
 
 
