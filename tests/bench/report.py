@@ -406,8 +406,15 @@ def anthropic_path(results: Results) -> str:
     leg, direct, openai = legs.get("anthropic"), legs.get("anthropic_direct"), legs.get("proxy")
     if leg is None or not leg.round_rps:
         return "No Anthropic figures: " + (leg.note if leg and leg.note else "not run")
+    added = added_by_round(leg, direct, "latency", "p50")
+    openai_added = added_by_round(openai, legs.get(DIRECT), "latency", "p50")
     columns = [
-        ("added p50 (ms)", added_by_round(leg, direct, "latency", "p50"), _ms),
+        ("added p50 (ms)", added, _ms),
+        (
+            "added p50 less the OpenAI path's (ms)",
+            [a - b for a, b in zip(added, openai_added, strict=False)],
+            _ms,
+        ),
         ("added p99 (ms)", added_by_round(leg, direct, "latency", "p99"), _ms),
         ("streamed first-byte overhead p50 (ms)", added_by_round(leg, direct, "ttfb", "p50"), _ms),
         ("streamed first-byte overhead p99 (ms)", added_by_round(leg, direct, "ttfb", "p99"), _ms),
