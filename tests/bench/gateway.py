@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,10 @@ import services  # deploy/local is not a package
 DATABASE = "gateway_bench"
 REDIS_DB = 14  # the tests use 13; 0 belongs to whoever else runs here
 UPSTREAM_KEY = "sk-bench-upstream"
+# Seals the bench's provider setting; keymgmt and the proxy must share it.
+SETTINGS_ENCRYPTION_KEY = base64.b64encode(hashlib.sha256(b"gateway bench").digest()).decode()
 KEYS_PATH = "/api/key-management/keys"
+SETTINGS_PATH = "/api/provider-settings"
 ROUTES_PATH = "/api/routes"
 ROUTE_PATH = "/bench/chat/completions"  # the route leg's: one healthy openai step
 BENCH_MODEL = "gpt-4o-mini"  # what every leg asks for
@@ -112,6 +117,7 @@ def service_env(stores: Stores, **overrides: str) -> dict[str, str]:
         "REDIS_PASSWORD": stores.redis_password,
         "REDIS_DB": str(REDIS_DB),
         "OPENAI_API_KEY": UPSTREAM_KEY,
+        "SETTINGS_ENCRYPTION_KEY": SETTINGS_ENCRYPTION_KEY,
         "IN_MEMORY_DB_UPDATE_INTERVAL": "1s",
         "LOG_LEVEL": "info",  # the default: the proxy writes its line per call
         "ADMIN_PASS": "",
@@ -197,9 +203,22 @@ def flush_redis(stores: Stores, db: int = REDIS_DB) -> None:
         client.close()
 
 
-def create_bench_key(processes: Processes, stores: Stores) -> str:
-    """Creates, through keymgmt, the key the proxy legs use, and the one-step route (at
-    ROUTE_PATH) the route leg calls with it; returns the raw key."""
+@dataclass(frozen=True)
+class BenchKeys:
+    """The raw gateway keys the proxy legs present."""
+
+    openai: str  # no provider setting: the proxy's OPENAI_API_KEY, as before settings existed
+    anthropic: str  # one anthropic setting, pointing at the fake upstream
+
+
+BENCH_KEYS = len(fields(BenchKeys))  # live keys besides the fillers
+# Limits far out of reach, so that every request runs the whole admit-and-settle path.
+BENCH_LIMITS = {"rateLimitOverTime": 1_000_000_000, "rateLimitUnit": "m", "costLimitInUsd": 1e6}
+
+
+def create_bench_keys(processes: Processes, stores: Stores, upstream: Server) -> BenchKeys:
+    """Creates, through keymgmt, the keys (and the setting) the proxy legs use, and the one-step
+    route (at ROUTE_PATH) the route leg calls with the openai key."""
     port = free_port()
     keymgmt = processes.start(
         "keymgmt",
@@ -209,23 +228,31 @@ def create_bench_key(processes: Processes, stores: Stores) -> str:
     )
     try:
         wait_http(keymgmt, "/api/health", timeout=60)
-        raw = f"sk-bench-{uuid.uuid4().hex}"
-        # Limits far out of reach, so that every request runs the whole admit-and-settle path.
-        key = send_json(
-            keymgmt.url(KEYS_PATH),
-            {
-                "name": "bench",
-                "key": raw,
-                "rateLimitOverTime": 1_000_000_000,
-                "rateLimitUnit": "m",
-                "costLimitInUsd": 1_000_000,
-            },
-        )
+        openai = f"sk-bench-{uuid.uuid4().hex}"
+        key = send_json(keymgmt.url(KEYS_PATH), {"name": "bench", "key": openai, **BENCH_LIMITS})
         route = {"name": "bench", "path": ROUTE_PATH, "keyIds": [key["keyId"]],
                  "steps": [{"provider": "openai", "model": BENCH_MODEL}]}  # fmt: skip
         send_json(keymgmt.url(ROUTES_PATH), route, method="POST")
+        setting = send_json(
+            keymgmt.url(SETTINGS_PATH),
+            {
+                "provider": "anthropic",
+                "name": "bench-anthropic",
+                "setting": {"apikey": UPSTREAM_KEY, "baseUrl": upstream.url("")},
+            },
+        )
+        anthropic = f"sk-bench-{uuid.uuid4().hex}"
+        send_json(
+            keymgmt.url(KEYS_PATH),
+            {
+                "name": "bench-anthropic",
+                "key": anthropic,
+                "settingIds": [setting["id"]],
+                **BENCH_LIMITS,
+            },
+        )
         wait_for_spend_marker(stores, timeout=30)
-        return raw
+        return BenchKeys(openai, anthropic)
     finally:
         processes.stop(keymgmt)
 
@@ -244,14 +271,15 @@ def wait_for_spend_marker(stores: Stores, timeout: float) -> None:
         client.close()
 
 
-def send_json(url: str, payload: dict[str, object], method: str = "PUT") -> Any:
+def send_json(url: str, payload: dict[str, object], method: str = "PUT") -> dict[str, Any]:
     request = urllib.request.Request(
         url, data=orjson.dumps(payload), method=method, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        if response.status != 200:
-            raise RuntimeError(f"{method} {url}: HTTP {response.status}")
-        return orjson.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return orjson.loads(response.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{method} {url}: HTTP {error.code}: {error.read()[:300]!r}") from None
 
 
 def start_proxy(
@@ -262,7 +290,9 @@ def start_proxy(
     workers: int = 1,
     settings: dict[str, str] | None = None,
     module: str = "proxy",
+    tree: Path = ROOT,
 ) -> Server:
+    """A proxy from the source tree `tree` (another checkout, for a before-and-after run)."""
     port = free_port()
     env = service_env(
         stores,
@@ -270,6 +300,8 @@ def start_proxy(
         PROXY_HOST=HOST,
         PROXY_PORT=str(port),
         PROXY_WORKERS=str(workers),
+        # `-m` puts the cwd ahead of the installed project; PYTHONPATH does for its workers.
+        **({} if tree == ROOT else {"PYTHONPATH": str(tree)}),
         **(settings or {}),
     )
-    return processes.start(name, [PYTHON, "-m", module], port, env)
+    return processes.start(name, [PYTHON, "-m", module], port, env, cwd=tree)

@@ -21,16 +21,31 @@ CHAT = {
     ],
     "max_tokens": 32,
 }
+ANTHROPIC_PREFIX = "/api/providers/anthropic/v1"
+# The same conversation as CHAT, as a Messages API request (max_tokens is required there).
+MESSAGES = {
+    "model": "claude-3-5-haiku-20241022",
+    "system": "You are a helpful assistant.",
+    "messages": [{"role": "user", "content": "Say hello in five words."}],
+    "max_tokens": 32,
+}
+ANTHROPIC_VERSION = {"anthropic-version": "2023-06-01"}
+MESSAGE_STOP = b"event: message_stop"
 START_TIMEOUT = 60.0
 TITLES = {
     "direct": "direct",
     "passthrough": "bare pass-through",
     "proxy": "proxy",
     "route": "proxy, a one-step route",
+    "baseline": "proxy, baseline tree",  # with --baseline-tree, never chosen by --legs
     "untraced": "proxy, telemetry off",
     "proxy2": "proxy x2 workers",
     "litellm": "LiteLLM",
+    "anthropic_direct": "direct, Anthropic",
+    "anthropic": "proxy, Anthropic",
 }
+# What a leg is measured against: started with it, whether asked for or not.
+REFERENCES = {"anthropic": ("anthropic_direct",), "baseline": ("direct", "proxy")}
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,14 @@ def leg_for(server: Server, path: str, api_key: str, shared: bool = False) -> Le
     return Leg(Target.json(url, CHAT, auth), stream, server, shared)
 
 
+def anthropic_leg_for(server: Server, path: str, api_key: str, shared: bool = False) -> Leg:
+    """Messages API calls, the key in `x-api-key` as the anthropic SDK sends it."""
+    url = server.url(path + "/messages")
+    headers = {"x-api-key": api_key, **ANTHROPIC_VERSION}
+    stream = Target.json(url, {**MESSAGES, "stream": True}, headers, MESSAGE_STOP)
+    return Leg(Target.json(url, MESSAGES, headers), stream, server, shared)
+
+
 @dataclass
 class Starters:
     """Starts the server of each leg, against one upstream, and waits until it answers."""
@@ -55,8 +78,9 @@ class Starters:
     processes: Processes
     stores: gateway.Stores
     upstream: Server
-    raw_key: str  # the gateway key the proxy legs present
+    keys: gateway.BenchKeys  # the gateway keys the proxy legs present
     work_dir: Path
+    baseline_tree: Path | None = None  # another checkout, whose proxy the baseline leg runs
 
     def by_name(self) -> dict[str, Callable[[], Leg]]:
         return {
@@ -64,9 +88,12 @@ class Starters:
             "passthrough": self.passthrough,
             "proxy": lambda: self.proxy(1),
             "route": self.route,
+            "baseline": self.baseline,
             "untraced": self.untraced,
             "proxy2": lambda: self.proxy(2),
             "litellm": self.litellm,
+            "anthropic_direct": self.anthropic_direct,
+            "anthropic": self.anthropic,
         }
 
     def direct(self) -> Leg:
@@ -85,14 +112,23 @@ class Starters:
         wait_http(server, "/api/health", START_TIMEOUT)
         if workers > 1:
             require_workers(server, workers)
-        return self.proxy_leg(server)
+        return self.openai_leg(server)
+
+    def baseline(self) -> Leg:
+        if self.baseline_tree is None:
+            raise Unavailable("no --baseline-tree given")
+        server = gateway.start_proxy(
+            self.processes, self.stores, self.upstream, "baseline", tree=self.baseline_tree
+        )
+        wait_http(server, "/api/health", START_TIMEOUT)
+        return self.openai_leg(server)
 
     def route(self) -> Leg:
         """The proxy leg's call through a route of one step: what the route loop adds."""
         server = gateway.start_proxy(self.processes, self.stores, self.upstream, "route")
         wait_http(server, "/api/health", START_TIMEOUT)
         prefix = "/api/routes" + gateway.ROUTE_PATH.removesuffix("/chat/completions")
-        return leg_for(server, prefix, self.raw_key)
+        return leg_for(server, prefix, self.keys.openai)
 
     def untraced(self) -> Leg:
         server = gateway.start_proxy(
@@ -103,15 +139,23 @@ class Starters:
             module="tests.bench.untraced_proxy",
         )
         wait_http(server, "/api/health", START_TIMEOUT)
-        return self.proxy_leg(server)
+        return self.openai_leg(server)
 
-    def proxy_leg(self, server: Server) -> Leg:
-        return leg_for(server, PROXY_PREFIX, self.raw_key)
+    def openai_leg(self, server: Server) -> Leg:
+        return leg_for(server, PROXY_PREFIX, self.keys.openai)
 
     def litellm(self) -> Leg:
         port = free_port()
         server = litellm_leg.start(self.processes, self.upstream, self.work_dir, MODEL, port)
         return leg_for(server, "/v1", litellm_leg.MASTER_KEY)
+
+    def anthropic_direct(self) -> Leg:
+        return anthropic_leg_for(self.upstream, "/v1", gateway.UPSTREAM_KEY, shared=True)
+
+    def anthropic(self) -> Leg:
+        server = gateway.start_proxy(self.processes, self.stores, self.upstream, "anthropic")
+        wait_http(server, "/api/health", START_TIMEOUT)
+        return anthropic_leg_for(server, ANTHROPIC_PREFIX, self.keys.anthropic)
 
 
 def require_workers(server: Server, workers: int) -> None:

@@ -1,7 +1,8 @@
 """The load generator, run in a process of its own; prints one JSON object of results.
 
     python -m tests.bench.loadgen latency URL --body JSON [--header 'Name: value' ...]
-    python -m tests.bench.loadgen ttfb URL ...        (streamed: time to the first body bytes)
+    python -m tests.bench.loadgen ttfb URL ...        (streamed: time to the first body bytes;
+                                                      --stream-end says what ends the stream)
     python -m tests.bench.loadgen throughput URL ... --concurrency 50 --duration 10
 
 Latency and time to first byte are measured one request at a time after a warm-up; throughput
@@ -31,19 +32,29 @@ from tests.bench.procs import ROOT
 # One request's outcome: its time in seconds (to the end, or to the first body bytes), or why
 # it failed.
 Probe = Callable[[aiohttp.ClientSession], Awaitable[float | str]]
+OPENAI_STREAM_END = b"[DONE]"
 
 
 @dataclass(frozen=True)
 class Target:
-    """What every request of a run is: a POST of a JSON body, with these headers."""
+    """What every request of a run is: a POST of a JSON body, with these headers; a streamed
+    answer is complete once `stream_end` has come."""
 
     url: str
     headers: dict[str, str]
     body: bytes
+    stream_end: bytes = OPENAI_STREAM_END
 
     @classmethod
-    def json(cls, url: str, body: dict[str, Any], headers: dict[str, str]) -> Target:
-        return cls(url, {"Content-Type": "application/json", **headers}, orjson.dumps(body))
+    def json(
+        cls,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        stream_end: bytes = OPENAI_STREAM_END,
+    ) -> Target:
+        json_headers = {"Content-Type": "application/json", **headers}
+        return cls(url, json_headers, orjson.dumps(body), stream_end)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -88,7 +99,7 @@ def first_byte(target: Target) -> Probe:
             if response.status != 200:
                 return failure(response.status, first + rest)
             # A complete event stream, or it does not count.
-            return elapsed if b"[DONE]" in first + rest else "incomplete event stream"
+            return elapsed if target.stream_end in first + rest else "incomplete event stream"
 
     return probe
 
@@ -157,6 +168,7 @@ def command(mode: str, target: Target, **options: float) -> list[str]:
     argv += ["--body", target.body.decode()]
     for name, header in target.headers.items():
         argv += ["--header", f"{name}: {header}"]
+    argv += ["--stream-end", target.stream_end.decode()]
     for option, number in options.items():
         argv += [f"--{option}", str(number)]
     return argv
@@ -192,6 +204,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("url")
     parser.add_argument("--body", required=True, help="the JSON request body")
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
+    parser.add_argument(
+        "--stream-end",
+        default=OPENAI_STREAM_END.decode(),
+        help="what ends a complete event stream (ttfb)",
+    )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=50)
@@ -200,7 +217,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    target = Target(args.url, dict(h.split(": ", 1) for h in args.header), args.body.encode())
+    headers = dict(h.split(": ", 1) for h in args.header)
+    target = Target(args.url, headers, args.body.encode(), args.stream_end.encode())
     if args.mode == "latency":
         return await sequential(full_response(target), args.requests, args.warmup)
     if args.mode == "ttfb":

@@ -55,14 +55,19 @@ class Processes:
     running: list[Server] = field(default_factory=list)
 
     def start(
-        self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> Server:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 list(argv),
-                cwd=ROOT,
+                cwd=cwd,
                 env=dict(env) if env is not None else None,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from statistics import median
 from typing import Any
 
 from tests.bench.scale import ScaleResult
 
 MILLION = 1_000_000
+# The leg against which each leg's added latency is measured: straight to the same upstream API.
+DIRECT = "direct"
+DIRECT_OF = {"anthropic": "anthropic_direct"}
 DASH = "-"  # no figure
 
 
 @dataclass
 class LegResult:
     title: str
-    latency: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None  # the rounds combined
     ttfb: dict[str, Any] | None = None
     throughput: dict[str, Any] | None = None
-    round_rps: list[float] = field(default_factory=list)  # each throughput round, in order
-    cpu_us_per_request: float | None = None  # server process CPU during the throughput run
+    round_latency: list[dict[str, Any]] = field(default_factory=list)  # each round, in order
+    round_ttfb: list[dict[str, Any]] = field(default_factory=list)
+    round_rps: list[float] = field(default_factory=list)
+    round_cpu_us: list[float] = field(default_factory=list)
+    cpu_us_per_request: float | None = None  # server process CPU under load, median round
     rss_mb: float | None = None
     note: str = ""  # why the leg has no figures
 
@@ -29,7 +37,33 @@ class LegResult:
 class Results:
     legs: dict[str, LegResult] = field(default_factory=dict)
     scales: list[ScaleResult] = field(default_factory=list)
-    profile: str = ""
+    profiles: dict[str, str] = field(default_factory=dict)  # by leg title
+
+
+def combined(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Sequential figures of several rounds as one: each percentile the median of the rounds',
+    so that one slow spell of the machine does not stand for the whole run."""
+    if not rounds:
+        return None
+    failures: Counter[str] = Counter()
+    for figures in rounds:
+        failures.update(figures.get("failures", {}))
+    summary: dict[str, Any] = {
+        "n": sum(int(f["n"]) for f in rounds),
+        "errors": sum(int(f["errors"]) for f in rounds),
+        "rounds": len(rounds),
+    }
+    if failures:
+        summary["failures"] = dict(failures.most_common(3))
+    timed = [f for f in rounds if "p50" in f]
+    if timed:
+        summary |= {
+            "p50": median(f["p50"] for f in timed),
+            "p99": median(f["p99"] for f in timed),
+            "max": max(f["max"] for f in timed),
+            "mean": median(f["mean"] for f in timed),
+        }
+    return summary
 
 
 def _ms(value: float | None) -> str:
@@ -111,10 +145,6 @@ class Check:
         return f"| {self.figure} | {self.value:.2f}{self.unit} | {self.target} | {verdict} |"
 
 
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
@@ -127,6 +157,41 @@ def _paired_loss(a: LegResult | None, b: LegResult | None) -> float | None:
     return median((1 - x / y) * 100 for x, y in zip(a.round_rps, b.round_rps, strict=True) if y)
 
 
+def _rounds(leg: LegResult | None, part: str) -> list[dict[str, Any]]:
+    return getattr(leg, f"round_{part}") if leg is not None else []
+
+
+def added_by_round(
+    leg: LegResult | None, base: LegResult | None, part: str, name: str
+) -> list[float]:
+    """`leg`'s figure less `base`'s in each round: the legs of a round run one right after the
+    other, so this is steadier than the difference of the two legs' medians."""
+    return [
+        a[name] - b[name]
+        for a, b in zip(_rounds(leg, part), _rounds(base, part), strict=False)
+        if name in a and name in b
+    ]
+
+
+def paired_added(
+    leg: LegResult | None, base: LegResult | None, part: str, name: str
+) -> float | None:
+    """The median over rounds of what `leg` adds to `base`."""
+    added = added_by_round(leg, base, part, name)
+    return median(added) if added else None
+
+
+def ratio_by_round(leg: LegResult | None, base: LegResult | None) -> list[float]:
+    if leg is None or base is None:
+        return []
+    return [a / b for a, b in zip(leg.round_rps, base.round_rps, strict=False) if b]
+
+
+def paired_ratio(leg: LegResult | None, base: LegResult | None) -> float | None:
+    ratios = ratio_by_round(leg, base)
+    return median(ratios) if ratios else None
+
+
 def checks(results: Results) -> list[Check]:
     legs = results.legs
     direct, proxy = legs.get("direct"), legs.get("proxy")
@@ -136,14 +201,14 @@ def checks(results: Results) -> list[Check]:
     return [
         Check(
             "added latency p50, proxy - direct",
-            _diff(_get(proxy, "latency", "p50"), _get(direct, "latency", "p50")),
+            paired_added(proxy, direct, "latency", "p50"),
             " ms",
             "≤ 1.0 ms",
             lambda v: v <= 1.0,
         ),
         Check(
             "added latency p99, proxy - direct",
-            _diff(_get(proxy, "latency", "p99"), _get(direct, "latency", "p99")),
+            paired_added(proxy, direct, "latency", "p99"),
             " ms",
             "≤ 3 ms",
             lambda v: v <= 3.0,
@@ -164,7 +229,7 @@ def checks(results: Results) -> list[Check]:
         ),
         Check(
             "streamed first-byte overhead p50, proxy - direct",
-            _diff(_get(proxy, "ttfb", "p50"), _get(direct, "ttfb", "p50")),
+            paired_added(proxy, direct, "ttfb", "p50"),
             " ms",
             "≤ 1 ms",
             lambda v: v <= 1.0,
@@ -183,6 +248,20 @@ def checks(results: Results) -> list[Check]:
             "%",
             "≤ 10%",
             lambda v: v <= 10,
+        ),
+        Check(
+            "OpenAI path: proxy throughput, this tree ÷ the baseline tree (median of the rounds)",
+            paired_ratio(proxy, legs.get("baseline")),
+            "x",
+            "≥ 0.95x",
+            lambda v: v >= 0.95,
+        ),
+        Check(
+            "Anthropic path: added latency p50, proxy - direct",
+            paired_added(legs.get("anthropic"), legs.get("anthropic_direct"), "latency", "p50"),
+            " ms",
+            "≤ 1.0 ms",
+            lambda v: v <= 1.0,
         ),
         *million_checks(million),
     ]
@@ -237,21 +316,139 @@ def targets_table(results: Results) -> str:
 def ratios_table(results: Results) -> str:
     """Every leg against direct and against the pass-through, for context."""
     legs = results.legs
-    direct, passthrough = legs.get("direct"), legs.get("passthrough")
+    passthrough = legs.get("passthrough")
     lines = [
         "| leg | added p50 / p99 (ms) | first-byte overhead p50 (ms) | ÷ pass-through rps |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name, leg in legs.items():
-        if name == "direct" or not leg.latency:
+        if name in (DIRECT, *DIRECT_OF.values()) or not leg.latency:
             continue
-        p50 = _diff(_get(leg, "latency", "p50"), _get(direct, "latency", "p50"))
-        p99 = _diff(_get(leg, "latency", "p99"), _get(direct, "latency", "p99"))
-        ttfb = _diff(_get(leg, "ttfb", "p50"), _get(direct, "ttfb", "p50"))
+        base = legs.get(DIRECT_OF.get(name, DIRECT))
+        p50 = paired_added(leg, base, "latency", "p50")
+        p99 = paired_added(leg, base, "latency", "p99")
+        ttfb = paired_added(leg, base, "ttfb", "p50")
         ratio = _ratio(_get(leg, "throughput", "rps"), _get(passthrough, "throughput", "rps"))
         share = DASH if ratio is None else f"{ratio:.2f}x"
         lines.append(f"| {leg.title} | {_ms(p50)} / {_ms(p99)} | {_ms(ttfb)} | {share} |")
     return "\n".join(lines)
+
+
+def _at(values: list[float], index: int) -> float | None:
+    return values[index] if index < len(values) else None
+
+
+def _median(values: list[float]) -> float | None:
+    return median(values) if values else None
+
+
+def _spread(values: list[float], unit: str, digits: int = 2) -> str:
+    if not values:
+        return DASH
+    return f"{min(values):,.{digits}f}{unit} to {max(values):,.{digits}f}{unit}"
+
+
+def openai_before_after(results: Results) -> str:
+    """This tree's proxy and the baseline's, round by round, each against direct."""
+    legs = results.legs
+    direct, head, base = legs.get("direct"), legs.get("proxy"), legs.get("baseline")
+    if head is None or base is None or not head.round_rps:
+        return "No baseline figures: " + (base.note if base and base.note else "not run")
+    columns = {
+        "added p50 (ms)": (
+            added_by_round(base, direct, "latency", "p50"),
+            added_by_round(head, direct, "latency", "p50"),
+        ),
+        "added p99 (ms)": (
+            added_by_round(base, direct, "latency", "p99"),
+            added_by_round(head, direct, "latency", "p99"),
+        ),
+        "first-byte overhead p50 (ms)": (
+            added_by_round(base, direct, "ttfb", "p50"),
+            added_by_round(head, direct, "ttfb", "p50"),
+        ),
+        "throughput (req/s)": (base.round_rps, head.round_rps),
+        "CPU a request under load (µs)": (base.round_cpu_us, head.round_cpu_us),
+    }
+    ratios = ratio_by_round(head, base)
+    cpu_added = [a - b for a, b in zip(head.round_cpu_us, base.round_cpu_us, strict=False)]
+    lines = [
+        "| round | "
+        + " | ".join(f"{name}: before / after" for name in columns)
+        + " | after ÷ before (req/s) | after - before (CPU µs) |",
+        "| ---: |" + " ---: |" * (len(columns) + 2),
+    ]
+
+    def cells(pick: Callable[[list[float]], float | None]) -> str:
+        parts = []
+        for name, (before, after) in columns.items():
+            show = _count if "µs" in name or "req/s" in name else _ms
+            parts.append(f"{show(pick(before))} / {show(pick(after))}")
+        ratio, cpu = pick(ratios), pick(cpu_added)
+        parts.append(DASH if ratio is None else f"{ratio:.3f}x")
+        parts.append(DASH if cpu is None else f"{cpu:+.0f}")
+        return " | ".join(parts)
+
+    for index in range(len(head.round_rps)):
+        lines.append(f"| {index + 1} | " + cells(partial(_at, index=index)) + " |")
+    lines.append("| **median** | " + cells(_median) + " |")
+    noise = (
+        f"Spread over the rounds: this tree ÷ baseline {_spread(ratios, 'x', 3)}, CPU a "
+        f"request after - before {_spread(cpu_added, ' µs', 0)}; direct alone "
+        f"{_spread(direct.round_rps if direct else [], ' req/s', 0)}."
+    )
+    return "\n".join([*lines, "", noise])
+
+
+def anthropic_path(results: Results) -> str:
+    """The anthropic path against the fake Messages API direct, round by round."""
+    legs = results.legs
+    leg, direct, openai = legs.get("anthropic"), legs.get("anthropic_direct"), legs.get("proxy")
+    if leg is None or not leg.round_rps:
+        return "No Anthropic figures: " + (leg.note if leg and leg.note else "not run")
+    added = added_by_round(leg, direct, "latency", "p50")
+    openai_added = added_by_round(openai, legs.get(DIRECT), "latency", "p50")
+    columns = [
+        ("added p50 (ms)", added, _ms),
+        (
+            "added p50 less the OpenAI path's (ms)",
+            [a - b for a, b in zip(added, openai_added, strict=False)],
+            _ms,
+        ),
+        ("added p99 (ms)", added_by_round(leg, direct, "latency", "p99"), _ms),
+        ("streamed first-byte overhead p50 (ms)", added_by_round(leg, direct, "ttfb", "p50"), _ms),
+        ("streamed first-byte overhead p99 (ms)", added_by_round(leg, direct, "ttfb", "p99"), _ms),
+        ("throughput (req/s)", leg.round_rps, _count),
+        ("CPU a request under load (µs)", leg.round_cpu_us, _count),
+    ]
+    ratios = ratio_by_round(leg, openai)
+    lines = [
+        "| round | " + " | ".join(name for name, _, _ in columns) + " | ÷ OpenAI proxy (req/s) |",
+        "| ---: |" + " ---: |" * (len(columns) + 1),
+    ]
+
+    def cells(pick: Callable[[list[float]], float | None]) -> str:
+        ratio = pick(ratios)
+        shown = [show(pick(values)) for _, values, show in columns]
+        return " | ".join(shown) + f" | {DASH if ratio is None else f'{ratio:.2f}x'}"
+
+    for index in range(len(leg.round_rps)):
+        lines.append(f"| {index + 1} | " + cells(partial(_at, index=index)) + " |")
+    lines.append("| **median** | " + cells(_median) + " |")
+    return "\n".join(lines)
+
+
+def providers_section(results: Results) -> str:
+    return (
+        "The OpenAI path: the baseline tree's proxy (before) and this tree's (after), the same "
+        "key and calls, taking turns in every round; added latency against direct in the same "
+        "round.\n\n"
+        + openai_before_after(results)
+        + "\n\nThe Anthropic path: Messages API calls (`x-api-key`, `anthropic-version`) through "
+        "the proxy's anthropic path, with a key whose one provider setting points at the fake "
+        "upstream, against the fake Messages API direct in the same round.\n\n"
+        + anthropic_path(results)
+    )
 
 
 def scale_table(results: Results) -> str:
@@ -287,7 +484,14 @@ def markdown(results: Results, header: str) -> str:
     ]
     if results.scales:
         sections.append("### The key snapshot at scale\n\n" + scale_table(results))
+    if "baseline" in results.legs or "anthropic" in results.legs:
+        sections.append(
+            "### Providers: the OpenAI path before and after, and the Anthropic path\n\n"
+            + providers_section(results)
+        )
     sections.append("### Targets\n\n" + targets_table(results))
-    if results.profile:
-        sections.append("### Proxy profile under load (py-spy)\n\n" + results.profile)
+    sections += [
+        f"### Profile under load (py-spy): {title}\n\n{text}"
+        for title, text in results.profiles.items()
+    ]
     return "\n\n".join(sections) + "\n"

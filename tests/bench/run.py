@@ -3,7 +3,9 @@
 Legs, each server in its own process and the load generator in another: (a) straight to the
 fake upstream, (b) a bare aiohttp pass-through, (c) the proxy with a rate- and cost-limited key,
 (c2) the proxy with PROXY_WORKERS=2, (c3) the proxy with its log line, metrics and usage events
-switched off, to tell what they cost, (d) LiteLLM's proxy. Every server is started first, then
+switched off, to tell what they cost, (d) LiteLLM's proxy, (e) the Anthropic Messages API through
+the proxy's anthropic path, against the same fake upstream direct; with --baseline-tree, the
+proxy of another checkout beside this one's. Every server is started first, then in each round
 each measurement runs on every leg in turn. Then the key snapshot at scale. Prints a Markdown
 report (also written to .local/bench/report.md, with results.json beside it).
 """
@@ -21,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 from types import FrameType
 from typing import Any
 
@@ -28,7 +31,7 @@ import aiohttp
 import orjson
 
 from tests.bench import gateway, loadgen, pyspy, report, scale, wrk
-from tests.bench.legs import START_TIMEOUT, TITLES, Leg, Starters
+from tests.bench.legs import REFERENCES, START_TIMEOUT, TITLES, Leg, Starters
 from tests.bench.loadgen import Target
 from tests.bench.procs import (
     PYTHON,
@@ -42,7 +45,7 @@ from tests.bench.procs import (
 )
 
 WORK = ROOT / ".local" / "bench"
-FILLER_KEYS = 999  # with the bench key: the 1k keys of the RSS target
+FILLER_KEYS = 1000 - gateway.BENCH_KEYS  # with the bench keys: the 1k keys of the RSS target
 BUSY_LOAD = 1.0  # other work on the two cores: the legs compete with it
 BUSY_WARNING = " (the machine was busy: expect the figures to be off)"
 PROFILE_SECONDS = 15.0  # enough samples for the top functions to hold still from run to run
@@ -54,7 +57,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stream-requests", type=int, default=500, help="streamed, per leg")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--duration", type=float, default=5.0, help="one throughput run, s")
-    parser.add_argument("--rounds", type=int, default=3, help="throughput runs per leg")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of every measurement on every leg"
+    )
     parser.add_argument(
         "--scale",
         type=int,
@@ -63,7 +68,17 @@ def parse_args() -> argparse.Namespace:
         help="key counts for the snapshot runs, e.g. --scale 100000 1000000; none to skip",
     )
     parser.add_argument(
-        "--legs", nargs="+", choices=list(TITLES), default=list(TITLES), help="legs to run"
+        "--legs",
+        nargs="+",
+        choices=CHOSEN_LEGS,
+        default=CHOSEN_LEGS,
+        help="legs to run (anthropic brings anthropic_direct, its reference)",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout (e.g. a `git worktree add` of an older commit): its proxy runs "
+        "as the leg `baseline`, taking turns with this tree's proxy",
     )
     parser.add_argument(
         "--load-generator",
@@ -74,7 +89,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="also sample the proxy under load with py-spy"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.baseline_tree is not None and not (args.baseline_tree / "proxy").is_dir():
+        parser.error(f"--baseline-tree {args.baseline_tree}: no proxy/ in it")
+    return args
+
+
+CHOSEN_LEGS = [name for name in TITLES if name != "baseline"]
+
+
+def leg_names(args: argparse.Namespace) -> list[str]:
+    """The legs asked for, the baseline and the references they are measured against, in the
+    order of TITLES (the baseline right after this tree's proxy)."""
+    names = set(args.legs) | ({"baseline"} if args.baseline_tree else set())
+    names |= {reference for name in names for reference in REFERENCES.get(name, ())}
+    return [name for name in TITLES if name in names]
 
 
 def progress(message: str) -> None:
@@ -130,9 +159,13 @@ def drop(results: report.Results, name: str, note: str) -> None:
 Step = Callable[[str, Leg], None]
 
 
-def each_leg(legs: dict[str, Leg], results: report.Results, step: Step) -> None:
+def each_leg(
+    legs: dict[str, Leg], results: report.Results, step: Step, reverse: bool = False
+) -> None:
     """Runs one measuring step on every leg still standing; a leg that fails drops out."""
-    for name, leg in list(legs.items()):
+    names = list(reversed(legs)) if reverse else list(legs)
+    for name in names:
+        leg = legs[name]
         try:
             step(name, leg)
         except LEG_ERRORS as error:
@@ -141,40 +174,45 @@ def each_leg(legs: dict[str, Leg], results: report.Results, step: Step) -> None:
 
 
 def measure(legs: dict[str, Leg], results: report.Results, args: argparse.Namespace) -> None:
-    """Each step on every leg in turn, so that a busy moment of the machine hits no leg alone;
-    throughput in several rounds, of which the median counts."""
+    """Rounds of each step on every leg in turn, so that a busy moment of the machine hits no
+    leg alone; of each figure, the median of the rounds counts."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in legs}
-    cpu = dict.fromkeys(legs, 0.0)
 
     def latency(name: str, leg: Leg) -> None:
         asyncio.run(check(leg.chat))
         figures = loadgen.measure("latency", leg.chat, requests=args.requests, warmup=200)
-        results.legs[name].latency = figures
+        results.legs[name].round_latency.append(figures)
 
     def ttfb(name: str, leg: Leg) -> None:
         figures = loadgen.measure("ttfb", leg.stream, requests=args.stream_requests, warmup=50)
-        results.legs[name].ttfb = figures
+        results.legs[name].round_ttfb.append(figures)
 
     def load(name: str, leg: Leg) -> None:
         before = cpu_seconds(leg.server.pid)
-        runs[name].append(throughput(leg.chat, args))
-        cpu[name] += cpu_seconds(leg.server.pid) - before
+        run = throughput(leg.chat, args)
+        cpu = cpu_seconds(leg.server.pid) - before
+        runs[name].append({**run, "cpu_us_per_request": cpu * 1e6 / max(1, run["requests"])})
 
     def summarise(name: str, leg: Leg) -> None:
         result = results.legs[name]
+        result.latency = report.combined(result.round_latency)
+        result.ttfb = report.combined(result.round_ttfb)
         result.throughput = median_run(runs[name])
         result.round_rps = [run["rps"] for run in runs[name]]
-        requests = sum(run["requests"] for run in runs[name])
-        result.cpu_us_per_request = cpu[name] * 1e6 / max(1, requests)
+        result.round_cpu_us = [run["cpu_us_per_request"] for run in runs[name]]
+        result.cpu_us_per_request = median(result.round_cpu_us)
         result.rss_mb = rss_mb(leg.server.pid)
 
-    progress(f"sequential latency, {args.requests} requests per leg")
-    each_leg(legs, results, latency)
-    progress(f"streamed first byte, {args.stream_requests} requests per leg")
-    each_leg(legs, results, ttfb)
-    for round_number in range(1, args.rounds + 1):
-        progress(f"throughput round {round_number}/{args.rounds}: {args.duration:.0f}s per leg")
-        each_leg(legs, results, load)
+    for number in range(1, args.rounds + 1):
+        progress(
+            f"round {number}/{args.rounds}: {args.requests} sequential and "
+            f"{args.stream_requests} streamed requests, {args.duration:.0f}s of load, per leg"
+        )
+        # Every other round backwards, so that no leg always runs right after another.
+        backwards = number % 2 == 0
+        each_leg(legs, results, latency, backwards)
+        each_leg(legs, results, ttfb, backwards)
+        each_leg(legs, results, load, backwards)
     each_leg(legs, results, summarise)
 
 
@@ -184,12 +222,12 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**middle, "errors": sum(int(run["errors"]) for run in runs), "rounds": len(runs)}
 
 
-def profile(leg: Leg, args: argparse.Namespace) -> str:
+def profile(name: str, leg: Leg, args: argparse.Namespace) -> str:
     """Samples the leg's server during one more throughput run (not a measured one)."""
     if pyspy.py_spy() is None:
         return "not profiled: py-spy is not installed (`.venv/bin/pip install py-spy`)"
-    progress(f"proxy: profiling {PROFILE_SECONDS:.0f}s under load with py-spy")
-    raw = WORK / "proxy-profile.txt"
+    progress(f"{name}: profiling {PROFILE_SECONDS:.0f}s under load with py-spy")
+    raw = WORK / f"{name}-profile.txt"
     recorder = pyspy.record(leg.server.pid, PROFILE_SECONDS, raw)
     try:
         throughput(leg.chat, argparse.Namespace(**{**vars(args), "duration": PROFILE_SECONDS}))
@@ -206,26 +244,30 @@ def profile(leg: Leg, args: argparse.Namespace) -> str:
     return f"Collapsed stacks: `{raw.relative_to(ROOT)}`. {summary}"
 
 
+PROFILED = ("proxy", "baseline")
+
+
 def bench(args: argparse.Namespace, processes: Processes, stores: gateway.Stores) -> report.Results:
-    progress("database: recreating gateway_bench with 1k keys, the bench key made by keymgmt")
+    progress("database: recreating gateway_bench with 1k keys, the bench keys made by keymgmt")
     asyncio.run(gateway.drop_database(stores, create_again=True))
     gateway.migrate(stores)
     asyncio.run(gateway.insert_keys(stores, 0, FILLER_KEYS))
     gateway.flush_redis(stores)
-    raw_key = gateway.create_bench_key(processes, stores)
-
     port = free_port()
     upstream = processes.start(
         "upstream", [PYTHON, "-m", "tests.bench.upstream", "--port", str(port)], port
     )
     wait_http(upstream, "/v1/models", START_TIMEOUT)
-    starters = Starters(processes, stores, upstream, raw_key, WORK)
+    keys = gateway.create_bench_keys(processes, stores, upstream)
+    starters = Starters(processes, stores, upstream, keys, WORK, args.baseline_tree)
 
     results = report.Results()
-    legs = start_legs(starters, results, args.legs)
+    legs = start_legs(starters, results, leg_names(args))
     measure(legs, results, args)
-    if args.profile and "proxy" in legs:
-        results.profile = profile(legs["proxy"], args)
+    if args.profile:
+        for name in PROFILED:
+            if name in legs:
+                results.profiles[TITLES[name]] = profile(name, legs[name], args)
     for leg in legs.values():
         if not leg.shared:
             processes.stop(leg.server)
@@ -261,13 +303,13 @@ def machine() -> str:
     )
 
 
-def revision() -> str:
+def revision(tree: Path = ROOT) -> str:
     """The commit measured, and whether the service code differs from it."""
 
     def git(*argv: str) -> str:
         # No optional locks: reading the state must not rewrite the index.
         env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-        found = subprocess.run(["git", *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+        found = subprocess.run(["git", *argv], cwd=tree, env=env, capture_output=True, text=True)
         return found.stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD")
@@ -279,13 +321,19 @@ def revision() -> str:
 
 def header(args: argparse.Namespace, load_before: float) -> str:
     # Anything else running on the two cores moves every figure: the load average says so.
+    baseline = (
+        f"\nBaseline: the proxy of `{args.baseline_tree}`, commit {revision(args.baseline_tree)}."
+        if args.baseline_tree
+        else ""
+    )
     return (
         f"## Benchmark, {time.strftime('%Y-%m-%d %H:%M')}, commit {revision()}\n\n{machine()}; "
         f"1-minute load average before the run: {load_before:.2f}"
         f"{BUSY_WARNING if load_before > BUSY_LOAD else ''}.\n"
-        f"Sequential: {args.requests} non-streamed chat completions (after 200 warm-up), "
-        f"{args.stream_requests} streamed; throughput: median of {args.rounds} runs of "
-        f"{args.duration:.0f}s at concurrency {args.concurrency}, the legs taking turns."
+        f"{args.rounds} rounds, the legs taking turns in each: {args.requests} sequential "
+        f"non-streamed calls (after 200 warm-up), {args.stream_requests} streamed, and "
+        f"{args.duration:.0f}s of throughput at concurrency {args.concurrency}; every figure is "
+        f"the median of the rounds.{baseline}"
     )
 
 

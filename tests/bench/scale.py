@@ -18,7 +18,7 @@ from proxy.snapshot import KEYS, KeySnapshot, SnapshotRefresher
 from shared.metrics import Metrics
 from shared.pg import LazyConnection
 from tests.bench import loadgen
-from tests.bench.gateway import Stores, insert_keys, start_proxy
+from tests.bench.gateway import BENCH_KEYS, Stores, insert_keys, start_proxy
 from tests.bench.legs import Starters
 from tests.bench.procs import Server, rss_mb, wait_http
 
@@ -117,7 +117,7 @@ def load_and_serve(
         result.loaded_with = " ".join(f"{k}={v}" for k, v in settings.items())
         if snapshot_size(proxy) != result.keys:
             result.failures.append(f"the snapshot holds {snapshot_size(proxy)} keys")
-        run = loadgen.spawn("latency", starters.proxy_leg(proxy).chat, requests=requests)
+        run = loadgen.spawn("latency", starters.openai_leg(proxy).chat, requests=requests)
         asyncio.run(churn_while(run, starters.stores))
         result.during_churn = loadgen.results_of(run, timeout=300)
         result.rss_mb = rss_mb(proxy.pid)
@@ -135,7 +135,7 @@ async def count_fillers(stores: Stores) -> int:
 
 
 def top_up(stores: Stores, keys: int) -> None:
-    """Inserts filler keys until, with the bench key, the database holds `keys` live keys."""
+    """Inserts filler keys until, with the bench keys, the database holds `keys` live keys."""
     have = asyncio.run(count_fillers(stores))
-    if keys - 1 > have:
-        asyncio.run(insert_keys(stores, have, keys - 1 - have))
+    if keys - BENCH_KEYS > have:
+        asyncio.run(insert_keys(stores, have, keys - BENCH_KEYS - have))

@@ -1,0 +1,121 @@
+"""The benchmark's own logic: the Anthropic leg's requests against the real fake upstream, which
+legs a run starts, and how rounds are combined and paired in the report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestServer
+
+from proxy.fakeupstream import FakeOptions, create_fake_upstream
+from tests.bench import gateway, legs, loadgen, report, run
+from tests.bench.procs import Server
+
+
+def fake_server(server: TestServer) -> Server:
+    # Only its port is read: the requests go to a TestServer of this process.
+    return Server("upstream", server.port or 0, Path("/dev/null"), proc=None)  # type: ignore[arg-type]
+
+
+async def test_the_anthropic_leg_completes_a_streamed_and_an_unstreamed_call(
+    aiohttp_server: Any,
+) -> None:
+    upstream = fake_server(await aiohttp_server(create_fake_upstream(FakeOptions(record=False))))
+    leg = legs.anthropic_leg_for(upstream, "/v1", gateway.UPSTREAM_KEY)
+
+    unstreamed = await loadgen.sequential(loadgen.full_response(leg.chat), 3, warmup=0)
+    streamed = await loadgen.sequential(loadgen.first_byte(leg.stream), 3, warmup=0)
+
+    assert (unstreamed["n"], unstreamed["errors"]) == (3, 0)
+    assert (streamed["n"], streamed["errors"]) == (3, 0)
+
+
+async def test_an_anthropic_stream_is_not_complete_by_the_openai_end(aiohttp_server: Any) -> None:
+    upstream = fake_server(await aiohttp_server(create_fake_upstream(FakeOptions(record=False))))
+    stream = legs.anthropic_leg_for(upstream, "/v1", gateway.UPSTREAM_KEY).stream
+    openai_ended = loadgen.Target(stream.url, stream.headers, stream.body)
+
+    figures = await loadgen.sequential(loadgen.first_byte(openai_ended), 2, warmup=0)
+
+    assert figures["failures"] == {"incomplete event stream": 2}
+
+
+def test_the_load_generator_process_gets_the_stream_end() -> None:
+    target = loadgen.Target.json("http://h/v1/messages", {"a": 1}, {"x": "y"}, legs.MESSAGE_STOP)
+
+    args = loadgen.parse_args(loadgen.command("ttfb", target, requests=5)[3:])
+
+    assert args.stream_end.encode() == legs.MESSAGE_STOP
+    assert (args.url, args.header, args.requests) == (
+        target.url,
+        ["Content-Type: application/json", "x: y"],
+        5,
+    )
+
+
+def test_a_run_starts_the_legs_each_leg_is_measured_against() -> None:
+    chosen = argparse.Namespace(legs=["anthropic"], baseline_tree=Path("/tmp/base"))
+
+    assert run.leg_names(chosen) == ["direct", "proxy", "baseline", "anthropic_direct", "anthropic"]
+    assert run.leg_names(argparse.Namespace(legs=["proxy"], baseline_tree=None)) == ["proxy"]
+
+
+def rounds(*p50s: float) -> list[dict[str, Any]]:
+    return [{"n": 10, "errors": 0, "p50": p, "p99": 2 * p, "max": 3 * p, "mean": p} for p in p50s]
+
+
+def leg(title: str, p50s: tuple[float, ...], rps: list[float]) -> report.LegResult:
+    result = report.LegResult(title, round_latency=rounds(*p50s), round_ttfb=rounds(*p50s))
+    result.latency = report.combined(result.round_latency)
+    result.round_rps, result.round_cpu_us = rps, [100.0] * len(rps)
+    return result
+
+
+def test_rounds_combine_as_medians_and_pair_round_by_round() -> None:
+    direct = leg("direct", (0.2, 0.9, 0.3), [1000, 500, 1000])
+    proxy = leg("proxy", (1.0, 1.6, 1.2), [400, 100, 500])
+
+    assert report.combined(direct.round_latency) == {
+        "n": 30,
+        "errors": 0,
+        "rounds": 3,
+        "p50": 0.3,
+        "p99": 0.6,
+        "max": 2.7,
+        "mean": 0.3,
+    }
+    # Per round 0.8, 0.7, 0.9: the slow second round moved both legs alike.
+    assert report.paired_added(proxy, direct, "latency", "p50") == 0.8
+    assert report.ratio_by_round(proxy, direct) == [0.4, 0.2, 0.5]
+
+
+def test_the_anthropic_target_is_judged_on_its_own_direct_leg() -> None:
+    results = report.Results(
+        legs={
+            "anthropic_direct": leg("direct, Anthropic", (0.2, 0.2, 0.2), [900, 900, 900]),
+            "anthropic": leg("proxy, Anthropic", (1.4, 1.3, 1.5), [300, 300, 300]),
+        }
+    )
+
+    check = next(c for c in report.checks(results) if c.figure.startswith("Anthropic path"))
+
+    assert check.row().endswith("| 1.20 ms | ≤ 1.0 ms | **missed** |")
+    assert "| **median** | 1.20 |" in report.anthropic_path(results)
+
+
+def test_the_before_and_after_table_has_a_row_per_round_and_the_medians() -> None:
+    results = report.Results(
+        legs={
+            "direct": leg("direct", (0.2, 0.2, 0.2), [900, 900, 900]),
+            "proxy": leg("proxy", (1.0, 1.1, 1.0), [300, 330, 310]),
+            "baseline": leg("proxy, baseline tree", (1.0, 1.0, 1.0), [300, 300, 300]),
+        }
+    )
+
+    table = report.openai_before_after(results)
+
+    rows = [line for line in table.splitlines() if line.startswith("| ")][2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 2", "| 3", "| **median**"]
+    assert "| 1.033x |" in rows[-1]
