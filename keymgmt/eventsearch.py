@@ -1,7 +1,7 @@
 """`POST /api/v2/events`: usage events across keys, filtered, ordered by date or cost, in pages.
 
-`actions` (what a PII policy did) is accepted for clients of the original gateway, but events
-carry none yet: a non-empty list matches no event.
+`actions` are what a PII policy did (`block`, `allow_but_redact`, `allow_but_warn`, `allow`): an
+event of a key without a policy has none, and matches no such filter.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from shared.jsonutil import json_response
 routes = web.RouteTableDef()
 
 MAX_UNIX_SECONDS = 1e11
-NOT_RECORDED_YET = ("actions",)
 
 
 def unix_seconds() -> fields.Float:
@@ -72,8 +71,8 @@ def event_conditions(filters: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
         conditions.append(e.custom_id.in_(filters["customIds"]))
     if filters.get("userIds"):
         conditions.append(e.user_id.in_(filters["userIds"]))
-    if any(filters.get(name) for name in NOT_RECORDED_YET):
-        conditions.append(sa.false())
+    if filters.get("actions"):
+        conditions.append(e.policy_action.in_(filters["actions"]))
     return conditions
 
 

@@ -310,7 +310,7 @@ def _listing_paths(spec: APISpec) -> None:
             "events",
             event,
             "Usage events matching every filter given, newest first unless ordered otherwise;"
-            " actions (of PII policies) are not recorded yet: a non-empty list matches none",
+            " actions are what a key's PII policy did to the call",
         ),
     )
 

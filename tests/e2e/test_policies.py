@@ -87,6 +87,11 @@ async def test_block_refuses_naming_the_types_forwarding_and_billing_nothing(
     assert event["status"] == 403 and event["costInUsd"] == 0
     assert event["policyAction"] == "block"
     assert event["policyCounts"] == {"ssn": 1, "email": 1}
+    for actions, found in ((["block"], 1), (["allow_but_warn"], 0)):
+        response = await gateway.keymgmt.post(
+            "/api/v2/events", json={"keyIds": [key_id], "actions": actions, "returnCount": True}
+        )
+        assert (await response.json())["count"] == found
 
 
 async def test_redact_sends_placeholders_and_keeps_images_and_tools(gateway: Gateway) -> None:
