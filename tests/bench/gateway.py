@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT / "deploy" / "local"))
 import services  # deploy/local is not a package
 
 DATABASE = "gateway_bench"
-REDIS_DB = 14  # the tests use 13; 0 belongs to whoever else runs here
+# The tests use 13 unless TEST_REDIS_DB says; 0 belongs to whoever else runs here. Another run
+# emptying this db takes the spend marker with it, and the proxy out of Redis.
+REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "14"))
 UPSTREAM_KEY = "sk-bench-upstream"
 # Seals the bench's provider setting; keymgmt and the proxy must share it.
 SETTINGS_ENCRYPTION_KEY = base64.b64encode(hashlib.sha256(b"gateway bench").digest()).decode()
