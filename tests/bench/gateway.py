@@ -30,12 +30,15 @@ sys.path.insert(0, str(ROOT / "deploy" / "local"))
 import services  # deploy/local is not a package
 
 DATABASE = "gateway_bench"
-REDIS_DB = 14  # the tests use 13; 0 belongs to whoever else runs here
+# The tests use 13 unless TEST_REDIS_DB says; 0 belongs to whoever else runs here. Another run
+# emptying this db takes the spend marker with it, and the proxy out of Redis.
+REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "14"))
 UPSTREAM_KEY = "sk-bench-upstream"
 # Seals the bench's provider setting; keymgmt and the proxy must share it.
 SETTINGS_ENCRYPTION_KEY = base64.b64encode(hashlib.sha256(b"gateway bench").digest()).decode()
 KEYS_PATH = "/api/key-management/keys"
 SETTINGS_PATH = "/api/provider-settings"
+USERS_PATH = "/api/users"
 ROUTES_PATH = "/api/routes"
 ROUTE_PATH = "/bench/chat/completions"  # the route leg's: one healthy openai step
 BENCH_MODEL = "gpt-4o-mini"  # what every leg asks for
@@ -209,16 +212,34 @@ class BenchKeys:
 
     openai: str  # no provider setting: the proxy's OPENAI_API_KEY, as before settings existed
     anthropic: str  # one anthropic setting, pointing at the fake upstream
+    users: str  # the openai key's limits, a second rate window and BENCH_USER's record
 
 
 BENCH_KEYS = len(fields(BenchKeys))  # live keys besides the fillers
 # Limits far out of reach, so that every request runs the whole admit-and-settle path.
 BENCH_LIMITS = {"rateLimitOverTime": 1_000_000_000, "rateLimitUnit": "m", "costLimitInUsd": 1e6}
+BENCH_USER = "bench-user"  # the userId the users leg's calls name
+
+
+def two_window_key(raw: str) -> dict[str, Any]:
+    """The users leg's key: BENCH_LIMITS and a per-second window, a unit of its own, since the
+    strictest window of a unit is the only one held."""
+    return {
+        "name": "bench-users",
+        "key": raw,
+        **BENCH_LIMITS,
+        "rateLimits": [{"overTime": 1_000_000_000, "unit": "s"}],
+    }
+
+
+def bench_user(key_id: str) -> dict[str, Any]:
+    """BENCH_USER of the users leg's key, with a rate and a cost limit of its own."""
+    return {"userId": BENCH_USER, "name": "bench", "keyIds": [key_id], **BENCH_LIMITS}
 
 
 def create_bench_keys(processes: Processes, stores: Stores, upstream: Server) -> BenchKeys:
-    """Creates, through keymgmt, the keys (and the setting) the proxy legs use, and the one-step
-    route (at ROUTE_PATH) the route leg calls with the openai key."""
+    """Creates, through keymgmt, the keys (and the setting) the proxy legs use, the one-step
+    route (at ROUTE_PATH) the route leg calls with the openai key, and the users leg's user."""
     port = free_port()
     keymgmt = processes.start(
         "keymgmt",
@@ -251,8 +272,11 @@ def create_bench_keys(processes: Processes, stores: Stores, upstream: Server) ->
                 **BENCH_LIMITS,
             },
         )
+        users = f"sk-bench-{uuid.uuid4().hex}"
+        users_key = send_json(keymgmt.url(KEYS_PATH), two_window_key(users))
+        send_json(keymgmt.url(USERS_PATH), bench_user(users_key["keyId"]), method="POST")
         wait_for_spend_marker(stores, timeout=30)
-        return BenchKeys(openai, anthropic)
+        return BenchKeys(openai, anthropic, users)
     finally:
         processes.stop(keymgmt)
 

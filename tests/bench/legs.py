@@ -37,6 +37,7 @@ TITLES = {
     "passthrough": "bare pass-through",
     "proxy": "proxy",
     "route": "proxy, a one-step route",
+    "users": "proxy, two windows and a user",
     "baseline": "proxy, baseline tree",  # with --baseline-tree, never chosen by --legs
     "untraced": "proxy, telemetry off",
     "proxy2": "proxy x2 workers",
@@ -45,7 +46,11 @@ TITLES = {
     "anthropic": "proxy, Anthropic",
 }
 # What a leg is measured against: started with it, whether asked for or not.
-REFERENCES = {"anthropic": ("anthropic_direct",), "baseline": ("direct", "proxy")}
+REFERENCES = {
+    "anthropic": ("anthropic_direct",),
+    "baseline": ("direct", "proxy"),
+    "users": ("proxy",),
+}
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,17 @@ class Leg:
     shared: bool = False  # the upstream: every leg needs it, so it outlives this one
 
 
-def leg_for(server: Server, path: str, api_key: str, shared: bool = False) -> Leg:
+def leg_for(
+    server: Server, path: str, api_key: str, shared: bool = False, chat: dict[str, object] = CHAT
+) -> Leg:
     url = server.url(path + "/chat/completions")
     auth = {"Authorization": f"Bearer {api_key}"}
-    stream = Target.json(url, {**CHAT, "stream": True}, auth)
-    return Leg(Target.json(url, CHAT, auth), stream, server, shared)
+    stream = Target.json(url, {**chat, "stream": True}, auth)
+    return Leg(Target.json(url, chat, auth), stream, server, shared)
+
+
+def users_leg_for(server: Server, api_key: str) -> Leg:
+    return leg_for(server, PROXY_PREFIX, api_key, chat={**CHAT, "user": gateway.BENCH_USER})
 
 
 def anthropic_leg_for(server: Server, path: str, api_key: str, shared: bool = False) -> Leg:
@@ -88,6 +99,7 @@ class Starters:
             "passthrough": self.passthrough,
             "proxy": lambda: self.proxy(1),
             "route": self.route,
+            "users": self.users,
             "baseline": self.baseline,
             "untraced": self.untraced,
             "proxy2": lambda: self.proxy(2),
@@ -129,6 +141,13 @@ class Starters:
         wait_http(server, "/api/health", START_TIMEOUT)
         prefix = "/api/routes" + gateway.ROUTE_PATH.removesuffix("/chat/completions")
         return leg_for(server, prefix, self.keys.openai)
+
+    def users(self) -> Leg:
+        """The proxy leg's call with a key of two windows, naming that key's user: both windows
+        and the user's limits are admitted in the one script."""
+        server = gateway.start_proxy(self.processes, self.stores, self.upstream, "users")
+        wait_http(server, "/api/health", START_TIMEOUT)
+        return users_leg_for(server, self.keys.users)
 
     def untraced(self) -> Leg:
         server = gateway.start_proxy(

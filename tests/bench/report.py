@@ -192,6 +192,14 @@ def paired_ratio(leg: LegResult | None, base: LegResult | None) -> float | None:
     return median(ratios) if ratios else None
 
 
+def cpu_added_by_round(leg: LegResult | None, base: LegResult | None) -> list[float]:
+    """What `leg`'s server spent a request beyond `base`'s in the same round, in percent."""
+    if leg is None or base is None:
+        return []
+    pairs = zip(leg.round_cpu_us, base.round_cpu_us, strict=False)
+    return [(a / b - 1) * 100 for a, b in pairs if b]
+
+
 def checks(results: Results) -> list[Check]:
     legs = results.legs
     direct, proxy = legs.get("direct"), legs.get("proxy")
@@ -262,6 +270,14 @@ def checks(results: Results) -> list[Check]:
             " ms",
             "≤ 1.0 ms",
             lambda v: v <= 1.0,
+        ),
+        Check(
+            "two windows and a user: CPU a request beyond the proxy's one window "
+            "(median of the rounds)",
+            _median(cpu_added_by_round(legs.get("users"), proxy)),
+            "%",
+            "≤ 10%",
+            lambda v: v <= 10,
         ),
         *million_checks(million),
     ]
@@ -451,6 +467,33 @@ def providers_section(results: Results) -> str:
     )
 
 
+def users_table(results: Results) -> str:
+    """CPU a request under load, the proxy's key of one window and the users leg's, by round."""
+    legs = results.legs
+    users, proxy = legs.get("users"), legs.get("proxy")
+    if users is None or proxy is None or not users.round_cpu_us:
+        return "No figures: " + (users.note if users and users.note else "not run")
+    added = [a - b for a, b in zip(users.round_cpu_us, proxy.round_cpu_us, strict=False)]
+    percent = cpu_added_by_round(users, proxy)
+    lines = [
+        "| round | proxy, one window (µs) | two windows and a user (µs) | added (µs) | added (%) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def cells(pick: Callable[[list[float]], float | None]) -> str:
+        extra, share = pick(added), pick(percent)
+        return (
+            f"{_count(pick(proxy.round_cpu_us))} | {_count(pick(users.round_cpu_us))} | "
+            f"{DASH if extra is None else f'{extra:+.0f}'} | "
+            f"{DASH if share is None else f'{share:+.1f}%'}"
+        )
+
+    for index in range(len(users.round_cpu_us)):
+        lines.append(f"| {index + 1} | " + cells(partial(_at, index=index)) + " |")
+    lines.append("| **median** | " + cells(_median) + " |")
+    return "\n".join(lines)
+
+
 def scale_table(results: Results) -> str:
     lines = [
         "| keys | in-process full load (s) | proxy start → healthy (s) | proxy RSS (MB) "
@@ -488,6 +531,10 @@ def markdown(results: Results, header: str) -> str:
         sections.append(
             "### Providers: the OpenAI path before and after, and the Anthropic path\n\n"
             + providers_section(results)
+        )
+    if "users" in results.legs:
+        sections.append(
+            "### Two rate windows and a user against one window\n\n" + users_table(results)
         )
     sections.append("### Targets\n\n" + targets_table(results))
     sections += [

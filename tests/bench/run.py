@@ -3,9 +3,10 @@
 Legs, each server in its own process and the load generator in another: (a) straight to the
 fake upstream, (b) a bare aiohttp pass-through, (c) the proxy with a rate- and cost-limited key,
 (c2) the proxy with PROXY_WORKERS=2, (c3) the proxy with its log line, metrics and usage events
-switched off, to tell what they cost, (d) LiteLLM's proxy, (e) the Anthropic Messages API through
-the proxy's anthropic path, against the same fake upstream direct; with --baseline-tree, the
-proxy of another checkout beside this one's. Every server is started first, then in each round
+switched off, to tell what they cost, (c4) a one-step route, (c5) a key of two rate windows
+whose calls name its user, (d) LiteLLM's proxy, (e) the Anthropic Messages API through the
+proxy's anthropic path, against the same fake upstream direct; with --baseline-tree, the proxy
+of another checkout beside this one's. Every server is started first, then in each round
 each measurement runs on every leg in turn. Then the key snapshot at scale. Prints a Markdown
 report (also written to .local/bench/report.md, with results.json beside it).
 """

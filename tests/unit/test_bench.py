@@ -1,5 +1,6 @@
-"""The benchmark's own logic: the Anthropic leg's requests against the real fake upstream, which
-legs a run starts, and how rounds are combined and paired in the report."""
+"""The benchmark's own logic: the Anthropic leg's requests against the real fake upstream, the
+users leg's key, user and requests, which legs a run starts, and how rounds are combined and
+paired in the report."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp.test_utils import TestServer
 
 from proxy.fakeupstream import FakeOptions, create_fake_upstream
+from proxy.users import named_user
+from shared.schemas import CreateKeySchema, CreateUserSchema
 from tests.bench import gateway, legs, loadgen, report, run
 from tests.bench.procs import Server
 
@@ -55,11 +59,38 @@ def test_the_load_generator_process_gets_the_stream_end() -> None:
     )
 
 
+def test_every_users_leg_call_names_the_bench_user_and_the_proxy_legs_do_not() -> None:
+    server = Server("users", 1, Path("/dev/null"), proc=None)  # type: ignore[arg-type]
+    users = legs.users_leg_for(server, "sk-users")
+    proxy = legs.leg_for(server, legs.PROXY_PREFIX, "sk-one-window")
+
+    assert [named_user(orjson.loads(t.body)) for t in (users.chat, users.stream)] == [
+        gateway.BENCH_USER
+    ] * 2
+    assert [named_user(orjson.loads(t.body)) for t in (proxy.chat, proxy.stream)] == ["", ""]
+    assert users.chat.url == proxy.chat.url
+    assert users.chat.headers["Authorization"] == "Bearer sk-users"
+
+
+def test_the_users_leg_key_has_two_windows_and_its_user_limits_of_its_own() -> None:
+    key = gateway.two_window_key("sk-users")
+    user = gateway.bench_user("6d0ed3ff-8890-4c49-8361-e6c34534db13")
+
+    assert CreateKeySchema().validate(key) == {}
+    assert CreateUserSchema().validate(user) == {}
+    # Windows of one unit count as one: the extra window must be of another unit.
+    assert len({key["rateLimitUnit"], *(w["unit"] for w in key["rateLimits"])}) == 2
+    assert user["keyIds"] == ["6d0ed3ff-8890-4c49-8361-e6c34534db13"]
+    assert {"rateLimitOverTime", "costLimitInUsd"} <= user.keys()
+
+
 def test_a_run_starts_the_legs_each_leg_is_measured_against() -> None:
     chosen = argparse.Namespace(legs=["anthropic"], baseline_tree=Path("/tmp/base"))
 
     assert run.leg_names(chosen) == ["direct", "proxy", "baseline", "anthropic_direct", "anthropic"]
     assert run.leg_names(argparse.Namespace(legs=["proxy"], baseline_tree=None)) == ["proxy"]
+    users = argparse.Namespace(legs=["users"], baseline_tree=None)
+    assert run.leg_names(users) == ["proxy", "users"]
 
 
 def rounds(*p50s: float) -> list[dict[str, Any]]:
@@ -119,3 +150,16 @@ def test_the_before_and_after_table_has_a_row_per_round_and_the_medians() -> Non
     rows = [line for line in table.splitlines() if line.startswith("| ")][2:]
     assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 2", "| 3", "| **median**"]
     assert "| 1.033x |" in rows[-1]
+
+
+def test_the_users_leg_is_judged_on_cpu_beyond_the_proxy_in_the_same_round() -> None:
+    proxy = leg("proxy", (1.0, 1.0, 1.0), [300, 300, 300])
+    users = leg("proxy, two windows and a user", (1.0, 1.0, 1.0), [290, 290, 290])
+    proxy.round_cpu_us, users.round_cpu_us = [200.0, 400.0, 250.0], [210.0, 480.0, 280.0]
+    results = report.Results(legs={"proxy": proxy, "users": users})
+
+    check = next(c for c in report.checks(results) if c.figure.startswith("two windows"))
+
+    # Per round +5%, +20%, +12%: the median, not the ratio of the medians (280 / 250).
+    assert check.row().endswith("| 12.00% | ≤ 10% | **missed** |")
+    assert "| **median** | 250 | 280 | +30 | +12.0% |" in report.users_table(results)
