@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import TYPE_CHECKING
 
 from tests.e2e.browser import Browser, browser
 from tests.e2e.conftest import KEYS, Gateway
 from tests.e2e.test_console import assert_clean, network_refusals
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webelement import WebElement
 
 __all__ = ["browser"]
 
@@ -18,15 +22,21 @@ FORM_ERROR = "dialog form.route-form > p.field-error"
 
 
 def row_button(page: Browser, table: str, starts: str, label: str) -> None:
-    """Clicks the button labelled `label` in the row of `table` whose text starts with `starts`."""
-    (button,) = [
-        b
-        for tr in page.all(f"{table} tbody tr")
-        if tr.text.startswith(starts)
-        for b in tr.find_elements("css selector", "button")
-        if b.text == label
-    ]
-    button.click()
+    """Clicks the button labelled `label` in the row of `table` whose text starts with `starts`,
+    once the table shows that row."""
+
+    def found() -> WebElement | None:
+        buttons = [
+            b
+            for tr in page.all(f"{table} tbody tr")
+            if tr.text.startswith(starts)
+            for b in tr.find_elements("css selector", "button")
+            if b.text == label
+        ]
+        assert len(buttons) < 2, f"more than one row of {table} starts with {starts!r}"
+        return buttons[0] if buttons else None
+
+    page.wait(found).click()
 
 
 def row_text(page: Browser, table: str, starts: str) -> str:

@@ -8,6 +8,7 @@ import * as topKeys from "./pages/topkeys.js";
 import * as events from "./pages/events.js";
 import * as providerSettings from "./pages/settings.js";
 import * as routes from "./pages/routes.js";
+import * as policies from "./pages/policies.js";
 import * as signin from "./pages/signin.js";
 
 // Every page: the paths it answers, its module, and, for those in the header, a label and link
@@ -19,6 +20,7 @@ const PAGES = [
   { pattern: /^\/events$/, module: events, nav: ["Events", "/events"] },
   { pattern: /^\/settings$/, module: providerSettings, nav: ["Provider settings", "/settings"] },
   { pattern: /^\/routes$/, module: routes, nav: ["Routes", "/routes"] },
+  { pattern: /^\/policies$/, module: policies, nav: ["Policies", "/policies"] },
 ];
 
 const main = document.getElementById("main");
