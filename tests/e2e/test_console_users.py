@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.browser import Browser, browser
 from tests.e2e.conftest import Gateway, Start
 from tests.e2e.test_console import assert_clean, network_refusals
-from tests.e2e.test_console_routes import row_button
+from tests.e2e.test_console_routes import row_button, row_text
 from tests.e2e.test_users import CHAT_COST, chat, create_user, pricing_file, user_spend
 
 __all__ = ["browser", "pricing_file"]
@@ -22,8 +22,8 @@ USERS = "/api/users"
 def users_scenario(page: Browser, url: str, spender: str, new: str, key_id: str) -> None:
     page.open(url)
     page.wait_text("main h1", lambda t: t == "Users")
-    row = page.wait_text("table.users tbody", lambda t: spender in t)
-    assert "$0.00" not in row and "1 / 10" in row  # its spend, from /api/reporting/users/{id}
+    row = row_text(page, "table.users", spender)
+    assert f"${CHAT_COST:.4f} · no limit" in row and "1 / 10" in row  # from /api/reporting/users
 
     page.button("New user").click()
     page.find("dialog form.user-form")
@@ -40,7 +40,7 @@ def users_scenario(page: Browser, url: str, spender: str, new: str, key_id: str)
     page.find("dialog select[name=rateLimitUnit] option[value=m]").click()
     page.button("Create user", "dialog").click()
     page.wait(lambda: not page.all("dialog"))
-    row = page.wait_text("table.users tbody", lambda t: new in t)
+    row = row_text(page, "table.users", new)
     assert "Jane Roe" in row and "team-a" in row and "0 / 30" in row
     page.screenshot("users")
 

@@ -9,6 +9,7 @@ import * as events from "./pages/events.js";
 import * as providerSettings from "./pages/settings.js";
 import * as routes from "./pages/routes.js";
 import * as policies from "./pages/policies.js";
+import * as users from "./pages/users.js";
 import * as signin from "./pages/signin.js";
 
 // Every page: the paths it answers, its module, and, for those in the header, a label and link
@@ -21,6 +22,7 @@ const PAGES = [
   { pattern: /^\/settings$/, module: providerSettings, nav: ["Provider settings", "/settings"] },
   { pattern: /^\/routes$/, module: routes, nav: ["Routes", "/routes"] },
   { pattern: /^\/policies$/, module: policies, nav: ["Policies", "/policies"] },
+  { pattern: /^\/users$/, module: users, nav: ["Users", "/users"] },
 ];
 
 const main = document.getElementById("main");
