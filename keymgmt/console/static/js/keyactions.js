@@ -32,18 +32,17 @@ export async function editKey(key, onDone) {
 
 export async function revokeKey(key, onDone) {
   const answer = await confirmAction("Revoke key", `Revoke “${key.name}”? The proxy refuses it from now on.`,
-    { action: "Revoke", danger: true, reason: true });
+    { action: "Revoke", danger: true, reason: true,
+      run: ({ reason }) => api.updateKey(key.keyId, { revoked: true, revokedReason: reason || "" }) });
   if (!answer.confirmed) return;
-  await api.updateKey(key.keyId, { revoked: true, revokedReason: answer.reason || "" });
   toast("Key revoked.");
   onDone();
 }
 
 export async function deleteKey(key, onDone) {
   const answer = await confirmAction("Delete key", `Delete “${key.name}” for good? This cannot be undone.`,
-    { action: "Delete", danger: true });
+    { action: "Delete", danger: true, run: () => api.deleteKey(key.keyId) });
   if (!answer.confirmed) return;
-  await api.deleteKey(key.keyId);
   toast("Key deleted.");
   onDone();
 }
