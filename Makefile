@@ -28,7 +28,8 @@ test-sentinel: $(INSTALLED)
 # The console's screenshots in docs/console/, taken by its browser tests.
 screenshots: $(INSTALLED)
 	@sh tests/e2e/ensure_chromium.sh
-	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/e2e/test_console.py tests/e2e/test_console_settings.py
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/e2e/test_console.py tests/e2e/test_console_settings.py \
+		tests/e2e/test_console_routes.py tests/e2e/test_console_policies.py tests/e2e/test_console_users.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

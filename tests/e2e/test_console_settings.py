@@ -68,8 +68,10 @@ def settings_scenario(gateway: Gateway, page: Browser, name: str, clear: str, in
         page.button("Delete", "dialog").click()
 
     delete(in_use)
-    page.wait_text("#toast", lambda t: "in use by key" in t)
+    page.wait_text("dialog form.confirm .field-error", lambda t: "in use by key" in t)
     assert network_refusals(page.errors(), 409)
+    page.button("Cancel", "dialog").click()
+    page.wait(lambda: not page.all("dialog"))
     assert in_use in page.text("table.settings tbody")
     delete(name)
     page.wait_text("table.settings tbody", lambda t: name not in t)

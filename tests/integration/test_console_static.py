@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import configparser
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,8 +14,10 @@ from aiohttp.test_utils import TestClient
 from keymgmt.app import create_app
 from keymgmt.console import STATIC, load_assets
 from shared.config import Settings
+from shared.models import ACTIONS, ALL_ENTITIES, ENTITIES
 from tests.conftest import with_admin_pass
 
+ROOT = Path(__file__).parents[2]
 WEIGHT_LIMIT = 300 * 1024
 IMPORT = re.compile(r"""(?:import|from)\s*(?:[\w{}*,\s]+from\s*)?["'](\.[^"']+)["']""")
 
@@ -84,3 +88,29 @@ def test_no_inline_script_or_style_in_the_page() -> None:
     page = (STATIC / "index.html").read_text()
     assert "style=" not in page and "<style" not in page
     assert re.findall(r"<script[^>]*>", page) == ['<script type="module" src="js/main.js">']
+
+
+def test_every_console_file_is_in_the_package_data() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = config["options.package_data"]["keymgmt.console"].split(",")
+    # Globbed from the package's directory, as setuptools does: * does not cross a /.
+    packaged = {path for p in patterns for path in STATIC.parent.glob(p.strip())}
+    missing = [
+        p.relative_to(STATIC).as_posix()
+        for p in STATIC.rglob("*")
+        if p.is_file() and p not in packaged
+    ]
+    assert not missing, f"not in setup.cfg's package data: {missing}"
+
+
+def js_list(module: str, name: str) -> list[str]:
+    source = (STATIC / "js" / module).read_text()
+    found = re.search(rf"export const {name} = \[(.*?)\];", source, re.S)
+    assert found, f"{module} has no {name}"
+    return re.findall(r'"([^"]+)"', found.group(1))
+
+
+def test_the_policy_form_offers_every_entity_and_action() -> None:
+    assert js_list("policyform.js", "ENTITIES") == [*ENTITIES, ALL_ENTITIES]
+    assert js_list("policyform.js", "ACTIONS") == list(ACTIONS)

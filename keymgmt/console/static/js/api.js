@@ -66,6 +66,17 @@ export async function call(method, path, body, pass = session.pass) {
   return payload;
 }
 
+const one = (collection, id) => `${collection}/${encodeURIComponent(id)}`;
+
+// A query string with each list's values repeated (tags=a&tags=b); empty values left out.
+function queryOf(params) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    for (const each of [].concat(value)) if (each !== "" && each !== undefined) query.append(name, each);
+  }
+  return query;
+}
+
 export const api = {
   config: () => fetch("config.json", { cache: "no-store" }).then((r) => r.json()),
   searchKeys: (query) => call("POST", "/api/v2/key-management/keys", query),
@@ -85,4 +96,17 @@ export const api = {
   createSetting: (fields) => call("PUT", "/api/provider-settings", fields),
   updateSetting: (id, fields) => call("PATCH", `/api/provider-settings/${encodeURIComponent(id)}`, fields),
   deleteSetting: (id) => call("DELETE", `/api/provider-settings/${encodeURIComponent(id)}`),
+  routes: () => call("GET", "/api/routes"),
+  createRoute: (fields) => call("POST", "/api/routes", fields),
+  updateRoute: (id, fields) => call("PATCH", one("/api/routes", id), fields),
+  deleteRoute: (id) => call("DELETE", one("/api/routes", id)),
+  policies: (tags = []) => call("GET", `/api/policies?${queryOf({ tags })}`),
+  createPolicy: (fields) => call("POST", "/api/policies", fields),
+  updatePolicy: (id, fields) => call("PATCH", one("/api/policies", id), fields),
+  deletePolicy: (id) => call("DELETE", one("/api/policies", id)),
+  users: (params) => call("GET", `/api/users?${queryOf(params)}`),
+  createUser: (fields) => call("POST", "/api/users", fields),
+  updateUser: (id, fields) => call("PATCH", one("/api/users", id), fields),
+  deleteUser: (id) => call("DELETE", one("/api/users", id)),
+  userSpend: (id) => call("GET", one("/api/reporting/users", id)),
 };

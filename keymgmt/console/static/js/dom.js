@@ -35,6 +35,25 @@ export function toast(message) {
   toastTimer = setTimeout(() => box.classList.remove("shown"), 4000);
 }
 
+export function textInput(name, value, attrs = {}) {
+  return h("input", { type: "text", name, value: value ?? "", autocomplete: "off", spellcheck: "false", ...attrs });
+}
+
+export function textArea(name, value, attrs = {}) {
+  const node = h("textarea", { name, autocomplete: "off", spellcheck: "false", rows: "3", ...attrs });
+  node.value = value ?? ""; // a textarea has no value attribute
+  return node;
+}
+
+// A labelled checkbox, its label after it.
+export function checkbox(name, label, checked) {
+  const input = h("input", { type: "checkbox", name, id: `f-${name}`, checked: Boolean(checked) });
+  return h("div", { class: "field check", "data-field": name }, input, h("label", { for: input.id }, label));
+}
+
+// "a, b ,, c" → ["a", "b", "c"]
+export const commaList = (value) => value.split(",").map((v) => v.trim()).filter(Boolean);
+
 // A labelled field; `errors` later shows the API's messages for it under the input.
 export function field(label, input, hint) {
   const id = input.id || `f-${input.name}`;

@@ -7,6 +7,9 @@ import * as key from "./pages/key.js";
 import * as topKeys from "./pages/topkeys.js";
 import * as events from "./pages/events.js";
 import * as providerSettings from "./pages/settings.js";
+import * as routes from "./pages/routes.js";
+import * as policies from "./pages/policies.js";
+import * as users from "./pages/users.js";
 import * as signin from "./pages/signin.js";
 
 // Every page: the paths it answers, its module, and, for those in the header, a label and link
@@ -17,6 +20,9 @@ const PAGES = [
   { pattern: /^\/top-keys$/, module: topKeys, nav: ["Top keys", "/top-keys"] },
   { pattern: /^\/events$/, module: events, nav: ["Events", "/events"] },
   { pattern: /^\/settings$/, module: providerSettings, nav: ["Provider settings", "/settings"] },
+  { pattern: /^\/routes$/, module: routes, nav: ["Routes", "/routes"] },
+  { pattern: /^\/policies$/, module: policies, nav: ["Policies", "/policies"] },
+  { pattern: /^\/users$/, module: users, nav: ["Users", "/users"] },
 ];
 
 const main = document.getElementById("main");

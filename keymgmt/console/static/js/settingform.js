@@ -1,7 +1,7 @@
 // The create and edit form of a provider setting. Only the chosen provider's fields show. The
 // secret is never shown nor pre-filled: on edit an empty API key field keeps the stored one.
-import { field, h } from "./dom.js";
-import { showErrors } from "./formerrors.js";
+import { commaList, field, h, textInput as text } from "./dom.js";
+import { submitWith } from "./formerrors.js";
 
 export const PROVIDERS = ["openai", "anthropic", "azure", "vllm", "deepinfra", "openai_compatible"];
 // Which `setting` fields each provider takes (keymgmt's shared/setting_schemas.py SHAPES).
@@ -28,10 +28,6 @@ const PRICES = [
   ["completionCostPerModel", "Completion prices"],
   ["embeddingsCostPerModel", "Embeddings prices"],
 ];
-
-function text(name, value, attrs = {}) {
-  return h("input", { type: "text", name, value: value ?? "", autocomplete: "off", spellcheck: "false", ...attrs });
-}
 
 const pricesText = (prices) => Object.entries(prices || {}).map(([m, p]) => `${m}=${p}`).join(", ");
 
@@ -89,25 +85,16 @@ export function settingForm(existing, onSubmit) {
     const body = {
       name: form.elements.namedItem("name").value.trim(),
       setting,
-      allowedModels: form.elements.namedItem("allowedModels").value.split(",").map((m) => m.trim()).filter(Boolean),
+      allowedModels: commaList(form.elements.namedItem("allowedModels").value),
       costMap: Object.fromEntries(PRICES.map(([name]) => [name, parsePrices(form.elements.namedItem(name).value)])),
     };
     if (creating) body.provider = provider.value;
     return body;
   }
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const button = form.querySelector("button[type=submit]");
-    button.disabled = true;
-    try {
-      await onSubmit(values());
-      for (const input of form.querySelectorAll("input[type=password]")) input.value = "";
-    } catch (error) {
-      showErrors(form, formError, error);
-    } finally {
-      button.disabled = false;
-    }
+  submitWith(form, formError, values, async (fields) => {
+    await onSubmit(fields);
+    for (const input of form.querySelectorAll("input[type=password]")) input.value = "";
   });
   return form;
 }

@@ -23,16 +23,12 @@ function edit(existing) {
 }
 
 async function remove(setting) {
+  // A refusal (409: keys or routes still use it) is shown in the dialog.
   const answer = await confirmAction("Delete setting", `Delete “${setting.name}” for good? Keys must not use it.`,
-    { action: "Delete", danger: true });
+    { action: "Delete", danger: true, run: () => api.deleteSetting(setting.id) });
   if (!answer.confirmed) return;
-  try {
-    await api.deleteSetting(setting.id);
-    toast("Setting deleted.");
-    reload();
-  } catch (error) {
-    toast(error.message); // a 409 names the keys that still use it
-  }
+  toast("Setting deleted.");
+  reload();
 }
 
 function row(setting) {
