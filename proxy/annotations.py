@@ -9,6 +9,7 @@ from multidict import CIMultiDictProxy
 
 from proxy.calls import Call
 from proxy.errors import invalid_request
+from shared.jsonutil import number_past_jsonb
 
 MAX_METADATA_BYTES = 4096
 MAX_CUSTOM_ID = 256
@@ -39,6 +40,10 @@ def metadata_of(header: str) -> bytes:
         raise invalid_request("X-METADATA is not valid JSON", "invalid_metadata") from None
     if not isinstance(value, dict):
         raise invalid_request("X-METADATA must be a JSON object", "invalid_metadata")
+    if number_past_jsonb(value) is not None:
+        raise invalid_request(
+            "X-METADATA's numbers must be below 2**63 in magnitude", "invalid_metadata"
+        )
     try:
         # Postgres's jsonb takes no NUL in text: refused here rather than parked by keymgmt.
         compact = orjson.dumps(value)

@@ -31,3 +31,22 @@ def loads_object(body: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+# Postgres's jsonb gives a number back in its plain digits (1e20 as 100000000000000000000), which
+# past 64 bits is an integer no answer can be encoded with.
+JSONB_NUMBER_LIMIT = 2**63
+
+
+def number_past_jsonb(value: Any) -> int | float | None:
+    """The first number in a JSON value that jsonb would give back past 64 bits, if any."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value if abs(value) >= JSONB_NUMBER_LIMIT else None
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
+    for child in children:
+        found = number_past_jsonb(child)
+        if found is not None:
+            return found
+    return None

@@ -23,6 +23,7 @@ from marshmallow import (
 )
 
 from shared.durations import parse_duration
+from shared.jsonutil import number_past_jsonb
 from shared.schemas import DURATION_PATTERN, StrictBoolean, WholeNumber, _storable_text, _text
 
 PROVIDERS = ("openai", "anthropic", "azure", "vllm", "deepinfra", "openai_compatible")
@@ -121,6 +122,9 @@ def _request_params(value: dict[str, Any]) -> None:
     if len(encoded) > MAX_REQUEST_PARAMS_BYTES:
         raise ValidationError(f"must be at most {MAX_REQUEST_PARAMS_BYTES} bytes as JSON")
     _storable_json(value)
+    past = number_past_jsonb(value)
+    if past is not None:
+        raise ValidationError(f"numbers must be below 2**63 in magnitude, not {past!r}")
 
 
 class _Strict(Schema):

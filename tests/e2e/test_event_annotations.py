@@ -55,6 +55,7 @@ async def test_the_headers_and_the_user_are_recorded_on_the_event(gateway: Gatew
         {"X-METADATA": '"text"'},
         {"X-METADATA": orjson.dumps({"big": "x" * 4100}).decode()},
         {"X-METADATA": '{"a": "\\u0000"}'},
+        {"X-METADATA": '{"a": [1e20]}'},  # jsonb would give it back as an integer past 64 bits
         {"X-CUSTOM-EVENT-ID": "x" * 257},
     ],
 )

@@ -206,6 +206,10 @@ BAD_ROUTES = {
     "request params too big": {
         "steps": [{"provider": "openai", "model": "m", "requestParams": {"x": "y" * 20000}}]
     },
+    # jsonb gives 1e20 back as an integer past 64 bits, which no answer could carry.
+    "request params number past 64 bits": {
+        "steps": [{"provider": "openai", "model": "m", "requestParams": {"top_k": 1e20}}]
+    },
     "unknown step field": {"steps": [{"provider": "openai", "model": "m", "weight": 1}]},
     "retry strategy": {"retryStrategy": "linear"},
     "cache ttl too long": {"cacheConfig": {"enabled": True, "ttl": "8d"}},
