@@ -133,6 +133,12 @@ class PostgresSettings:
 REDIS_MODES = ("standalone", "sentinel")
 
 
+def redis_mode(env: _Reader) -> str:
+    if env.text("REDIS_MODE", "").lower() == "cluster":
+        raise ConfigError("REDIS_MODE: cluster is not supported yet; use standalone or sentinel")
+    return env.choice("REDIS_MODE", "standalone", REDIS_MODES)
+
+
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
     hosts: tuple[str, ...] = ("localhost",)  # each `host` or `host:port`
@@ -216,7 +222,7 @@ class Settings:
             db=env.integer("REDIS_DB", 0, maximum=1023),
             read_timeout=env.duration("REDIS_READ_TIME_OUT", "1s"),
             write_timeout=env.duration("REDIS_WRITE_TIME_OUT", "500ms"),
-            mode=env.choice("REDIS_MODE", "standalone", REDIS_MODES),
+            mode=redis_mode(env),
             sentinel_master=env.text("REDIS_SENTINEL_MASTER", "mymaster"),
             username=env.text("REDIS_USERNAME", ""),
             sentinel_username=env.text("REDIS_SENTINEL_USERNAME", ""),

@@ -138,3 +138,8 @@ def test_redis_deployment_settings() -> None:
 def test_bad_redis_deployment_values(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{variable}"):
         Settings.from_env({variable: value})
+
+
+def test_cluster_mode_is_refused_saying_it_is_not_supported() -> None:
+    with pytest.raises(ConfigError, match=r"^REDIS_MODE: cluster is not supported yet"):
+        Settings.from_env({"REDIS_MODE": "Cluster"})
