@@ -73,7 +73,9 @@ def _duration_within(least: float, most: float) -> Callable[[str], None]:
 
 
 def _duration(least: float, most: float, *, description: str = "", **kwargs: Any) -> fields.String:
-    metadata = {"pattern": DURATION_PATTERN} | ({"description": description} if description else {})
+    # A bare 0 needs no unit; the pattern says so where zero is allowed.
+    pattern = f"^(0|{DURATION_PATTERN[1:-1]})$" if least == 0 else DURATION_PATTERN
+    metadata = {"pattern": pattern} | ({"description": description} if description else {})
     return fields.String(
         validate=_duration_within(least, most),
         metadata=metadata,

@@ -46,14 +46,15 @@ async def create(client: TestClient, **fields: Any) -> dict[str, Any]:
 
 
 async def test_create_get_find_update_delete(client: TestClient) -> None:
-    created = await create(client)
+    tag = f"team-{uuid.uuid4().hex[:8]}"  # the run's other policies share the database
+    created = await create(client, tags=[tag])
     assert created["config"] == {"rules": {"email": "allow_but_redact", "ssn": "block"}}
     assert created["regexConfig"] == {"rules": [{"definition": r"EMP-\d{6}", "action": "block"}]}
     assert created["restore"] is True and created["createdAt"] == created["updatedAt"]
     uuid.UUID(created["id"])
     got = await client.get(f"{POLICIES}/{created['id']}")
     assert await got.json() == created
-    found = await client.get(POLICIES, params=[("tags", created["tags"][0]), ("tags", "other")])
+    found = await client.get(POLICIES, params=[("tags", tag), ("tags", "other")])
     assert [p["id"] for p in await found.json()] == [created["id"]]
 
     patched = await client.patch(
