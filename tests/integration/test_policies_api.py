@@ -54,7 +54,8 @@ async def test_create_get_find_update_delete(client: TestClient) -> None:
     uuid.UUID(created["id"])
     got = await client.get(f"{POLICIES}/{created['id']}")
     assert await got.json() == created
-    found = await client.get(POLICIES, params=[("tags", tag), ("tags", "other")])
+    unused = f"team-{uuid.uuid4().hex[:8]}"
+    found = await client.get(POLICIES, params=[("tags", tag), ("tags", unused)])
     assert [p["id"] for p in await found.json()] == [created["id"]]
 
     patched = await client.patch(
