@@ -26,6 +26,7 @@ class Anthropic(Provider):
     name = "anthropic"
     price_provider = "anthropic"
     forwarded_headers = frozenset({"anthropic-version", "anthropic-beta"})
+    wire_format = "anthropic"
 
     def billing(self, method: str, endpoint: str) -> Billing | None:
         return Billing.FREE if method != "POST" else POST_BILLING.get(endpoint)

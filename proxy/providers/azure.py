@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from proxy.paths import normalised_endpoint
@@ -16,6 +17,8 @@ DEPLOYMENTS = "deployments/"
 V1 = "v1/"
 # The first api-version that takes `stream_options`; older ones answer it with a 400.
 STREAM_OPTIONS_SINCE = "2024-09-01"
+# What a route's step calls a deployment with when neither the step nor its setting says.
+DEFAULT_API_VERSION = "2024-10-21"
 
 
 def api_version(query: str) -> str:
@@ -47,6 +50,16 @@ class Azure(Provider):
 
     def credential(self, setting: ProviderSetting) -> dict[str, str]:
         return {"api-key": setting.secret}
+
+    def step_path(
+        self, target: Target, tail: str, model: str, params: Mapping[str, str]
+    ) -> tuple[str, str]:
+        """The deployment layout: the step's deploymentId (else its model) and apiVersion (else
+        the setting's, else DEFAULT_API_VERSION)."""
+        path = f"{DEPLOYMENTS}{params.get('deploymentId') or model}/{tail}"
+        given = params.get("apiVersion")
+        query = self.upstream_query(target, path, f"api-version={given}" if given else "")
+        return path, query or f"api-version={DEFAULT_API_VERSION}"
 
     def upstream_query(self, target: Target, upstream_path: str, query: str) -> str:
         """The client's api-version; the setting's only when the client sends none."""

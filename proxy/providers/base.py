@@ -6,7 +6,7 @@ its answers, and how its errors look. The request path asks it; it never asks fo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +73,7 @@ class Provider:
     tracks_jobs = False  # batches, fine-tuning and background responses are followed
     # Client headers forwarded upstream besides the common ones (proxy/upstream.py).
     forwarded_headers: frozenset[str] = frozenset()
+    wire_format = "openai"  # the API shape its bodies take: a route translates to it
 
     def paths(self) -> tuple[str, ...]:
         """The proxy's route patterns for this provider; `{tail}` is the route-relative path."""
@@ -95,6 +96,12 @@ class Provider:
 
     def credential(self, setting: ProviderSetting) -> dict[str, str]:
         return {"Authorization": f"Bearer {setting.secret}"} if setting.secret else {}
+
+    def step_path(
+        self, target: Target, tail: str, model: str, params: Mapping[str, str]
+    ) -> tuple[str, str]:
+        """(the route-relative path, the query) a route's step on `model` calls `tail` with."""
+        return tail, ""
 
     def upstream_query(self, target: Target, upstream_path: str, query: str) -> str:
         """The query string sent upstream, from the client's as it encoded it."""

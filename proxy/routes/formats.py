@@ -195,5 +195,5 @@ class AnthropicFormat:
 
 Format = OpenAIFormat | AnthropicFormat
 OPENAI_FORMAT = OpenAIFormat()
-# Providers that do not speak OpenAI's format; every other one does.
+# By an adapter's wire_format: those other than OpenAI's, which every other provider speaks.
 FORMATS: dict[str, Format] = {"anthropic": AnthropicFormat()}

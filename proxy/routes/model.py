@@ -5,7 +5,7 @@ in seconds. `request_params` are read-only: a step's body is built as `{**body,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -21,8 +21,7 @@ class Step:
     retry_interval: float  # seconds; the base of an exponential backoff
     timeout: float | None  # seconds per attempt; None: PROXY_TIMEOUT
     request_params: Mapping[str, Any]  # body fields set on this step
-    deployment_id: str = ""  # azure: the params' deploymentId, else the model
-    api_version: str | None = None  # azure: the params' apiVersion, else the setting's
+    params: Mapping[str, str] = field(default_factory=dict)  # its provider's (azure: deploymentId)
 
     @property
     def target(self) -> tuple[str, str | None, str]:
@@ -49,9 +48,7 @@ class Route:
 
 
 def step_of(fields: Mapping[str, Any]) -> Step:
-    params = fields.get("params") or {}
     timeout = fields.get("timeout")
-    azure = fields["provider"] == "azure"
     return Step(
         provider=fields["provider"],
         model=fields["model"],
@@ -60,8 +57,7 @@ def step_of(fields: Mapping[str, Any]) -> Step:
         retry_interval=parse_duration(fields.get("retryInterval", "0")),
         timeout=None if timeout is None else parse_duration(timeout),
         request_params=MappingProxyType(dict(fields.get("requestParams") or {})),
-        deployment_id=params.get("deploymentId", fields["model"]) if azure else "",
-        api_version=params.get("apiVersion") if azure else None,
+        params=MappingProxyType(dict(fields.get("params") or {})),
     )
 
 

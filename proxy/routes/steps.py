@@ -19,9 +19,6 @@ from proxy.translate.anthropic import wants_usage
 from proxy.upstream import gateway_headers, upstream_headers
 from shared.models import Key
 
-# What a deployment call on azure is asked with when neither the step nor its setting says.
-DEFAULT_AZURE_API_VERSION = "2024-10-21"
-
 
 @dataclass(slots=True)
 class StepCall:
@@ -49,16 +46,9 @@ def plan_step(
     provider = ADAPTERS_BY_NAME[step.provider]  # keymgmt stores known providers only
     target = targets.of_step(provider, key, step.setting_id)
     require_model_allowed(target, step.model)
-    step_format = FORMATS.get(provider.name, OPENAI_FORMAT)
-    tail = step_format.tail(endpoint)
-    query = ""
-    if step.deployment_id:  # azure's deployment layout
-        tail = f"deployments/{step.deployment_id}/{tail}"
-        query = f"api-version={step.api_version}" if step.api_version else ""
+    step_format = FORMATS.get(provider.wire_format, OPENAI_FORMAT)
+    tail, query = provider.step_path(target, step_format.tail(endpoint), step.model, step.params)
     billed, upstream_path = provider.endpoint(tail)
-    query = provider.upstream_query(target, upstream_path, query)
-    if step.deployment_id and not query:
-        query = f"api-version={DEFAULT_AZURE_API_VERSION}"
     body = step_format.payload({**payload, **step.request_params, "model": step.model}, step.model)
     try:
         encoded = orjson.dumps(body)

@@ -117,8 +117,8 @@ async def test_the_stored_shape_is_parsed_with_durations_in_seconds(
         path=created["path"],
         key_ids=frozenset({key_id}),
         steps=(
-            Step("azure", "gpt-4o", setting_id, 2, 0.25, 90.0, {"max_tokens": 100}, "gpt-4o",
-                 "2024-10-21"),
+            Step("azure", "gpt-4o", setting_id, 2, 0.25, 90.0, {"max_tokens": 100},
+                 {"apiVersion": "2024-10-21"}),
             Step("anthropic", "claude-sonnet-4-5", None, 0, 1.0, None, {}),
         ),
         exponential_backoff=False,
