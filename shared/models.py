@@ -11,8 +11,28 @@ from typing import Any
 UNIT_SECONDS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+class Limited:
+    """What keys and users share: an expiry and windowed limits, with their units."""
+
+    __slots__ = ()
+    expires_at: float | None
+    cost_limit_in_usd_unit: str
+    rate_limit_unit: str
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    @property
+    def cost_window_seconds(self) -> int:
+        return UNIT_SECONDS.get(self.cost_limit_in_usd_unit, 0)
+
+    @property
+    def rate_window_seconds(self) -> int:
+        return UNIT_SECONDS.get(self.rate_limit_unit, 0)
+
+
 @dataclass(slots=True)
-class Key:
+class Key(Limited):
     """A gateway key. Limits of 0 (and an empty unit) mean "no limit", as in the original."""
 
     key_id: str
@@ -42,20 +62,9 @@ class Key:
     should_log_request: bool = False
     should_log_response: bool = False
 
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and now >= self.expires_at
-
-    @property
-    def cost_window_seconds(self) -> int:
-        return UNIT_SECONDS.get(self.cost_limit_in_usd_unit, 0)
-
-    @property
-    def rate_window_seconds(self) -> int:
-        return UNIT_SECONDS.get(self.rate_limit_unit, 0)
-
 
 @dataclass(slots=True)
-class User:
+class User(Limited):
     """An end user of an application, known by `user_id` on the calls of the keys it lists or
     shares a tag with; its limits hold together with the key's. `record_id` is its own id."""
 
@@ -78,17 +87,6 @@ class User:
     allowed_paths: frozenset[tuple[str, str]] = frozenset()
     allowed_models: frozenset[str] = frozenset()
     deleted: bool = False
-
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and now >= self.expires_at
-
-    @property
-    def cost_window_seconds(self) -> int:
-        return UNIT_SECONDS.get(self.cost_limit_in_usd_unit, 0)
-
-    @property
-    def rate_window_seconds(self) -> int:
-        return UNIT_SECONDS.get(self.rate_limit_unit, 0)
 
 
 @dataclass(slots=True, frozen=True)
