@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from shared.limits import EVENT_FIELD
+from shared.limit_keys import EVENT_FIELD
 
 EVENT_KEY = EVENT_FIELD.encode()
 INT64 = range(-(2**63), 2**63)

@@ -30,7 +30,7 @@ from shared.db import (
     usage_events,
     usage_events_rejected,
 )
-from shared.limits import EVENTS_STREAM, SPEND_MARKER
+from shared.limit_keys import EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Counter
 from shared.runtime import raise_if_cancelled
 

@@ -23,7 +23,7 @@ from keymgmt.routes import load_body
 from keymgmt.typedefs import STORE
 from shared.db import keys, usage_events
 from shared.jsonutil import json_response
-from shared.limits import to_usd
+from shared.limit_keys import to_usd
 from shared.schemas import StrictBoolean
 
 routes = web.RouteTableDef()

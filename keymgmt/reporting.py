@@ -17,7 +17,7 @@ from keymgmt.routes import key_id_of
 from keymgmt.typedefs import LIMITS, STORE
 from shared.db import keys, usage_events
 from shared.jsonutil import json_response
-from shared.limits import to_usd
+from shared.limit_keys import to_usd
 from shared.redispipe import RedisReplyError
 
 routes = web.RouteTableDef()

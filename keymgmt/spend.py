@@ -23,7 +23,7 @@ from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.spend_totals import SpendPlan, read_plan
-from shared.limits import EVENTS_STREAM, PREFIX, SPEND_MARKER
+from shared.limit_keys import EVENTS_STREAM, PREFIX, SPEND_MARKER
 
 log = logging.getLogger("gateway.spend")
 

@@ -24,7 +24,7 @@ from shared.db import (
     usage_events,
     usage_events_rejected,
 )
-from shared.limits import WINDOW_BUCKETS, KeyNames, rate_key, spend_key
+from shared.limit_keys import WINDOW_BUCKETS, KeyNames, rate_key, spend_key
 from shared.models import UNIT_SECONDS, Key
 
 

@@ -15,6 +15,7 @@ from proxy.errors import (
     window_budget_spent,
 )
 from proxy.fallback import LocalLimits
+from shared.limit_keys import to_nano
 from shared.limits import (
     Admission,
     LimitEngine,
@@ -22,7 +23,6 @@ from shared.limits import (
     has_cost_limits,
     has_limits,
     limited_user,
-    to_nano,
 )
 from shared.metrics import Counter
 from shared.models import UNIT_SECONDS, Key, User

@@ -55,7 +55,8 @@ from proxy.typedefs import (
 )
 from proxy.upstream import CREDENTIAL_REFUSED, client_headers, upstream_headers
 from shared.durations import parse_duration
-from shared.limits import Settlement, to_nano
+from shared.limit_keys import to_nano
+from shared.limits import Settlement
 
 MAX_REQUEST_ID = 128
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from proxy.calls import Call
 from proxy.requestlog import logged_contents
-from shared.limits import to_usd
+from shared.limit_keys import to_usd
 from shared.logs import HotLog
 from shared.metrics import OVERHEAD_BUCKETS, Counter, Histogram, Metrics, Series
 

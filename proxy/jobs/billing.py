@@ -16,7 +16,8 @@ from proxy.settlement import Settler
 from proxy.snapshot import KeySnapshot
 from proxy.targets import Targets
 from proxy.telemetry import ProxyMetrics, usage_event
-from shared.limits import Settlement, to_nano, to_usd
+from shared.limit_keys import to_nano, to_usd
+from shared.limits import Settlement
 from shared.logs import Throttle
 from shared.models import Key
 from shared.pricing import Pricing, Rates

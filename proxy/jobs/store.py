@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from proxy.jobs.kinds import Job
-from shared.limits import PREFIX
+from shared.limit_keys import PREFIX
 from shared.redispipe import RedisPipe
 
 JOBS_INDEX = f"{PREFIX}jobs"

@@ -25,7 +25,7 @@ import orjson
 
 from proxy.routes.model import Route
 from proxy.translate.sse import EventReader
-from shared.limits import PREFIX
+from shared.limit_keys import PREFIX
 from shared.metrics import Counter
 from shared.redispipe import RedisPipe, RedisReplyError, RedisUnavailable
 

@@ -58,7 +58,8 @@ from proxy.typedefs import (
     TARGETS,
     USERS,
 )
-from shared.limits import Settlement, has_limits, limited_user, to_nano
+from shared.limit_keys import to_nano
+from shared.limits import Settlement, has_limits, limited_user
 from shared.models import Key
 
 ENDPOINTS = (("/chat/completions", CHAT), ("/embeddings", EMBEDDINGS))

@@ -17,7 +17,8 @@ import uuid
 from proxy.calls import Call
 from proxy.users import UserSnapshot, attach_user
 from shared.config import RedisSettings
-from shared.limits import SPEND_MARKER, LimitEngine, limited_user
+from shared.limit_keys import SPEND_MARKER
+from shared.limits import LimitEngine, limited_user
 from shared.models import Key, User
 from shared.redispipe import RedisPipe
 

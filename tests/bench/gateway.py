@@ -23,7 +23,7 @@ import orjson
 import redis
 
 from shared.config import PostgresSettings
-from shared.limits import SPEND_MARKER
+from shared.limit_keys import SPEND_MARKER
 from tests.bench.procs import HOST, PYTHON, ROOT, Processes, Server, free_port, wait_http
 
 sys.path.insert(0, str(ROOT / "deploy" / "local"))

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keymgmt.events import GROUP, EventConsumer
 from shared.config import Settings
 from shared.db import key_spend, usage_events
-from shared.limits import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER
+from shared.limit_keys import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Metrics
 from shared.redisconn import create_redis
 

@@ -9,7 +9,8 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from shared.limits import SPEND_MARKER, LimitEngine, Settlement, to_nano
+from shared.limit_keys import SPEND_MARKER, to_nano
+from shared.limits import LimitEngine, Settlement
 from shared.models import User
 from shared.redispipe import RedisPipe
 from tests.integration.test_limits import make_key, settle

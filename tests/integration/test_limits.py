@@ -13,21 +13,23 @@ import pytest
 import redis.asyncio as redis
 
 from proxy.settlement import Settler
-from shared.limits import (
+from shared.limit_keys import (
     EVENTS_STREAM,
     MAX_CALL_NANO,
     REPLICAS,
     SPEND_MARKER,
-    Admission,
     KeyNames,
+    Script,
+    to_nano,
+    to_usd,
+)
+from shared.limits import (
+    Admission,
     LimitEngine,
     LimitsNotReady,
-    Script,
     Settlement,
     UnusableSettlement,
     announce,
-    to_nano,
-    to_usd,
     withdraw,
 )
 from shared.metrics import Metrics

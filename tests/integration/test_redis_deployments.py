@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from shared.config import RedisSettings
-from shared.limits import EVENTS_STREAM, LimitEngine, NotReplicated, Settlement
+from shared.limit_keys import EVENTS_STREAM
+from shared.limits import LimitEngine, NotReplicated, Settlement
 from shared.models import Key
 from shared.redisconn import create_redis
 from shared.redispipe import RedisPipe, RedisReplyError, RedisUnavailable

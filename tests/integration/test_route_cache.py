@@ -21,7 +21,7 @@ from proxy.routes.cache import (
 )
 from proxy.routes.model import Route, route_of
 from shared.config import Settings
-from shared.limits import PREFIX
+from shared.limit_keys import PREFIX
 from shared.metrics import Counter, Metrics
 from shared.redispipe import RedisPipe
 

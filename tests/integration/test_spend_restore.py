@@ -25,15 +25,8 @@ from keymgmt.events import EventConsumer
 from keymgmt.spend import rebuild_all_spend, restore_lost_spend
 from shared.config import PostgresSettings, Settings
 from shared.db import create_engine, keys, migrate, usage_events
-from shared.limits import (
-    EVENT_FIELD,
-    EVENTS_STREAM,
-    SPEND_MARKER,
-    KeyNames,
-    LimitEngine,
-    LimitsNotReady,
-    spend_key,
-)
+from shared.limit_keys import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER, KeyNames, spend_key
+from shared.limits import LimitEngine, LimitsNotReady
 from shared.metrics import Metrics
 from shared.models import Key
 from shared.redispipe import RedisPipe

@@ -16,7 +16,7 @@ from proxy.endpoints import Billing, billing_of
 from proxy.errors import ProxyError
 from proxy.metering import Usage, parse_usage, usage_of_body
 from proxy.multipart import MalformedForm, read_form
-from shared.limits import to_nano
+from shared.limit_keys import to_nano
 from shared.models import Key
 from shared.pricing import Pricing
 from tests.unit.targets import OPENAI_TARGET

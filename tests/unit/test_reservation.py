@@ -9,7 +9,7 @@ import pytest
 
 from proxy.admission import reservation_nano
 from proxy.calls import CHAT, COMPLETIONS, RESPONSES, Call
-from shared.limits import to_nano
+from shared.limit_keys import to_nano
 from shared.models import Key
 from shared.pricing import Pricing
 from tests.unit.targets import OPENAI_TARGET

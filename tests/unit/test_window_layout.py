@@ -4,7 +4,7 @@ from importlib import resources
 
 import pytest
 
-from shared.limits import WINDOW_BUCKETS
+from shared.limit_keys import WINDOW_BUCKETS
 
 
 @pytest.mark.parametrize("script", ["admit.lua", "settle.lua", "usage.lua"])
