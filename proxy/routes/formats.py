@@ -16,14 +16,13 @@ import orjson
 from proxy.calls import CHAT
 from proxy.errors import ProxyError, invalid_request
 from proxy.providers.base import Meter
-from proxy.translate.anthropic import (
+from proxy.translate.anthropic_request import (
     ANTHROPIC_VERSION,
-    StreamTranslator,
     UntranslatableField,
-    error_from_anthropic,
     request_to_anthropic,
-    response_from_anthropic,
 )
+from proxy.translate.anthropic_response import error_from_anthropic, response_from_anthropic
+from proxy.translate.anthropic_stream import StreamTranslator
 from proxy.translate.sse import EventReader, EventTooLarge
 
 # Delta fields that carry an answer; a role-only delta does not.

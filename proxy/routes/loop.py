@@ -42,7 +42,7 @@ from proxy.routes.cache import CachedAnswer, StreamCollector, cache_key
 from proxy.routes.model import Route, Step
 from proxy.routes.steps import StepCall, plan_steps
 from proxy.telemetry import usage_event
-from proxy.translate.anthropic import wants_usage
+from proxy.translate.anthropic_request import wants_usage
 from proxy.typedefs import (
     COOL_DOWNS,
     LIMITS,

@@ -15,7 +15,7 @@ from proxy.providers import ADAPTERS_BY_NAME
 from proxy.routes.formats import FORMATS, OPENAI_FORMAT, Format
 from proxy.routes.model import Route
 from proxy.targets import Targets, require_model_allowed
-from proxy.translate.anthropic import wants_usage
+from proxy.translate.anthropic_request import wants_usage
 from proxy.upstream import gateway_headers, upstream_headers
 from shared.models import Key
 

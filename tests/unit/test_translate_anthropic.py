@@ -15,15 +15,14 @@ from anthropic.types.message_create_params import (
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
-from proxy.translate.anthropic import (
+from proxy.translate.anthropic_request import (
     DEFAULT_MAX_TOKENS,
-    StreamTranslator,
     UntranslatableField,
-    error_from_anthropic,
     request_to_anthropic,
-    response_from_anthropic,
     wants_usage,
 )
+from proxy.translate.anthropic_response import error_from_anthropic, response_from_anthropic
+from proxy.translate.anthropic_stream import StreamTranslator
 
 PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"
