@@ -15,7 +15,7 @@ from aiohttp import web
 from keymgmt.app import create_app
 from keymgmt.spend import rebuild_all_spend
 from shared.config import ConfigError, Settings
-from shared.db import create_engine, migrate, wait_for_database
+from shared.db_engine import create_engine, migrate, wait_for_database
 from shared.logs import setup_logging
 from shared.pg import describe
 from shared.redisconn import create_redis

@@ -35,9 +35,10 @@ from keymgmt.typedefs import (
     STORE,
 )
 from shared.config import Settings
-from shared.db import create_engine, describe, migrate, wait_for_database
+from shared.db_engine import create_engine, migrate, wait_for_database
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
+from shared.pg import describe
 from shared.redisconn import create_redis
 from shared.redispipe import RedisPipe
 from shared.runtime import raise_if_cancelled, stop_task

@@ -23,15 +23,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keymgmt.event_rows import rejection, row_of
-from shared.db import (
-    EVENT_WRITE_LOCK,
-    describe,
-    is_unavailable,
-    usage_events,
-    usage_events_rejected,
-)
+from shared.db import EVENT_WRITE_LOCK, usage_events, usage_events_rejected
+from shared.db_engine import is_unavailable
 from shared.limit_keys import EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Counter
+from shared.pg import describe
 from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.events")

@@ -18,9 +18,11 @@ from keymgmt.errors import ApiError, DatabaseUnavailable, InvalidInput, KeyExist
 from keymgmt.references import lock_settings
 from shared.changes import CHANNEL, KEY
 from shared.config import PostgresSettings
-from shared.db import describe, is_unavailable, key_from_row, keys, policies
+from shared.db import key_from_row, keys, policies
+from shared.db_engine import is_unavailable
 from shared.durations import parse_duration
 from shared.models import Key, hash_key
+from shared.pg import describe
 from shared.schemas import check_limit_pairs
 
 # API field name -> column, for the fields a client may set.

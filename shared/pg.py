@@ -12,7 +12,7 @@ from shared.config import PostgresSettings
 
 
 async def connect(settings: PostgresSettings, name: str = "gateway") -> asyncpg.Connection:
-    """A connection as both services open it (shared.db's engine opens its own with this);
+    """A connection as both services open it (shared.db_engine's engine opens its own with this);
     `name` is its application_name in pg_stat_activity."""
     # asyncpg tries the hosts in order and keeps the first that answers.
     return await asyncpg.connect(

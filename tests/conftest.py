@@ -17,7 +17,7 @@ import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import PostgresSettings, RedisSettings, Settings
-from shared.db import create_engine, migrate
+from shared.db_engine import create_engine, migrate
 from shared.redisconn import create_redis
 from shared.redispipe import RedisPipe
 

@@ -9,7 +9,7 @@ import re
 
 import orjson
 
-from proxy.policies.validators import ALNUM, BASE64, TOKEN, Validator, _clear, _random_looking
+from proxy.policies.validators import ALNUM, BASE64, TOKEN, Validator, random_looking, stands_apart
 
 # --- credentials -------------------------------------------------------------------------------
 
@@ -21,11 +21,11 @@ AWS_CONTEXT = re.compile(rb"(?i:aws|amazon|secret[ _-]?access[ _-]?key)|A[KS]IA[
 AWS_CONTEXT_REACH = 200  # bytes before the secret where the context may be
 
 
-def _aws_access_key(text: bytes, start: int, end: int) -> int:
-    return end if _clear(text, start, end, ALNUM) else -1
+def valid_aws_access_key(text: bytes, start: int, end: int) -> int:
+    return end if stands_apart(text, start, end, ALNUM) else -1
 
 
-def _aws_secret_key(text: bytes, start: int, end: int) -> int:
+def valid_aws_secret_key(text: bytes, start: int, end: int) -> int:
     if end - start != 40 or (end < len(text) and text[end] == 61):  # "=": padding of base64
         return -1
     secret = text[start:end]
@@ -45,30 +45,34 @@ GOOGLE_KEY = r"AIza[0-9A-Za-z_-]{35}"
 OPENAI_MARKER = b"T3BlbkFJ"  # "OpenAI", in base64, in every legacy key
 
 
-def _token(minimum: int = 0) -> Validator:
+def random_token(minimum: int = 0) -> Validator:
     def validate(text: bytes, start: int, end: int) -> int:
         token = text[start:end]
-        ok = len(token) >= minimum and _random_looking(token) and _clear(text, start, end, TOKEN)
+        ok = (
+            len(token) >= minimum
+            and random_looking(token)
+            and stands_apart(text, start, end, TOKEN)
+        )
         return end if ok else -1
 
     return validate
 
 
-def _openai_key(text: bytes, start: int, end: int) -> int:
+def valid_openai_key(text: bytes, start: int, end: int) -> int:
     token = text[start:end]
     body = token[3:]
-    if body.startswith(b"ant-") or not _clear(text, start, end, TOKEN):
+    if body.startswith(b"ant-") or not stands_apart(text, start, end, TOKEN):
         return -1
     if body.startswith((b"proj-", b"svcacct-", b"admin-")):
         secret = body.partition(b"-")[2]
-        return end if len(secret) >= 40 and _random_looking(secret) else -1
-    legacy = len(body) == 48 and body.isalnum() and _random_looking(body)
+        return end if len(secret) >= 40 and random_looking(secret) else -1
+    legacy = len(body) == 48 and body.isalnum() and random_looking(body)
     return end if legacy or OPENAI_MARKER in body else -1
 
 
-def _slack_token(text: bytes, start: int, end: int) -> int:
+def valid_slack_token(text: bytes, start: int, end: int) -> int:
     last = text[start:end].rsplit(b"-", 1)[-1]
-    return end if len(last) >= 8 and _token(24)(text, start, end) >= 0 else -1
+    return end if len(last) >= 8 and random_token(24)(text, start, end) >= 0 else -1
 
 
 PEM_LABEL = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
@@ -81,7 +85,7 @@ PRIVATE_KEY = (
 )
 
 
-def _private_key(text: bytes, start: int, end: int) -> int:
+def valid_private_key(text: bytes, start: int, end: int) -> int:
     body = text[start:end].split(b"-----")[2]
     return end if sum(b in BASE64 for b in body) >= 32 else -1
 
@@ -96,8 +100,8 @@ def _base64url_json(part: bytes) -> object:
         return None
 
 
-def _jwt(text: bytes, start: int, end: int) -> int:
-    if not _clear(text, start, end, TOKEN | frozenset(b".")):
+def valid_jwt(text: bytes, start: int, end: int) -> int:
+    if not stands_apart(text, start, end, TOKEN | frozenset(b".")):
         return -1
     header, payload, signature = text[start:end].split(b".")
     decoded = _base64url_json(header)

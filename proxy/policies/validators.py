@@ -22,7 +22,7 @@ TOKEN = ALNUM | frozenset(b"_-")
 BASE64 = ALNUM | frozenset(b"/+")
 
 
-def _clear(text: bytes, start: int, end: int, inside: frozenset[int]) -> bool:
+def stands_apart(text: bytes, start: int, end: int, inside: frozenset[int]) -> bool:
     """Neither the byte before the hit nor the one after it could continue it."""
     return (start == 0 or text[start - 1] not in inside) and (
         end == len(text) or text[end] not in inside
@@ -34,7 +34,7 @@ def _followed_by(text: bytes, end: int, separators: bytes, then: frozenset[int])
     return end + 1 < len(text) and text[end] in separators and text[end + 1] in then
 
 
-def _random_looking(token: bytes) -> bool:
+def random_looking(token: bytes) -> bool:
     """Generated, not typed: varied bytes of at least two of digits, upper and lower case."""
     classes = (
         any(48 <= b <= 57 for b in token)
@@ -49,7 +49,7 @@ def _random_looking(token: bytes) -> bool:
 EMAIL = r"[\pL\pN._%+-]+@[\pL\pN-]+(?:\.[\pL\pN-]+)+"  # internationalised too (RFC 6531)
 
 
-def _email(text: bytes, start: int, end: int) -> int:
+def valid_email(text: bytes, start: int, end: int) -> int:
     local, _, domain = text[start:end].decode(errors="replace").partition("@")
     if len(local) > 64 or local.startswith(".") or local.endswith(".") or ".." in local:
         return -1
@@ -78,7 +78,7 @@ def _phone_edges(text: bytes, start: int, end: int) -> bool:
     )
 
 
-def _nanp(text: bytes, start: int, end: int) -> int:
+def valid_nanp(text: bytes, start: int, end: int) -> int:
     digits = bytes(b for b in text[start:end] if b in DIGITS)
     if len(digits) == 11:
         digits = digits[1:]
@@ -87,7 +87,7 @@ def _nanp(text: bytes, start: int, end: int) -> int:
     return end if _phone_edges(text, start, end) else -1
 
 
-def _international_phone(text: bytes, start: int, end: int) -> int:
+def valid_international_phone(text: bytes, start: int, end: int) -> int:
     digits = sum(b in DIGITS for b in text[start:end])
     return end if 8 <= digits <= 15 and _phone_edges(text, start, end) else -1
 
@@ -132,7 +132,7 @@ def _card_groups_ok(groups: list[bytes]) -> bool:
     return all(length == 4 for length in lengths[:-1]) and 1 <= lengths[-1] <= 4
 
 
-def _card(text: bytes, start: int, end: int) -> int:
+def valid_card(text: bytes, start: int, end: int) -> int:
     if start and text[start - 1] in DIGITS:
         return -1
     candidate = text[start:end]
@@ -163,7 +163,7 @@ SSN = r"\d{3}[- ]\d{2}[- ]\d{4}"
 VOIDED_SSNS = frozenset({b"078051120", b"219099999"})  # published in advertising, never valid
 
 
-def _ssn(text: bytes, start: int, end: int) -> int:
+def valid_ssn(text: bytes, start: int, end: int) -> int:
     candidate = text[start:end]
     if candidate[3] != candidate[6]:
         return -1
@@ -187,7 +187,7 @@ IPV6 = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.\d{1,3}){3})?"
 MAC = r"[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}"
 
 
-def _ipv4(text: bytes, start: int, end: int) -> int:
+def valid_ipv4(text: bytes, start: int, end: int) -> int:
     octets = text[start:end].split(b".")
     if any(int(octet) > 255 or (len(octet) > 1 and octet[0] == 48) for octet in octets):
         return -1
@@ -198,9 +198,9 @@ def _ipv4(text: bytes, start: int, end: int) -> int:
     return end
 
 
-def _ipv6(text: bytes, start: int, end: int) -> int:
+def valid_ipv6(text: bytes, start: int, end: int) -> int:
     candidate = text[start:end]
-    if not _clear(text, start, end, ALNUM | frozenset(b"_:.")):
+    if not stands_apart(text, start, end, ALNUM | frozenset(b"_:.")):
         return -1
     try:
         ipaddress.IPv6Address(candidate.decode("ascii"))
@@ -210,11 +210,11 @@ def _ipv6(text: bytes, start: int, end: int) -> int:
     return end if len(groups) >= 2 or candidate == b"::1" else -1
 
 
-def _mac(text: bytes, start: int, end: int) -> int:
+def valid_mac(text: bytes, start: int, end: int) -> int:
     candidate = text[start:end]
     if b"." not in candidate and len({candidate[i] for i in range(2, 17, 3)}) != 1:
         return -1  # one separator throughout
-    return end if _clear(text, start, end, HEX | frozenset(b":-.")) else -1
+    return end if stands_apart(text, start, end, HEX | frozenset(b":-.")) else -1
 
 
 # --- IBAN --------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ IBAN_LENGTHS = {
 }  # fmt: skip
 
 
-def _iban(text: bytes, start: int, end: int) -> int:
+def valid_iban(text: bytes, start: int, end: int) -> int:
     if start and text[start - 1] in ALNUM:
         return -1
     length = IBAN_LENGTHS.get(text[start : start + 2].decode("ascii"))
@@ -263,7 +263,7 @@ URL_HOST = re.compile(
 TRAILING = b".,;:!?'\")]}*"
 
 
-def _url(text: bytes, start: int, end: int) -> int:
+def valid_url(text: bytes, start: int, end: int) -> int:
     if start and text[start - 1] in ALNUM:
         return -1
     while end > start and text[end - 1] in TRAILING:

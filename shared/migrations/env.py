@@ -6,7 +6,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from shared.config import Settings
-from shared.db import create_engine, metadata
+from shared.db import metadata
+from shared.db_engine import create_engine
 
 
 def run_on(connection: Connection) -> None:

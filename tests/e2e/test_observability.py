@@ -14,7 +14,8 @@ import services
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.config import Settings
-from shared.db import create_engine, usage_events
+from shared.db import usage_events
+from shared.db_engine import create_engine
 from tests.e2e.conftest import Gateway, Start, write_pricing
 
 MESSAGES = [{"role": "user", "content": "hello there friend"}]

@@ -25,7 +25,7 @@ from proxy.changefeed import APPLICATION_NAME, ChangeFeed, FeedMetrics
 from proxy.snapshot import KEYS, KeySnapshot, SnapshotRefresher
 from shared.changes import CHANNEL, KEY
 from shared.config import Settings
-from shared.db import create_engine, migrate
+from shared.db_engine import create_engine, migrate
 from shared.metrics import Metrics
 from shared.models import Key, hash_key
 from shared.pg import LazyConnection, connect

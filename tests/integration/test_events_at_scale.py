@@ -23,7 +23,7 @@ from keymgmt.app import create_app
 from keymgmt.eventsearch import event_query, query_schema
 from keymgmt.listing import paged
 from shared.config import Settings
-from shared.db import create_engine, migrate
+from shared.db_engine import create_engine, migrate
 from tests.conftest import Endpoint, _admin
 
 EVENTS = 1_000_000

@@ -13,7 +13,8 @@ from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
-from shared.db import alembic_config, create_engine, key_spend, migrate
+from shared.db import key_spend
+from shared.db_engine import alembic_config, create_engine, migrate
 
 
 @pytest.fixture
