@@ -36,6 +36,7 @@ from proxy.paths import upstream_url
 from proxy.policies.restore import screened_answer
 from proxy.policies.stage import screen
 from proxy.providers import Provider
+from proxy.providers.base import Meter
 from proxy.requestlog import stream_record
 from proxy.targets import require_model_allowed
 from proxy.telemetry import record_call, usage_event
@@ -285,10 +286,21 @@ async def relay_metered(
         call.upstream_ended = time.perf_counter()
         if 200 <= call.status < 300:
             call.reported_model = meter.model
-            call.usage = meter.usage or await asyncio.to_thread(
-                meter.usage_when_cut, call.prompt_tokens_estimate
-            )
+            call.usage = meter.usage or await count_cut_stream(meter, call)
     return response
+
+
+async def count_cut_stream(meter: Meter, call: Call) -> Usage:
+    """What a stream cut short carried, counted off the event loop; a client that leaves while
+    it is counted (the handler cancelled) does not stop the count, so the call is still billed."""
+    counting = asyncio.ensure_future(
+        asyncio.to_thread(meter.usage_when_cut, call.prompt_tokens_estimate)
+    )
+    try:
+        return await asyncio.shield(counting)
+    except asyncio.CancelledError:
+        call.usage = await counting
+        raise
 
 
 # Counting with tiktoken takes a large part of a second for a long prompt: off the event loop.

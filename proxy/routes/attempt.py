@@ -9,7 +9,6 @@ with an error event (no [DONE]) and what streamed is billed.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import time
@@ -26,7 +25,13 @@ from proxy.errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from proxy.forward import add_rate_limit_headers, check_credential, open_upstream, read_answer
+from proxy.forward import (
+    add_rate_limit_headers,
+    check_credential,
+    count_cut_stream,
+    open_upstream,
+    read_answer,
+)
 from proxy.policies.restore import screened_answer
 from proxy.routes.cache import StreamCollector
 from proxy.routes.steps import StepCall
@@ -194,7 +199,5 @@ async def relay(
         call.upstream_ended = time.perf_counter()
         if response is not None:
             call.reported_model = meter.model
-            call.usage = meter.usage or await asyncio.to_thread(
-                meter.usage_when_cut, call.prompt_tokens_estimate
-            )
+            call.usage = meter.usage or await count_cut_stream(meter, call)
     return response
