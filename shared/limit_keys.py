@@ -12,6 +12,7 @@ from importlib import resources
 
 from shared.models import UNIT_SECONDS, Key, User
 from shared.redispipe import Command
+from shared.slots import companion_tag
 
 PREFIX = "gw:"
 NANO_PER_USD = 1_000_000_000
@@ -52,6 +53,28 @@ def to_usd(nano: int | float) -> float:
 
 # Present while Redis holds the spend it has been given; gone when Redis lost its data.
 SPEND_MARKER = f"{PREFIX}spend-epoch"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a key's companions live: the event stream its settlements append to, the spend
+    marker its admissions check, a replica's settle numbers. On one Redis, one of each for all
+    keys; in a cluster, one of each per slot, named with a tag that lands in that slot, so that
+    every script call touches one slot. keymgmt finds the streams in use by their prefix."""
+
+    cluster: bool = False
+
+    def _in_slot_of(self, name: str, key: str) -> str:
+        return f"{name}:{{{companion_tag(key)}}}" if self.cluster else name
+
+    def stream(self, key: str) -> str:
+        return self._in_slot_of(EVENTS_STREAM, key)
+
+    def marker(self, key: str) -> str:
+        return self._in_slot_of(SPEND_MARKER, key)
+
+    def sequence(self, replica: str, key: str) -> str:
+        return self._in_slot_of(settle_sequence_key(replica), key)
 
 
 def spend_key(key_id: str) -> str:

@@ -7,6 +7,7 @@ import random
 import pytest
 from redis.crc import key_slot
 
+from shared.limit_keys import EVENTS_STREAM, SPEND_MARKER, Layout, settle_sequence_key
 from shared.slots import SLOTS, companion_tag, slot_of, slot_tag
 
 
@@ -26,3 +27,21 @@ def test_a_keys_companions_share_its_slot() -> None:
     for key_id in (f"{random.getrandbits(64):x}" for _ in range(200)):
         counters = f"gw:{{{key_id}}}:spend"
         assert slot_of(f"gw:spend-epoch:{{{companion_tag(counters)}}}") == slot_of(counters)
+
+
+def test_on_one_redis_the_companions_are_the_global_ones() -> None:
+    layout, counters = Layout(), "gw:{k1}:spend"
+    assert (layout.stream(counters), layout.marker(counters), layout.sequence("r", counters)) == (
+        EVENTS_STREAM,
+        SPEND_MARKER,
+        settle_sequence_key("r"),
+    )
+
+
+def test_in_a_cluster_each_slot_has_companions_of_its_own() -> None:
+    layout = Layout(cluster=True)
+    first, second = "gw:{k1}:spend", "gw:{k2}:rate:m"
+    names = [layout.stream(first), layout.marker(first), layout.sequence("r", first)]
+    assert {slot_of(name) for name in names} == {slot_of(first)}
+    assert layout.stream(first) != layout.stream(second)
+    assert layout.stream(first).startswith(EVENTS_STREAM + ":{")
