@@ -1,5 +1,6 @@
 """Redis deployments the tests start themselves: TLS with a CA made here, an ACL user, a master
-with a replica watched by a sentinel. Ports come from 7100-7199."""
+with a replica watched by a sentinel, a cluster of three masters with a replica each. Ports come
+from 7100-7199."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from shared.config import RedisSettings
+from shared.slots import SLOTS, slot_of
 
 PORTS = range(7100, 7200)
 _next_port = itertools.cycle(PORTS)
@@ -291,3 +293,124 @@ class SentinelDeployment:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}")
             time.sleep(0.05)
+
+
+class ClusterDeployment:
+    """A Redis Cluster of three masters, each with a replica, all durable, made with the cluster
+    commands themselves (no redis-cli): slots split in three, every node met, replicas attached."""
+
+    MASTERS = 3
+    NODE_TIMEOUT_MS = 1000  # a master unreachable this long is failed over by its replica
+
+    def __init__(self, data_dir: Path, access: Access = Access()) -> None:
+        self.access = access
+        extra = (
+            *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            *("--cluster-node-timeout", str(self.NODE_TIMEOUT_MS)),
+        )
+        self.nodes = [
+            RedisNode(data_dir / f"node{i}", access, extra, durable=True)
+            for i in range(2 * self.MASTERS)
+        ]
+
+    def start(self) -> ClusterDeployment:
+        for node in self.nodes:
+            node.start()
+        masters, replicas = self.nodes[: self.MASTERS], self.nodes[self.MASTERS :]
+        share = SLOTS // self.MASTERS
+        for i, node in enumerate(masters):
+            last = SLOTS - 1 if i == self.MASTERS - 1 else (i + 1) * share - 1
+            with node.client() as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+        with masters[0].client() as first:
+            for node in self.nodes[1:]:
+                first.execute_command("CLUSTER", "MEET", node.host, node.port)
+        self._wait(self._all_known, "every node to know every other")
+        for master, replica in zip(masters, replicas, strict=True):
+            with replica.client() as client:
+                client.execute_command("CLUSTER", "REPLICATE", self.node_id(master))
+        self._wait(self._healthy, "the cluster to be up with a replica in sync per master", 30)
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> ClusterDeployment:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def settings(self, base: RedisSettings) -> RedisSettings:
+        # A seed that is gone comes first: the next one is asked.
+        unreachable = f"{services.HOST}:{free_port()}"
+        seeds = [f"{node.host}:{node.port}" for node in self.nodes[:2]]
+        return replace(
+            self.access.settings(base), mode="cluster", hosts=(unreachable, *seeds), db=0
+        )
+
+    @staticmethod
+    def node_id(node: RedisNode) -> str:
+        with node.client() as client:
+            return str(client.execute_command("CLUSTER", "MYID").decode())
+
+    def live(self) -> list[RedisNode]:
+        return [node for node in self.nodes if node._proc is not None]
+
+    def master_of(self, key: str) -> RedisNode:
+        """The node serving `key`'s slot, as the first live node that answers sees it."""
+        slot = slot_of(key)
+        for asked in self.live():
+            try:
+                with asked.client() as client:
+                    ranges = client.execute_command("CLUSTER", "SLOTS")
+            except redis.RedisError:
+                continue
+            for start, end, master, *_ in ranges:
+                if start <= slot <= end:
+                    return next(node for node in self.nodes if node.port == int(master[1]))
+        raise RuntimeError(f"no node serves slot {slot}")
+
+    def kill_master_of(self, key: str) -> RedisNode:
+        """SIGKILL the master serving `key`; its replica takes over after the node timeout."""
+        master = self.master_of(key)
+        master.kill()
+        return master
+
+    def wait_for_failover(self, key: str, old: RedisNode) -> RedisNode:
+        self._wait(lambda: self._promoted(key, old), "a replica to take over", 30)
+        return self.master_of(key)
+
+    def _promoted(self, key: str, old: RedisNode) -> bool:
+        try:
+            return self.master_of(key) is not old and self._healthy(ignore=old)
+        except (RuntimeError, redis.RedisError):
+            return False
+
+    def _all_known(self) -> bool:
+        for node in self.nodes:
+            with node.client() as client:
+                known = client.execute_command("CLUSTER", "NODES").decode().strip().splitlines()
+                if len(known) < len(self.nodes) or "handshake" in " ".join(known):
+                    return False
+        return True
+
+    def _healthy(self, ignore: RedisNode | None = None) -> bool:
+        try:
+            for node in self.live():
+                if node is ignore:
+                    continue
+                with node.client() as client:
+                    if (
+                        client.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok")
+                        < 0
+                    ):
+                        return False
+                    if client.role()[0] == b"slave" and not SentinelDeployment.replica_synced(node):
+                        return False
+            return True
+        except redis.RedisError:
+            return False
+
+    _wait = staticmethod(SentinelDeployment._wait)
