@@ -15,15 +15,9 @@ from proxy.errors import (
     window_budget_spent,
 )
 from proxy.fallback import LocalLimits
+from shared.admissions import Admission, LimitsNotReady, has_cost_limits, has_limits, limited_user
 from shared.limit_keys import to_nano
-from shared.limits import (
-    Admission,
-    LimitEngine,
-    LimitsNotReady,
-    has_cost_limits,
-    has_limits,
-    limited_user,
-)
+from shared.limits import LimitEngine
 from shared.metrics import Counter
 from shared.models import UNIT_SECONDS, Key, User
 from shared.pricing import Pricing

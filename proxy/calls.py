@@ -15,8 +15,8 @@ from proxy.multipart import MalformedForm, read_form
 from proxy.policies.outcome import Screening
 from proxy.providers import Target
 from shared import tokens
+from shared.admissions import Admission
 from shared.jsonutil import positive_int
-from shared.limits import Admission
 from shared.models import Key, User
 
 if TYPE_CHECKING:  # proxy.requestlog reads calls

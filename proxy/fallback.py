@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from proxy.errors import limits_unavailable
+from shared.admissions import Admission, LimitsNotReady, has_cost_limits, has_limits
 from shared.limit_keys import rate_windows, to_nano
-from shared.limits import Admission, LimitEngine, LimitsNotReady, has_cost_limits, has_limits
+from shared.limits import LimitEngine
 from shared.models import UNIT_SECONDS, Key, User
 
 RETRY_INTERVAL = 1.0  # while Redis is away, it is tried this often, off the request path

@@ -77,6 +77,9 @@ class Layout:
         return self._in_slot_of(settle_sequence_key(replica), key)
 
 
+ONE_REDIS = Layout()
+
+
 def spend_key(key_id: str) -> str:
     return f"{PREFIX}{{{key_id}}}:spend"
 
@@ -139,6 +142,11 @@ def rate_windows(key: Key) -> tuple[int, dict[str, int]]:
     return first, extra
 
 
+# Where an admission is counted: (reservation expiries, reservation amounts), and each rate
+# window's buckets with the window's length (ms).
+Counted = tuple[tuple[str, str], list[tuple[str, int]]]
+
+
 @dataclass(frozen=True, slots=True)
 class KeyArgs:
     """The script keys and arguments fixed by one version of a gateway key."""
@@ -150,10 +158,16 @@ class KeyArgs:
     settle_window_ms: int  # 0 when the key has no windowed cost limit
     # The extra rate windows: their buckets, and their count then each one's limit and ms.
     extra_keys: tuple[str, ...] = ()
-    extra_args: tuple[int, ...] = (0,)
+    extra_args: tuple[int, ...] = (0,)  # NO_EXTRA_WINDOWS
+
+    def counted(self) -> Counted:
+        """Where an admission of the key is counted: its reservations and its rate windows."""
+        first = [(self.admit_keys[0], self.admit_limits[1])] if self.admit_limits[0] else []
+        extra = zip(self.extra_keys, self.extra_args[2::2], strict=True)
+        return (self.admit_keys[3], self.admit_keys[4]), [*first, *extra]
 
     @classmethod
-    def of(cls, key: Key) -> KeyArgs:
+    def of(cls, key: Key, layout: Layout = ONE_REDIS) -> KeyArgs:
         names = KeyNames.of(key)
         cost_window_ms = key.cost_window_seconds * 1000
         first_rate, extra = rate_windows(key)
@@ -167,7 +181,7 @@ class KeyArgs:
                 names.window_spend,
                 names.reservations,
                 names.reserved,
-                SPEND_MARKER,
+                layout.marker(names.spend),
             ),
             (
                 first_rate,
@@ -186,16 +200,22 @@ class KeyArgs:
 @dataclass(frozen=True, slots=True)
 class UserArgs:
     """The script keys and arguments fixed by one version of an end user: the key's layout, under
-    the user's own hash tag `{u:<record id>}`. In cluster mode those keys sit in another slot than
-    the key's, which one script cannot reach: they would need the key's tag, or a second script."""
+    the user's own hash tag `{u:<record id>}`. In a cluster those keys sit in another slot than
+    the key's, which one script cannot reach: the user is admitted by a script of its own, with
+    the marker of its own slot."""
 
     admit_keys: tuple[str, ...]  # rate, spend, windowed spend, reservations, reserved
     admit_limits: tuple[int, ...]  # 1 (a user), then as KeyArgs.admit_limits
     settle_keys: tuple[str, ...]
     settle_window_ms: int
+    marker: str  # the spend marker of the user's slot
+
+    def counted(self) -> Counted:
+        first = [(self.admit_keys[0], self.admit_limits[2])] if self.admit_limits[1] else []
+        return (self.admit_keys[3], self.admit_keys[4]), first
 
     @classmethod
-    def of(cls, user: User) -> UserArgs:
+    def of(cls, user: User, layout: Layout = ONE_REDIS) -> UserArgs:
         base = f"{PREFIX}{{u:{user.record_id}}}:"
         spend = f"{base}spend"
         window_spend = f"{base}wspend:{user.cost_limit_in_usd_unit}"
@@ -213,7 +233,9 @@ class UserArgs:
             ),
             settle_keys,
             cost_window_ms if user.cost_limit_in_usd_over_time else 0,
+            layout.marker(spend),
         )
 
 
 NO_USER = (0,)
+NO_EXTRA_WINDOWS = (0,)

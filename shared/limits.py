@@ -6,34 +6,30 @@ Amounts are integers in nano-USD, so that Redis adds them exactly.
 from __future__ import annotations
 
 import asyncio
-import collections
-import math
+import contextlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.admissions import Admission, has_cost_limits, parse_admission
+from shared.limit_batches import record_calls, settle_parts
 from shared.limit_keys import (
-    EVENT_FIELD,
-    EVENTS_MAX_LENGTH,
-    EVENTS_STREAM,
     MAX_CALL_NANO,
+    NO_EXTRA_WINDOWS,
     NO_USER,
+    ONE_REDIS,
     REPLICAS,
-    SETTLE_SEQUENCE_TTL_MS,
-    SPEND_MARKER,
-    WINDOW_BUCKETS,
+    Counted,
     KeyArgs,
     KeyNames,
+    Layout,
     Script,
     UserArgs,
-    rate_key,
-    rate_windows,
-    settle_sequence_key,
     to_usd,
 )
-from shared.models import UNIT_SECONDS, Key, User
+from shared.models import Key, User
 from shared.redispipe import Command, NoScriptError, RedisPipe, RedisReplyError, reply_error
 
 # Keys whose script arguments are kept; past this the cache starts again.
@@ -45,10 +41,6 @@ class NotReplicated(ConnectionError):
     number, so that it is counted once whether or not it survives a failover."""
 
 
-class LimitsNotReady(Exception):
-    """Redis came back without its data and keymgmt has not restored the spend yet."""
-
-
 class UnusableSettlement(Exception):
     """Redis holds data that settlement `index` of a batch cannot be applied to (a key of another
     type): nothing of the batch was applied; without that settlement it can be."""
@@ -56,26 +48,6 @@ class UnusableSettlement(Exception):
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(reason)
         self.index = index
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    admitted: bool
-    # When refused: "rate"; "cost" or "window" when spend alone reached the lifetime or windowed
-    # limit; "cost_reserved" or "window_reserved" when calls in flight hold the rest of it.
-    reason: str = ""
-    # For "rate" and "user_rate": the window that refused, its limit and length (ms).
-    rate_limit: int = 0
-    rate_window_ms: int = 0
-    retry_after: float | None = None  # seconds; None for "cost", which is final
-    remaining_requests: int | None = None  # in the rate window, when the key has a rate limit
-    reservation: str = ""
-    # Budget committed (spend + reservations) after this admission, nano-USD; -1: no such limit.
-    lifetime_committed: int = -1
-    window_committed: int = -1
-    local: bool = False  # decided by this replica alone, while Redis was away
-    reservation_nano: int = 0  # what a local admission reserved, to release when settled
-    local_epoch: int = 0  # the local limits' view a local admission was made in
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,24 +67,6 @@ class KeyUsage:
     requests_in_window: int
 
 
-def has_limits(holder: Key | User) -> bool:
-    return bool(
-        holder.rate_limit_over_time
-        or holder.cost_limit_in_usd
-        or holder.cost_limit_in_usd_over_time
-        or (isinstance(holder, Key) and holder.rate_limits)
-    )
-
-
-def has_cost_limits(holder: Key | User) -> bool:
-    return bool(holder.cost_limit_in_usd or holder.cost_limit_in_usd_over_time)
-
-
-def limited_user(user: User | None) -> User | None:
-    """The user when it has limits of its own: a user without any costs the script nothing."""
-    return user if user is not None and has_limits(user) else None
-
-
 # The script call of one admission, the future its caller awaits, and the release (key, user and
 # reservation id) to make should the caller give up waiting.
 _Waiting = tuple[Command, "asyncio.Future[Any]", "Settlement"]
@@ -125,8 +79,10 @@ class LimitEngine:
         reservation_lifetime: float,
         wait_replicas: int = 0,
         wait_ms: int = 500,
+        layout: Layout = ONE_REDIS,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self._wait = ("WAIT", wait_replicas, wait_ms) if wait_replicas else None
         self._reservation_ms = max(1000, int(reservation_lifetime * 1000))
         self._admit = Script.named("admit.lua")
@@ -137,6 +93,7 @@ class LimitEngine:
         self._settle = Script.named("settle.lua")
         self._usage = Script.named("usage.lua")
         self._record = Script.named("record.lua")
+        self._unadmit = Script.named("unadmit.lua")
         # Takes the release of a reservation whose caller left before learning it was admitted.
         self.release: Callable[[Settlement], None] | None = None
 
@@ -147,7 +104,7 @@ class LimitEngine:
             return cached[1]
         if len(self._key_args) >= KEY_ARGS_CACHED:
             self._key_args.clear()
-        args = KeyArgs.of(key)
+        args = KeyArgs.of(key, self.layout)
         self._key_args[key.key_id] = (key, args)
         return args
 
@@ -157,21 +114,17 @@ class LimitEngine:
             return cached[1]
         if len(self._user_args) >= KEY_ARGS_CACHED:
             self._user_args.clear()
-        args = UserArgs.of(user)
+        args = UserArgs.of(user, self.layout)
         self._user_args[user.record_id] = (user, args)
         return args
 
     def admit_call(
-        self, key: Key, reservation_nano: int, user: User | None = None
-    ) -> tuple[Command, str]:
-        """The admit script call for one request, and its reservation id. `user` has limits."""
+        self, key: Key, reservation_nano: int, reservation: str, user: User | None = None
+    ) -> Command:
+        """The admit script call for one request. `user` has limits."""
         args = self.key_args(key)
         user_args = self.user_args(user) if user is not None else None
-        reserves = reservation_nano > 0 and (
-            has_cost_limits(key) or (user is not None and has_cost_limits(user))
-        )
-        reservation = os.urandom(8).hex() if reserves else ""
-        command: Command = (
+        return (
             "EVALSHA",
             self._admit.sha,
             len(args.admit_keys) + len(args.extra_keys) + (5 if user_args else 0),
@@ -185,27 +138,103 @@ class LimitEngine:
             *args.extra_args,
             *(user_args.admit_limits if user_args else NO_USER),
         )
-        return command, reservation
+
+    @staticmethod
+    def _reservation_id(key: Key, reservation_nano: int, user: User | None) -> str:
+        reserves = reservation_nano > 0 and (
+            has_cost_limits(key) or (user is not None and has_cost_limits(user))
+        )
+        return os.urandom(8).hex() if reserves else ""
+
+    def user_admit_call(self, user: User, reservation_nano: int, reservation: str) -> Command:
+        """The admit script call for the user alone, as if it were a key: in a cluster the user's
+        counters are in a slot of their own."""
+        args = self.user_args(user)
+        return (
+            "EVALSHA",
+            self._admit.sha,
+            len(args.admit_keys) + 1,
+            *args.admit_keys,
+            args.marker,
+            *args.admit_limits[1:],
+            min(max(0, reservation_nano), MAX_CALL_NANO),
+            reservation,
+            self._reservation_ms,
+            *NO_EXTRA_WINDOWS,
+            *NO_USER,
+        )
 
     async def admit(
         self, key: Key, reservation_nano: int = 0, user: User | None = None
     ) -> Admission:
         """Admit one call. Calls that arrive in the same event-loop turn share one round trip."""
-        command, reservation = self.admit_call(key, reservation_nano, user)
+        reservation = self._reservation_id(key, reservation_nano, user)
+        if user is not None and self.layout.cluster:
+            return await self._admit_apart(key, reservation_nano, reservation, user)
+        command = self.admit_call(key, reservation_nano, reservation, user)
+        reply = await self._queued(command, Settlement(key, 0, reservation, user=user))
+        return parse_admission(reply, reservation)
+
+    async def _admit_apart(
+        self, key: Key, reservation_nano: int, reservation: str, user: User
+    ) -> Admission:
+        """A key and its user admitted by one script each, in the same round trip. Should one
+        refuse what the other admitted, that admission is taken back, so that neither counts a
+        call that was not served; until then it may refuse a concurrent call, never admit one
+        too many."""
+        replies: tuple[Any, Any] = await asyncio.gather(
+            self._queued(
+                self.admit_call(key, reservation_nano, reservation), Settlement(key, 0, reservation)
+            ),
+            self._queued(
+                self.user_admit_call(user, reservation_nano, reservation),
+                Settlement(key, 0, reservation, user=user),
+            ),
+            return_exceptions=True,
+        )
+        key_reply, user_reply = replies
+        key_admitted, user_admitted = (
+            not isinstance(reply, BaseException) and int(reply[0]) == 1
+            for reply in (key_reply, user_reply)
+        )
+        if key_admitted and user_admitted:
+            return parse_admission(key_reply, reservation)
+        if key_admitted:
+            await self._take_back(self.key_args(key).counted(), reservation, key_reply[4])
+        if user_admitted:
+            await self._take_back(self.user_args(user).counted(), reservation, user_reply[4])
+        for reply in (key_reply, user_reply):
+            if isinstance(reply, BaseException):
+                raise reply
+        if not key_admitted:
+            return parse_admission(key_reply, reservation)  # not ready, or the key's refusal
+        return parse_admission(user_reply, reservation, refused_as="user_")
+
+    async def _take_back(self, counted: Counted, reservation: str, at_ms: int) -> None:
+        (reservations, reserved), windows = counted
+        command = self._unadmit.call(
+            [reservations, reserved, *(name for name, _ in windows)],
+            [reservation, at_ms, *(ms for _, ms in windows)],
+        )
+        # Should Redis fail it, the reservation lapses and the windows count one call more for a
+        # while: a limit never loosened.
+        with contextlib.suppress(Exception):
+            await self._run_one(self._unadmit, command)
+
+    async def _queued(self, command: Command, release: Settlement) -> Any:
+        """The reply of `command`, sent with the other admissions of this event-loop turn."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
-        release = Settlement(key, 0, reservation, user=user)
         self._waiting.append((command, waiter, release))
         if len(self._waiting) == 1:
             loop.call_soon(self._send_waiting)
         try:
-            reply = await waiter
+            return await waiter
         except asyncio.CancelledError:
             # Cancelled after its reply came: _admit_batch saw a waiter with a result.
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._release_if_admitted(release, waiter.result())
             raise
-        return parse_admission(reply, reservation)
 
     def _send_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -275,64 +304,44 @@ class LimitEngine:
         return reply
 
     async def settle(self, settlements: list[Settlement], replica: str, number: int) -> None:
-        """Settle a batch, events included, in one script call: no other command runs between.
+        """Settle a batch, events included, in one script call per slot it touches (one call on
+        one Redis): no other command runs between.
 
-        `number` numbers the replica's batches, from 1 up: Redis applies a batch only if its
-        number is above the last one it applied from `replica`, so a batch whose reply was lost
-        can be sent again. A batch is applied whole or not at all."""
-        keys: list[str] = [EVENTS_STREAM, settle_sequence_key(replica)]
-        events = [s.event for s in settlements if s.event is not None]
-        args: list[int | str | bytes] = [
-            EVENTS_MAX_LENGTH, EVENT_FIELD, number, SETTLE_SEQUENCE_TTL_MS, len(events), *events
-        ]  # fmt: skip
-        charged: list[int] = []  # the settlements the script gets keys for, by their index
-        for index, settlement in enumerate(settlements):
-            if settlement.cost_nano or settlement.reservation:
-                charged.append(index)
-                key_args = self.key_args(settlement.key)
-                keys += key_args.settle_keys
-                cost = min(settlement.cost_nano, MAX_CALL_NANO)
-                args += [cost, key_args.settle_window_ms, settlement.reservation]
-                if settlement.user is not None:  # charged alike, as one more call of the batch
-                    charged.append(index)
-                    user_args = self.user_args(settlement.user)
-                    keys += user_args.settle_keys
-                    args += [cost, user_args.settle_window_ms, settlement.reservation]
-        reply = await self._run_one(self._settle, self._settle.call(keys, args))
-        if isinstance(reply, list):  # {-2, call, why}
-            raise UnusableSettlement(charged[int(reply[1])], reply[2].decode())
+        `number` numbers the replica's batches, from 1 up: Redis applies a batch (in a cluster,
+        each slot's part) only if its number is above the last one it applied from `replica`,
+        so a batch whose reply was lost, or that was applied in some slots only, can be sent
+        again. A part is applied whole or not at all."""
+        parts = settle_parts(settlements, replica, self.layout, self.key_args, self.user_args)
+        replies = await self._run(self._settle, [p.command(self._settle, number) for p in parts])
+        for part, reply in zip(parts, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(reply, list):  # {-2, call, why}
+                raise UnusableSettlement(part.charged[int(reply[1])], reply[2].decode())
         if self._wait is not None:
-            # WAIT covers this connection's writes up to it; a batch applied already (-1) still
-            # writes (its number's expiry), and replicas apply writes in order.
-            [replicas] = await self.redis.execute([self._wait])
-            if replicas < self._wait[1]:
+            # WAIT covers the writes sent before it on its connection, which in a cluster is the
+            # one of the node a command on the part's slot goes to; a batch applied already (-1)
+            # still writes (its number's expiry), and replicas apply writes in order.
+            asks: list[Command] = []
+            for part in parts:
+                asks += [("EXISTS", part.sequence), self._wait]
+            acknowledged = (await self.redis.execute(asks))[1::2]
+            if min(acknowledged) < self._wait[1]:
                 raise NotReplicated(
-                    f"a settle batch reached {replicas} of {self._wait[1]} replicas"
+                    f"a settle batch reached {min(acknowledged)} of {self._wait[1]} replicas"
                 )
 
     async def record_admissions(self, admissions: list[tuple[Key, int]]) -> bool:
         """Count calls admitted without Redis, (key, wall-clock ms) each, in the keys' rate
-        windows, in the buckets of their times; False, writing nothing, while Redis has lost its
-        data. Sent again after a lost reply, a call counts twice: a window too full for a while,
-        never one granted twice."""
-        counts: dict[str, collections.Counter[int]] = {}
-        windows: dict[str, int] = {}
-        for key, at_ms in admissions:
-            first, extra = rate_windows(key)
-            units = {*extra, *((key.rate_limit_unit,) if first else ())}
-            for unit in units:  # every window the admission counted in
-                name, window_ms = rate_key(key.key_id, unit), UNIT_SECONDS[unit] * 1000
-                # As the admit script computes a bucket: floor(ms / (window / BUCKETS)).
-                bucket = math.floor(at_ms / (window_ms / WINDOW_BUCKETS))
-                counts.setdefault(name, collections.Counter())[bucket] += 1
-                windows[name] = window_ms
-        args: list[int | str | bytes] = []
-        for name, buckets in counts.items():
-            args += [windows[name] + math.ceil(windows[name] / WINDOW_BUCKETS), len(buckets)]
-            for bucket, n in buckets.items():
-                args += [bucket, n]
-        command = self._record.call([SPEND_MARKER, *counts], args)
-        return bool(await self._run_one(self._record, command))
+        windows, in the buckets of their times; False while Redis (in a cluster: a slot of these
+        keys) has lost its data, whose windows keymgmt rebuilds from Postgres, writing nothing
+        there. Sent again after a lost reply, a call counts twice: a window too full for a
+        while, never one granted twice."""
+        replies = await self._run(self._record, record_calls(admissions, self.layout, self._record))
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return all(replies)
 
     async def usage(self, holder: Key | User) -> KeyUsage:
         if isinstance(holder, Key):
@@ -363,28 +372,3 @@ async def announce(redis: RedisPipe, replica: str, ttl_ms: int) -> int:
 
 async def withdraw(redis: RedisPipe, replica: str) -> None:
     await redis.execute([("ZREM", REPLICAS, replica)])
-
-
-def parse_admission(reply: list[Any], reservation: str) -> Admission:
-    outcome = int(reply[0])
-    if outcome == 2:
-        raise LimitsNotReady
-    if outcome == 1:
-        remaining, lifetime, window = (int(value) for value in reply[1:4])
-        return Admission(
-            True,
-            remaining_requests=None if remaining < 0 else remaining,
-            reservation=reservation,
-            lifetime_committed=lifetime,
-            window_committed=window,
-        )
-    reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-    wait_ms = int(reply[2])
-    limit, window_ms = (int(reply[3]), int(reply[4])) if len(reply) > 4 else (0, 0)
-    return Admission(
-        False,
-        reason=reason,
-        rate_limit=limit,
-        rate_window_ms=window_ms,
-        retry_after=None if wait_ms < 0 else wait_ms / 1000,
-    )

@@ -31,8 +31,8 @@ from proxy.jobs.kinds import (
 from proxy.paths import upstream_url
 from proxy.typedefs import PRICING, SESSION
 from proxy.upstream import gateway_headers
+from shared.admissions import has_cost_limits
 from shared.jsonutil import loads_object
-from shared.limits import has_cost_limits
 from shared.pricing import Pricing
 
 # Enough for the first request of any batch file but one carrying images or files inline.

@@ -58,8 +58,9 @@ from proxy.typedefs import (
     TARGETS,
     USERS,
 )
+from shared.admissions import has_limits, limited_user
 from shared.limit_keys import to_nano
-from shared.limits import Settlement, has_limits, limited_user
+from shared.limits import Settlement
 from shared.models import Key
 
 ENDPOINTS = (("/chat/completions", CHAT), ("/embeddings", EMBEDDINGS))

@@ -6,7 +6,8 @@
 --       4 windowed limit (nano-USD, 0: none), 5 cost window ms, 6 reservation (nano-USD),
 --       7 reservation id, 8 reservation lifetime ms
 -- Returns {1, requests left in the window (-1: no rate limit), lifetime and windowed budget now
--- committed (spend + reservations, nano-USD; -1 where the key has no such limit)},
+-- committed (spend + reservations, nano-USD; -1 where the key has no such limit), the time the
+-- call was counted at (ms: its rate buckets, should the call be taken back by unadmit.lua)},
 -- {0, reason, retry after ms (-1: never)}, or {2} when spend is not restored yet.
 -- A call is admitted while spend plus the reservations of other calls is below a cost limit; its
 -- own reservation need not fit. Refused: 'cost' or 'window' when spend alone reached the limit,
@@ -193,4 +194,4 @@ if user then
 end
 local left = -1
 if rate_limit > 0 then left = rate_limit - requests - 1 end
-return {1, left, lifetime_committed, window_committed}
+return {1, left, lifetime_committed, window_committed, now}

@@ -16,9 +16,10 @@ import uuid
 
 from proxy.calls import Call
 from proxy.users import UserSnapshot, attach_user
+from shared.admissions import limited_user
 from shared.config import RedisSettings
 from shared.limit_keys import SPEND_MARKER
-from shared.limits import LimitEngine, limited_user
+from shared.limits import LimitEngine
 from shared.models import Key, User
 from shared.redispipe import RedisPipe
 

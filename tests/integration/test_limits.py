@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from proxy.settlement import Settler
+from shared.admissions import Admission, LimitsNotReady
 from shared.limit_keys import (
     EVENTS_STREAM,
     MAX_CALL_NANO,
@@ -23,15 +24,7 @@ from shared.limit_keys import (
     to_nano,
     to_usd,
 )
-from shared.limits import (
-    Admission,
-    LimitEngine,
-    LimitsNotReady,
-    Settlement,
-    UnusableSettlement,
-    announce,
-    withdraw,
-)
+from shared.limits import LimitEngine, Settlement, UnusableSettlement, announce, withdraw
 from shared.metrics import Metrics
 from shared.models import Key
 from shared.redispipe import RedisPipe, RedisReplyError, _Connection

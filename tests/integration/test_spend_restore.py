@@ -23,11 +23,12 @@ from keymgmt.app import SPEND_CHECK_INTERVAL
 from keymgmt.app import create_app as create_keymgmt
 from keymgmt.events import EventConsumer
 from keymgmt.spend import rebuild_all_spend, restore_lost_spend
+from shared.admissions import LimitsNotReady
 from shared.config import PostgresSettings, Settings
 from shared.db import keys, usage_events
 from shared.db_engine import create_engine, migrate
 from shared.limit_keys import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER, KeyNames, spend_key
-from shared.limits import LimitEngine, LimitsNotReady
+from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.models import Key
 from shared.redispipe import RedisPipe

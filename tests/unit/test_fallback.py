@@ -8,8 +8,8 @@ import pytest
 
 from proxy.errors import ProxyError
 from proxy.fallback import LocalLimits, RecordedUsage
+from shared.admissions import Admission
 from shared.limit_keys import to_nano
-from shared.limits import Admission
 from shared.models import Key, User
 
 
