@@ -1,4 +1,5 @@
-"""Extra rate windows and end users' limits in the one admission script, against a real Redis."""
+"""Extra rate windows and end users' limits in the one admission script (in a cluster's layout, a
+script each for a key and its user), against a real Redis."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import asyncio
 import time
 import uuid
 
+import orjson
 import pytest
 import redis.asyncio as redis
 
-from shared.limit_keys import SPEND_MARKER, to_nano
+from shared.limit_keys import EVENT_FIELD, ONE_REDIS, KeyNames, Layout, to_nano
 from shared.limits import LimitEngine, Settlement
 from shared.models import User
 from shared.redispipe import RedisPipe
+from shared.slots import SLOTS, slot_tag
 from tests.integration.test_limits import make_key, settle
 
 
@@ -26,10 +29,18 @@ def make_user(**limits: object) -> User:
     )
 
 
-@pytest.fixture
-async def engine(redis_client: redis.Redis, pipe: RedisPipe) -> LimitEngine:
-    await redis_client.set(SPEND_MARKER, "test")
-    return LimitEngine(pipe, reservation_lifetime=60)
+CLUSTER_LAYOUT = Layout(cluster=True)
+
+
+@pytest.fixture(params=[ONE_REDIS, CLUSTER_LAYOUT], ids=["one-redis", "cluster-layout"])
+async def engine(
+    redis_client: redis.Redis, pipe: RedisPipe, request: pytest.FixtureRequest
+) -> LimitEngine:
+    """On one Redis; and with the cluster's layout (a script per slot: a key and its user apart),
+    which one Redis serves alike, every slot's spend marker set."""
+    layout: Layout = request.param
+    await redis_client.mset({layout.marker(f"{{{slot_tag(s)}}}"): "test" for s in range(SLOTS)})
+    return LimitEngine(pipe, reservation_lifetime=60, layout=layout)
 
 
 async def bursts(engine: LimitEngine, admit: object, seconds: float, size: int) -> list[float]:
@@ -118,3 +129,44 @@ async def test_a_key_refusal_reserves_nothing_for_the_user(engine: LimitEngine) 
     assert (await engine.admit(key, to_nano(0.9), alice)).reason == "rate"
     usage = await engine.usage(alice)
     assert usage.requests_in_window == 1
+
+
+async def test_a_user_refusal_leaves_the_keys_windows_and_budget_as_they_were(
+    engine: LimitEngine,
+) -> None:
+    key = make_key(
+        rate_limit_over_time=10,
+        rate_limit_unit="m",
+        rate_limits=((10, "h"),),
+        cost_limit_in_usd=1.0,
+    )
+    alice = make_user(rate_limit_over_time=1, rate_limit_unit="m")
+    assert (await engine.admit(key, to_nano(0.4), alice)).admitted
+    refusals = [await engine.admit(key, to_nano(0.4), alice) for _ in range(3)]
+    assert {r.reason for r in refusals} == {"user_rate"}
+    assert (await engine.usage(key)).requests_in_window == 1
+    # The refused calls hold no budget: two more calls of 0.4 fit beside the first one's.
+    bob = make_user()
+    assert [(await engine.admit(key, to_nano(0.4), bob)).admitted for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+async def test_settled_events_go_to_the_stream_of_their_keys_slot(
+    engine: LimitEngine, redis_client: redis.Redis
+) -> None:
+    keys = [make_key() for _ in range(4)]
+    alice = make_user(cost_limit_in_usd=5.0)
+    events = [orjson.dumps({"keyId": key.key_id}) for key in keys]
+    await settle(
+        engine,
+        [Settlement(k, 1000, event=e, user=alice) for k, e in zip(keys, events, strict=True)],
+    )
+    layout = engine.layout
+    for key, event in zip(keys, events, strict=True):
+        entries = await redis_client.xrange(layout.stream(KeyNames.of(key).spend))
+        assert event in [fields[EVENT_FIELD.encode()] for _, fields in entries]
+    assert (await engine.usage(alice)).cost_usd == pytest.approx(4000 / 1e9)
+    assert [(await engine.usage(key)).cost_usd for key in keys] == [pytest.approx(1e-6)] * 4
