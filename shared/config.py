@@ -130,13 +130,7 @@ class PostgresSettings:
         return f"database {self.db_name!r} on {','.join(self.hosts)}:{self.port} as user {user!r}"
 
 
-REDIS_MODES = ("standalone", "sentinel")
-
-
-def redis_mode(env: _Reader) -> str:
-    if env.text("REDIS_MODE", "").lower() == "cluster":
-        raise ConfigError("REDIS_MODE: cluster is not supported yet; use standalone or sentinel")
-    return env.choice("REDIS_MODE", "standalone", REDIS_MODES)
+REDIS_MODES = ("standalone", "sentinel", "cluster")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +216,7 @@ class Settings:
             db=env.integer("REDIS_DB", 0, maximum=1023),
             read_timeout=env.duration("REDIS_READ_TIME_OUT", "1s"),
             write_timeout=env.duration("REDIS_WRITE_TIME_OUT", "500ms"),
-            mode=redis_mode(env),
+            mode=env.choice("REDIS_MODE", "standalone", REDIS_MODES),
             sentinel_master=env.text("REDIS_SENTINEL_MASTER", "mymaster"),
             username=env.text("REDIS_USERNAME", ""),
             sentinel_username=env.text("REDIS_SENTINEL_USERNAME", ""),
@@ -231,6 +225,8 @@ class Settings:
             tls_ca_file=env.text("REDIS_TLS_CA_FILE", ""),
             wait_replicas=env.integer("REDIS_WAIT_REPLICAS", 0, maximum=16),
         )
+        if redis.mode == "cluster" and redis.db:
+            raise ConfigError("REDIS_DB: a Redis Cluster has only database 0")
         return cls(
             postgres=postgres,
             redis=redis,

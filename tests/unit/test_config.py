@@ -140,6 +140,11 @@ def test_bad_redis_deployment_values(variable: str, value: str) -> None:
         Settings.from_env({variable: value})
 
 
-def test_cluster_mode_is_refused_saying_it_is_not_supported() -> None:
-    with pytest.raises(ConfigError, match=r"^REDIS_MODE: cluster is not supported yet"):
-        Settings.from_env({"REDIS_MODE": "Cluster"})
+def test_cluster_mode_takes_seed_nodes() -> None:
+    redis = Settings.from_env({"REDIS_MODE": "Cluster", "REDIS_HOSTS": "a:7000,b"}).redis
+    assert (redis.mode, redis.addresses()) == ("cluster", [("a", 7000), ("b", 6379)])
+
+
+def test_a_cluster_has_no_database_but_0() -> None:
+    with pytest.raises(ConfigError, match=r"^REDIS_DB: a Redis Cluster has only database 0$"):
+        Settings.from_env({"REDIS_MODE": "cluster", "REDIS_DB": "3"})
