@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-sentinel screenshots lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench soak
+.PHONY: install test test-sentinel test-cluster screenshots lint format run-keymgmt run-proxy clean run demo docker-build lint-deploy bench soak
 
 $(INSTALLED): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(INSTALLED)
 test-sentinel: $(INSTALLED)
 	TEST_REDIS_DEPLOYMENT=sentinel $(BIN)/python -m pytest -q tests/e2e/test_limits_and_cost.py \
 		tests/integration/test_redis_deployments.py tests/e2e/test_redis_failover.py
+
+# The same against a Redis Cluster of three masters with a replica each, which the run starts.
+test-cluster: $(INSTALLED)
+	TEST_REDIS_DEPLOYMENT=cluster $(BIN)/python -m pytest -q tests/e2e/test_limits_and_cost.py \
+		tests/e2e/test_users.py tests/e2e/test_redis_cluster.py
 
 # The console's screenshots in docs/console/, taken by its browser tests.
 screenshots: $(INSTALLED)

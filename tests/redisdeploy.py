@@ -382,6 +382,11 @@ class ClusterDeployment:
         self._wait(lambda: self._promoted(key, old), "a replica to take over", 30)
         return self.master_of(key)
 
+    def rejoin(self, old: RedisNode) -> None:
+        """Start a killed master again: it comes back as the replica of the one promoted."""
+        old.start()
+        self._wait(lambda: self._healthy() and SentinelDeployment.replica_synced(old), "rejoin", 30)
+
     def _promoted(self, key: str, old: RedisNode) -> bool:
         try:
             return self.master_of(key) is not old and self._healthy(ignore=old)
