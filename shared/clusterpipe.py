@@ -182,17 +182,7 @@ class _Spread:
                 target = self.targets[i]
                 for node in self.map.masters if target is _EVERY else (target,):
                     groups.setdefault(node, []).append(i)
-            refused: dict[Node, str] = {}
-            closed = [node for node in groups if not node.open]
-            if closed:
-                opened = await asyncio.gather(
-                    *(self.map.connect(n) for n in closed), return_exceptions=True
-                )
-                for node, result in zip(closed, opened, strict=True):
-                    if isinstance(result, RedisUnavailable):
-                        refused[node] = str(result)
-                    elif isinstance(result, BaseException):
-                        raise result
+            refused = await self.connect([node for node in groups if not node.open])
             asking, self.asking = self.asking, set()
             futures = []
             for node, indexes in groups.items():
@@ -223,6 +213,17 @@ class _Spread:
                 raise lost
             await self.after_round(seen, groups, refused)
         return self.out
+
+    async def connect(self, nodes: list[Node]) -> dict[Node, str]:
+        """Open connections to `nodes` at once; those that cannot be opened, and why."""
+        refused: dict[Node, str] = {}
+        opened = await asyncio.gather(*map(self.map.connect, nodes), return_exceptions=True)
+        for node, result in zip(nodes, opened, strict=True):
+            if isinstance(result, RedisUnavailable):
+                refused[node] = str(result)
+            elif isinstance(result, BaseException):
+                raise result
+        return refused
 
     def take(
         self, node: Node, indexes: Sequence[int], asking: set[int], replies: list[Any]

@@ -285,7 +285,7 @@ async def test_a_slot_no_master_serves_is_tried_again_until_the_read_timeout(
         started = time.monotonic()
         with pytest.raises(RedisReplyError, match="CLUSTERDOWN"):
             await pipe.execute([("GET", key)])
-        assert 0.8 < time.monotonic() - started < 1.5
+        assert 0.8 < time.monotonic() - started < 1.8
 
         async def serve_again() -> None:
             await asyncio.sleep(0.3)
