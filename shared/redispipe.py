@@ -13,7 +13,7 @@ import collections
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 
@@ -146,12 +146,58 @@ def _auth(username: str, password: str) -> list[Command]:
     return [("AUTH", username, password) if username else ("AUTH", password)]
 
 
+def client_handshake(settings: RedisSettings) -> list[Command]:
+    """The commands that open a client's connection to a data node: its user, its name."""
+    return [*_auth(settings.username, settings.password), ("CLIENT", "SETNAME", "gateway")]
+
+
+async def open_connection(
+    settings: RedisSettings,
+    tls: ssl.SSLContext | None,
+    host: str,
+    port: int,
+    handshake: list[Command],
+) -> tuple[_Connection, Any]:
+    """A connection to host:port, and the reply of the last command of the handshake sent on it;
+    RedisUnavailable when it cannot be opened or the handshake fails."""
+    connection: _Connection | None = None
+    try:
+        async with asyncio.timeout(settings.read_timeout):
+            _, connection = await asyncio.get_running_loop().create_connection(
+                lambda: _Connection(settings.write_timeout),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls else None,
+            )
+            replies = await connection.send(handshake)
+            _raise_first_error(replies)
+    except BaseException as error:
+        if connection is not None:
+            connection.abort()
+        # Refused, timed out, a certificate not trusted (ssl.SSLError is an OSError), bad AUTH.
+        if isinstance(error, OSError | RedisReplyError):
+            raise RedisUnavailable(f"cannot connect to Redis at {host}:{port}: {error}") from None
+        raise
+    return connection, replies[-1] if replies else None
+
+
 def _lost_master(replies: list[Any]) -> bool:
     """A reply of a server that is no longer the master: it was demoted by a failover."""
     return any(
         isinstance(reply, RedisReplyError) and str(reply).startswith("READONLY")
         for reply in replies
     )
+
+
+class Pipe(Protocol):
+    """What the callers need of a connection to Redis, whatever the deployment."""
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]: ...
+
+    async def replies(self, commands: Sequence[Command]) -> list[Any]: ...
+
+    async def close(self) -> None: ...
 
 
 class RedisPipe:
@@ -204,8 +250,7 @@ class RedisPipe:
             if self._connection is not None and self._connection.open:
                 return self._connection  # another caller connected meanwhile
             settings = self._settings
-            handshake = [*_auth(settings.username, settings.password)]
-            handshake.append(("CLIENT", "SETNAME", "gateway"))
+            handshake = client_handshake(settings)
             if settings.db:
                 handshake.append(("SELECT", settings.db))
             if settings.mode == "sentinel":
@@ -213,40 +258,12 @@ class RedisPipe:
                 handshake.append(("ROLE",))
             else:
                 host, port = settings.addresses()[0]
-            connection, last = await self._open(host, port, handshake)
+            connection, last = await open_connection(settings, self._tls, host, port, handshake)
             if settings.mode == "sentinel" and last[0] != b"master":  # ROLE's reply
                 connection.abort()  # the sentinels have not yet seen the failover
                 raise RedisUnavailable(f"Redis at {host}:{port} is no master (yet)")
             self._connection = connection
             return connection
-
-    async def _open(
-        self, host: str, port: int, handshake: list[Command]
-    ) -> tuple[_Connection, Any]:
-        """A connection to host:port, and the replies of the handshake sent on it."""
-        settings = self._settings
-        connection: _Connection | None = None
-        try:
-            async with asyncio.timeout(settings.read_timeout):
-                _, connection = await asyncio.get_running_loop().create_connection(
-                    lambda: _Connection(settings.write_timeout),
-                    host,
-                    port,
-                    ssl=self._tls,
-                    server_hostname=host if self._tls else None,
-                )
-                replies = await connection.send(handshake)
-                _raise_first_error(replies)
-        except BaseException as error:
-            if connection is not None:
-                connection.abort()
-            # Refused, timed out, a certificate not trusted (ssl.SSLError is an OSError), bad AUTH.
-            if isinstance(error, OSError | RedisReplyError):
-                raise RedisUnavailable(
-                    f"cannot connect to Redis at {host}:{port}: {error}"
-                ) from None
-            raise
-        return connection, replies[-1] if replies else None
 
     async def _master_address(self) -> tuple[str, int]:
         """The master's address as the first sentinel that answers names it."""
@@ -258,7 +275,7 @@ class RedisPipe:
         failures = []
         for address in list(self._sentinels):
             try:
-                sentinel, reply = await self._open(*address, ask)
+                sentinel, reply = await open_connection(settings, self._tls, *address, ask)
             except RedisUnavailable as error:
                 failures.append(str(error))
                 continue

@@ -307,6 +307,8 @@ class ClusterDeployment:
         extra = (
             *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
             *("--cluster-node-timeout", str(self.NODE_TIMEOUT_MS)),
+            # Over TLS the bus port is the TLS port's plus 10000, not the plain port's (0).
+            *(("--tls-cluster", "yes") if access.tls is not None else ()),
         )
         self.nodes = [
             RedisNode(data_dir / f"node{i}", access, extra, durable=True)
