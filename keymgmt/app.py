@@ -34,13 +34,14 @@ from keymgmt.typedefs import (
     SETTINGS,
     STORE,
 )
+from shared.clusterpipe import open_pipe
 from shared.config import Settings
 from shared.db_engine import create_engine, migrate, wait_for_database
+from shared.limit_keys import Layout
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.pg import describe
 from shared.redisconn import create_redis
-from shared.redispipe import RedisPipe
 from shared.runtime import raise_if_cancelled, stop_task
 from shared.secrets import SecretBox
 
@@ -67,8 +68,10 @@ async def database(app: web.Application) -> AsyncIterator[None]:
 async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = client = create_redis(settings.redis, max_connections=16)
-    pipe = RedisPipe(settings.redis)
-    app[LIMITS] = LimitEngine(pipe, reservation_lifetime=settings.proxy_timeout + 60)
+    pipe = open_pipe(settings.redis)
+    app[LIMITS] = LimitEngine(
+        pipe, reservation_lifetime=settings.proxy_timeout + 60, layout=Layout.of(settings.redis)
+    )
     yield
     await pipe.close()
     await client.aclose()

@@ -55,13 +55,15 @@ from proxy.users import USERS as USER_SOURCE
 from proxy.users import UserSnapshot
 from shared import tokens
 from shared.changes import KEY, POLICY, ROUTE, SETTING, USER
+from shared.clusterpipe import open_pipe
 from shared.config import Settings
 from shared.jsonutil import json_response
+from shared.limit_keys import Layout
 from shared.limits import LimitEngine, announce, withdraw
 from shared.metrics import Metrics
 from shared.pg import LazyConnection
 from shared.pricing import Pricing
-from shared.redispipe import RedisPipe
+from shared.redispipe import Pipe
 from shared.runtime import stop_task
 from shared.secrets import SecretBox
 
@@ -131,7 +133,7 @@ def change_feed(app: web.Application, reloaders: Mapping[str, Reloader]) -> Chan
 
 async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pipe = RedisPipe(settings.redis)
+    pipe = open_pipe(settings.redis)
     # A reservation outlives the longest call it can cover, then lapses by itself.
     app[LIMITS] = engine = LimitEngine(
         pipe,
@@ -139,6 +141,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
         wait_replicas=settings.redis.wait_replicas,
         # WAIT gives up before the read times out.
         wait_ms=max(1, int(settings.redis.read_timeout * 800)),
+        layout=Layout.of(settings.redis),
     )
     app[SETTLER] = settler = Settler(engine, app[METRICS].redis_errors)
     local = app[LOCAL_LIMITS]
@@ -147,7 +150,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     if settings.redis_outage_mode == "local":
         local.recorded = recorded
     # Announcements go on a connection of their own, never between the request path's batches.
-    heartbeat = RedisPipe(settings.redis)
+    heartbeat = open_pipe(settings.redis)
     replica = os.urandom(8).hex()
     tasks = [
         asyncio.create_task(settler.run(), name="settler"),
@@ -170,7 +173,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     await pipe.close()
 
 
-async def keep_announced(heartbeat: RedisPipe, local: LocalLimits, replica: str) -> None:
+async def keep_announced(heartbeat: Pipe, local: LocalLimits, replica: str) -> None:
     """Keep this replica announced, and the number of replicas up to date, while Redis answers."""
     while True:
         with contextlib.suppress(Exception):  # Redis away: the number last seen holds

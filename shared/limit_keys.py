@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+from shared.config import RedisSettings
 from shared.models import UNIT_SECONDS, Key, User
 from shared.redispipe import Command
 from shared.slots import companion_tag
@@ -63,6 +64,10 @@ class Layout:
     every script call touches one slot. keymgmt finds the streams in use by their prefix."""
 
     cluster: bool = False
+
+    @classmethod
+    def of(cls, settings: RedisSettings) -> Layout:
+        return cls(cluster=settings.mode == "cluster")
 
     def _in_slot_of(self, name: str, key: str) -> str:
         return f"{name}:{{{companion_tag(key)}}}" if self.cluster else name

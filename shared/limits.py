@@ -30,7 +30,7 @@ from shared.limit_keys import (
     to_usd,
 )
 from shared.models import Key, User
-from shared.redispipe import Command, NoScriptError, RedisPipe, RedisReplyError, reply_error
+from shared.redispipe import Command, NoScriptError, Pipe, RedisReplyError, reply_error
 
 # Keys whose script arguments are kept; past this the cache starts again.
 KEY_ARGS_CACHED = 65_536
@@ -75,7 +75,7 @@ _Waiting = tuple[Command, "asyncio.Future[Any]", "Settlement"]
 class LimitEngine:
     def __init__(
         self,
-        redis: RedisPipe,
+        redis: Pipe,
         reservation_lifetime: float,
         wait_replicas: int = 0,
         wait_ms: int = 500,
@@ -357,7 +357,7 @@ class LimitEngine:
         return KeyUsage(to_usd(int(spend)), to_usd(int(window_spend)), int(requests))
 
 
-async def announce(redis: RedisPipe, replica: str, ttl_ms: int) -> int:
+async def announce(redis: Pipe, replica: str, ttl_ms: int) -> int:
     """Announce `replica` for `ttl_ms`; the number of replicas announced now."""
     now = int(time.time() * 1000)
     _, _, replicas = await redis.execute(
@@ -370,5 +370,5 @@ async def announce(redis: RedisPipe, replica: str, ttl_ms: int) -> int:
     return int(replicas)
 
 
-async def withdraw(redis: RedisPipe, replica: str) -> None:
+async def withdraw(redis: Pipe, replica: str) -> None:
     await redis.execute([("ZREM", REPLICAS, replica)])

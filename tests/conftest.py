@@ -16,17 +16,23 @@ import pytest
 import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.clusterpipe import open_pipe
 from shared.config import PostgresSettings, RedisSettings, Settings
 from shared.db_engine import create_engine, migrate
 from shared.redisconn import create_redis
-from shared.redispipe import RedisPipe
+from shared.redispipe import Pipe
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
 
 import services  # noqa: E402  (deploy/local is not a package)
 
-from tests.redisdeploy import Access, SentinelDeployment, make_tls  # noqa: E402  (needs services)
+from tests.redisdeploy import (  # noqa: E402  (needs services)
+    Access,
+    ClusterDeployment,
+    SentinelDeployment,
+    make_tls,
+)
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,8 @@ def redis_settings(
     redis_endpoint: Endpoint, redis_db: int, scratch_dir: Path
 ) -> Iterator[RedisSettings]:
     """The Redis of the `settings` fixture. TEST_REDIS_DEPLOYMENT=sentinel runs the tests that
-    use it against a master, a replica and a sentinel started here, over TLS as an ACL user."""
+    use it against a master, a replica and a sentinel started here, over TLS as an ACL user;
+    TEST_REDIS_DEPLOYMENT=cluster against a cluster of three masters with a replica each."""
     plain = RedisSettings(
         hosts=(redis_endpoint.host,), port=redis_endpoint.port, db=redis_db, read_timeout=0.4
     )
@@ -121,6 +128,9 @@ def redis_settings(
         access = Access(tls=make_tls(scratch_dir / "sentinel-tls"), acl=True)
         with SentinelDeployment(scratch_dir / "sentinel", access) as sentinel_set:
             yield sentinel_set.settings(plain)
+    elif deployment == "cluster":
+        with ClusterDeployment(scratch_dir / "cluster") as cluster:
+            yield cluster.settings(plain)
     else:
         raise pytest.UsageError(f"TEST_REDIS_DEPLOYMENT: no deployment {deployment!r}")
 
@@ -162,8 +172,8 @@ async def redis_client(settings: Settings) -> AsyncIterator[redis.Redis]:
 
 
 @pytest.fixture
-async def pipe(settings: Settings) -> AsyncIterator[RedisPipe]:
-    pipe = RedisPipe(settings.redis)
+async def pipe(settings: Settings) -> AsyncIterator[Pipe]:
+    pipe = open_pipe(settings.redis)
     yield pipe
     await pipe.close()
 

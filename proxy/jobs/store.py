@@ -11,7 +11,7 @@ import random
 
 from proxy.jobs.kinds import Job
 from shared.limit_keys import PREFIX
-from shared.redispipe import RedisPipe
+from shared.redispipe import Pipe
 
 JOBS_INDEX = f"{PREFIX}jobs"
 LEASE = f"{PREFIX}jobs:lease"
@@ -29,7 +29,7 @@ def jobs_key(key_id: str) -> str:
 
 
 class JobStore:
-    def __init__(self, redis: RedisPipe) -> None:
+    def __init__(self, redis: Pipe) -> None:
         self._redis = redis
 
     async def add(self, job: Job) -> None:

@@ -27,7 +27,7 @@ from proxy.routes.model import Route
 from proxy.translate.sse import EventReader
 from shared.limit_keys import PREFIX
 from shared.metrics import Counter
-from shared.redispipe import RedisPipe, RedisReplyError, RedisUnavailable
+from shared.redispipe import Pipe, RedisReplyError, RedisUnavailable
 
 CACHE_PREFIX = f"{PREFIX}route-cache:"
 UNKEYED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata"})
@@ -210,7 +210,7 @@ class StreamCollector:
 
 
 class ResponseCache:
-    def __init__(self, pipe: RedisPipe, errors: Counter) -> None:
+    def __init__(self, pipe: Pipe, errors: Counter) -> None:
         self._pipe = pipe
         self._errors = errors
 
