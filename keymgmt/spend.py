@@ -23,16 +23,21 @@ from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.spend_totals import SpendPlan, read_plan
-from shared.limit_keys import EVENTS_STREAM, PREFIX, SPEND_MARKER
+from shared.limit_keys import (
+    EVENTS_STREAM,
+    SPEND_MARKER,
+    SPEND_RESTORE_CUTOFF,
+    SPEND_RESTORE_LOCK,
+    Layout,
+    Script,
+)
 
 log = logging.getLogger("gateway.spend")
 
-RESTORE_LOCK = f"{PREFIX}spend-restore-lock"
-RESTORE_CUTOFF = f"{PREFIX}spend-restore-cutoff"
 LOCK_SECONDS = 120  # far above a restore's few bounded queries
 
 # Returns {cutoff ms, now ms}, by Redis's clock. KEYS: 1 cutoff, 2 event stream.
-CUTOFF = """
+CUTOFF = Script.of("""
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local cutoff = redis.call('GET', KEYS[1])
@@ -42,14 +47,14 @@ if not cutoff then
   redis.call('SET', KEYS[1], cutoff)
 end
 return {tonumber(cutoff), now}
-"""
+""")
 
 # Writes a plan and sets the marker, if the lock is still this writer's; 1 if it did.
 # KEYS: 1 marker, 2 lock, 3 cutoff, then S lifetime spend keys, then the window hashes.
 # ARGV: 1 lock token, 2 marker value ("restored": add to what is there, unless the marker is
 # back already; "rebuilt": replace it), 3 S, then S amounts, then for each hash its ttl ms, its
 # number of buckets B and B bucket/value pairs.
-APPLY = """
+APPLY = Script.of("""
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local replace = ARGV[2] == 'rebuilt'
 if not replace and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -71,7 +76,7 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('DEL', KEYS[3])
 return 1
-"""
+""")
 
 
 async def restore_lost_spend(engine: AsyncEngine, client: redis.Redis) -> bool:
@@ -79,14 +84,14 @@ async def restore_lost_spend(engine: AsyncEngine, client: redis.Redis) -> bool:
     if await client.exists(SPEND_MARKER):
         return False
     token = os.urandom(16).hex()
-    lock = client.lock(RESTORE_LOCK, timeout=LOCK_SECONDS, blocking=False)
+    lock = client.lock(SPEND_RESTORE_LOCK, timeout=LOCK_SECONDS, blocking=False)
     if not await lock.acquire(token=token):
         return False  # another replica is restoring
     try:
-        cutoff_ms, now_ms = await client.register_script(CUTOFF)(
-            keys=[RESTORE_CUTOFF, EVENTS_STREAM]
+        cutoff_ms, now_ms = await client.register_script(CUTOFF.source)(
+            keys=[SPEND_RESTORE_CUTOFF, EVENTS_STREAM]
         )
-        plan = await read_plan(engine, int(cutoff_ms), int(now_ms))
+        plan = await read_plan(engine, lambda _: int(cutoff_ms), int(now_ms))
         restored = await _apply(client, plan, token, "restored")
     finally:
         with contextlib.suppress(LockError):  # it expired: the apply refused to write
@@ -103,7 +108,7 @@ async def rebuild_all_spend(engine: AsyncEngine, client: redis.Redis) -> int:
     twice or not at all. Returns the number of keys with spend.
     """
     token = os.urandom(16).hex()
-    lock = client.lock(RESTORE_LOCK, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS)
+    lock = client.lock(SPEND_RESTORE_LOCK, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS)
     if not await lock.acquire(token=token):
         raise RuntimeError("a spend restore holds the lock; try again")
     try:
@@ -116,11 +121,20 @@ async def rebuild_all_spend(engine: AsyncEngine, client: redis.Redis) -> int:
     return len(plan.spend)
 
 
-async def _apply(client: redis.Redis, plan: SpendPlan, token: str, marker: str) -> bool:
-    keys = [SPEND_MARKER, RESTORE_LOCK, RESTORE_CUTOFF, *plan.spend, *plan.windows]
+def _apply_call(
+    layout: Layout, tag: str, plan: SpendPlan, token: str, marker: str
+) -> tuple[list[str], list[Any]]:
+    """APPLY's keys and arguments for a plan, with the companions of `tag`'s slot."""
+    keys = [layout.marker(tag), layout.restore_lock(tag), layout.restore_cutoff(tag)]
+    keys += [*plan.spend, *plan.windows]
     args: list[Any] = [token, marker, len(plan.spend), *plan.spend.values()]
     for window in plan.windows.values():
         args += [window.ttl_ms, len(window.buckets)]
         for bucket, value in window.buckets.items():
             args += [bucket, value]
-    return bool(await client.register_script(APPLY)(keys=keys, args=args))
+    return keys, args
+
+
+async def _apply(client: redis.Redis, plan: SpendPlan, token: str, marker: str) -> bool:
+    keys, args = _apply_call(Layout(), "", plan, token, marker)
+    return bool(await client.register_script(APPLY.source)(keys=keys, args=args))
