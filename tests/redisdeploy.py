@@ -307,6 +307,9 @@ class ClusterDeployment:
         extra = (
             *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
             *("--cluster-node-timeout", str(self.NODE_TIMEOUT_MS)),
+            # Over TLS only (no plain port), the bus port follows the TLS port, and the nodes
+            # announce it to clients.
+            *(("--tls-cluster", "yes") if access.tls else ()),
         )
         self.nodes = [
             RedisNode(data_dir / f"node{i}", access, extra, durable=True)
