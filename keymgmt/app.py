@@ -19,6 +19,7 @@ from keymgmt.route_store import RouteStore
 from keymgmt.routes import routes
 from keymgmt.setting_routes import routes as setting_routes
 from keymgmt.settings_store import SettingStore
+from keymgmt.slotpipes import connect
 from keymgmt.spend import restore_lost_spend
 from keymgmt.store import KeyStore
 from keymgmt.typedefs import (
@@ -39,7 +40,6 @@ from shared.db_engine import create_engine, migrate, wait_for_database
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.pg import describe
-from shared.redisconn import create_redis
 from shared.redispipe import RedisPipe
 from shared.runtime import raise_if_cancelled, stop_task
 from shared.secrets import SecretBox
@@ -66,7 +66,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
 
 async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[REDIS] = client = create_redis(settings.redis, max_connections=16)
+    app[REDIS] = client = connect(settings.redis, max_connections=16)
     pipe = RedisPipe(settings.redis)
     app[LIMITS] = LimitEngine(pipe, reservation_lifetime=settings.proxy_timeout + 60)
     yield

@@ -1,5 +1,5 @@
-"""The usage-event consumer: the proxies' Redis stream (read by keymgmt.event_streams), written
-to Postgres in batches.
+"""The usage-event consumer: the proxies' Redis stream (one per slot in a cluster, see
+keymgmt.event_streams), written to Postgres in batches.
 
 Entries are acknowledged only after their batch is committed, and rows are keyed by event id, so
 a consumer killed at any point loses nothing and duplicates nothing: what it had read but not
@@ -16,7 +16,6 @@ import os
 import socket
 from typing import Any
 
-import redis.asyncio as redis
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 from sqlalchemy import exc
@@ -24,7 +23,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keymgmt.event_rows import rejection, row_of
-from keymgmt.event_streams import BATCH, Entry, OneStream
+from keymgmt.event_streams import BATCH, Entry, OneStream, SlotStreams
+from keymgmt.slotpipes import KeymgmtRedis, SlotPipes
 from shared.db import EVENT_WRITE_LOCK, usage_events, usage_events_rejected
 from shared.db_engine import is_unavailable
 from shared.metrics import Counter
@@ -50,7 +50,7 @@ def is_rejection(error: BaseException) -> bool:
 class EventConsumer:
     def __init__(
         self,
-        client: redis.Redis,
+        client: KeymgmtRedis,
         engine: AsyncEngine,
         written: Counter,
         name: str | None = None,
@@ -62,7 +62,11 @@ class EventConsumer:
         self.name = name or consumer_name()
         self._block_ms = block_ms  # below the Redis read timeout, or every idle read times out
         self._failing = False
-        self._streams = OneStream(client, self.name, claim_idle_ms)
+        self._streams = (
+            SlotStreams(client, self.name, claim_idle_ms)
+            if isinstance(client, SlotPipes)
+            else OneStream(client, self.name, claim_idle_ms)
+        )
 
     async def run(self) -> None:
         delay = 0.5
