@@ -13,12 +13,12 @@ import sys
 from aiohttp import web
 
 from keymgmt.app import create_app
+from keymgmt.slotpipes import connect
 from keymgmt.spend import rebuild_all_spend
 from shared.config import ConfigError, Settings
 from shared.db_engine import create_engine, migrate, wait_for_database
 from shared.logs import setup_logging
 from shared.pg import describe
-from shared.redisconn import create_redis
 from shared.runtime import install_uvloop
 
 log = logging.getLogger("gateway.keymgmt")
@@ -35,7 +35,7 @@ async def _migrate_only(settings: Settings) -> None:
 
 async def _rebuild_spend(settings: Settings) -> None:
     engine = create_engine(settings.postgres, pool_size=1)
-    client = create_redis(settings.redis, max_connections=2)
+    client = connect(settings.redis, max_connections=2)
     try:
         await wait_for_database(engine)
         await migrate(engine)

@@ -19,6 +19,7 @@ from keymgmt.route_store import RouteStore
 from keymgmt.routes import routes
 from keymgmt.setting_routes import routes as setting_routes
 from keymgmt.settings_store import SettingStore
+from keymgmt.slotpipes import connect
 from keymgmt.spend import restore_lost_spend
 from keymgmt.store import KeyStore
 from keymgmt.typedefs import (
@@ -41,7 +42,6 @@ from shared.limit_keys import Layout
 from shared.limits import LimitEngine
 from shared.metrics import Metrics
 from shared.pg import describe
-from shared.redisconn import create_redis
 from shared.runtime import raise_if_cancelled, stop_task
 from shared.secrets import SecretBox
 
@@ -67,7 +67,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
 
 async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[REDIS] = client = create_redis(settings.redis, max_connections=16)
+    app[REDIS] = client = connect(settings.redis, max_connections=16)
     pipe = open_pipe(settings.redis)
     app[LIMITS] = LimitEngine(
         pipe, reservation_lifetime=settings.proxy_timeout + 60, layout=Layout.of(settings.redis)

@@ -43,11 +43,16 @@ def recorded_at(entry_id: bytes) -> datetime:
     return redis_time(int(entry_id.split(b"-")[0]))
 
 
-def rejection(entry_id: bytes, fields: dict[bytes, bytes], row: Any, error: str) -> dict[str, Any]:
-    """The usage_events_rejected row of an entry, with its charge when the event had a valid one."""
+def rejection(
+    name: str, entry: tuple[bytes, dict[bytes, bytes]], row: Any, error: str
+) -> dict[str, Any]:
+    """The usage_events_rejected row of an entry, with its charge when the event had a valid one.
+
+    `name` is its id, with its stream where each stream numbers its own entries (in a cluster)."""
+    entry_id, fields = entry
     cost = row["cost_nano"] if row is not None and row["cost_nano"] in INT64 else None
     return {
-        "entry_id": entry_id.decode(),
+        "entry_id": name,
         "key_id": None if cost is None else row["key_id"],
         "cost_nano": cost,
         "recorded_at": recorded_at(entry_id),

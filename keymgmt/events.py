@@ -1,10 +1,11 @@
-"""The usage-event consumer: the proxies' Redis stream, written to Postgres in batches.
+"""The usage-event consumer: the proxies' Redis stream (one per slot in a cluster, see
+keymgmt.event_streams), written to Postgres in batches.
 
 Entries are acknowledged only after their batch is committed, and rows are keyed by event id, so
 a consumer killed at any point loses nothing and duplicates nothing: what it had read but not
 acknowledged stays pending, and is claimed again by itself or by another consumer. An event
 Postgres refuses is kept aside in usage_events_rejected, so that it cannot stall the others.
-After each commit the stream is trimmed below the oldest entry not yet written.
+After each commit a stream is trimmed below its oldest entry not yet written.
 """
 
 from __future__ import annotations
@@ -15,36 +16,25 @@ import os
 import socket
 from typing import Any
 
-import redis.asyncio as redis
 import sqlalchemy as sa
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keymgmt.event_rows import rejection, row_of
+from keymgmt.event_streams import BATCH, Entry, OneStream, SlotStreams
+from keymgmt.slotpipes import KeymgmtRedis, SlotPipes
 from shared.db import EVENT_WRITE_LOCK, usage_events, usage_events_rejected
 from shared.db_engine import is_unavailable
-from shared.limit_keys import EVENTS_STREAM, SPEND_MARKER
 from shared.metrics import Counter
 from shared.pg import describe
 from shared.runtime import raise_if_cancelled
 
 log = logging.getLogger("gateway.events")
 
-GROUP = "keymgmt"
-BATCH = 500
-Entry = tuple[bytes, dict[bytes, bytes]]
-Parsed = tuple[bytes, dict[bytes, bytes], dict[str, Any]]  # an entry and its table row
-
-# Trims below the oldest pending entry, or below the last acknowledged one when none is pending:
-# every lower entry was delivered and acknowledged. Not while the spend marker is absent: the
-# spend restore then needs the first entry of the stream (see keymgmt.spend).
-TRIM = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-local oldest = redis.call('XPENDING', KEYS[1], ARGV[1])[2]
-return redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest or ARGV[2])
-"""
+Named = tuple[str, Entry]  # an entry and its name in usage_events_rejected
+Parsed = tuple[str, Entry, dict[str, Any]]  # and its table row
 
 
 def consumer_name() -> str:
@@ -60,22 +50,23 @@ def is_rejection(error: BaseException) -> bool:
 class EventConsumer:
     def __init__(
         self,
-        client: redis.Redis,
+        client: KeymgmtRedis,
         engine: AsyncEngine,
         written: Counter,
         name: str | None = None,
         claim_idle_ms: int = 60_000,
         block_ms: int = 500,
     ) -> None:
-        self._client = client
         self._engine = engine
         self._written = written
         self.name = name or consumer_name()
-        self._claim_idle_ms = claim_idle_ms
         self._block_ms = block_ms  # below the Redis read timeout, or every idle read times out
         self._failing = False
-        self._group_ready = False
-        self._trim = client.register_script(TRIM)
+        self._streams = (
+            SlotStreams(client, self.name, claim_idle_ms)
+            if isinstance(client, SlotPipes)
+            else OneStream(client, self.name, claim_idle_ms)
+        )
 
     async def run(self) -> None:
         delay = 0.5
@@ -89,66 +80,37 @@ class EventConsumer:
                 raise_if_cancelled()
                 if not (isinstance(error, RedisError | OSError) or is_unavailable(error)):
                     log.exception("usage event consumer failed; retrying")
-                self._group_ready = False  # a restarted Redis has lost the group
+                self._streams.reset()
                 self._failed(error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     async def consume_once(self, block_ms: int = 0) -> int:
         """Write one batch: this consumer's pending entries first, then stale ones, then new."""
-        await self._ensure_group()
-        entries = await self._read("0")
-        if not entries:
-            entries = await self._claim()
-        if not entries:
-            entries = await self._read(">", block_ms)
-        if not entries:
-            return 0
+        read = await self._streams.read(block_ms)
         # An entry trimmed before it was written has no fields: nothing of it is left to write,
         # and acknowledging it lets the trimming pass it.
-        await self._write([entry for entry in entries if entry[1]])
-        ids = [entry_id for entry_id, _ in entries]
-        acknowledged = await self._client.xack(EVENTS_STREAM, GROUP, *ids)
-        # Fewer acknowledged: this may not be the Redis they were read from (it restarted), whose
-        # ids are no bound for the new stream's. The next batch trims.
-        if acknowledged == len(ids):
-            last = max(ids, key=stream_order)
-            await self._trim(keys=[EVENTS_STREAM, SPEND_MARKER], args=[GROUP, last])
-        return len(entries)
+        named = [
+            (self._streams.entry_name(stream, entry[0]), entry)
+            for stream, entries in read
+            for entry in entries
+            if entry[1]
+        ]
+        for start in range(0, len(named), BATCH):
+            await self._write(named[start : start + BATCH])
+        await self._streams.done(read)
+        return sum(len(entries) for _, entries in read)
 
-    async def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:
-            await self._client.xgroup_create(EVENTS_STREAM, GROUP, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
-        self._group_ready = True
-
-    async def _read(self, start: str, block_ms: int = 0) -> list[Entry]:
-        reply: Any = await self._client.xreadgroup(
-            GROUP, self.name, {EVENTS_STREAM: start}, count=BATCH, block=block_ms or None
-        )
-        return [entry for _, entries in reply or () for entry in entries]
-
-    async def _claim(self) -> list[Entry]:
-        # Entries a dead consumer read but never acknowledged.
-        reply = await self._client.xautoclaim(
-            EVENTS_STREAM, GROUP, self.name, self._claim_idle_ms, start_id="0-0", count=BATCH
-        )
-        return list(reply[1])
-
-    async def _write(self, entries: list[Entry]) -> None:
+    async def _write(self, entries: list[Named]) -> None:
         rows: list[Parsed] = []
         parked: list[dict[str, Any]] = []
-        for entry_id, fields in entries:
-            row = row_of(entry_id, fields)
+        for name, entry in entries:
+            row = row_of(*entry)
             if row is None:
-                log.error("keeping aside a malformed usage event %s", entry_id.decode())
-                parked.append(rejection(entry_id, fields, None, "malformed"))
+                log.error("keeping aside a malformed usage event %s", name)
+                parked.append(rejection(name, entry, None, "malformed"))
             else:
-                rows.append((entry_id, fields, row))
+                rows.append((name, entry, row))
         if not (rows or parked):
             return
         try:
@@ -168,7 +130,7 @@ class EventConsumer:
         insert locks the keys' totals, so that concurrent consumers never deadlock."""
         async with self._engine.begin() as connection:
             await _hold_off_restores(connection)
-            for entry_id, fields, row in sorted(rows, key=lambda item: item[2]["key_id"]):
+            for name, entry, row in sorted(rows, key=lambda item: item[2]["key_id"]):
                 try:
                     async with connection.begin_nested():
                         await connection.execute(_insert_events([row]))
@@ -176,11 +138,9 @@ class EventConsumer:
                     if is_unavailable(error) or not is_rejection(error):
                         raise
                     log.error(
-                        "keeping aside a usage event Postgres refused %s: %s",
-                        entry_id.decode(),
-                        describe(error),
+                        "keeping aside a usage event Postgres refused %s: %s", name, describe(error)
                     )
-                    await _park(connection, [rejection(entry_id, fields, row, describe(error))])
+                    await _park(connection, [rejection(name, entry, row, describe(error))])
             await _park(connection, parked)  # malformed ones: no key, nothing locked
 
     def _failed(self, error: BaseException) -> None:
@@ -192,11 +152,6 @@ class EventConsumer:
         if self._failing:
             log.info("usage events flowing again")
         self._failing = False
-
-
-def stream_order(entry_id: bytes) -> tuple[int, int]:
-    milliseconds, sequence = entry_id.split(b"-")
-    return int(milliseconds), int(sequence)
 
 
 async def _hold_off_restores(connection: AsyncConnection) -> None:

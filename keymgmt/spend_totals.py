@@ -7,9 +7,8 @@ the events: lifetime spend comes from the per-key totals (key_spend).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -44,11 +43,17 @@ class SpendPlan:
     windows: dict[str, Window] = field(default_factory=dict)
 
 
-async def read_plan(engine: AsyncEngine, cutoff_ms: int | None, now_ms: int) -> SpendPlan:
+# Since when (ms, by Redis's clock) the Redis holding a key's counters has its charges, by key
+# id: one time for every key of one Redis; in a cluster, its slot's, or None for a key whose slot
+# did not lose its data.
+Cutoff = Callable[[str], int | None]
+
+
+async def read_plan(engine: AsyncEngine, cutoff: Cutoff | None, now_ms: int) -> SpendPlan:
     """The spend Redis should be given.
 
     With a cutoff (a restore): what was charged into Redis before it, which a Redis that came
-    back empty lost. Without (a rebuild): all of it.
+    back empty lost, for the keys it names. Without (a rebuild): all of it, for every key.
     """
     async with engine.connect() as connection:
         try:
@@ -58,9 +63,11 @@ async def read_plan(engine: AsyncEngine, cutoff_ms: int | None, now_ms: int) -> 
             await connection.commit()
             snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
             async with snapshot.begin():
-                plan = SpendPlan(await _lifetime(snapshot, cutoff_ms))
+                plan = SpendPlan(await _lifetime(snapshot, cutoff))
                 windowed = await _windowed_keys(snapshot)
-                await _add_windows(snapshot, plan, windowed, cutoff_ms, now_ms)
+                if cutoff is not None:
+                    windowed = [key for key in windowed if cutoff(key.key_id) is not None]
+                await _add_windows(snapshot, plan, windowed, cutoff, now_ms)
             await connection.execute(sa.select(sa.func.pg_advisory_unlock(EVENT_WRITE_LOCK)))
             await connection.commit()
         except BaseException:
@@ -69,29 +76,50 @@ async def read_plan(engine: AsyncEngine, cutoff_ms: int | None, now_ms: int) -> 
     return plan
 
 
-async def _lifetime(connection: AsyncConnection, cutoff_ms: int | None) -> dict[str, int]:
+async def _lifetime(connection: AsyncConnection, cutoff: Cutoff | None) -> dict[str, int]:
     totals = {
         str(key_id): int(cost)
         for key_id, cost in await connection.execute(
             sa.select(key_spend.c.key_id, key_spend.c.cost_nano)
         )
     }
-    if cutoff_ms is not None:
-        for key_id, cost in await connection.execute(_since(redis_time(cutoff_ms))):
-            # Charged into the restarted Redis: it holds them already.
-            totals[str(key_id)] = totals.get(str(key_id), 0) - int(cost)
+    if cutoff is not None:
+        since = {key_id: ms for key_id in totals if (ms := cutoff(key_id)) is not None}
+        totals = {key_id: totals[key_id] for key_id in since}
+        if since:
+            for key_id, cost in await connection.execute(_since(since)):
+                # Charged into the restarted Redis: it holds them already.
+                totals[str(key_id)] -= int(cost)
     return {spend_key(key_id): cost for key_id, cost in totals.items() if cost > 0}
 
 
-def _since(cutoff: datetime) -> sa.Select[str, int]:
+def _bounds(name: str, times_ms: Mapping[str, int]) -> sa.TableValuedAlias:
+    """Rows (key_id, at) of a time for each key: a bound that differs by key, in one query."""
+    ids = sa.bindparam(f"{name}_ids", list(times_ms), type_=ARRAY(UUID(as_uuid=False)))
+    times = sa.bindparam(
+        f"{name}_times",
+        [redis_time(ms) for ms in times_ms.values()],
+        type_=ARRAY(sa.DateTime(timezone=True)),
+    )
+    columns = (sa.column("key_id", UUID(as_uuid=False)), sa.column("at", sa.DateTime(True)))
+    return sa.func.unnest(ids, times).table_valued(*columns).render_derived(name)
+
+
+def _since(since: Mapping[str, int]) -> sa.Select[str, int]:
+    """Each key's charges recorded since its cutoff, rejected events' too."""
+    bounds = _bounds("since", since)
+    earliest = redis_time(min(since.values()))  # the index's range; each key's bound on top
+
+    def charges(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.Select[str, int]:
+        return (
+            sa.select(table.c.key_id, table.c.cost_nano)
+            .join(bounds, table.c.key_id == bounds.c.key_id)
+            .where(table.c.recorded_at >= earliest, table.c.recorded_at >= bounds.c.at, *where)
+        )
+
     recorded = sa.union_all(
-        sa.select(usage_events.c.key_id, usage_events.c.cost_nano).where(
-            usage_events.c.recorded_at >= cutoff
-        ),
-        sa.select(usage_events_rejected.c.key_id, usage_events_rejected.c.cost_nano).where(
-            usage_events_rejected.c.recorded_at >= cutoff,
-            usage_events_rejected.c.cost_nano.is_not(None),
-        ),
+        charges(usage_events),
+        charges(usage_events_rejected, usage_events_rejected.c.cost_nano.is_not(None)),
     ).subquery()
     return sa.select(recorded.c.key_id, sa.func.sum(recorded.c.cost_nano)).group_by(
         recorded.c.key_id
@@ -121,12 +149,15 @@ async def _add_windows(
     connection: AsyncConnection,
     plan: SpendPlan,
     windowed: list[Key],
-    cutoff_ms: int | None,
+    cutoff: Cutoff | None,
     now_ms: int,
 ) -> None:
     # Charges after the cutoff are in the restarted Redis's buckets already; admissions are
     # counted there only once the marker is set, so every event of the rate window counts.
-    cost_until = now_ms + 1 if cutoff_ms is None else cutoff_ms
+    def cost_until(key_id: str) -> int:
+        at = None if cutoff is None else cutoff(key_id)
+        return now_ms + 1 if at is None else at
+
     for seconds in sorted(set(UNIT_SECONDS.values())):
         cost = {
             key.key_id: KeyNames.of(key).window_spend
@@ -139,8 +170,10 @@ async def _add_windows(
             for unit in rate_units(key)
             if UNIT_SECONDS[unit] == seconds
         }
-        await _add(connection, plan, cost, seconds * 1000, (now_ms, cost_until), sa.func.sum)
-        await _add(connection, plan, rate, seconds * 1000, (now_ms, now_ms + 1), sa.func.count)
+        until = {key_id: cost_until(key_id) for key_id in cost}
+        await _add(connection, plan, cost, seconds * 1000, (now_ms, until), sa.func.sum)
+        until = dict.fromkeys(rate, now_ms + 1)
+        await _add(connection, plan, rate, seconds * 1000, (now_ms, until), sa.func.count)
 
 
 async def _add(
@@ -148,10 +181,11 @@ async def _add(
     plan: SpendPlan,
     names: dict[str, str],
     window_ms: int,
-    now_and_until_ms: tuple[int, int],
+    now_and_until_ms: tuple[int, Mapping[str, int]],
     aggregate: Callable[[sa.ColumnElement[int]], sa.ColumnElement[int]],
 ) -> None:
-    """The buckets of one window length for the keys in `names` (key id: Redis hash name)."""
+    """The buckets of one window length for the keys in `names` (key id: Redis hash name), of
+    the events of the window before each key's `until`."""
     if not names:
         return
     now_ms, until_ms = now_and_until_ms
@@ -159,13 +193,14 @@ async def _add(
     # As the scripts compute it from Redis's clock in ms: floor(ms / width), in floating point.
     epoch_ms = sa.cast(sa.extract("epoch", usage_events.c.recorded_at) * 1000, sa.Double)
     bucket = sa.func.floor(epoch_ms / width)
-    ids = sa.bindparam("ids", list(names), type_=ARRAY(UUID(as_uuid=False)))
+    until = _bounds("until", until_ms)
     query = (
         sa.select(usage_events.c.key_id, bucket, aggregate(usage_events.c.cost_nano))
+        .join(until, usage_events.c.key_id == until.c.key_id)
         .where(
-            usage_events.c.key_id == sa.any_(ids),
             usage_events.c.recorded_at >= redis_time(int(now_ms - window_ms - width)),
-            usage_events.c.recorded_at < redis_time(until_ms),
+            usage_events.c.recorded_at < redis_time(max(until_ms.values())),
+            usage_events.c.recorded_at < until.c.at,
         )
         .group_by(usage_events.c.key_id, bucket)
     )

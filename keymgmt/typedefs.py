@@ -2,12 +2,12 @@
 
 from typing import Any
 
-import redis.asyncio as redis
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.route_store import RouteStore
 from keymgmt.settings_store import SettingStore
+from keymgmt.slotpipes import KeymgmtRedis
 from keymgmt.store import KeyStore
 from shared.config import Settings
 from shared.limits import LimitEngine
@@ -20,7 +20,7 @@ SETTING_STORE = web.AppKey("setting_store", SettingStore)
 ROUTE_STORE = web.AppKey("route_store", RouteStore)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 LIMITS = web.AppKey("limits", LimitEngine)
-REDIS = web.AppKey("redis", redis.Redis)
+REDIS = web.AppKey[KeymgmtRedis]("redis")
 REGISTRY = web.AppKey("registry", Metrics)
 REQUESTS = web.AppKey("requests", Counter)
 EVENTS_WRITTEN = web.AppKey("events_written", Counter)

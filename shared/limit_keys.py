@@ -54,14 +54,19 @@ def to_usd(nano: int | float) -> float:
 
 # Present while Redis holds the spend it has been given; gone when Redis lost its data.
 SPEND_MARKER = f"{PREFIX}spend-epoch"
+# keymgmt's, while it gives a Redis that lost its data the spend back: who restores, and since
+# when that Redis holds its charges.
+SPEND_RESTORE_LOCK = f"{PREFIX}spend-restore-lock"
+SPEND_RESTORE_CUTOFF = f"{PREFIX}spend-restore-cutoff"
 
 
 @dataclass(frozen=True, slots=True)
 class Layout:
     """Where a key's companions live: the event stream its settlements append to, the spend
-    marker its admissions check, a replica's settle numbers. On one Redis, one of each for all
-    keys; in a cluster, one of each per slot, named with a tag that lands in that slot, so that
-    every script call touches one slot. keymgmt finds the streams in use by their prefix."""
+    marker its admissions check, a replica's settle numbers, the restore's lock and cutoff. On
+    one Redis, one of each for all keys; in a cluster, one of each per slot, named with a tag
+    that lands in that slot, so that every script call touches one slot. keymgmt looks for each
+    slot's stream by its name."""
 
     cluster: bool = False
 
@@ -80,6 +85,12 @@ class Layout:
 
     def sequence(self, replica: str, key: str) -> str:
         return self._in_slot_of(settle_sequence_key(replica), key)
+
+    def restore_lock(self, key: str) -> str:
+        return self._in_slot_of(SPEND_RESTORE_LOCK, key)
+
+    def restore_cutoff(self, key: str) -> str:
+        return self._in_slot_of(SPEND_RESTORE_CUTOFF, key)
 
 
 ONE_REDIS = Layout()
@@ -101,7 +112,10 @@ class Script:
 
     @classmethod
     def named(cls, name: str) -> Script:
-        source = resources.files("shared").joinpath("lua", name).read_text()
+        return cls.of(resources.files("shared").joinpath("lua", name).read_text())
+
+    @classmethod
+    def of(cls, source: str) -> Script:
         return cls(source, hashlib.sha1(source.encode()).hexdigest())
 
     def call(self, keys: Sequence[str], args: Sequence[int | str | bytes]) -> Command:

@@ -13,7 +13,8 @@ import redis.asyncio as redis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keymgmt.events import GROUP, EventConsumer
+from keymgmt.event_streams import GROUP
+from keymgmt.events import EventConsumer
 from shared.config import Settings
 from shared.db import key_spend, usage_events
 from shared.limit_keys import EVENT_FIELD, EVENTS_STREAM, SPEND_MARKER

@@ -7,7 +7,14 @@ import random
 import pytest
 from redis.crc import key_slot
 
-from shared.limit_keys import EVENTS_STREAM, SPEND_MARKER, Layout, settle_sequence_key
+from shared.limit_keys import (
+    EVENTS_STREAM,
+    SPEND_MARKER,
+    SPEND_RESTORE_CUTOFF,
+    SPEND_RESTORE_LOCK,
+    Layout,
+    settle_sequence_key,
+)
 from shared.slots import SLOTS, companion_tag, slot_of, slot_tag
 
 
@@ -45,3 +52,17 @@ def test_in_a_cluster_each_slot_has_companions_of_its_own() -> None:
     assert {slot_of(name) for name in names} == {slot_of(first)}
     assert layout.stream(first) != layout.stream(second)
     assert layout.stream(first).startswith(EVENTS_STREAM + ":{")
+
+
+def test_the_restore_companions_are_global_on_one_redis_and_per_slot_in_a_cluster() -> None:
+    counters = "gw:{k1}:spend"
+    assert (Layout().restore_lock(counters), Layout().restore_cutoff(counters)) == (
+        SPEND_RESTORE_LOCK,
+        SPEND_RESTORE_CUTOFF,
+    )
+    cluster = Layout(cluster=True)
+    names = [cluster.restore_lock(counters), cluster.restore_cutoff(counters)]
+    assert {slot_of(name) for name in names} == {slot_of(counters)}
+    assert names[0].startswith(SPEND_RESTORE_LOCK + ":{")
+    # A name the slot's stream gives leads to the same slot's companions.
+    assert cluster.restore_cutoff(cluster.stream(counters)) == names[1]
