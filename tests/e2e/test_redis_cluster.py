@@ -47,7 +47,8 @@ async def test_spend_never_passes_the_cost_limit(priced: Gateway) -> None:
 
 
 async def test_a_refusal_by_calls_in_flight_is_retried(priced: Gateway) -> None:
-    await limits.test_a_refusal_caused_by_a_call_in_flight_is_retried_by_the_sdk(priced)
+    windowed = {"costLimitInUsdOverTime": 3 * limits.CHAT_COST, "costLimitInUsdUnit": "h"}
+    await limits.test_a_refusal_caused_by_a_call_in_flight_is_retried_by_the_sdk(priced, windowed)
 
 
 async def test_a_users_budget_and_rate_hold_in_their_own_slot(priced: Gateway) -> None:
