@@ -130,6 +130,7 @@ def redis_settings(
             yield sentinel_set.settings(plain)
     elif deployment == "cluster":
         with ClusterDeployment(scratch_dir / "cluster") as cluster:
+            cluster.mark_spend_held()
             yield cluster.settings(plain)
     else:
         raise pytest.UsageError(f"TEST_REDIS_DEPLOYMENT: no deployment {deployment!r}")

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from shared.config import RedisSettings
-from shared.slots import SLOTS, slot_of
+from shared.limit_keys import Layout
+from shared.slots import SLOTS, slot_of, slot_tag
 
 PORTS = range(7100, 7200)
 _next_port = itertools.cycle(PORTS)
@@ -343,6 +344,20 @@ class ClusterDeployment:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def mark_spend_held(self) -> None:
+        """Set every slot's spend marker, as keymgmt does once it has restored any lost spend:
+        a proxy started before that treats the cluster as one that lost its data."""
+        layout = Layout(cluster=True)
+        with self.nodes[0].client() as client:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        for start, end, master, *_ in ranges:
+            node = next(node for node in self.nodes if node.port == int(master[1]))
+            markers = {layout.marker(f"{{{slot_tag(s)}}}"): "test" for s in range(start, end + 1)}
+            with node.client() as client, client.pipeline(transaction=False) as pipeline:
+                for name, value in markers.items():  # one MSET would cross slots
+                    pipeline.set(name, value)
+                pipeline.execute()
 
     def settings(self, base: RedisSettings) -> RedisSettings:
         # A seed that is gone comes first: the next one is asked.

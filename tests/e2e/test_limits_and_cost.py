@@ -15,7 +15,7 @@ import tiktoken
 
 from proxy.typedefs import LIMITS
 from shared.config import RedisSettings
-from shared.redispipe import RedisPipe
+from shared.redispipe import Pipe
 from tests.e2e.conftest import KEYS, Gateway, Start, write_pricing
 
 # Prices of the model the tests bill by (PRICING_FILE), chosen so that costs are easy to check.
@@ -254,16 +254,17 @@ async def test_one_admitted_request_costs_two_redis_round_trips(
     await chat(client)  # loads the scripts
     await asyncio.sleep(0.2)
     round_trips = 0
-    replies = RedisPipe.replies
     proxy_pipe = priced.proxies[0].app[LIMITS].redis
+    pipe_class = type(proxy_pipe)  # a RedisPipe, or in a cluster a ClusterPipe
+    replies = pipe_class.replies
 
-    async def counting(self: RedisPipe, commands: Any) -> list[Any]:
+    async def counting(self: Pipe, commands: Any) -> list[Any]:
         nonlocal round_trips
         if self is proxy_pipe:  # not keymgmt's, which shares the process
             round_trips += 1  # each call is one write and one wait for its replies
         return await replies(self, commands)
 
-    monkeypatch.setattr(RedisPipe, "replies", counting)
+    monkeypatch.setattr(pipe_class, "replies", counting)
     await chat(client)
     await asyncio.sleep(0.3)  # the settlement is flushed in the background
     # Admit and settle; and WAIT, where settle batches wait for replicas (a sentinel deployment).

@@ -26,6 +26,7 @@ pricing_file = limits.pricing_file
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDeployment]:
     with ClusterDeployment(tmp_path_factory.mktemp("cluster")) as deployment:
+        deployment.mark_spend_held()
         yield deployment
 
 
@@ -59,6 +60,7 @@ async def test_a_users_budget_and_rate_hold_in_their_own_slot(priced: Gateway) -
 @pytest.fixture
 def failing_cluster(tmp_path: Path) -> Iterator[ClusterDeployment]:
     with ClusterDeployment(tmp_path / "cluster") as deployment:
+        deployment.mark_spend_held()
         yield deployment
 
 
