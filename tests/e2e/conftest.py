@@ -74,10 +74,17 @@ class Gateway:
         return await response.json()  # type: ignore[no-any-return]
 
     async def settled_cost(self, key_id: str, expected: float, within: float = 1.0) -> float:
-        """The key's costInUsd once it reaches `expected`, or whatever it is after `within` s."""
+        """The key's costInUsd once it reaches `expected`, or whatever it is after `within` s.
+        A 503 (keymgmt cannot read Redis for a moment, as right after a failover) is asked
+        again within that time."""
         deadline = time.monotonic() + within
         while True:
-            cost = float((await self.spend(key_id))["costInUsd"])
+            response = await self.keymgmt.get(f"/api/reporting/keys/{key_id}")
+            if response.status == 503 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                continue
+            assert response.status == 200, await response.text()
+            cost = float((await response.json())["costInUsd"])
             if cost >= expected - 1e-12 or time.monotonic() > deadline:
                 return cost
             await asyncio.sleep(0.02)
