@@ -30,6 +30,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    # A statement past its statement_timeout: Postgres is too slow (or a lock holds it) now.
+    asyncpg.QueryCanceledError,
 )
 
 

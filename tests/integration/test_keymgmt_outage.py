@@ -10,6 +10,7 @@ import services
 
 from keymgmt.app import create_app
 from shared.config import Settings
+from shared.pg import connect
 from tests.conftest import on_postgres
 
 KEYS = "/api/key-management/keys"
@@ -60,3 +61,20 @@ async def test_start_waits_for_postgres(
     client = await asyncio.wait_for(starting, timeout=30)
     response = await client.put(KEYS, json={"name": "late", "key": "sk-late"})
     assert response.status == 200
+
+
+async def test_a_write_past_its_statement_timeout_is_a_503(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/api/health")).status == 200  # migrated: the table exists
+    blocker = await connect(settings.postgres, "test-blocker")
+    try:
+        async with blocker.transaction():
+            # Every write to the keys waits behind this lock, until its statement timeout.
+            await blocker.execute("LOCK TABLE keys IN ACCESS EXCLUSIVE MODE")
+            response = await client.put(KEYS, json={"name": "slow", "key": "sk-blocked-1"})
+        assert response.status == 503, await response.text()
+        assert (await response.json())["type"] == "database_unavailable"
+    finally:
+        await blocker.close()
