@@ -254,7 +254,7 @@ def profile(name: str, leg: Leg, args: argparse.Namespace) -> str:
     return f"Collapsed stacks: `{raw.relative_to(ROOT)}`. {summary}"
 
 
-PROFILED = ("proxy", "baseline")
+PROFILED = ("proxy", "baseline", "cluster")
 
 
 def bench(
