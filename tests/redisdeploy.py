@@ -298,21 +298,27 @@ class SentinelDeployment:
 
 class ClusterDeployment:
     """A Redis Cluster of three masters, each with a replica, all durable, made with the cluster
-    commands themselves (no redis-cli): slots split in three, every node met, replicas attached."""
+    commands themselves (no redis-cli): slots split in three, every node met, replicas attached.
+    `persistence`, redis-server arguments, replaces the durable nodes' (the benchmark's cluster
+    persists as the standalone Redis it is compared with)."""
 
     MASTERS = 3
     NODE_TIMEOUT_MS = 1000  # a master unreachable this long is failed over by its replica
 
-    def __init__(self, data_dir: Path, access: Access = Access()) -> None:
+    def __init__(
+        self, data_dir: Path, access: Access = Access(), persistence: tuple[str, ...] | None = None
+    ) -> None:
         self.access = access
         extra = (
             *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
             *("--cluster-node-timeout", str(self.NODE_TIMEOUT_MS)),
             # Over TLS the bus port is the TLS port's plus 10000, not the plain port's (0).
             *(("--tls-cluster", "yes") if access.tls is not None else ()),
+            # After the node's own persistence arguments: the last of each one counts.
+            *(persistence or ()),
         )
         self.nodes = [
-            RedisNode(data_dir / f"node{i}", access, extra, durable=True)
+            RedisNode(data_dir / f"node{i}", access, extra, durable=persistence is None)
             for i in range(2 * self.MASTERS)
         ]
 

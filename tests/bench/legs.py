@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench import gateway, litellm_leg
+from tests.bench import cluster, gateway, litellm_leg
 from tests.bench.loadgen import Target
 from tests.bench.procs import PYTHON, Processes, Server, Unavailable, children, free_port, wait_http
 
@@ -41,6 +42,7 @@ TITLES = {
     "baseline": "proxy, baseline tree",  # with --baseline-tree, never chosen by --legs
     "untraced": "proxy, telemetry off",
     "proxy2": "proxy x2 workers",
+    "cluster": "proxy, Redis Cluster",
     "litellm": "LiteLLM",
     "anthropic_direct": "direct, Anthropic",
     "anthropic": "proxy, Anthropic",
@@ -50,6 +52,7 @@ REFERENCES = {
     "anthropic": ("anthropic_direct",),
     "baseline": ("direct", "proxy"),
     "users": ("proxy",),
+    "cluster": ("proxy",),
 }
 
 
@@ -91,6 +94,7 @@ class Starters:
     upstream: Server
     keys: gateway.BenchKeys  # the gateway keys the proxy legs present
     work_dir: Path
+    deployments: contextlib.ExitStack  # what the legs start besides servers: the cluster
     baseline_tree: Path | None = None  # another checkout, whose proxy the baseline leg runs
 
     def by_name(self) -> dict[str, Callable[[], Leg]]:
@@ -103,6 +107,7 @@ class Starters:
             "baseline": self.baseline,
             "untraced": self.untraced,
             "proxy2": lambda: self.proxy(2),
+            "cluster": self.cluster,
             "litellm": self.litellm,
             "anthropic_direct": self.anthropic_direct,
             "anthropic": self.anthropic,
@@ -156,6 +161,20 @@ class Starters:
             self.upstream,
             "untraced",
             module="tests.bench.untraced_proxy",
+        )
+        wait_http(server, "/api/health", START_TIMEOUT)
+        return self.openai_leg(server)
+
+    def cluster(self) -> Leg:
+        """The proxy leg on a Redis Cluster of its own, the keys as ever from Postgres."""
+        with self.stores.redis_client(gateway.REDIS_DB) as standalone:
+            deployment = cluster.start(self.deployments, self.work_dir / "cluster", standalone)
+        server = gateway.start_proxy(
+            self.processes,
+            self.stores,
+            self.upstream,
+            "cluster",
+            settings=cluster.proxy_env(deployment),
         )
         wait_http(server, "/api/health", START_TIMEOUT)
         return self.openai_leg(server)

@@ -272,6 +272,13 @@ def checks(results: Results) -> list[Check]:
             lambda v: v <= 1.0,
         ),
         Check(
+            "Redis Cluster: proxy throughput on the cluster ÷ on one Redis (median of the rounds)",
+            paired_ratio(legs.get("cluster"), proxy),
+            "x",
+            "≥ 0.9x",
+            lambda v: v >= 0.9,
+        ),
+        Check(
             "two windows and a user: CPU a request beyond the proxy's one window "
             "(median of the rounds)",
             _median(cpu_added_by_round(legs.get("users"), proxy)),

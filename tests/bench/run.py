@@ -4,7 +4,8 @@ Legs, each server in its own process and the load generator in another: (a) stra
 fake upstream, (b) a bare aiohttp pass-through, (c) the proxy with a rate- and cost-limited key,
 (c2) the proxy with PROXY_WORKERS=2, (c3) the proxy with its log line, metrics and usage events
 switched off, to tell what they cost, (c4) a one-step route, (c5) a key of two rate windows
-whose calls name its user, (d) LiteLLM's proxy, (e) the Anthropic Messages API through the
+whose calls name its user, (c6) the proxy on a Redis Cluster of three masters with a replica
+each, started by the bench, (d) LiteLLM's proxy, (e) the Anthropic Messages API through the
 proxy's anthropic path, against the same fake upstream direct; with --baseline-tree, the proxy
 of another checkout beside this one's. Every server is started first, then in each round
 each measurement runs on every leg in turn. Then the key snapshot at scale. Prints a Markdown
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import platform
@@ -30,6 +32,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import redis
 
 from tests.bench import gateway, loadgen, pyspy, report, scale, wrk
 from tests.bench.legs import REFERENCES, START_TIMEOUT, TITLES, Leg, Starters
@@ -131,7 +134,13 @@ def throughput(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-LEG_ERRORS = (RuntimeError, OSError, subprocess.SubprocessError, aiohttp.ClientError)
+LEG_ERRORS = (
+    RuntimeError,
+    OSError,
+    subprocess.SubprocessError,
+    aiohttp.ClientError,
+    redis.RedisError,  # the cluster leg's, while it starts its cluster
+)
 
 
 def start_legs(starters: Starters, results: report.Results, names: list[str]) -> dict[str, Leg]:
@@ -245,10 +254,15 @@ def profile(name: str, leg: Leg, args: argparse.Namespace) -> str:
     return f"Collapsed stacks: `{raw.relative_to(ROOT)}`. {summary}"
 
 
-PROFILED = ("proxy", "baseline")
+PROFILED = ("proxy", "baseline", "cluster")
 
 
-def bench(args: argparse.Namespace, processes: Processes, stores: gateway.Stores) -> report.Results:
+def bench(
+    args: argparse.Namespace,
+    processes: Processes,
+    stores: gateway.Stores,
+    deployments: contextlib.ExitStack,
+) -> report.Results:
     progress("database: recreating gateway_bench with 1k keys, the bench keys made by keymgmt")
     asyncio.run(gateway.drop_database(stores, create_again=True))
     gateway.migrate(stores)
@@ -260,7 +274,7 @@ def bench(args: argparse.Namespace, processes: Processes, stores: gateway.Stores
     )
     wait_http(upstream, "/v1/models", START_TIMEOUT)
     keys = gateway.create_bench_keys(processes, stores, upstream)
-    starters = Starters(processes, stores, upstream, keys, WORK, args.baseline_tree)
+    starters = Starters(processes, stores, upstream, keys, WORK, deployments, args.baseline_tree)
 
     results = report.Results()
     legs = start_legs(starters, results, leg_names(args))
@@ -351,8 +365,9 @@ def stop_on_signals() -> None:
 def run(args: argparse.Namespace) -> report.Results:
     with gateway.stores(WORK / "stores") as stores:
         try:
-            with Processes(WORK / "logs") as processes:
-                return bench(args, processes, stores)
+            # Left in reverse: every server stops before the cluster it may be using.
+            with contextlib.ExitStack() as deployments, Processes(WORK / "logs") as processes:
+                return bench(args, processes, stores, deployments)
         finally:
             asyncio.run(gateway.drop_database(stores))
             gateway.flush_redis(stores)

@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+import redis
+import services
 from aiohttp.test_utils import TestServer
 
 from proxy.fakeupstream import FakeOptions, create_fake_upstream
 from proxy.users import named_user
+from shared.config import Settings
 from shared.schemas import CreateKeySchema, CreateUserSchema
-from tests.bench import gateway, legs, loadgen, report, run
-from tests.bench.procs import Server
+from tests.bench import cluster, gateway, legs, loadgen, report, run
+from tests.bench.procs import HOST, Server
+from tests.redisdeploy import ClusterDeployment
 
 
 def fake_server(server: TestServer) -> Server:
@@ -163,3 +168,53 @@ def test_the_users_leg_is_judged_on_cpu_beyond_the_proxy_in_the_same_round() -> 
     # Per round +5%, +20%, +12%: the median, not the ratio of the medians (280 / 250).
     assert check.row().endswith("| 12.00% | ≤ 10% | **missed** |")
     assert "| **median** | 250 | 280 | +30 | +12.0% |" in report.users_table(results)
+
+
+def test_a_cluster_run_starts_the_proxy_leg_beside_it() -> None:
+    chosen = argparse.Namespace(legs=["cluster"], baseline_tree=None)
+
+    assert run.leg_names(chosen) == ["proxy", "cluster"]
+
+
+def test_the_cluster_leg_is_judged_on_throughput_against_the_proxy_in_the_same_round() -> None:
+    proxy = leg("proxy", (1.0, 1.0, 1.0), [300, 200, 400])
+    on_cluster = leg("proxy, Redis Cluster", (1.1, 1.1, 1.1), [270, 170, 380])
+    results = report.Results(legs={"proxy": proxy, "cluster": on_cluster})
+
+    check = next(c for c in report.checks(results) if c.figure.startswith("Redis Cluster"))
+
+    # Per round 0.90, 0.85, 0.95: the median of the rounds, not the ratio of the medians.
+    assert check.row().endswith("| 0.90x | ≥ 0.9x | met |")
+
+
+def test_the_proxy_of_the_cluster_leg_runs_in_cluster_mode_on_every_node(tmp_path: Path) -> None:
+    deployment = ClusterDeployment(tmp_path)  # not started: its nodes' ports are chosen
+    stores = gateway.Stores(HOST, 5432, "postgres", "", HOST, 6379, "standalone-secret")
+
+    environment = gateway.service_env(stores, **cluster.proxy_env(deployment))
+    redis_settings = Settings.from_env(environment).redis
+
+    assert (redis_settings.mode, redis_settings.db, redis_settings.password) == ("cluster", 0, "")
+    assert sorted(redis_settings.addresses()) == sorted((n.host, n.port) for n in deployment.nodes)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_the_bench_cluster_persists_as_the_standalone_redis_does(
+    tmp_path: Path, persistent: bool
+) -> None:
+    standalone = services.Redis(tmp_path / "standalone", persistent=persistent)
+    with standalone, redis.Redis(host=standalone.host, port=standalone.port) as client:
+        persistence = cluster.persistence_of(client)
+        expected = client.config_get("append*")
+    node = ClusterDeployment(tmp_path / "cluster", persistence=persistence).nodes[0]
+
+    with node, node.client() as client:
+        started = client.config_get("append*")
+
+    assert {k: started[k] for k in ("appendonly", "appendfsync")} == {
+        k: expected[k] for k in ("appendonly", "appendfsync")
+    }
+
+
+def test_a_test_cluster_stays_durable_by_default(tmp_path: Path) -> None:
+    assert all(node.durable for node in ClusterDeployment(tmp_path).nodes)
