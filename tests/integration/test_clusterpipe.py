@@ -132,6 +132,12 @@ def test_the_first_key_is_the_one_redis_finds(
     assert (key.decode() if isinstance(key, bytes) else key) == keys[0]
 
 
+async def test_an_empty_batch_has_no_replies(pipe: ClusterPipe) -> None:
+    for _ in range(2):  # before the first connection, and on it
+        assert await pipe.replies([]) == []
+        assert await pipe.execute([("PING",)]) == [b"PONG"]
+
+
 async def test_a_batch_across_every_master_comes_back_in_order(
     cluster: ClusterDeployment, pipe: ClusterPipe
 ) -> None:
