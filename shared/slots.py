@@ -34,10 +34,11 @@ def word_of(part: str | int | bytes) -> str:
 
 
 # Where a command's first key is: its first argument, but for these. 3: after the count of keys,
-# if it is above 0; 2: after the subcommand; -1: after the word STREAMS; 0: none.
+# if it is above 0; 2: after the subcommand; -n: after the word STREAMS, looked for from the
+# n-th argument on (past XREADGROUP's group and consumer, which may be named so); 0: none.
 _AT = {
     **dict.fromkeys(("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"), 3),
-    "XGROUP": 2, "XREAD": -1, "XREADGROUP": -1,
+    "XGROUP": 2, "XREAD": -1, "XREADGROUP": -4,
     **dict.fromkeys((
         "WAIT", "PING", "ECHO", "SCRIPT", "CLIENT", "CONFIG", "INFO", "CLUSTER", "ROLE", "ACL",
         "TIME", "DBSIZE", "FLUSHALL", "FLUSHDB", "COMMAND", "FUNCTION", "SLOWLOG", "LATENCY",
@@ -60,13 +61,11 @@ def first_key(command: Sequence[str | int | bytes]) -> str | int | bytes | None:
         return command[3] if len(command) > 3 and int(command[2]) > 0 else None
     if at == 2:
         return command[2] if len(command) > 2 else None
-    if at == -1:
-        i = 1
-        while i < len(command) - 1:
-            word = word_of(command[i])
-            if word == "STREAMS":
+    if at < 0:
+        for i in range(-at, len(command) - 1):
+            part = command[i]
+            if not isinstance(part, int) and len(part) == 7 and word_of(part) == "STREAMS":
                 return command[i + 1]
-            i += 3 if word == "GROUP" else 1  # its group and consumer may be named STREAMS
     return None
 
 
