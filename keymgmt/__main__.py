@@ -13,7 +13,7 @@ import sys
 from aiohttp import web
 
 from keymgmt.app import create_app
-from keymgmt.slotpipes import connect
+from keymgmt.slot_batches import connect
 from keymgmt.spend import rebuild_all_spend
 from shared.config import ConfigError, Settings
 from shared.db_engine import create_engine, migrate, wait_for_database

@@ -19,7 +19,7 @@ from keymgmt.route_store import RouteStore
 from keymgmt.routes import routes
 from keymgmt.setting_routes import routes as setting_routes
 from keymgmt.settings_store import SettingStore
-from keymgmt.slotpipes import connect
+from keymgmt.slot_batches import connect
 from keymgmt.spend import restore_lost_spend
 from keymgmt.store import KeyStore
 from keymgmt.typedefs import (

@@ -18,10 +18,10 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
-from keymgmt.slotpipes import SlotPipes
+from keymgmt.slot_batches import SlotBatches
 from shared.limit_keys import EVENTS_STREAM, SPEND_MARKER, Layout, Script
 from shared.redispipe import RedisReplyError
-from shared.slots import SLOTS, slot_of, slot_tag
+from shared.slots import SLOTS, slot_tag
 
 GROUP = "keymgmt"
 BATCH = 500
@@ -131,14 +131,15 @@ class SlotStreams:
     Every LOOK_SECONDS the 16384 possible names are looked up (EXISTS, a few ms of each master;
     SCAN would cost a master with many keys far more), the group made on new streams, and all
     streams read; the passes between read those that had entries at their last read. A pass
-    reads in one batch per master, and a stream whose last read filled its count gets a larger
-    share of it. Nothing blocks: a pass that found nothing waits block_ms."""
+    reads in one write per master (for each CHUNK of streams), and a stream whose last read
+    filled its count gets a larger share of it. Nothing blocks: a pass that found nothing waits
+    block_ms."""
 
-    def __init__(self, pipes: SlotPipes, consumer: str, claim_idle_ms: int) -> None:
+    def __init__(self, pipes: SlotBatches, consumer: str, claim_idle_ms: int) -> None:
         self._pipes = pipes
         self._consumer = consumer
         self._claim_idle_ms = claim_idle_ms
-        self._streams: dict[str, int] = {}  # those with the group, and their slots
+        self._streams: set[str] = set()  # those with the group
         self._active: set[str] = set()  # those that had entries at their last read
         self._behind: set[str] = set()  # those whose last read filled its count
         self._look_at = 0.0  # monotonic
@@ -176,37 +177,30 @@ class SlotStreams:
 
     async def done(self, read: Read) -> None:
         acks = await self._pipes.replies(
-            [
-                (slot_of(name), ("XACK", name, GROUP, *(i for i, _ in entries)))
-                for name, entries in read
-            ]
+            [("XACK", name, GROUP, *(i for i, _ in entries)) for name, entries in read]
         )
         trims = []
         for (name, entries), acknowledged in zip(read, acks, strict=True):
             self._check(name, acknowledged)
             if acknowledged == len(entries):  # else the stream's master lost it: see OneStream
                 keys = [name, CLUSTER.marker(name)]
-                trims.append((slot_of(name), TRIM.call(keys, [GROUP, last_of(entries)])))
-        await self._pipes.execute(trims, scripts=[TRIM])
+                trims.append(TRIM.call(keys, [GROUP, last_of(entries)]))
+        await self._pipes.execute(trims, script=TRIM)
         self._unacknowledged = False
 
     async def _look(self) -> None:
         names = stream_names()
-        found = await self._pipes.execute(
-            [(slot, ("EXISTS", name)) for slot, name in enumerate(names)]
-        )
-        present = {names[slot]: slot for slot in range(SLOTS) if found[slot]}
+        found = await self._pipes.execute([("EXISTS", name) for name in names])
+        present = {name for name, exists in zip(names, found, strict=True) if exists}
         new = [name for name in present if name not in self._streams]
-        made = await self._pipes.replies(
-            [(present[name], ("XGROUP", "CREATE", name, GROUP, "0")) for name in new]
-        )
+        made = await self._pipes.replies([("XGROUP", "CREATE", name, GROUP, "0") for name in new])
         for name, reply in zip(new, made, strict=True):
             if isinstance(reply, RedisReplyError) and "BUSYGROUP" not in str(reply):
-                present.pop(name)  # gone again meanwhile: the next look finds it if it is back
+                present.discard(name)  # gone again meanwhile: the next look finds it if back
         self._streams = present
 
     async def _read_new(self) -> Read:
-        names = self._streams if self._looked else self._active & self._streams.keys()
+        names = self._streams if self._looked else self._active & self._streams
         self._looked = False
         base = self._share()
         more = min(BATCH, max(base, PASS_ENTRIES // max(1, len(self._behind))))
@@ -220,7 +214,7 @@ class SlotStreams:
         head = ("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT")
         names = list(counts)
         replies = await self._pipes.replies(
-            [(self._streams[n], (*head, counts[n], "STREAMS", n, start)) for n in names]
+            [(*head, counts[n], "STREAMS", n, start) for n in names]
         )
         # A stream's reply: none, or [[stream, entries]].
         return self._entries(names, replies, lambda reply: reply[0][1] if reply else ())
@@ -229,9 +223,7 @@ class SlotStreams:
         # Entries a dead consumer read but never acknowledged.
         tail = (GROUP, self._consumer, self._claim_idle_ms, "0-0", "COUNT", self._share())
         names = list(self._streams)
-        replies = await self._pipes.replies(
-            [(self._streams[n], ("XAUTOCLAIM", n, *tail)) for n in names]
-        )
+        replies = await self._pipes.replies([("XAUTOCLAIM", n, *tail) for n in names])
         return self._entries(names, replies, lambda reply: reply[1])  # [cursor, entries, gone]
 
     def _entries(self, names: list[str], replies: list[Any], of: Callable[[Any], Any]) -> Read:
@@ -251,6 +243,6 @@ class SlotStreams:
             return True
         if not str(reply).startswith("NOGROUP"):
             raise reply
-        self._streams.pop(name, None)
+        self._streams.discard(name)
         self._look_at = 0.0
         return False

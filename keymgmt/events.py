@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keymgmt.event_rows import rejection, row_of
 from keymgmt.event_streams import BATCH, Entry, OneStream, SlotStreams
-from keymgmt.slotpipes import KeymgmtRedis, SlotPipes
+from keymgmt.slot_batches import KeymgmtRedis, SlotBatches
 from shared.db import EVENT_WRITE_LOCK, usage_events, usage_events_rejected
 from shared.db_engine import is_unavailable
 from shared.metrics import Counter
@@ -64,7 +64,7 @@ class EventConsumer:
         self._failing = False
         self._streams = (
             SlotStreams(client, self.name, claim_idle_ms)
-            if isinstance(client, SlotPipes)
+            if isinstance(client, SlotBatches)
             else OneStream(client, self.name, claim_idle_ms)
         )
 

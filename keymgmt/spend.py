@@ -13,7 +13,7 @@ tried again.
 In a cluster all of that holds slot by slot: each slot has its marker, stream, cutoff and lock
 (shared.limit_keys.Layout), a restore gives the slots without a marker the spend of the keys
 whose counters they hold, from each slot's own cutoff, and slots without keys get their marker
-too. The 16384 markers are checked in one batch per master: a few tens of ms.
+too. The 16384 markers are checked in a few batches, one write per master each: tens of ms.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import redis.asyncio as redis
 from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keymgmt.slotpipes import KeymgmtRedis, SlotPipes
+from keymgmt.slot_batches import KeymgmtRedis, SlotBatches
 from keymgmt.spend_totals import SpendPlan, read_plan
 from shared.limit_keys import (
     EVENTS_STREAM,
@@ -98,7 +98,7 @@ return 0
 
 async def restore_lost_spend(engine: AsyncEngine, client: KeymgmtRedis) -> bool:
     """If Redis came back empty, give it the spend it held before; True if this call did."""
-    if isinstance(client, SlotPipes):
+    if isinstance(client, SlotBatches):
         return await _restore_slots(engine, client)
     if await client.exists(SPEND_MARKER):
         return False
@@ -126,7 +126,7 @@ async def rebuild_all_spend(engine: AsyncEngine, client: KeymgmtRedis) -> int:
     Run it with the proxies stopped, or accept that calls settling meanwhile may be counted
     twice or not at all. Returns the number of keys with spend.
     """
-    if isinstance(client, SlotPipes):
+    if isinstance(client, SlotBatches):
         return await _rebuild_slots(engine, client)
     token = os.urandom(16).hex()
     lock = client.lock(SPEND_RESTORE_LOCK, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS)
@@ -161,9 +161,8 @@ async def _apply(client: redis.Redis, plan: SpendPlan, token: str, marker: str) 
     return bool(await client.register_script(APPLY.source)(keys=keys, args=args))
 
 
-async def _restore_slots(engine: AsyncEngine, pipes: SlotPipes) -> bool:
-    markers = [(slot, ("EXISTS", CLUSTER.marker(slot_tag(slot)))) for slot in range(SLOTS)]
-    present = await pipes.execute(markers)
+async def _restore_slots(engine: AsyncEngine, pipes: SlotBatches) -> bool:
+    present = await pipes.execute([("EXISTS", CLUSTER.marker(slot_tag(s))) for s in range(SLOTS)])
     lost = [slot for slot in range(SLOTS) if not present[slot]]
     if not lost:
         return False
@@ -172,12 +171,10 @@ async def _restore_slots(engine: AsyncEngine, pipes: SlotPipes) -> bool:
     if not slots:
         return False
     try:
+        tags = [slot_tag(slot) for slot in slots]
         cutoffs = await pipes.execute(
-            [
-                (slot, CUTOFF.call([CLUSTER.restore_cutoff(tag), CLUSTER.stream(tag)], []))
-                for slot, tag in ((slot, slot_tag(slot)) for slot in slots)
-            ],
-            scripts=[CUTOFF],
+            [CUTOFF.call([CLUSTER.restore_cutoff(tag), CLUSTER.stream(tag)], []) for tag in tags],
+            script=CUTOFF,
         )
         cutoff_ms = {slot: int(reply[0]) for slot, reply in zip(slots, cutoffs, strict=True)}
         now_ms = max(int(reply[1]) for reply in cutoffs)  # the masters' clocks, about alike
@@ -194,7 +191,7 @@ async def _restore_slots(engine: AsyncEngine, pipes: SlotPipes) -> bool:
     return restored > 0
 
 
-async def _rebuild_slots(engine: AsyncEngine, pipes: SlotPipes) -> int:
+async def _rebuild_slots(engine: AsyncEngine, pipes: SlotBatches) -> int:
     token = os.urandom(16).hex()
     held: set[int] = set()
     deadline = time.monotonic() + LOCK_SECONDS
@@ -205,7 +202,7 @@ async def _rebuild_slots(engine: AsyncEngine, pipes: SlotPipes) -> int:
                 if time.monotonic() > deadline:
                     raise RuntimeError("a spend restore holds the lock; try again")
                 await asyncio.sleep(0.1)
-        ((seconds, micros),) = await pipes.execute([(0, ("TIME",))])
+        ((seconds, micros),) = await pipes.execute([("TIME",)])
         plan = await read_plan(engine, None, int(seconds) * 1000 + int(micros) // 1000)
         await _apply_slots(pipes, plan, token, "rebuilt", range(SLOTS))
     finally:
@@ -214,7 +211,7 @@ async def _rebuild_slots(engine: AsyncEngine, pipes: SlotPipes) -> int:
 
 
 async def _apply_slots(
-    pipes: SlotPipes, plan: SpendPlan, token: str, marker: str, slots: Iterable[int]
+    pipes: SlotBatches, plan: SpendPlan, token: str, marker: str, slots: Iterable[int]
 ) -> int:
     """The plan applied slot by slot, each slot's marker set; the number of slots it applied."""
     by_slot: dict[int, SpendPlan] = {}
@@ -227,22 +224,19 @@ async def _apply_slots(
         keys, args = _apply_call(
             CLUSTER, slot_tag(slot), by_slot.get(slot, SpendPlan()), token, marker
         )
-        commands.append((slot, APPLY.call(keys, args)))
-    return sum(await pipes.execute(commands, scripts=[APPLY]))
+        commands.append(APPLY.call(keys, args))
+    return sum(await pipes.execute(commands, script=APPLY))
 
 
-async def _lock(pipes: SlotPipes, slots: list[int], token: str) -> list[int]:
+async def _lock(pipes: SlotBatches, slots: list[int], token: str) -> list[int]:
     """The slots whose restore lock this call took."""
     replies = await pipes.execute(
-        [
-            (s, ("SET", CLUSTER.restore_lock(slot_tag(s)), token, "NX", "EX", LOCK_SECONDS))
-            for s in slots
-        ]
+        [("SET", CLUSTER.restore_lock(slot_tag(s)), token, "NX", "EX", LOCK_SECONDS) for s in slots]
     )
     return [slot for slot, reply in zip(slots, replies, strict=True) if reply is not None]
 
 
-async def _unlock(pipes: SlotPipes, slots: list[int], token: str) -> None:
-    commands = [(s, UNLOCK.call([CLUSTER.restore_lock(slot_tag(s))], [token])) for s in slots]
+async def _unlock(pipes: SlotBatches, slots: list[int], token: str) -> None:
+    commands = [UNLOCK.call([CLUSTER.restore_lock(slot_tag(s))], [token]) for s in slots]
     with contextlib.suppress(OSError):  # unreachable: the locks expire
-        await pipes.execute(commands, scripts=[UNLOCK])
+        await pipes.execute(commands, script=UNLOCK)

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keymgmt.route_store import RouteStore
 from keymgmt.settings_store import SettingStore
-from keymgmt.slotpipes import KeymgmtRedis
+from keymgmt.slot_batches import KeymgmtRedis
 from keymgmt.store import KeyStore
 from shared.config import Settings
 from shared.limits import LimitEngine

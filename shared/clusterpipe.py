@@ -31,7 +31,7 @@ from shared.redispipe import (
     tls_context,
 )
 from shared.slotmap import Node, SlotMap
-from shared.slots import first_key, slot_of
+from shared.slots import first_key, slot_of, word_of
 
 MAX_REDIRECTS = 5  # MOVED or ASK for one command, or tries of a node that refused it
 RETRY_PAUSE = 0.05  # before a command the cluster could not serve (TRYAGAIN, CLUSTERDOWN) again
@@ -42,7 +42,7 @@ _ASKING: Command = ("ASKING",)
 
 def _everywhere(name: str | int | bytes) -> bool:
     """Whether a command of no key goes to every master: SCRIPT (LOAD, FLUSH) does."""
-    return (name.decode() if isinstance(name, bytes) else str(name)).upper() == "SCRIPT"
+    return word_of(name) == "SCRIPT"
 
 
 def _retried(replies: list[Any]) -> bool:

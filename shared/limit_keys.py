@@ -121,6 +121,10 @@ class Script:
     def call(self, keys: Sequence[str], args: Sequence[int | str | bytes]) -> Command:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
+    @property
+    def load(self) -> Command:
+        return ("SCRIPT", "LOAD", self.source)
+
 
 @dataclass(frozen=True, slots=True)
 class KeyNames:

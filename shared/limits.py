@@ -285,9 +285,8 @@ class LimitEngine:
         lost = [i for i in failed if isinstance(replies[i], NoScriptError)]
         if not lost:
             return replies
-        load: Command = ("SCRIPT", "LOAD", script.source)
         try:
-            loaded, *again = await self.redis.replies([load, *(commands[i] for i in lost)])
+            loaded, *again = await self.redis.replies([script.load, *(commands[i] for i in lost)])
         except Exception as error:  # the calls that ran keep their replies
             again = [error] * len(lost)
         else:

@@ -1,20 +1,16 @@
-"""The Redis client both services use."""
+"""redis-py's client of one Redis: standalone, or the master the sentinels name. (A cluster is
+reached through shared.clusterpipe.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import redis.asyncio as redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from shared.config import RedisSettings
-
-# What keymgmt talks to: one server (found through the sentinels in sentinel mode), or a cluster.
-# Commands that name keys work alike on both; what must differ by mode asks `isinstance`.
-RedisClient = redis.Redis | RedisCluster
 
 
 def _tls_options(settings: RedisSettings) -> dict[str, Any]:
@@ -28,7 +24,7 @@ def _tls_options(settings: RedisSettings) -> dict[str, Any]:
     }
 
 
-def create_redis(settings: RedisSettings, max_connections: int = 64) -> RedisClient:
+def create_redis(settings: RedisSettings, max_connections: int = 64) -> redis.Redis:
     # One quick retry covers a connection that went stale across a Redis restart (or a
     # failover); more would make a request wait on a Redis that is really gone.
     options: dict[str, Any] = {
@@ -54,10 +50,5 @@ def create_redis(settings: RedisSettings, max_connections: int = 64) -> RedisCli
         }
         sentinels = Sentinel(settings.addresses(), sentinel_kwargs=sentinel_options)
         return sentinels.master_for(settings.sentinel_master, **options)
-    if settings.mode == "cluster":
-        # Each seed is asked in turn for the cluster's map until one answers; max_connections is
-        # per node.
-        seeds = [ClusterNode(host, port) for host, port in settings.addresses()]
-        return RedisCluster(startup_nodes=seeds, **options)
     host, port = settings.addresses()[0]
     return redis.Redis(host=host, port=port, **options)

@@ -78,6 +78,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:  # lost since it was found open
             raise RedisUnavailable("connection to Redis lost")
         future = asyncio.get_running_loop().create_future()
+        if not commands:  # no reply to wait for: waiting would take the next batch's replies
+            future.set_result([])
+            return future
         self._waiting.append(_Batch(future, len(commands)))
         # hiredis's stub types its argument as a 1-tuple; any length is packed.
         packed = [hiredis.pack_command(tuple(c)) for c in commands]  # type: ignore[arg-type]

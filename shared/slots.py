@@ -28,12 +28,23 @@ def slot_of(key: str | bytes) -> int:
     return binascii.crc_hqx(hashed_part(raw), 0) % SLOTS
 
 
-# Where a command's first key is: its first argument, but for these.
-_AFTER_COUNT = {"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"}  # if count > 0
-_NO_KEY = {
-    "WAIT", "PING", "ECHO", "SCRIPT", "CLIENT", "CONFIG", "INFO", "CLUSTER", "ROLE", "ACL", "TIME",
-    "DBSIZE", "FLUSHALL", "FLUSHDB", "COMMAND", "FUNCTION", "SLOWLOG", "LATENCY", "LASTSAVE",
-    "HELLO", "AUTH", "READONLY", "READWRITE", "ASKING", "MULTI", "EXEC", "DISCARD", "PUBLISH",
+def word_of(part: str | int | bytes) -> str:
+    """A command's name or keyword in capitals: Redis reads either in any case."""
+    return (part.decode() if isinstance(part, bytes) else str(part)).upper()
+
+
+# Where a command's first key is: its first argument, but for these. 3: after the count of keys,
+# if it is above 0; 2: after the subcommand; -n: after the word STREAMS, looked for from the
+# n-th argument on (past XREADGROUP's group and consumer, which may be named so); 0: none.
+_AT = {
+    **dict.fromkeys(("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"), 3),
+    "XGROUP": 2, "XREAD": -1, "XREADGROUP": -4,
+    **dict.fromkeys((
+        "WAIT", "PING", "ECHO", "SCRIPT", "CLIENT", "CONFIG", "INFO", "CLUSTER", "ROLE", "ACL",
+        "TIME", "DBSIZE", "FLUSHALL", "FLUSHDB", "COMMAND", "FUNCTION", "SLOWLOG", "LATENCY",
+        "LASTSAVE", "HELLO", "AUTH", "READONLY", "READWRITE", "ASKING", "MULTI", "EXEC",
+        "DISCARD", "PUBLISH",
+    ), 0),
 }  # fmt: skip
 _positions: dict[object, int] = {}  # by a command's name as spelled: a few spellings
 
@@ -43,12 +54,18 @@ def first_key(command: Sequence[str | int | bytes]) -> str | int | bytes | None:
     name = command[0]
     at = _positions.get(name)
     if at is None:
-        word = (name.decode() if isinstance(name, bytes) else str(name)).upper()
-        at = _positions[name] = 3 if word in _AFTER_COUNT else 0 if word in _NO_KEY else 1
+        at = _positions[name] = _AT.get(word_of(name), 1)
     if at == 1:
         return command[1] if len(command) > 1 else None
-    if at == 3 and len(command) > 3 and int(command[2]) > 0:
-        return command[3]
+    if at == 3:
+        return command[3] if len(command) > 3 and int(command[2]) > 0 else None
+    if at == 2:
+        return command[2] if len(command) > 2 else None
+    if at < 0:
+        for i in range(-at, len(command) - 1):
+            part = command[i]
+            if not isinstance(part, int) and len(part) == 7 and word_of(part) == "STREAMS":
+                return command[i + 1]
     return None
 
 

@@ -19,7 +19,7 @@ from keymgmt.app import create_app
 from keymgmt.event_rows import redis_time
 from keymgmt.event_streams import GROUP, LOOK_SECONDS
 from keymgmt.events import EventConsumer
-from keymgmt.slotpipes import SlotPipes, connect
+from keymgmt.slot_batches import CHUNK, SlotBatches, connect
 from keymgmt.spend import rebuild_all_spend, restore_lost_spend
 from shared.config import Settings
 from shared.db import usage_events_rejected
@@ -55,11 +55,13 @@ def flush(cluster: ClusterDeployment) -> None:
 
 
 @pytest.fixture
-async def pipes(cluster: ClusterDeployment, cluster_settings: Settings) -> AsyncIterator[SlotPipes]:
+async def pipes(
+    cluster: ClusterDeployment, cluster_settings: Settings
+) -> AsyncIterator[SlotBatches]:
     """keymgmt's Redis on the cluster, which each test finds empty, as a fresh cluster is."""
     flush(cluster)
     client = connect(cluster_settings.redis, max_connections=4)
-    assert isinstance(client, SlotPipes)
+    assert isinstance(client, SlotBatches)
     yield client
     await client.aclose()
 
@@ -68,29 +70,26 @@ def stream_of(key_id: str) -> str:
     return CLUSTER.stream(spend_key(key_id))
 
 
-async def append(pipes: SlotPipes, entries: list[tuple[str, dict[str, bytes]]]) -> list[bytes]:
+async def append(pipes: SlotBatches, entries: list[tuple[str, dict[str, bytes]]]) -> list[bytes]:
     """Entries added to streams as the settle script adds them, stream by stream."""
     commands = [
-        (
-            slot_of(stream),
-            ("XADD", stream, "*", *(part for item in fields.items() for part in item)),
-        )
+        ("XADD", stream, "*", *(part for item in fields.items() for part in item))
         for stream, fields in entries
     ]
     return await pipes.execute(commands)
 
 
-async def set_every_marker(pipes: SlotPipes) -> None:
+async def set_every_marker(pipes: SlotBatches) -> None:
     markers = [CLUSTER.marker(slot_tag(slot)) for slot in range(SLOTS)]
-    await pipes.execute([(slot, ("SET", marker, "test")) for slot, marker in enumerate(markers)])
+    await pipes.execute([("SET", marker, "test") for marker in markers])
 
 
-async def count_markers(pipes: SlotPipes) -> int:
+async def count_markers(pipes: SlotBatches) -> int:
     markers = [CLUSTER.marker(slot_tag(slot)) for slot in range(SLOTS)]
-    return sum(await pipes.execute([(s, ("EXISTS", m)) for s, m in enumerate(markers)]))
+    return sum(await pipes.execute([("EXISTS", marker) for marker in markers]))
 
 
-def consumer(pipes: SlotPipes, engine: AsyncEngine, name: str, **options: Any) -> EventConsumer:
+def consumer(pipes: SlotBatches, engine: AsyncEngine, name: str, **options: Any) -> EventConsumer:
     written = Metrics().counter("written_total", "events written")
     return EventConsumer(pipes, engine, written, name=name, **{"claim_idle_ms": 0, **options})
 
@@ -112,14 +111,14 @@ def served_by(node: RedisNode) -> set[int]:
     }
 
 
-async def spend_of(pipes: SlotPipes, key_id: str) -> int:
-    (value,) = await pipes.execute([(slot_of(key_id), ("GET", spend_key(key_id)))])
+async def spend_of(pipes: SlotBatches, key_id: str) -> int:
+    (value,) = await pipes.execute([("GET", spend_key(key_id))])
     return int(value or 0)
 
 
 @pytest.mark.parametrize("dies", ["before commit", "after commit, before ack"])
 async def test_events_in_the_streams_of_many_slots_reach_postgres_once(
-    pipes: SlotPipes,
+    pipes: SlotBatches,
     engine: AsyncEngine,
     cluster: ClusterDeployment,
     monkeypatch: pytest.MonkeyPatch,
@@ -153,9 +152,9 @@ async def test_events_in_the_streams_of_many_slots_reach_postgres_once(
     assert len({row.request_id for row in await rows_for(engine, hot)}) == 1203
     assert len(await rows_for(engine, hot)) == 1203
     streams = {stream for stream, _ in sent}
-    pending = await pipes.execute([(slot_of(s), ("XPENDING", s, GROUP)) for s in streams])
+    pending = await pipes.execute([("XPENDING", s, GROUP) for s in streams])
     assert {reply[0] for reply in pending} == {0}
-    (length,) = await pipes.execute([(slot_of(hot), ("XLEN", stream_of(hot)))])
+    (length,) = await pipes.execute([("XLEN", stream_of(hot))])
     assert length <= 300  # trimmed below what was written (whole nodes of 100 entries)
 
 
@@ -164,29 +163,31 @@ async def _die(*_: Any, **__: Any) -> None:
 
 
 async def test_a_stream_is_not_trimmed_while_its_slot_has_lost_the_spend(
-    pipes: SlotPipes, engine: AsyncEngine
+    pipes: SlotBatches, engine: AsyncEngine
 ) -> None:
     key_ids = [str(uuid.uuid4()) for _ in range(2)]
     await set_every_marker(pipes)
     lost = CLUSTER.marker(spend_key(key_ids[0]))
-    await pipes.execute([(slot_of(lost), ("DEL", lost))])
+    await pipes.execute([("DEL", lost)])
     await append(pipes, [(stream_of(k), event(k, n)) for k in key_ids for n in range(600)])
     reader = consumer(pipes, engine, "only")
     while await reader.consume_once():
         pass
-    lengths = await pipes.execute([(slot_of(k), ("XLEN", stream_of(k))) for k in key_ids])
+    lengths = await pipes.execute([("XLEN", stream_of(k)) for k in key_ids])
     assert lengths[0] == 600  # the restore reads its first entry
     assert lengths[1] < 600
 
 
-async def test_a_stream_that_appears_later_is_found(pipes: SlotPipes, engine: AsyncEngine) -> None:
+async def test_a_stream_that_appears_later_is_found(
+    pipes: SlotBatches, engine: AsyncEngine
+) -> None:
     early, late = str(uuid.uuid4()), str(uuid.uuid4())
     assert slot_of(early) != slot_of(late)
     await append(pipes, [(stream_of(early), event(early, 1))])
     running = asyncio.create_task(consumer(pipes, engine, "c", block_ms=100).run())
     try:
         await _until(lambda: rows_for(engine, early), 5)
-        (exists,) = await pipes.execute([(slot_of(late), ("EXISTS", stream_of(late)))])
+        (exists,) = await pipes.execute([("EXISTS", stream_of(late))])
         assert not exists
         await append(pipes, [(stream_of(late), event(late, 2))])
         started = time.monotonic()
@@ -205,7 +206,7 @@ async def _until(check: Any, seconds: float) -> Any:
 
 
 async def test_entries_of_two_streams_with_one_id_are_both_kept_aside(
-    pipes: SlotPipes, engine: AsyncEngine
+    pipes: SlotBatches, engine: AsyncEngine
 ) -> None:
     """Each stream numbers its own entries: alike ids of two slots are two entries."""
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
@@ -213,9 +214,7 @@ async def test_entries_of_two_streams_with_one_id_are_both_kept_aside(
     malformed = {EVENT_FIELD: b"not json"}
     for key_id in (first, second):
         stream = stream_of(key_id)
-        await pipes.execute(
-            [(slot_of(stream), ("XADD", stream, entry_id, EVENT_FIELD, malformed[EVENT_FIELD]))]
-        )
+        await pipes.execute([("XADD", stream, entry_id, EVENT_FIELD, malformed[EVENT_FIELD])])
     reader = consumer(pipes, engine, "only")
     while await reader.consume_once():
         pass
@@ -228,7 +227,7 @@ async def test_entries_of_two_streams_with_one_id_are_both_kept_aside(
 
 
 async def test_a_fresh_cluster_gets_every_marker_and_the_spend(
-    pipes: SlotPipes, engine: AsyncEngine
+    pipes: SlotBatches, engine: AsyncEngine
 ) -> None:
     key = await add_key(engine, cost_limit_in_usd=1.0)
     await record(engine, key.key_id, 4321, ago(60))
@@ -242,8 +241,29 @@ async def test_a_fresh_cluster_gets_every_marker_and_the_spend(
     assert elapsed < 10, elapsed  # 16384 slots: under 2 s here
 
 
+async def test_a_restore_of_every_slot_goes_in_bounded_batches(
+    pipes: SlotBatches, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch of a command per slot would outlast the read timeout on a busy cluster, and
+    keep the other callers of its connections waiting behind it."""
+    sent: list[list[Any]] = []
+    replies = pipes.pipe.replies
+
+    async def recorded(commands: Any) -> list[Any]:
+        sent.append(list(commands))
+        return await replies(commands)
+
+    monkeypatch.setattr(pipes.pipe, "replies", recorded)
+    assert await restore_lost_spend(engine, pipes)
+    assert max(len(batch) for batch in sent) <= CHUNK + 1
+    calls = [batch for batch in sent if batch[0][0] == "SCRIPT"]  # loaded on every master
+    assert sum(len(batch) - 1 for batch in calls) == 3 * SLOTS  # cutoff, apply, unlock
+    assert all(command[0] == "EVALSHA" for batch in calls for command in batch[1:])
+    assert sum(len(batch) for batch in sent if batch not in calls) == 2 * SLOTS  # marker, lock
+
+
 async def test_a_master_that_lost_its_data_gets_its_keys_spend_back(
-    pipes: SlotPipes, engine: AsyncEngine, cluster: ClusterDeployment
+    pipes: SlotBatches, engine: AsyncEngine, cluster: ClusterDeployment
 ) -> None:
     keys = [await add_key(engine, cost_limit_in_usd=1.0) for _ in range(30)]
     key_ids = [key.key_id for key in keys]
@@ -252,7 +272,7 @@ async def test_a_master_that_lost_its_data_gets_its_keys_spend_back(
         await record(engine, key_id, 1000 + n, ago(60))
     assert await restore_lost_spend(engine, pipes)
     # Charges Redis holds whose events are not yet in Postgres: a restore must not undo them.
-    await pipes.execute([(slot_of(k), ("INCRBY", spend_key(k), 5)) for k in key_ids])
+    await pipes.execute([("INCRBY", spend_key(k), 5) for k in key_ids])
     lost = cluster.master_of(spend_key(key_ids[0]))
     with lost.client() as client:
         client.flushall()
@@ -268,7 +288,7 @@ async def test_a_master_that_lost_its_data_gets_its_keys_spend_back(
 
 
 async def test_replicas_restoring_at_once_share_the_slots_and_restore_each_once(
-    pipes: SlotPipes, engine: AsyncEngine
+    pipes: SlotBatches, engine: AsyncEngine
 ) -> None:
     keys = [await add_key(engine, cost_limit_in_usd=1.0) for _ in range(20)]
     for n, key in enumerate(keys):
@@ -281,14 +301,14 @@ async def test_replicas_restoring_at_once_share_the_slots_and_restore_each_once(
 
 
 async def test_each_slot_is_restored_from_its_own_cutoff(
-    pipes: SlotPipes, engine: AsyncEngine
+    pipes: SlotBatches, engine: AsyncEngine
 ) -> None:
     """One slot lost its data and took new charges; another lost its data later: the charges
     of each before its own loss are restored, and only those."""
     early = await add_key(engine, cost_limit_in_usd=1.0)
     later = await add_key(engine, cost_limit_in_usd=1.0)
     assert slot_of(early.key_id) != slot_of(later.key_id)
-    (now,) = await pipes.execute([(slot_of(early.key_id), ("TIME",))])
+    (now,) = await pipes.execute([("TIME",)])
     first_ms = int(now[0]) * 1000 + int(now[1]) // 1000 - 5000
     await record(engine, early.key_id, 1000, ago(120))
     await record(engine, later.key_id, 500, ago(120))
@@ -296,8 +316,8 @@ async def test_each_slot_is_restored_from_its_own_cutoff(
     stream = stream_of(early.key_id)
     await pipes.execute(
         [
-            (slot_of(stream), ("XADD", stream, f"{first_ms}-0", EVENT_FIELD, b"{}")),
-            (slot_of(stream), ("INCRBY", spend_key(early.key_id), 30)),
+            ("XADD", stream, f"{first_ms}-0", EVENT_FIELD, b"{}"),
+            ("INCRBY", spend_key(early.key_id), 30),
         ]
     )
     await record(engine, early.key_id, 30, redis_time(first_ms))
@@ -308,19 +328,21 @@ async def test_each_slot_is_restored_from_its_own_cutoff(
     assert await spend_of(pipes, later.key_id) == 570
 
 
-async def test_rebuild_sets_every_slot_from_postgres(pipes: SlotPipes, engine: AsyncEngine) -> None:
+async def test_rebuild_sets_every_slot_from_postgres(
+    pipes: SlotBatches, engine: AsyncEngine
+) -> None:
     key = await add_key(engine, cost_limit_in_usd=1.0)
     await record(engine, key.key_id, 2500, ago(60))
-    await pipes.execute([(slot_of(key.key_id), ("SET", spend_key(key.key_id), 99))])
+    await pipes.execute([("SET", spend_key(key.key_id), 99)])
     assert await rebuild_all_spend(engine, pipes) >= 1
     assert await spend_of(pipes, key.key_id) == 2500
     markers = [CLUSTER.marker(slot_tag(slot)) for slot in range(SLOTS)]
-    values = await pipes.execute([(s, ("GET", m)) for s, m in enumerate(markers)])
+    values = await pipes.execute([("GET", marker) for marker in markers])
     assert set(values) == {b"rebuilt"}
 
 
 async def test_keymgmt_on_a_cluster_sets_the_markers_and_writes_the_events(
-    aiohttp_client: Any, pipes: SlotPipes, engine: AsyncEngine, cluster_settings: Settings
+    aiohttp_client: Any, pipes: SlotBatches, engine: AsyncEngine, cluster_settings: Settings
 ) -> None:
     key_id = str(uuid.uuid4())
     await append(pipes, [(stream_of(key_id), event(key_id, 1))])
@@ -331,12 +353,12 @@ async def test_keymgmt_on_a_cluster_sets_the_markers_and_writes_the_events(
     assert await _until(lambda: _all_markers(pipes), 10)
 
 
-async def _all_markers(pipes: SlotPipes) -> bool:
+async def _all_markers(pipes: SlotBatches) -> bool:
     return await count_markers(pipes) == SLOTS
 
 
 async def test_the_consumer_and_the_restore_follow_a_failover(
-    pipes: SlotPipes, engine: AsyncEngine, cluster: ClusterDeployment
+    pipes: SlotBatches, engine: AsyncEngine, cluster: ClusterDeployment
 ) -> None:
     """Last of the module: the killed master stays down, its replica serves its slots."""
     await set_every_marker(pipes)
@@ -356,7 +378,7 @@ async def test_the_consumer_and_the_restore_follow_a_failover(
     assert not await restore_lost_spend(engine, pipes)  # the replica had every marker
 
 
-async def _appended(pipes: SlotPipes, key_id: str, n: int) -> bool:
+async def _appended(pipes: SlotBatches, key_id: str, n: int) -> bool:
     try:
         await append(pipes, [(stream_of(key_id), event(key_id, n))])
     except ConnectionError:  # RedisUnavailable: the first batch finds the old master gone

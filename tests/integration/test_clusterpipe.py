@@ -105,6 +105,13 @@ def redirects(node: RedisNode, kind: str) -> int:
         ("eval", "return 1", 1, "k"),
         (b"EVALSHA", "0" * 40, b"1", b"k"),
         ("EVAL", "return 1", 0, "a"),
+        ("XREADGROUP", "GROUP", "g", "c", "COUNT", 5, "STREAMS", "k", "k2", ">", ">"),
+        ("xreadgroup", "GROUP", "STREAMS", "STREAMS", "BLOCK", 1, "STREAMS", "k", "0"),
+        ("XREAD", "COUNT", 1, "STREAMS", "k", "0"),
+        ("XGROUP", "CREATE", "k", "g", "0", "MKSTREAM"),
+        ("XACK", "k", "g", "1-0"),
+        ("XAUTOCLAIM", "k", "g", "c", 0, "0-0", "COUNT", 5),
+        ("XPENDING", "k", "g"),
         ("WAIT", 1, 0),
         ("PING", "x"),
         ("SCRIPT", "LOAD", "return 1"),
@@ -123,6 +130,12 @@ def test_the_first_key_is_the_one_redis_finds(
             keys = [None]
     key = first_key(command)
     assert (key.decode() if isinstance(key, bytes) else key) == keys[0]
+
+
+async def test_an_empty_batch_has_no_replies(pipe: ClusterPipe) -> None:
+    for _ in range(2):  # before the first connection, and on it
+        assert await pipe.replies([]) == []
+        assert await pipe.execute([("PING",)]) == [b"PONG"]
 
 
 async def test_a_batch_across_every_master_comes_back_in_order(

@@ -24,6 +24,15 @@ async def test_concurrent_batches_get_their_own_replies(pipe: RedisPipe) -> None
         assert reply == [f"{n}-{i}".encode() for i in range(n % 7 + 1)]
 
 
+async def test_an_empty_batch_has_no_replies_and_the_next_batch_gets_its_own(
+    pipe: RedisPipe,
+) -> None:
+    assert await asyncio.gather(pipe.replies([]), pipe.execute([("ECHO", "next")])) == [
+        [],
+        [b"next"],
+    ]
+
+
 async def test_commands_run_in_the_configured_database(
     pipe: RedisPipe, redis_client: redis.Redis
 ) -> None:
