@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clusterpipe import open_pipe
@@ -166,8 +167,17 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def redis_client(settings: Settings) -> AsyncIterator[redis.Redis]:
-    client = create_redis(settings.redis)
+async def redis_client(settings: Settings) -> AsyncIterator[redis.Redis | RedisCluster]:
+    """redis-py's client of the run's Redis; on a cluster, of every master (a SCAN reaches each)."""
+    client: redis.Redis | RedisCluster
+    if settings.redis.mode == "cluster":
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.redis.addresses()],
+            username=settings.redis.username or None,
+            password=settings.redis.password or None,
+        )
+    else:
+        client = create_redis(settings.redis)
     yield client
     await client.aclose()
 
