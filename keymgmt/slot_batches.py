@@ -20,7 +20,7 @@ from shared.clusterpipe import ClusterPipe
 from shared.config import RedisSettings
 from shared.limit_keys import Script
 from shared.redisconn import create_redis
-from shared.redispipe import Command, _raise_first_error
+from shared.redispipe import Command, raise_first_error
 
 CHUNK = 2000  # commands: about 700 on each master of three, a few ms of their time
 
@@ -43,7 +43,7 @@ class SlotBatches:
         """As `replies`, raising the first error reply. With `script`, each batch loads it first,
         on every master (SCRIPT goes to each), and `commands` call it by sha."""
         replies = await self._send(commands, [script.load] if script else [])
-        _raise_first_error(replies)
+        raise_first_error(replies)
         return replies
 
     async def _send(self, commands: Sequence[Command], head: list[Command]) -> list[Any]:
@@ -51,7 +51,7 @@ class SlotBatches:
         replies: list[Any] = [None] * len(commands)
         for first in range(n):
             got = await self.pipe.replies([*head, *commands[first::n]])
-            _raise_first_error(got[: len(head)])
+            raise_first_error(got[: len(head)])
             replies[first::n] = got[len(head) :]
         return replies
 

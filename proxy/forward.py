@@ -286,18 +286,22 @@ async def relay_metered(
         call.upstream_ended = time.perf_counter()
         if 200 <= call.status < 300:
             call.reported_model = meter.model
-            call.usage = meter.usage or await count_cut_stream(meter, call)
+            await take_stream_usage(meter, call)
     return response
 
 
-async def count_cut_stream(meter: Meter, call: Call) -> Usage:
-    """What a stream cut short carried, counted off the event loop; a client that leaves while
-    it is counted (the handler cancelled) does not stop the count, so the call is still billed."""
+async def take_stream_usage(meter: Meter, call: Call) -> None:
+    """The call's usage as its stream reported it or, cut short, as counted off the event loop;
+    a client that leaves while it is counted (the handler cancelled) does not stop the count,
+    so the call is still billed."""
+    if meter.usage is not None:
+        call.usage = meter.usage
+        return
     counting = asyncio.ensure_future(
         asyncio.to_thread(meter.usage_when_cut, call.prompt_tokens_estimate)
     )
     try:
-        return await asyncio.shield(counting)
+        call.usage = await asyncio.shield(counting)
     except asyncio.CancelledError:
         call.usage = await counting
         raise

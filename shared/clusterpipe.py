@@ -27,7 +27,7 @@ from shared.redispipe import (
     RedisReplyError,
     RedisUnavailable,
     _Connection,
-    _raise_first_error,
+    raise_first_error,
     tls_context,
 )
 from shared.slotmap import Node, SlotMap
@@ -67,7 +67,7 @@ class ClusterPipe:
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of `commands`, one write per master; raises the first error reply."""
         replies = await self.replies(commands)
-        _raise_first_error(replies)
+        raise_first_error(replies)
         return replies
 
     async def replies(self, commands: Sequence[Command]) -> list[Any]:

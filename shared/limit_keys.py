@@ -165,6 +165,10 @@ def rate_windows(key: Key) -> tuple[int, dict[str, int]]:
     return first, extra
 
 
+# The admit script's arguments for no extra rate windows, and for no end user.
+NO_EXTRA_WINDOWS = (0,)
+NO_USER = (0,)
+
 # Where an admission is counted: (reservation expiries, reservation amounts), and each rate
 # window's buckets with the window's length (ms).
 Counted = tuple[tuple[str, str], list[tuple[str, int]]]
@@ -181,7 +185,7 @@ class KeyArgs:
     settle_window_ms: int  # 0 when the key has no windowed cost limit
     # The extra rate windows: their buckets, and their count then each one's limit and ms.
     extra_keys: tuple[str, ...] = ()
-    extra_args: tuple[int, ...] = (0,)  # NO_EXTRA_WINDOWS
+    extra_args: tuple[int, ...] = NO_EXTRA_WINDOWS
 
     def counted(self) -> Counted:
         """Where an admission of the key is counted: its reservations and its rate windows."""
@@ -258,7 +262,3 @@ class UserArgs:
             cost_window_ms if user.cost_limit_in_usd_over_time else 0,
             layout.marker(spend),
         )
-
-
-NO_USER = (0,)
-NO_EXTRA_WINDOWS = (0,)

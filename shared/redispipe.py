@@ -42,7 +42,7 @@ def reply_error(reply: Any) -> RedisReplyError | None:
     return NoScriptError(message) if message.startswith("NOSCRIPT") else reply
 
 
-def _raise_first_error(replies: list[Any]) -> None:
+def raise_first_error(replies: list[Any]) -> None:
     for reply in replies:
         for each in reply if isinstance(reply, list) else (reply,):  # EXEC: one per command
             if (error := reply_error(each)) is not None:
@@ -174,7 +174,7 @@ async def open_connection(
                 server_hostname=host if tls else None,
             )
             replies = await connection.send(handshake)
-            _raise_first_error(replies)
+            raise_first_error(replies)
     except BaseException as error:
         if connection is not None:
             connection.abort()
@@ -220,7 +220,7 @@ class RedisPipe:
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of `commands`, sent in one write; raises the first error reply."""
         replies = await self.replies(commands)
-        _raise_first_error(replies)
+        raise_first_error(replies)
         return replies
 
     async def replies(self, commands: Sequence[Command]) -> list[Any]:

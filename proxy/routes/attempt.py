@@ -28,9 +28,9 @@ from proxy.errors import (
 from proxy.forward import (
     add_rate_limit_headers,
     check_credential,
-    count_cut_stream,
     open_upstream,
     read_answer,
+    take_stream_usage,
 )
 from proxy.policies.restore import screened_answer
 from proxy.routes.cache import StreamCollector
@@ -199,5 +199,5 @@ async def relay(
         call.upstream_ended = time.perf_counter()
         if response is not None:
             call.reported_model = meter.model
-            call.usage = meter.usage or await count_cut_stream(meter, call)
+            await take_stream_usage(meter, call)
     return response

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from proxy.forward import count_cut_stream
+from proxy.forward import take_stream_usage
 from proxy.metering import Usage
 
 
@@ -31,7 +31,7 @@ class SlowCount:
 async def test_a_client_leaving_during_the_count_still_leaves_the_usage_on_the_call() -> None:
     meter = SlowCount()
     call = SimpleNamespace(usage=None, prompt_tokens_estimate=lambda: 12)
-    handler = asyncio.ensure_future(count_cut_stream(meter, call))  # type: ignore[arg-type]
+    handler = asyncio.ensure_future(take_stream_usage(meter, call))  # type: ignore[arg-type]
     await asyncio.to_thread(meter.started.wait, 5)
     handler.cancel()  # the client left: aiohttp cancels the handler
     await asyncio.sleep(0.05)
@@ -42,8 +42,17 @@ async def test_a_client_leaving_during_the_count_still_leaves_the_usage_on_the_c
     assert call.usage == Usage(12, 7)
 
 
-async def test_without_a_cancellation_the_count_is_returned() -> None:
+async def test_without_a_cancellation_the_count_is_the_calls_usage() -> None:
     meter = SlowCount()
     meter.release.set()
     call = SimpleNamespace(usage=None, prompt_tokens_estimate=lambda: 3)
-    assert await count_cut_stream(meter, call) == Usage(3, 7)  # type: ignore[arg-type]
+    await take_stream_usage(meter, call)  # type: ignore[arg-type]
+    assert call.usage == Usage(3, 7)
+
+
+async def test_usage_the_stream_reported_is_taken_without_a_count() -> None:
+    meter = SlowCount()  # never released: a count would wait its 5 s out
+    meter.usage = Usage(9, 4)  # type: ignore[assignment]
+    call = SimpleNamespace(usage=None, prompt_tokens_estimate=lambda: 3)
+    await asyncio.wait_for(take_stream_usage(meter, call), 1)  # type: ignore[arg-type]
+    assert call.usage == Usage(9, 4)
