@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import cache
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -47,6 +49,8 @@ DROPPED_RESPONSE_HEADERS = frozenset(
 DROPPED_RESPONSE_PREFIXES = ("x-ratelimit-",)
 PLAIN_CONNECTION_VALUES = frozenset({"keep-alive", "close"})
 NO_OPTIONS: frozenset[str] = frozenset()
+# Header names remembered a direction; past that (a peer sending made-up names), decided anew.
+NAMES_REMEMBERED = 1024
 # Upstream statuses that mean the gateway's own credential was refused.
 CREDENTIAL_REFUSED = frozenset({401, 403})
 log = logging.getLogger("gateway.proxy")
@@ -62,16 +66,54 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+class NamesPassing:
+    """Which header names cross the proxy, decided once per spelling: the same few names come
+    with every call, and deciding again costs a `lower()` and three lookups a header. Callers
+    read `decided` inline, as `decided.get(name)` then `decide(name)`: a call a header would
+    cost as much as the lookups it saves."""
+
+    def __init__(self, passes: Callable[[str], bool]) -> None:
+        self._passes = passes
+        self.decided: dict[str, bool] = {}
+
+    def decide(self, name: str) -> bool:
+        passes = self._passes(name.lower())
+        if len(self.decided) < NAMES_REMEMBERED:
+            self.decided[name] = passes
+        return passes
+
+
+def _forwarded(extra: frozenset[str]) -> Callable[[str], bool]:
+    return lambda lowered: (
+        lowered in FORWARDED_REQUEST_HEADERS
+        or lowered.startswith(FORWARDED_REQUEST_PREFIXES)
+        or lowered in extra
+    )
+
+
+@cache  # one a provider: its extra headers are fixed
+def forwarded_names(extra: frozenset[str]) -> NamesPassing:
+    return NamesPassing(_forwarded(extra))
+
+
+def _answered(lowered: str) -> bool:
+    return lowered not in DROPPED_RESPONSE_HEADERS and not lowered.startswith(
+        DROPPED_RESPONSE_PREFIXES
+    )
+
+
+ANSWERED_NAMES = NamesPassing(_answered)
+
+
 def upstream_headers(
     client_headers: CIMultiDictProxy[str], target: Target, request_id: str
 ) -> dict[str, str]:
-    extra = target.provider.forwarded_headers
+    names = forwarded_names(target.provider.forwarded_headers)
+    decided = names.decided
     headers = {
         name: value
         for name, value in client_headers.items()
-        if (lowered := name.lower()) in FORWARDED_REQUEST_HEADERS
-        or lowered.startswith(FORWARDED_REQUEST_PREFIXES)
-        or lowered in extra
+        if ((passes := decided.get(name)) is None and names.decide(name)) or passes
     }
     hop_by_hop = connection_options(client_headers)
     if hop_by_hop:
@@ -88,12 +130,12 @@ def gateway_headers(target: Target, request_id: str) -> dict[str, str]:
 
 def client_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
     hop_by_hop = connection_options(upstream)
+    decided = ANSWERED_NAMES.decided
     headers = CIMultiDict(
         (name, value)
         for name, value in upstream.items()
-        if (lowered := name.lower()) not in DROPPED_RESPONSE_HEADERS
-        and not lowered.startswith(DROPPED_RESPONSE_PREFIXES)
-        and lowered not in hop_by_hop
+        if (((passes := decided.get(name)) is None and ANSWERED_NAMES.decide(name)) or passes)
+        and (not hop_by_hop or name.lower() not in hop_by_hop)
     )
     upstream_id = upstream.get("x-request-id")
     if upstream_id:
