@@ -34,7 +34,7 @@ import aiohttp
 import orjson
 import redis
 
-from tests.bench import gateway, loadgen, pyspy, report, scale, wrk
+from tests.bench import gateway, loadgen, pyspy, report, scale, stages, wrk
 from tests.bench.legs import REFERENCES, START_TIMEOUT, TITLES, Leg, Starters
 from tests.bench.loadgen import Target
 from tests.bench.procs import (
@@ -91,7 +91,9 @@ def parse_args() -> argparse.Namespace:
         help="throughput client: wrk when installed (auto), else the aiohttp one",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also sample the proxy under load with py-spy"
+        "--profile",
+        action="store_true",
+        help="also sample the pass-through and the proxy under load with py-spy",
     )
     args = parser.parse_args()
     if args.baseline_tree is not None and not (args.baseline_tree / "proxy").is_dir():
@@ -232,12 +234,14 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**middle, "errors": sum(int(run["errors"]) for run in runs), "rounds": len(runs)}
 
 
-def profile(name: str, leg: Leg, args: argparse.Namespace) -> str:
-    """Samples the leg's server during one more throughput run (not a measured one)."""
+def profile(name: str, leg: Leg, args: argparse.Namespace, results: report.Results) -> str:
+    """Samples the leg's server during one more throughput run (not a measured one), and gives
+    its samples to the stages of the request path."""
     if pyspy.py_spy() is None:
         return "not profiled: py-spy is not installed (`.venv/bin/pip install py-spy`)"
     progress(f"{name}: profiling {PROFILE_SECONDS:.0f}s under load with py-spy")
     raw = WORK / f"{name}-profile.txt"
+    raw.unlink(missing_ok=True)  # a previous run's must not pass for this one's
     recorder = pyspy.record(leg.server.pid, PROFILE_SECONDS, raw)
     try:
         throughput(leg.chat, argparse.Namespace(**{**vars(args), "duration": PROFILE_SECONDS}))
@@ -250,11 +254,12 @@ def profile(name: str, leg: Leg, args: argparse.Namespace) -> str:
             recorder.wait()
     if recorder.returncode != 0 or not raw.exists():
         return f"not profiled: py-spy failed: {error.decode(errors='replace')[-300:]}"
+    results.stages[name] = dict(stages.classify(raw))
     summary = pyspy.markdown(pyspy.summarise(raw))
     return f"Collapsed stacks: `{raw.relative_to(ROOT)}`. {summary}"
 
 
-PROFILED = ("proxy", "baseline", "cluster")
+PROFILED = ("passthrough", "proxy", "baseline", "cluster")
 
 
 def bench(
@@ -282,7 +287,7 @@ def bench(
     if args.profile:
         for name in PROFILED:
             if name in legs:
-                results.profiles[TITLES[name]] = profile(name, legs[name], args)
+                results.profiles[TITLES[name]] = profile(name, legs[name], args, results)
     for leg in legs.values():
         if not leg.shared:
             processes.stop(leg.server)
