@@ -83,6 +83,7 @@ ROWS: list[tuple[str, Callable[[LegResult], str]]] = [
     ("throughput, median run (req/s)", lambda r: _count(_get(r, "throughput", "rps"))),
     ("latency under load p50 / p99 (ms)", lambda r: _pair(r.throughput)),
     ("server CPU per request under load (µs)", lambda r: _count(r.cpu_us_per_request)),
+    ("server CPUs busy under load", lambda r: _busy(r)),
     ("failed requests (all runs)", lambda r: _errors(r)),
     ("streamed first byte p50 (ms)", lambda r: _ms(_get(r, "ttfb", "p50"))),
     ("streamed first byte p99 (ms)", lambda r: _ms(_get(r, "ttfb", "p99"))),
@@ -92,6 +93,14 @@ ROWS: list[tuple[str, Callable[[LegResult], str]]] = [
 
 def _count(value: float | None) -> str:
     return DASH if value is None else f"{value:,.0f}"
+
+
+def _busy(leg: LegResult) -> str:
+    """How many CPUs the server kept busy: whether it or its load generator was the limit."""
+    rps = _get(leg, "throughput", "rps")
+    if rps is None or leg.cpu_us_per_request is None:
+        return DASH
+    return f"{rps * leg.cpu_us_per_request / MILLION:.2f}"
 
 
 def _pair(throughput: dict[str, Any] | None) -> str:

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,7 +43,9 @@ from tests.bench.procs import (
     ROOT,
     Processes,
     Unavailable,
+    cpu_list,
     cpu_seconds,
+    cpu_text,
     free_port,
     rss_mb,
     wait_http,
@@ -95,13 +98,44 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also sample the pass-through and the proxy under load with py-spy",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the server under test on --pin-server's CPUs and every other process the "
+        "bench starts on the rest (taskset)",
+    )
+    parser.add_argument(
+        "--pin-server",
+        type=cpu_list,
+        metavar="CPUS",
+        help="with --pin, the server's CPUs as taskset takes them, e.g. 1-2 (default 1)",
+    )
     args = parser.parse_args()
+    if args.pin_server is not None and not args.pin:
+        parser.error("--pin-server goes with --pin")
+    if args.pin:
+        check_pinning(parser, args)
     if args.baseline_tree is not None and not (args.baseline_tree / "proxy").is_dir():
         parser.error(f"--baseline-tree {args.baseline_tree}: no proxy/ in it")
     return args
 
 
 CHOSEN_LEGS = [name for name in TITLES if name != "baseline"]
+
+
+def check_pinning(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    args.pin_server = args.pin_server or frozenset({1})
+    available = frozenset(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None:
+        parser.exit(2, "bench: --pin needs taskset (util-linux), which is not installed\n")
+    if not args.pin_server < available:
+        cpus = cpu_text(available)
+        parser.exit(2, f"bench: --pin-server must name some, not all, of CPUs {cpus}\n")
+
+
+def bench_cpus(server_cpus: frozenset[int]) -> frozenset[int]:
+    """Where every process the bench starts runs, but the servers under test."""
+    return frozenset(os.sched_getaffinity(0)) - server_cpus
 
 
 def leg_names(args: argparse.Namespace) -> list[str]:
@@ -346,6 +380,13 @@ def header(args: argparse.Namespace, load_before: float) -> str:
         if args.baseline_tree
         else ""
     )
+    pinned = (
+        f"\nPinned: the server under test on CPU {cpu_text(args.pin_server)}, every other "
+        f"process the bench starts on CPU {cpu_text(bench_cpus(args.pin_server))}; "
+        "Redis and Postgres that the bench did not start are not pinned."
+        if args.pin
+        else ""
+    )
     return (
         f"## Benchmark, {time.strftime('%Y-%m-%d %H:%M')}, commit {revision()}\n\n{machine()}; "
         f"1-minute load average before the run: {load_before:.2f}"
@@ -353,7 +394,7 @@ def header(args: argparse.Namespace, load_before: float) -> str:
         f"{args.rounds} rounds, the legs taking turns in each: {args.requests} sequential "
         f"non-streamed calls (after 200 warm-up), {args.stream_requests} streamed, and "
         f"{args.duration:.0f}s of throughput at concurrency {args.concurrency}; every figure is "
-        f"the median of the rounds.{baseline}"
+        f"the median of the rounds.{baseline}{pinned}"
     )
 
 
@@ -371,7 +412,10 @@ def run(args: argparse.Namespace) -> report.Results:
     with gateway.stores(WORK / "stores") as stores:
         try:
             # Left in reverse: every server stops before the cluster it may be using.
-            with contextlib.ExitStack() as deployments, Processes(WORK / "logs") as processes:
+            with (
+                contextlib.ExitStack() as deployments,
+                Processes(WORK / "logs", args.pin_server or frozenset()) as processes,
+            ):
                 return bench(args, processes, stores, deployments)
         finally:
             asyncio.run(gateway.drop_database(stores))
@@ -382,12 +426,16 @@ def main() -> None:
     args = parse_args()
     stop_on_signals()
     WORK.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
+    title = header(args, os.getloadavg()[0])  # the machine's cores as seen before pinning
+    if args.pin:
+        # This process and all it starts leave the server's CPUs; taskset puts the servers
+        # under test on them.
+        os.sched_setaffinity(0, bench_cpus(args.pin_server))
     try:
         results = run(args)
     except KeyboardInterrupt:
         sys.exit("bench: interrupted; every server it started is stopped")
-    text = report.markdown(results, header(args, load_before))
+    text = report.markdown(results, title)
     (WORK / "report.md").write_text(text)
     (WORK / "results.json").write_bytes(
         orjson.dumps(dataclasses.asdict(results), option=orjson.OPT_INDENT_2)
