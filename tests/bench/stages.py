@@ -168,12 +168,14 @@ def markdown(legs: Mapping[str, tuple[Samples, float | None]]) -> str:
     lines = [head, "| --- |" + " ---: |" * len(legs)]
     fractions = [(shares(samples), cpu_us) for samples, cpu_us in legs.values()]
 
-    def cell(fraction: float, cpu_us: float | None) -> str:
+    def cell(fraction: float | None, cpu_us: float | None) -> str:
+        if fraction is None:
+            return "-"  # not a stage of this leg's server
         return f"{100 * fraction:.1f}" + ("" if cpu_us is None else f" / {fraction * cpu_us:.0f}")
 
     for stage in STAGES:
         if any(stage in of_leg for of_leg, _ in fractions):
-            cells = [cell(of_leg.get(stage, 0.0), cpu_us) for of_leg, cpu_us in fractions]
+            cells = [cell(of_leg.get(stage), cpu_us) for of_leg, cpu_us in fractions]
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     totals = [
         f"100 / {'-' if cpu_us is None else f'{cpu_us:.0f}'} ({sum(samples.values())} samples)"

@@ -107,3 +107,15 @@ def test_a_profiles_shares_add_up_to_all_its_samples(tmp_path: Path) -> None:
 
 def test_the_pass_throughs_forward_is_an_upstream_exchange_as_the_proxys_is() -> None:
     assert stages.stage_of([*SERVER, "forward (passthrough.py)"]) == stages.UPSTREAM
+
+
+def test_a_stage_a_leg_never_reaches_shows_a_dash_beside_the_legs_that_do() -> None:
+    table = stages.markdown(
+        {
+            "pass-through": ({stages.UPSTREAM: 3}, 100.0),
+            "proxy": ({stages.UPSTREAM: 1, stages.ADMISSION: 1}, 200.0),
+        }
+    )
+
+    assert f"| {stages.ADMISSION} | - | 50.0 / 100 |" in table
+    assert f"| {stages.UPSTREAM} | 100.0 / 100 | 50.0 / 100 |" in table
