@@ -124,6 +124,7 @@ CHOSEN_LEGS = [name for name in TITLES if name != "baseline"]
 
 
 def check_pinning(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Gives --pin-server its default; stops in one line where the pinning cannot be done."""
     args.pin_server = args.pin_server or frozenset({1})
     available = frozenset(os.sched_getaffinity(0))
     if shutil.which("taskset") is None:
