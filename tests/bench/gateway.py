@@ -328,4 +328,4 @@ def start_proxy(
         **({} if tree == ROOT else {"PYTHONPATH": str(tree)}),
         **(settings or {}),
     )
-    return processes.start(name, [PYTHON, "-m", module], port, env, cwd=tree)
+    return processes.start(name, [PYTHON, "-m", module], port, env, cwd=tree, under_test=True)

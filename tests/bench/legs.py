@@ -119,7 +119,8 @@ class Starters:
     def passthrough(self) -> Leg:
         port = free_port()
         argv = [PYTHON, "-m", "tests.bench.passthrough", "--upstream", self.upstream.url("")]
-        server = self.processes.start("passthrough", [*argv, "--port", str(port)], port)
+        argv += ["--port", str(port)]
+        server = self.processes.start("passthrough", argv, port, under_test=True)
         wait_http(server, "/v1/models", START_TIMEOUT)
         return leg_for(server, "/v1", gateway.UPSTREAM_KEY)
 

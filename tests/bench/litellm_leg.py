@@ -75,6 +75,7 @@ def start(processes: Processes, upstream: Server, work_dir: Path, model: str, po
         [str(command), "--config", str(config), "--host", HOST, "--port", str(port)],
         port,
         env,
+        under_test=True,
     )
     try:
         wait_http(server, HEALTH_PATH, START_TIMEOUT)

@@ -47,11 +47,25 @@ class Server:
             return "(no log)"
 
 
+def cpu_list(text: str) -> frozenset[int]:
+    """CPUs as taskset and /proc write them: `1`, `1-2`, `0,2-3`."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
+
+
+def cpu_text(cpus: frozenset[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
+
+
 @dataclass
 class Processes:
     """Starts servers and owns them: `stop_all` (also run on exit) ends every one still up."""
 
     log_dir: Path
+    server_cpus: frozenset[int] = frozenset()  # where servers under test run; empty: anywhere
     running: list[Server] = field(default_factory=list)
 
     def start(
@@ -61,7 +75,11 @@ class Processes:
         port: int,
         env: Mapping[str, str] | None = None,
         cwd: Path = ROOT,
+        under_test: bool = False,
     ) -> Server:
+        if under_test and self.server_cpus:
+            # taskset execs the server: the pid stays the server's, and its workers inherit.
+            argv = ["taskset", "-c", cpu_text(self.server_cpus), *argv]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:

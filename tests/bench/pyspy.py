@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def record(pid: int, seconds: float, raw_out: Path) -> subprocess.Popen[bytes]:
         [
             *(command, "record", "--pid", str(pid), "--duration", str(int(seconds))),
             *("--rate", str(RATE), "--format", "raw", "--nolineno", "--subprocesses", "--gil"),
+            "--native",  # C frames too: the collector's and uvloop's are telling
             *("--output", str(raw_out)),
         ],
         stdout=subprocess.DEVNULL,
@@ -44,18 +46,21 @@ class Profile:
     inclusive: list[tuple[str, int]]
 
 
+def stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
+    """Each collapsed stack of a profile, root first, without py-spy's process frame, and how
+    many samples it holds."""
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = [frame for frame in stack.split(";") if frame and not frame.startswith("process ")]
+        if frames:
+            yield frames, int(count_text)
+
+
 def summarise(raw: Path, top: int = 20) -> Profile:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     samples = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
-        frames = [frame for frame in stack.split(";") if not frame.startswith("process ")]
-        if not frames:
-            continue
+    for frames, count in stacks(raw):
         samples += count
         own[frames[-1]] += count
         for frame in set(frames):  # a recursive function counts once per sample
@@ -76,7 +81,7 @@ def markdown(profile: Profile) -> str:
 
     return "\n".join(
         [
-            f"{profile.samples} samples, each taken while the proxy held the GIL (running Python)",
+            f"{profile.samples} samples, each taken while the server held the GIL",
             "",
             *table("own time: function (file)", profile.own),
             "",

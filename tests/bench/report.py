@@ -9,6 +9,7 @@ from functools import partial
 from statistics import median
 from typing import Any
 
+from tests.bench import stages
 from tests.bench.scale import ScaleResult
 
 MILLION = 1_000_000
@@ -38,6 +39,7 @@ class Results:
     legs: dict[str, LegResult] = field(default_factory=dict)
     scales: list[ScaleResult] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)  # by leg title
+    stages: dict[str, dict[str, int]] = field(default_factory=dict)  # samples a stage, by leg
 
 
 def combined(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -81,6 +83,7 @@ ROWS: list[tuple[str, Callable[[LegResult], str]]] = [
     ("throughput, median run (req/s)", lambda r: _count(_get(r, "throughput", "rps"))),
     ("latency under load p50 / p99 (ms)", lambda r: _pair(r.throughput)),
     ("server CPU per request under load (µs)", lambda r: _count(r.cpu_us_per_request)),
+    ("server CPUs busy under load", lambda r: _busy(r)),
     ("failed requests (all runs)", lambda r: _errors(r)),
     ("streamed first byte p50 (ms)", lambda r: _ms(_get(r, "ttfb", "p50"))),
     ("streamed first byte p99 (ms)", lambda r: _ms(_get(r, "ttfb", "p99"))),
@@ -90,6 +93,14 @@ ROWS: list[tuple[str, Callable[[LegResult], str]]] = [
 
 def _count(value: float | None) -> str:
     return DASH if value is None else f"{value:,.0f}"
+
+
+def _busy(leg: LegResult) -> str:
+    """How many CPUs the server kept busy: whether it or its load generator was the limit."""
+    rps = _get(leg, "throughput", "rps")
+    if rps is None or leg.cpu_us_per_request is None:
+        return DASH
+    return f"{rps * leg.cpu_us_per_request / MILLION:.2f}"
 
 
 def _pair(throughput: dict[str, Any] | None) -> str:
@@ -526,6 +537,16 @@ def scale_table(results: Results) -> str:
     return "\n".join(lines + (["", *notes] if notes else []))
 
 
+def stages_table(results: Results) -> str:
+    """Each profiled leg's samples by stage, priced at its CPU a request under load."""
+    return stages.markdown(
+        {
+            results.legs[name].title: (samples, results.legs[name].cpu_us_per_request)
+            for name, samples in results.stages.items()
+        }
+    )
+
+
 def markdown(results: Results, header: str) -> str:
     sections = [
         header,
@@ -544,6 +565,10 @@ def markdown(results: Results, header: str) -> str:
             "### Two rate windows and a user against one window\n\n" + users_table(results)
         )
     sections.append("### Targets\n\n" + targets_table(results))
+    if results.stages:
+        sections.append(
+            "### Where the CPU goes, stage by stage (py-spy)\n\n" + stages_table(results)
+        )
     sections += [
         f"### Profile under load (py-spy): {title}\n\n{text}"
         for title, text in results.profiles.items()

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import aiohttp
 import orjson
 import redis
 
-from tests.bench import gateway, loadgen, pyspy, report, scale, wrk
+from tests.bench import gateway, loadgen, pyspy, report, scale, stages, wrk
 from tests.bench.legs import REFERENCES, START_TIMEOUT, TITLES, Leg, Starters
 from tests.bench.loadgen import Target
 from tests.bench.procs import (
@@ -42,7 +43,9 @@ from tests.bench.procs import (
     ROOT,
     Processes,
     Unavailable,
+    cpu_list,
     cpu_seconds,
+    cpu_text,
     free_port,
     rss_mb,
     wait_http,
@@ -91,15 +94,49 @@ def parse_args() -> argparse.Namespace:
         help="throughput client: wrk when installed (auto), else the aiohttp one",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also sample the proxy under load with py-spy"
+        "--profile",
+        action="store_true",
+        help="also sample the pass-through and the proxy under load with py-spy",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the server under test on --pin-server's CPUs and every other process the "
+        "bench starts on the rest (taskset)",
+    )
+    parser.add_argument(
+        "--pin-server",
+        type=cpu_list,
+        metavar="CPUS",
+        help="with --pin, the server's CPUs as taskset takes them, e.g. 1-2 (default 1)",
     )
     args = parser.parse_args()
+    if args.pin_server is not None and not args.pin:
+        parser.error("--pin-server goes with --pin")
+    if args.pin:
+        check_pinning(parser, args)
     if args.baseline_tree is not None and not (args.baseline_tree / "proxy").is_dir():
         parser.error(f"--baseline-tree {args.baseline_tree}: no proxy/ in it")
     return args
 
 
 CHOSEN_LEGS = [name for name in TITLES if name != "baseline"]
+
+
+def check_pinning(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Gives --pin-server its default; stops in one line where the pinning cannot be done."""
+    args.pin_server = args.pin_server or frozenset({1})
+    available = frozenset(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None:
+        parser.exit(2, "bench: --pin needs taskset (util-linux), which is not installed\n")
+    if not args.pin_server < available:
+        cpus = cpu_text(available)
+        parser.exit(2, f"bench: --pin-server must name some, not all, of CPUs {cpus}\n")
+
+
+def bench_cpus(server_cpus: frozenset[int]) -> frozenset[int]:
+    """Where every process the bench starts runs, but the servers under test."""
+    return frozenset(os.sched_getaffinity(0)) - server_cpus
 
 
 def leg_names(args: argparse.Namespace) -> list[str]:
@@ -232,12 +269,14 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**middle, "errors": sum(int(run["errors"]) for run in runs), "rounds": len(runs)}
 
 
-def profile(name: str, leg: Leg, args: argparse.Namespace) -> str:
-    """Samples the leg's server during one more throughput run (not a measured one)."""
+def profile(name: str, leg: Leg, args: argparse.Namespace, results: report.Results) -> str:
+    """Samples the leg's server during one more throughput run (not a measured one), and gives
+    its samples to the stages of the request path."""
     if pyspy.py_spy() is None:
         return "not profiled: py-spy is not installed (`.venv/bin/pip install py-spy`)"
     progress(f"{name}: profiling {PROFILE_SECONDS:.0f}s under load with py-spy")
     raw = WORK / f"{name}-profile.txt"
+    raw.unlink(missing_ok=True)  # a previous run's must not pass for this one's
     recorder = pyspy.record(leg.server.pid, PROFILE_SECONDS, raw)
     try:
         throughput(leg.chat, argparse.Namespace(**{**vars(args), "duration": PROFILE_SECONDS}))
@@ -250,11 +289,12 @@ def profile(name: str, leg: Leg, args: argparse.Namespace) -> str:
             recorder.wait()
     if recorder.returncode != 0 or not raw.exists():
         return f"not profiled: py-spy failed: {error.decode(errors='replace')[-300:]}"
+    results.stages[name] = dict(stages.classify(raw))
     summary = pyspy.markdown(pyspy.summarise(raw))
     return f"Collapsed stacks: `{raw.relative_to(ROOT)}`. {summary}"
 
 
-PROFILED = ("proxy", "baseline", "cluster")
+PROFILED = ("passthrough", "proxy", "baseline", "cluster")
 
 
 def bench(
@@ -282,7 +322,7 @@ def bench(
     if args.profile:
         for name in PROFILED:
             if name in legs:
-                results.profiles[TITLES[name]] = profile(name, legs[name], args)
+                results.profiles[TITLES[name]] = profile(name, legs[name], args, results)
     for leg in legs.values():
         if not leg.shared:
             processes.stop(leg.server)
@@ -341,6 +381,13 @@ def header(args: argparse.Namespace, load_before: float) -> str:
         if args.baseline_tree
         else ""
     )
+    pinned = (
+        f"\nPinned: the server under test on CPU {cpu_text(args.pin_server)}, every other "
+        f"process the bench starts on CPU {cpu_text(bench_cpus(args.pin_server))}; "
+        "Redis and Postgres that the bench did not start are not pinned."
+        if args.pin
+        else ""
+    )
     return (
         f"## Benchmark, {time.strftime('%Y-%m-%d %H:%M')}, commit {revision()}\n\n{machine()}; "
         f"1-minute load average before the run: {load_before:.2f}"
@@ -348,7 +395,7 @@ def header(args: argparse.Namespace, load_before: float) -> str:
         f"{args.rounds} rounds, the legs taking turns in each: {args.requests} sequential "
         f"non-streamed calls (after 200 warm-up), {args.stream_requests} streamed, and "
         f"{args.duration:.0f}s of throughput at concurrency {args.concurrency}; every figure is "
-        f"the median of the rounds.{baseline}"
+        f"the median of the rounds.{baseline}{pinned}"
     )
 
 
@@ -366,7 +413,10 @@ def run(args: argparse.Namespace) -> report.Results:
     with gateway.stores(WORK / "stores") as stores:
         try:
             # Left in reverse: every server stops before the cluster it may be using.
-            with contextlib.ExitStack() as deployments, Processes(WORK / "logs") as processes:
+            with (
+                contextlib.ExitStack() as deployments,
+                Processes(WORK / "logs", args.pin_server or frozenset()) as processes,
+            ):
                 return bench(args, processes, stores, deployments)
         finally:
             asyncio.run(gateway.drop_database(stores))
@@ -377,12 +427,16 @@ def main() -> None:
     args = parse_args()
     stop_on_signals()
     WORK.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
+    title = header(args, os.getloadavg()[0])  # the machine's cores as seen before pinning
+    if args.pin:
+        # This process and all it starts leave the server's CPUs; taskset puts the servers
+        # under test on them.
+        os.sched_setaffinity(0, bench_cpus(args.pin_server))
     try:
         results = run(args)
     except KeyboardInterrupt:
         sys.exit("bench: interrupted; every server it started is stopped")
-    text = report.markdown(results, header(args, load_before))
+    text = report.markdown(results, title)
     (WORK / "report.md").write_text(text)
     (WORK / "results.json").write_bytes(
         orjson.dumps(dataclasses.asdict(results), option=orjson.OPT_INDENT_2)
