@@ -223,6 +223,31 @@ async def test_failover_on_connection_refused_and_on_timeout(
     assert chat_calls(spare) == 2
 
 
+async def test_the_whole_call_is_bounded_by_proxy_timeout_and_x_request_timeout(
+    start_gateway: Any, upstream: Upstream
+) -> None:
+    """Steps without a timeout of their own, each with retries, on a stalled upstream: the call
+    ends with a 504 once PROXY_TIMEOUT (or a shorter x-request-timeout) is spent, waits included."""
+    gateway = await start_gateway(proxy_timeout=1.0)
+    stalled, root = await upstream()
+    stalled.options.latency = 30
+    setting = await setting_at(gateway, "openai", root)
+    raw, key_id = await key_with(gateway, setting)
+    base, _ = await create_route(
+        gateway, [step("openai", setting, retries=3), step("openai", setting, DEAR, retries=3)],
+        [key_id], coolDown={"failures": 0},
+    )  # fmt: skip
+    sdk = client(gateway, raw, base)
+    for extra, bound in (({}, 1.0), ({"x-request-timeout": "300ms"}, 0.3)):
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(openai.APIStatusError) as timed_out:
+            await sdk.chat.completions.create(model=CHEAP, messages=HELLO, extra_headers=extra)
+        took = asyncio.get_running_loop().time() - began
+        assert timed_out.value.status_code == 504, timed_out.value
+        assert bound <= took < bound + 1.5, (extra, took)
+        assert timed_out.value.response.headers["x-route-attempts"] == "1"  # no time for more
+
+
 async def test_a_client_error_is_answered_at_once(gateway: Gateway, upstream: Upstream) -> None:
     first, first_root = await upstream()
     second, second_root = await upstream()
