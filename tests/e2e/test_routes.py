@@ -20,6 +20,7 @@ import services
 
 from proxy.fakeupstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
 from proxy.fakeupstream.state import CUT_AFTER_CONTENT, ERROR_AFTER_PREAMBLE
+from proxy.routes.cache import CACHE_PREFIX
 from proxy.typedefs import POLICIES, ROUTES
 from tests.e2e.conftest import Gateway, write_pricing
 from tests.e2e.test_providers import create_setting
@@ -609,3 +610,31 @@ async def test_a_routes_call_is_screened_and_restored_and_never_cached_with_valu
         assert answer.headers["x-cache"] == "miss"  # an answer with values is never kept
     assert all(email.encode() not in seen.body for seen in fake.recorded)
     assert chat_calls(fake) == 2
+
+
+async def test_the_cache_key_is_of_the_redacted_request(
+    gateway: Gateway, upstream: Upstream, redis_client: Any
+) -> None:
+    """Two requests that differ only in a value the key's policy redacts are one cache entry,
+    and what Redis keeps holds the placeholder, never the value."""
+    fake, root = await upstream()
+    fake.options.echo = True
+    created = await gateway.keymgmt.post(
+        "/api/policies", json={"name": "pii", "config": {"rules": {"email": "allow_but_redact"}}}
+    )
+    policy_id = (await created.json())["id"]
+    setting_id = await setting_at(gateway, "openai", root)
+    raw, key_id = await key_with(gateway, setting_id, policyId=policy_id)
+    await until(lambda: all(p.app[POLICIES].get(policy_id) for p in gateway.proxies))
+    base, route = await cached_route(gateway, key_id, [step("openai", setting_id)])
+    seen = []
+    for email in ("jane.roe@example.com", "john.doe@example.org"):
+        answer = await client(gateway, raw, base).chat.completions.with_raw_response.create(
+            model=CHEAP, messages=[{"role": "user", "content": f"Write to {email}"}], temperature=0
+        )
+        seen.append(answer.headers["x-cache"])
+        assert answer.parse().choices[0].message.content == "Write to [EMAIL_1]"
+    assert seen == ["miss", "hit"] and chat_calls(fake) == 1
+    names = [name async for name in redis_client.scan_iter(f"{CACHE_PREFIX}{route['id']}:*")]
+    [kept] = [await redis_client.get(name) for name in names]
+    assert b"[EMAIL_1]" in kept and b"@example" not in kept
