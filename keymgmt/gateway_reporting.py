@@ -43,7 +43,7 @@ def original_event(row: Any) -> dict[str, Any]:
         "tags": list(row.tags or ()),
         "key_id": row.key_id,
         "cost_in_usd": to_usd(row.cost_nano),
-        "provider": "openai",
+        "provider": row.provider,
         "model": row.model,
         "status": row.status,
         "prompt_token_count": row.prompt_tokens,
@@ -57,7 +57,7 @@ def original_event(row: Any) -> dict[str, Any]:
         "userId": row.user_id or "",
         "action": "",
         "policyId": "",
-        "routeId": "",
+        "routeId": row.route_id,
         "correlationId": row.request_id,
         "metadata": row.metadata,
     }

@@ -47,7 +47,8 @@ def _object(properties: dict[str, str]) -> dict[str, Any]:
 _EVENT = _object(
     {
         "eventId": "string", "requestId": "string", "keyId": "string", "model": "string",
-        "path": "string", "status": "integer", "promptTokens": "integer",
+        "path": "string", "provider": "string", "settingId": "string", "status": "integer",
+        "promptTokens": "integer",
         "completionTokens": "integer", "cachedTokens": "integer", "costInUsd": "number",
         "latencyMs": "number", "upstreamMs": "number", "streamed": "boolean",
         "createdAt": "integer", "policyId": "string", "policyAction": "string",

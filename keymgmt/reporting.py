@@ -61,6 +61,8 @@ def event_fields(row: Any) -> dict[str, Any]:
         "keyId": row.key_id,
         "model": row.model,
         "path": row.path,
+        "provider": row.provider,
+        "settingId": row.setting_id,
         "status": row.status,
         "promptTokens": row.prompt_tokens,
         "completionTokens": row.completion_tokens,

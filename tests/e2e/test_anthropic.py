@@ -210,6 +210,15 @@ async def test_limits_hold_on_the_anthropic_path(priced: Gateway) -> None:
             await client.messages.create(model=MODEL, max_tokens=8, messages=HELLO)
 
 
+async def test_an_expired_key_is_refused_on_the_anthropic_path(priced: Gateway) -> None:
+    raw, _ = await anthropic_key(priced, ttl="1s")
+    async with client_of(priced, raw) as client:
+        await client.messages.create(model=MODEL, max_tokens=8, messages=HELLO)
+        await asyncio.sleep(1.2)
+        with pytest.raises(anthropic.AuthenticationError):
+            await client.messages.create(model=MODEL, max_tokens=8, messages=HELLO)
+
+
 async def test_count_tokens_and_models_pass_through_unbilled(priced: Gateway) -> None:
     raw, key_id = await anthropic_key(priced, costLimitInUsd=10)
     async with client_of(priced, raw) as client:

@@ -7,6 +7,8 @@ fake upstream; azure against its Azure URL layout. Each is billed exactly and ho
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Any
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.typedefs import PROVIDER_SETTINGS
 from tests.e2e.conftest import KEYS, Gateway, Start, write_pricing
@@ -138,6 +141,40 @@ async def test_each_provider_answers_its_sdk_with_the_settings_credential(
         assert seen.headers["openai-organization"] == "org-of-the-setting"
 
 
+async def test_each_providers_event_log_line_and_metric_name_the_provider_and_setting(
+    gateway: Gateway, route: Route, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.proxy.calls")
+    setting = await create_setting(gateway, route.provider, route.setting(gateway))
+    raw, config = await gateway.create_key(settingIds=[setting["id"]])
+    key_id = config["keyId"]
+    client = route.client(gateway, raw, setting["name"], 0)
+    await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    async with asyncio.timeout(10):
+        while True:
+            response = await gateway.keymgmt.get(f"/api/reporting/keys/{key_id}/events")
+            if events := (await response.json())["events"]:
+                break
+            await asyncio.sleep(0.05)
+    [event] = events
+    assert (event["provider"], event["settingId"]) == (route.provider, setting["id"])
+    window = {"keyIds": key_id, "start": "0", "end": str(int(time.time()) + 60)}
+    response = await gateway.keymgmt.get("/api/events", params=window)
+    [original] = await response.json()
+    assert original["provider"] == route.provider
+    [line] = [r.__dict__ for r in caplog.records if r.name == "gateway.proxy.calls"]
+    assert (line["provider"], line["setting_id"]) == (route.provider, setting["id"])
+    async with gateway.keymgmt.session.get(gateway.proxies[0].make_url("/metrics")) as metrics:
+        text = await metrics.text()
+    providers = {
+        s.labels["provider"]
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "gateway_proxy_requests_total" and s.labels["status"] == "200"
+    }
+    assert providers == {route.provider}
+
+
 async def test_each_provider_bills_a_stream_like_its_json_answer(
     priced: Gateway, route: Route
 ) -> None:
@@ -151,6 +188,32 @@ async def test_each_provider_bills_a_stream_like_its_json_answer(
     chunks = [chunk async for chunk in stream]
     assert all(chunk.usage is None for chunk in chunks)  # the usage it did not ask for is hidden
     assert await priced.settled_cost(key_id, 2 * expected) == pytest.approx(2 * expected)
+
+
+async def test_a_settings_cost_map_prices_its_calls_before_the_pricing_file(
+    priced: Gateway,
+) -> None:
+    """USD per 1,000 tokens, for the models it names; any other model keeps PRICING_FILE's."""
+    cost_map = {"promptCostPerModel": {MODEL: 0.01}, "completionCostPerModel": {MODEL: 0.03}}
+    setting = await create_setting(priced, "vllm", {"url": upstream_root(priced)}, costMap=cost_map)
+    raw, config = await priced.create_key(settingIds=[setting["id"]], costLimitInUsd=10)
+    client = sdk_at("/api/providers/vllm/v1")(priced, raw, "", 0)
+    completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    assert completion.usage is not None
+    mapped = completion.usage.prompt_tokens * 1e-5 + completion.usage.completion_tokens * 3e-5
+    assert await priced.settled_cost(config["keyId"], mapped) == pytest.approx(mapped)
+    unmapped = await create_setting(
+        priced,
+        "vllm",
+        {"url": upstream_root(priced)},
+        costMap={"promptCostPerModel": {"another-model": 1}},
+    )
+    raw, config = await priced.create_key(settingIds=[unmapped["id"]], costLimitInUsd=10)
+    client = sdk_at("/api/providers/vllm/v1")(priced, raw, "", 0)
+    completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    assert completion.usage is not None
+    filed = completion.usage.prompt_tokens * 1e-6 + completion.usage.completion_tokens * 2e-6
+    assert await priced.settled_cost(config["keyId"], filed) == pytest.approx(filed)
 
 
 async def test_each_provider_holds_the_rate_limit_across_replicas(

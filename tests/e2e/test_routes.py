@@ -20,6 +20,7 @@ import services
 
 from proxy.fakeupstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
 from proxy.fakeupstream.state import CUT_AFTER_CONTENT, ERROR_AFTER_PREAMBLE
+from proxy.routes.cache import CACHE_PREFIX
 from proxy.typedefs import POLICIES, ROUTES
 from tests.e2e.conftest import Gateway, write_pricing
 from tests.e2e.test_providers import create_setting
@@ -221,6 +222,31 @@ async def test_failover_on_connection_refused_and_on_timeout(
         )
         assert (answer.headers["x-route-step"], answer.headers["x-route-attempts"]) == ("2", "3")
     assert chat_calls(spare) == 2
+
+
+async def test_the_whole_call_is_bounded_by_proxy_timeout_and_x_request_timeout(
+    start_gateway: Any, upstream: Upstream
+) -> None:
+    """Steps without a timeout of their own, each with retries, on a stalled upstream: the call
+    ends with a 504 once PROXY_TIMEOUT (or a shorter x-request-timeout) is spent, waits included."""
+    gateway = await start_gateway(proxy_timeout=1.0)
+    stalled, root = await upstream()
+    stalled.options.latency = 30
+    setting = await setting_at(gateway, "openai", root)
+    raw, key_id = await key_with(gateway, setting)
+    base, _ = await create_route(
+        gateway, [step("openai", setting, retries=3), step("openai", setting, DEAR, retries=3)],
+        [key_id], coolDown={"failures": 0},
+    )  # fmt: skip
+    sdk = client(gateway, raw, base)
+    for extra, bound in (({}, 1.0), ({"x-request-timeout": "300ms"}, 0.3)):
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(openai.APIStatusError) as timed_out:
+            await sdk.chat.completions.create(model=CHEAP, messages=HELLO, extra_headers=extra)
+        took = asyncio.get_running_loop().time() - began
+        assert timed_out.value.status_code == 504, timed_out.value
+        assert bound <= took < bound + 1.5, (extra, took)
+        assert timed_out.value.response.headers["x-route-attempts"] == "1"  # no time for more
 
 
 async def test_a_client_error_is_answered_at_once(gateway: Gateway, upstream: Upstream) -> None:
@@ -584,3 +610,31 @@ async def test_a_routes_call_is_screened_and_restored_and_never_cached_with_valu
         assert answer.headers["x-cache"] == "miss"  # an answer with values is never kept
     assert all(email.encode() not in seen.body for seen in fake.recorded)
     assert chat_calls(fake) == 2
+
+
+async def test_the_cache_key_is_of_the_redacted_request(
+    gateway: Gateway, upstream: Upstream, redis_client: Any
+) -> None:
+    """Two requests that differ only in a value the key's policy redacts are one cache entry,
+    and what Redis keeps holds the placeholder, never the value."""
+    fake, root = await upstream()
+    fake.options.echo = True
+    created = await gateway.keymgmt.post(
+        "/api/policies", json={"name": "pii", "config": {"rules": {"email": "allow_but_redact"}}}
+    )
+    policy_id = (await created.json())["id"]
+    setting_id = await setting_at(gateway, "openai", root)
+    raw, key_id = await key_with(gateway, setting_id, policyId=policy_id)
+    await until(lambda: all(p.app[POLICIES].get(policy_id) for p in gateway.proxies))
+    base, route = await cached_route(gateway, key_id, [step("openai", setting_id)])
+    seen = []
+    for email in ("jane.roe@example.com", "john.doe@example.org"):
+        answer = await client(gateway, raw, base).chat.completions.with_raw_response.create(
+            model=CHEAP, messages=[{"role": "user", "content": f"Write to {email}"}], temperature=0
+        )
+        seen.append(answer.headers["x-cache"])
+        assert answer.parse().choices[0].message.content == "Write to [EMAIL_1]"
+    assert seen == ["miss", "hit"] and chat_calls(fake) == 1
+    names = [name async for name in redis_client.scan_iter(f"{CACHE_PREFIX}{route['id']}:*")]
+    [kept] = [await redis_client.get(name) for name in names]
+    assert b"[EMAIL_1]" in kept and b"@example" not in kept

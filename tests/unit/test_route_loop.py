@@ -22,8 +22,9 @@ from shared import tokens
 
 def route(**fields: Any) -> Route:
     step = {"provider": "openai", "model": "m", "retryInterval": "1s", **fields.pop("step", {})}
+    steps = [step, *fields.get("more", [])]
     return route_of(
-        "r1", "/t/chat/completions", [], [step], fields.get("strategy", "constant"),
+        "r1", "/t/chat/completions", [], steps, fields.get("strategy", "constant"),
         {"enabled": False, "ttl": "1h"}, {"failures": fields.get("failures", 2), "period": "30s"},
     )  # fmt: skip
 
@@ -59,8 +60,11 @@ def test_backoff_is_jittered_doubles_when_exponential_and_yields_to_a_longer_ret
     assert backoff(timed, timed.steps[0], 0, 30.0) is None  # longer than the step's timeout
 
 
+CLAUDE_STEP = {"provider": "anthropic", "model": "claude", "retryInterval": "1s"}
+
+
 def test_a_step_cools_down_after_its_failures_in_a_row() -> None:
-    cool, r = CoolDowns(), route(failures=2)
+    cool, r = CoolDowns(), route(failures=2, more=[CLAUDE_STEP])
     cool.failed(r, 0, now=100.0)
     cool.succeeded(r, 0)  # not in a row
     cool.failed(r, 0, now=100.0)
@@ -68,11 +72,26 @@ def test_a_step_cools_down_after_its_failures_in_a_row() -> None:
     cool.failed(r, 0, now=100.0)
     assert cool.cooling(r, 0, now=129.0) and not cool.cooling(r, 1, now=129.0)
     assert not cool.cooling(r, 0, now=130.5)
-    never = route(failures=0)  # the same route, changed: it cools down no more
+    never = route(failures=0, more=[CLAUDE_STEP])  # the same route, changed: never cools down
     assert not cool.cooling(never, 0, now=129.0)
     for _ in range(5):
         cool.failed(never, 0, now=100.0)
     assert not cool.cooling(never, 0, now=100.0)
+
+
+def test_a_cool_down_is_kept_for_the_steps_target_not_its_place() -> None:
+    cool, r = CoolDowns(), route(failures=1, more=[CLAUDE_STEP])
+    cool.failed(r, 0, now=100.0)
+    assert cool.cooling(r, 0, now=101.0)
+    # The same route, changed: the dead target moved to second place, still skipped there...
+    moved = route_of(
+        "r1", "/t/chat/completions", [], [CLAUDE_STEP, {"provider": "openai", "model": "m"}],
+        "constant", {"enabled": False, "ttl": "1h"}, {"failures": 1, "period": "30s"},
+    )  # fmt: skip
+    assert not cool.cooling(moved, 0, now=101.0) and cool.cooling(moved, 1, now=101.0)
+    # ...and a first step given another model is another target, tried at once.
+    replaced = route(failures=1, step={"model": "m-2"}, more=[CLAUDE_STEP])
+    assert not cool.cooling(replaced, 0, now=101.0)
 
 
 def event(payload: Any) -> bytes:
