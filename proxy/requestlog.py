@@ -62,7 +62,11 @@ def logged_contents(call: Call) -> dict[str, Any]:
     key = call.key
     fields: dict[str, Any] = {}
     if key.should_log_request:
-        body = call.body if call.upload_bytes == 0 else orjson.dumps(call.payload)
+        screening = call.screening
+        if screening is not None and screening.logged_request is not None:
+            body = screening.logged_request  # blocked or warned about: the values masked
+        else:
+            body = call.body if call.upload_bytes == 0 else orjson.dumps(call.payload)
         fields["request_content"], fields["request_truncated"] = capped(body)
     if key.should_log_response:
         answer = response_content(call)

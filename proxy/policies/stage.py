@@ -98,6 +98,8 @@ def _screen(call: Call, compiled: CompiledPolicy) -> list[str]:
     actions = [compiled.action_of(hit) for hit in hits]
     screening.counts = dict(Counter(hit.entity for hit in hits))
     screening.action = min(actions, key=ACTIONS.index)  # the strongest
+    if call.key.should_log_request and any(action != REDACT for action in actions):
+        screening.logged_request = _masked(call.body, hits)
     if screening.action == BLOCK:
         return sorted(
             {hit.entity for hit, action in zip(hits, actions, strict=True) if action == BLOCK}
@@ -113,6 +115,15 @@ def _screen(call: Call, compiled: CompiledPolicy) -> list[str]:
         if compiled.policy.restore:
             screening.restore = placeholders.restorable
     return []
+
+
+def _masked(body: bytes, hits: list[Hit]) -> bytes:
+    """The body with every hit replaced by its placeholder, whatever its action: what request
+    logging stores of a call whose body went on (or was refused) with values in it."""
+    document = loads_object(body) or {}  # it was read once already: it is an object
+    slots = text_slots(document)
+    _redact(slots, [container[key].encode() for container, key in slots], hits, Placeholders())
+    return orjson.dumps(document)
 
 
 def _redact(

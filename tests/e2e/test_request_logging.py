@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import openai
 import orjson
+import pytest
 
 from tests.e2e.conftest import Gateway
 from tests.e2e.test_event_annotations import events_of
@@ -92,3 +94,34 @@ async def test_a_logged_answer_holds_the_placeholders_a_policy_put_back(gateway:
         event = await logged(gateway, custom_id)
         for stored in (event["requestContent"], event["responseContent"]):
             assert email not in stored and "[EMAIL_1]" in stored
+
+
+async def test_a_logged_request_the_policy_blocks_or_warns_about_holds_no_value(
+    gateway: Gateway,
+) -> None:
+    ssn, email = "536-22-1234", "jane.roe@example.com"
+    response = await gateway.keymgmt.post(
+        "/api/policies",
+        json={"name": "pii", "config": {"rules": {"ssn": "block", "email": "allow_but_warn"}}},
+    )
+    policy_id = (await response.json())["id"]
+    raw, _ = await gateway.create_key(policyId=policy_id, shouldLogRequest=True)
+    await wait_for_policy(gateway, policy_id)
+    client = gateway.client(raw)
+    with pytest.raises(openai.PermissionDeniedError):
+        await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"ssn {ssn}, mail {email}"}],
+            extra_headers={"X-CUSTOM-EVENT-ID": "blocked"},
+        )
+    await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": f"mail {email}"}],
+        extra_headers={"X-CUSTOM-EVENT-ID": "warned"},
+    )
+    (sent,) = [seen.body for seen in gateway.upstream.recorded]
+    assert email.encode() in sent  # a warning forwards the body as it came
+    for custom_id in ("blocked", "warned"):
+        stored = (await logged(gateway, custom_id))["requestContent"]
+        assert ssn not in stored and email not in stored, custom_id
+        assert "[EMAIL_1]" in stored, custom_id
