@@ -43,5 +43,11 @@ def check_access(call: Call, method: str, path: str) -> None:
 def check_rules(rules: Rules, holder: str, call: Call, method: str, path: str) -> None:
     if rules.allowed_paths and (method, path) not in rules.allowed_paths:
         raise not_allowed(f"this {holder} may not call {method} {path}", "path_not_allowed")
-    if rules.allowed_models and call.model and call.model not in rules.allowed_models:
-        raise not_allowed(f"this {holder} may not use model {call.model!r}", "model_not_allowed")
+    if call.model:
+        check_model(rules, holder, call.model)
+
+
+def check_model(rules: Rules, holder: str, model: str) -> None:
+    """A model the key (or user) does not allow is a 403; a route's step checks its own."""
+    if rules.allowed_models and model not in rules.allowed_models:
+        raise not_allowed(f"this {holder} may not use model {model!r}", "model_not_allowed")

@@ -147,12 +147,14 @@ async def serve(
     app = request.app
     route = run.route
     deadline = started + request_timeout(request, app[SETTINGS].proxy_timeout)
-    planned = plan_steps(route, app[TARGETS], key, endpoint, payload, request.headers, request_id)
+    front = run.call
+    assert front is not None  # handle_route's, until the first step's call takes over
+    planned = plan_steps(
+        route, app[TARGETS], key, endpoint, payload, request.headers, request_id, front.user
+    )
     usable, run.reservation = reserved(planned, app)
     if not usable:
         raise next(p for p in planned if isinstance(p, ProxyError))
-    front = run.call
-    assert front is not None  # handle_route's, until the first step's call takes over
     # An answer with values a policy put back must not be kept in Redis, nor served to another.
     restoring = front.screening is not None and bool(front.screening.restore)
     cache = cache_key(route, payload) if route.cache_enabled and not restoring else None

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from multidict import CIMultiDictProxy
 
+from proxy.access import check_model
 from proxy.calls import Call, RouteMark, read_payload
 from proxy.errors import ProxyError, invalid_json
 from proxy.providers import ADAPTERS_BY_NAME
@@ -17,7 +18,7 @@ from proxy.routes.model import Route
 from proxy.targets import Targets, require_model_allowed
 from proxy.translate.anthropic_request import wants_usage
 from proxy.upstream import gateway_headers, upstream_headers
-from shared.models import Key
+from shared.models import Key, User
 
 
 @dataclass(slots=True)
@@ -39,13 +40,17 @@ def plan_step(
     payload: dict[str, Any],
     client_headers: CIMultiDictProxy[str],
     request_id: str,
+    user: User | None = None,
 ) -> StepCall:
-    """The step's call; a ProxyError when the key cannot take it (no setting, model not allowed,
-    a body the step's format cannot carry)."""
+    """The step's call; a ProxyError when the key cannot take it (no setting, model not allowed
+    by the setting, the key or the call's user, a body the step's format cannot carry)."""
     step = route.steps[index]
     provider = ADAPTERS_BY_NAME[step.provider]  # keymgmt stores known providers only
     target = targets.of_step(provider, key, step.setting_id)
     require_model_allowed(target, step.model)
+    check_model(key, "key", step.model)  # the step's model is the one called, not the body's
+    if user is not None:
+        check_model(user, "user", step.model)
     step_format = FORMATS.get(provider.wire_format, OPENAI_FORMAT)
     tail, query = provider.step_path(target, step_format.tail(endpoint), step.model, step.params)
     billed, upstream_path = provider.endpoint(tail)
@@ -79,13 +84,16 @@ def plan_steps(
     payload: dict[str, Any],
     client_headers: CIMultiDictProxy[str],
     request_id: str,
+    user: User | None = None,
 ) -> list[StepCall | ProxyError]:
     """Every step's call, or why the key cannot take that step (answered if it is reached)."""
     planned: list[StepCall | ProxyError] = []
     for index in range(len(route.steps)):
         try:
             planned.append(
-                plan_step(route, index, targets, key, endpoint, payload, client_headers, request_id)
+                plan_step(
+                    route, index, targets, key, endpoint, payload, client_headers, request_id, user
+                )
             )
         except ProxyError as error:
             planned.append(error)

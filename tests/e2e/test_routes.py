@@ -21,7 +21,7 @@ import services
 from proxy.fakeupstream import FAKE_UPSTREAM, FakeUpstream, create_fake_upstream
 from proxy.fakeupstream.state import CUT_AFTER_CONTENT, ERROR_AFTER_PREAMBLE
 from proxy.routes.cache import CACHE_PREFIX
-from proxy.typedefs import POLICIES, ROUTES
+from proxy.typedefs import POLICIES, ROUTES, USERS
 from tests.e2e.conftest import Gateway, write_pricing
 from tests.e2e.test_providers import create_setting
 
@@ -638,3 +638,39 @@ async def test_the_cache_key_is_of_the_redacted_request(
     names = [name async for name in redis_client.scan_iter(f"{CACHE_PREFIX}{route['id']}:*")]
     [kept] = [await redis_client.get(name) for name in names]
     assert b"[EMAIL_1]" in kept and b"@example" not in kept
+
+
+async def test_the_allowed_models_of_a_key_and_its_user_hold_for_a_routes_steps(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    fake, root = await upstream()
+    setting_id = await setting_at(gateway, "openai", root)
+    raw, key_id = await key_with(gateway, setting_id, allowedModels=[CHEAP])
+    dear, _ = await create_route(gateway, [step("openai", setting_id, DEAR)], [key_id])
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        # The body names a model the key may use; the route's one step calls another.
+        await client(gateway, raw, dear).chat.completions.create(model=CHEAP, messages=HELLO)
+    assert refused.value.code == "model_not_allowed"
+    assert chat_calls(fake) == 0
+    # A step the key may not take is passed over for the next one.
+    both, _ = await create_route(
+        gateway, [step("openai", setting_id, DEAR), step("openai", setting_id, CHEAP)], [key_id]
+    )
+    answer = await client(gateway, raw, both).chat.completions.with_raw_response.create(
+        model=CHEAP, messages=HELLO
+    )
+    assert answer.headers["x-route-step"] == "1"
+    # The call's user is held to its own allowedModels on the steps too.
+    other_raw, other_key = await key_with(gateway, setting_id)
+    created = await gateway.keymgmt.post(
+        "/api/users", json={"userId": "ursula", "keyIds": [other_key], "allowedModels": [DEAR]}
+    )
+    user_id = (await created.json())["id"]
+    await until(lambda: all(p.app[USERS].by_id(user_id) for p in gateway.proxies))
+    cheap, _ = await create_route(gateway, [step("openai", setting_id, CHEAP)], [other_key])
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await client(gateway, other_raw, cheap).chat.completions.create(
+            model=DEAR, messages=HELLO, user="ursula"
+        )
+    assert refused.value.code == "model_not_allowed" and "user" in refused.value.message
+    assert chat_calls(fake) == 1
