@@ -193,6 +193,12 @@ sa.Index(
     postgresql_where=usage_events.c.user_id.isnot(None),
 )
 sa.Index("usage_events_status_time", usage_events.c.status, usage_events.c.created_at)
+sa.Index(
+    "usage_events_policy_action_time",
+    usage_events.c.policy_action,
+    usage_events.c.created_at,
+    postgresql_where=usage_events.c.policy_action.isnot(None),
+)
 
 users = sa.Table(
     "users",

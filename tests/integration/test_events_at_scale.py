@@ -32,11 +32,12 @@ KEYS = 100
 SEED = f"""
 INSERT INTO usage_events (event_id, request_id, key_id, model, path, status, prompt_tokens,
     completion_tokens, cached_tokens, cost_nano, latency_ms, upstream_ms, streamed, created_at,
-    recorded_at, custom_id, user_id)
+    recorded_at, custom_id, user_id, policy_action)
 SELECT md5(i::text)::uuid, 'req-' || i, key_ids[1 + i % {KEYS}], 'gpt-4o-mini',
     'chat/completions', CASE WHEN i % 50 = 0 THEN 429 ELSE 200 END, 6, 5, 0, 1000 + i % 7,
     10 + i % 13, 9, false, now() - (i || ' seconds')::interval,
-    now() - (i || ' seconds')::interval, 'job-' || (i % 100000), 'user-' || (i % 1000)
+    now() - (i || ' seconds')::interval, 'job-' || (i % 100000), 'user-' || (i % 1000),
+    CASE WHEN i % 10000 = 0 THEN 'block' WHEN i % 10 = 0 THEN 'allow' END
 FROM generate_series(1, {EVENTS}) AS i,
     (SELECT array_agg(gen_random_uuid()) AS key_ids FROM generate_series(1, {KEYS})) AS k
 """
@@ -88,6 +89,7 @@ async def test_filters_over_a_million_events_use_their_indexes(million: Any) -> 
     for body, index, found in (
         ({"customIds": ["job-42"]}, "usage_events_custom_id_time", EVENTS // 100000),
         ({"userIds": ["user-7"], "limit": 50}, "usage_events_user_id_time", 50),
+        ({"actions": ["block"]}, "usage_events_policy_action_time", EVENTS // 10000),
     ):
         assert index in await plan_of(engine, body), body
         assert len((await (await client.post("/api/v2/events", json=body)).json())["events"]) == (
