@@ -9,12 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
 from proxy.typedefs import USERS
 from proxy.users import UserSnapshot
 from tests.e2e.conftest import Gateway, write_pricing
+from tests.e2e.test_anthropic import SECRET, client_of, upstream_root
+from tests.e2e.test_providers import create_setting
 
 MODEL = "priced-model"
 INPUT, OUTPUT = 1e-4, 1e-3
@@ -121,3 +124,39 @@ async def test_a_revoked_or_expired_user_is_refused(priced: Gateway) -> None:
     with pytest.raises(openai.PermissionDeniedError) as raised:
         await chat(client, "frank")
     assert raised.value.code == "user_expired"
+
+
+async def test_a_users_allowed_paths_hold_on_both_replicas_and_anthropic_names_its_user(
+    priced: Gateway,
+) -> None:
+    raw, key = await priced.create_key()
+    chat_path = "/api/providers/openai/v1/chat/completions"
+    await create_user(priced, userId="gina", keyIds=[key["keyId"]],
+                      allowedPaths=[{"path": chat_path, "method": "POST"}])  # fmt: skip
+    for replica in (0, 1):
+        client = priced.client(raw, replica)
+        with pytest.raises(openai.PermissionDeniedError) as raised:
+            await client.embeddings.create(model=MODEL, input="hi", user="gina")
+        assert raised.value.code == "path_not_allowed" and "user" in raised.value.message
+        await chat(client, "gina")  # the path it lists
+        await client.embeddings.create(model=MODEL, input="hi", user="other")  # no such user
+    # On the anthropic path the user is the body's metadata.user_id.
+    setting = await create_setting(
+        priced, "anthropic", {"apikey": SECRET, "baseUrl": upstream_root(priced)}
+    )
+    anthropic_raw, anthropic_config = await priced.create_key(settingIds=[setting["id"]])
+    await create_user(priced, userId="hank", keyIds=[anthropic_config["keyId"]],
+                      allowedModels=["claude-3-5-haiku-latest"])  # fmt: skip
+    for replica in (0, 1):
+        async with client_of(priced, anthropic_raw, replica) as client:
+            with pytest.raises(anthropic.PermissionDeniedError) as refused:
+                await client.messages.create(
+                    model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES,
+                    metadata={"user_id": "hank"},
+                )  # fmt: skip
+            body: Any = refused.value.body
+            assert body["error"]["type"] == "permission_error"
+            assert "user" in body["error"]["message"]
+            await client.messages.create(  # no user named: the key's rules alone
+                model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES
+            )
