@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Gateway
 from tests.e2e.test_event_annotations import events_of
-from tests.e2e.test_policies import wait_for_policy
+from tests.e2e.test_policies import every_log_field, wait_for_policy
 
 
 async def logged(gateway: Gateway, custom_id: str) -> dict[str, Any]:
@@ -19,7 +20,10 @@ async def logged(gateway: Gateway, custom_id: str) -> dict[str, Any]:
     return event
 
 
-async def test_bodies_are_stored_for_keys_that_log_them_only(gateway: Gateway) -> None:
+async def test_bodies_are_stored_for_keys_that_log_them_only(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway")
     raw, _ = await gateway.create_key(shouldLogRequest=True, shouldLogResponse=True)
     quiet, _ = await gateway.create_key()
     marker = uuid.uuid4().hex
@@ -51,6 +55,9 @@ async def test_bodies_are_stored_for_keys_that_log_them_only(gateway: Gateway) -
 
     others = await logged(gateway, "quiet")
     assert not {"requestContent", "responseContent"} & set(others)
+    # Stored, never logged: no line of the proxy's or keymgmt's carries a body.
+    lines = every_log_field(caplog)
+    assert marker not in lines and streamed_text not in lines
 
 
 async def test_a_body_over_one_megabyte_is_stored_truncated(gateway: Gateway) -> None:
