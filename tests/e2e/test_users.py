@@ -13,8 +13,9 @@ import anthropic
 import openai
 import pytest
 
-from proxy.typedefs import USERS
+from proxy.typedefs import LIMITS, USERS
 from proxy.users import UserSnapshot
+from shared.redispipe import Pipe
 from tests.e2e.conftest import Gateway, write_pricing
 from tests.e2e.test_anthropic import SECRET, client_of, upstream_root
 from tests.e2e.test_providers import create_setting
@@ -160,3 +161,32 @@ async def test_a_users_allowed_paths_hold_on_both_replicas_and_anthropic_names_i
             await client.messages.create(  # no user named: the key's rules alone
                 model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES
             )
+
+
+async def test_two_windows_and_a_user_are_admitted_in_one_round_trip(
+    priced: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, key = await priced.create_key(
+        rateLimitOverTime=100, rateLimitUnit="m", rateLimits=[{"overTime": 50, "unit": "s"}],
+        costLimitInUsd=5,
+    )  # fmt: skip
+    await create_user(priced, userId="ivy", keyIds=[key["keyId"]], rateLimitOverTime=100,
+                      rateLimitUnit="m", costLimitInUsd=1)  # fmt: skip
+    client = priced.client(raw)
+    await chat(client, "ivy")  # loads the scripts
+    await asyncio.sleep(0.2)
+    round_trips = 0
+    proxy_pipe = priced.proxies[0].app[LIMITS].redis
+    pipe_class = type(proxy_pipe)
+    replies = pipe_class.replies
+
+    async def counting(self: Pipe, commands: Any) -> list[Any]:
+        nonlocal round_trips
+        if self is proxy_pipe:
+            round_trips += 1
+        return await replies(self, commands)
+
+    monkeypatch.setattr(pipe_class, "replies", counting)
+    await chat(client, "ivy")
+    await asyncio.sleep(0.3)  # the settlement is flushed in the background
+    assert round_trips == 2 + bool(priced.settings.redis.wait_replicas)  # admit, settle
