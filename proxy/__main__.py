@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -15,23 +14,18 @@ from aiohttp import web
 from proxy.app import create_app
 from shared.config import ConfigError, Settings
 from shared.logs import setup_logging
-from shared.runtime import install_uvloop
+from shared.runtime import install_uvloop, spare_the_collector
 
 log = logging.getLogger("gateway.proxy")
 # A client that leaves cancels its handler (aiohttp's test servers do the same).
 HANDLER_CANCELLATION = True
-# The collector's first generation runs every 700 allocations by default: under load that is
-# every few calls, each time walking the objects of every call in flight. Every 50,000 it costs
-# about 11 µs less CPU a call (docs/BENCHMARKS.md); the calls' objects are freed by reference
-# counting long before, so memory does not grow.
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def serve(settings: Settings, app: web.Application | None = None) -> None:
     """One worker. On SIGTERM it stops accepting, lets calls and streams finish within
     PROXY_TIMEOUT, drains its queued spend to Redis, and exits."""
     install_uvloop()
-    gc.set_threshold(*GC_THRESHOLDS)
+    spare_the_collector()
     web.run_app(
         app or create_app(settings),
         host=settings.proxy_host,

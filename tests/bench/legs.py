@@ -36,6 +36,7 @@ START_TIMEOUT = 60.0
 TITLES = {
     "direct": "direct",
     "passthrough": "bare pass-through",
+    "passthrough_gc": "bare pass-through, the proxy's collector thresholds",
     "proxy": "proxy",
     "route": "proxy, a one-step route",
     "users": "proxy, two windows and a user",
@@ -101,6 +102,7 @@ class Starters:
         return {
             "direct": self.direct,
             "passthrough": self.passthrough,
+            "passthrough_gc": lambda: self.passthrough(spare_the_collector=True),
             "proxy": lambda: self.proxy(1),
             "route": self.route,
             "users": self.users,
@@ -116,11 +118,15 @@ class Starters:
     def direct(self) -> Leg:
         return leg_for(self.upstream, "/v1", gateway.UPSTREAM_KEY, shared=True)
 
-    def passthrough(self) -> Leg:
+    def passthrough(self, spare_the_collector: bool = False) -> Leg:
+        """The floor; sparing the collector as the proxy does, the floor the proxy could reach."""
         port = free_port()
         argv = [PYTHON, "-m", "tests.bench.passthrough", "--upstream", self.upstream.url("")]
         argv += ["--port", str(port)]
-        server = self.processes.start("passthrough", argv, port, under_test=True)
+        if spare_the_collector:
+            argv.append("--spare-the-collector")
+        name = "passthrough_gc" if spare_the_collector else "passthrough"
+        server = self.processes.start(name, argv, port, under_test=True)
         wait_http(server, "/v1/models", START_TIMEOUT)
         return leg_for(server, "/v1", gateway.UPSTREAM_KEY)
 

@@ -1,7 +1,8 @@
 """A bare aiohttp pass-through: the floor for any aiohttp proxy, to compare the gateway with.
 
 Every request goes to `--upstream` + its path and query, with its method, body and headers;
-the answer streams back as it arrives. One shared ClientSession, uvloop, no access log.
+the answer streams back as it arrives. One shared ClientSession, uvloop, no access log; with
+`--spare-the-collector`, the proxy's collector thresholds too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from shared.runtime import install_uvloop
+from shared.runtime import install_uvloop, spare_the_collector
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
@@ -67,8 +68,11 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:9000")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--spare-the-collector", action="store_true")
     args = parser.parse_args()
     install_uvloop()
+    if args.spare_the_collector:
+        spare_the_collector()
     web.run_app(
         create_app(args.upstream), host=args.host, port=args.port, access_log=None, print=None
     )

@@ -294,7 +294,7 @@ def profile(name: str, leg: Leg, args: argparse.Namespace, results: report.Resul
     return f"Collapsed stacks: `{raw.relative_to(ROOT)}`. {summary}"
 
 
-PROFILED = ("passthrough", "proxy", "baseline", "cluster")
+PROFILED = ("passthrough", "passthrough_gc", "proxy", "baseline", "cluster")
 
 
 def bench(
