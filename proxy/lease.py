@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.admissions import Admission, has_limits, parse_admission
+from shared.admissions import Admission, has_cost_limits, has_limits, parse_admission
 from shared.limit_keys import MAX_CALL_NANO, WINDOW_BUCKETS, Counted
 from shared.limits import LimitEngine, Settlement
 from shared.models import Key, User
@@ -34,7 +34,9 @@ class Lease:
     counted: Counted  # where its slots were counted
     at_ms: int  # when (Redis's clock): the bucket they were counted in
     slots: int
-    budget: int  # nano-USD held in Redis under `reservation`, the asker's own reservation in it
+    # Nano-USD held in Redis under `reservation`, the asker's own reservation in it; None for a
+    # key without cost limits, whose calls reserve nothing.
+    budget: int | None
     reservation: str
     until: float  # time.monotonic(): a call is served from it before this only
     left: int | None  # requests left in Redis's first window once the lease was counted
@@ -49,7 +51,7 @@ class Lease:
         if (
             self.ended
             or self.used >= self.slots
-            or self.carved + reservation_nano > self.budget
+            or (self.budget is not None and self.carved + reservation_nano > self.budget)
             or time.monotonic() >= self.until
         ):
             return None
@@ -146,7 +148,7 @@ class LeasingEngine(LimitEngine):
             counted,
             at_ms,
             granted,
-            own + int(reply[6]),
+            own + int(reply[6]) if has_cost_limits(key) else None,
             reservation,
             sent + seconds - SAFETY,
             admission.remaining_requests,
