@@ -92,7 +92,8 @@ class LeasingEngine(LimitEngine):
         self, key: Key, reservation_nano: int = 0, user: User | None = None
     ) -> Admission:
         key_id = key.key_id
-        lease = self._leases.get(key_id)
+        # A limited user's limits hold too: in a cluster its own script admits it, never a lease.
+        lease = self._leases.get(key_id) if user is None else None
         if lease is not None:
             if lease.key is not key and lease.key != key:  # revoked, or its limits changed
                 self._end(lease)
@@ -102,23 +103,25 @@ class LeasingEngine(LimitEngine):
                 admission = lease.take(reservation_nano)
                 if admission is not None:
                     return admission
-        waiting = self._admitting.get(key_id, 0)
-        self._admitting[key_id] = waiting + 1
+        may_ask = user is None and key_id not in self._asking and has_limits(key)
+        if may_ask:
+            waiting = self._admitting.get(key_id, 0)
+            self._admitting[key_id] = waiting + 1
         try:
-            # A limited user is admitted by its own script in a cluster: never leased.
-            if user is None and key_id not in self._asking and has_limits(key):
+            if may_ask:
                 served = lease.used + 1 if lease is not None else 0
-                if waiting or served > 1:
+                if waiting or served > 1:  # busy
                     return await self._ask(key, reservation_nano, 2 * max(served, waiting + 1))
             return await super().admit(key, reservation_nano, user)
         except Exception:
             self.drop_leases()
             raise
         finally:
-            if self._admitting[key_id] > 1:
-                self._admitting[key_id] -= 1
-            else:
-                del self._admitting[key_id]
+            if may_ask:
+                if self._admitting[key_id] > 1:
+                    self._admitting[key_id] -= 1
+                else:
+                    del self._admitting[key_id]
 
     async def _ask(self, key: Key, reservation_nano: int, slots: int) -> Admission:
         """Admit one call through Redis, asking for a lease of up to `slots` beside it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -206,11 +207,16 @@ async def test_a_changed_key_drops_its_lease(
 
 async def test_no_lease_for_a_limited_user(engine: LeasingEngine) -> None:
     key = make_key(rate_limit_over_time=10_000, rate_limit_unit="h")
-    user = User(record_id="u1", user_id="alice", created_at=0, updated_at=0,
-                rate_limit_over_time=10_000, rate_limit_unit="h")  # fmt: skip
-    for _ in range(3):
-        outcomes = await asyncio.gather(*(engine.admit(key, 0, user) for _ in range(5)))
-        assert all(a.admitted and a.lease is None for a in outcomes)
+    user = User(record_id=str(uuid.uuid4()), user_id="alice", created_at=0, updated_at=0,
+                rate_limit_over_time=4, rate_limit_unit="h")  # fmt: skip
+    for _ in range(2):
+        outcomes = await asyncio.gather(*(engine.admit(key, 0, user) for _ in range(3)))
+        assert all(a.lease is None for a in outcomes)
+    assert sum(a.admitted for a in outcomes) == 1  # the user's limit held
+    # Nor does the key's own lease serve its calls with a user: the user's limits hold too.
+    lease = lease_of(await leased(engine, key))
+    assert not (await engine.admit(key, 0, user)).admitted
+    assert lease.used == 0
 
 
 async def test_a_redis_error_drops_every_lease_and_outage_mode_takes_none(
