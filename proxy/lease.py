@@ -84,7 +84,7 @@ class LeasingEngine(LimitEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._leases: dict[str, Lease] = {}  # a key's current or last lease
+        self._leases: dict[str, Lease] = {}  # a busy key's current or last lease
         self._admitting: dict[str, int] = {}  # admissions of a key awaiting Redis
         self._asking: set[str] = set()  # keys with a lease asked for
 
@@ -164,8 +164,14 @@ class LeasingEngine(LimitEngine):
             self._end(old)
         self._leases[key.key_id] = lease
         delay = max(0.0, lease.until - time.monotonic())
-        asyncio.get_running_loop().call_later(delay, self._end, lease)
+        asyncio.get_running_loop().call_later(delay, self._expire, lease)
         return lease.admission(own)
+
+    def _expire(self, lease: Lease) -> None:
+        self._end(lease)
+        # Kept while the key is busy, for the next lease's size; an idle key's is forgotten.
+        if lease.used == 0 and self._leases.get(lease.key.key_id) is lease:
+            del self._leases[lease.key.key_id]
 
     def _end(self, lease: Lease) -> None:
         """Serve no more from `lease`: its unused slots go back, its budget once its calls are
