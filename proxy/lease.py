@@ -95,7 +95,7 @@ class LeasingEngine(LimitEngine):
         # A limited user's limits hold too: in a cluster its own script admits it, never a lease.
         lease = self._leases.get(key_id) if user is None else None
         if lease is not None:
-            if lease.key is not key and lease.key != key:  # revoked, or its limits changed
+            if lease.key is not key and lease.key != key:  # another version: limits edited, say
                 self._end(lease)
                 del self._leases[key_id]
                 lease = None
