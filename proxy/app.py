@@ -17,6 +17,7 @@ from proxy.errors import not_found
 from proxy.fallback import LocalLimits
 from proxy.forward import handler_of, request_id_of
 from proxy.jobs import job_watcher
+from proxy.lease import LeasingEngine
 from proxy.paths import OPENAI_PREFIX
 from proxy.policies.snapshot import POLICIES as POLICY_SOURCE
 from proxy.policies.snapshot import PolicySnapshot
@@ -59,7 +60,7 @@ from shared.clusterpipe import open_pipe
 from shared.config import Settings
 from shared.jsonutil import json_response
 from shared.limit_keys import Layout
-from shared.limits import LimitEngine, announce, withdraw
+from shared.limits import announce, withdraw
 from shared.metrics import Metrics
 from shared.pg import LazyConnection
 from shared.pricing import Pricing
@@ -135,7 +136,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pipe = open_pipe(settings.redis)
     # A reservation outlives the longest call it can cover, then lapses by itself.
-    app[LIMITS] = engine = LimitEngine(
+    app[LIMITS] = engine = LeasingEngine(
         pipe,
         reservation_lifetime=settings.proxy_timeout + 60,
         wait_replicas=settings.redis.wait_replicas,
@@ -164,6 +165,7 @@ async def limits(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(Exception):  # the others stop counting this one at once
         await withdraw(heartbeat, replica)
     await heartbeat.close()
+    await engine.close()  # the leases' budgets queued for release before the settler drains
     settler.close(within=DRAIN_TIMEOUT)
     try:
         await asyncio.wait_for(tasks[0], DRAIN_TIMEOUT + 5)

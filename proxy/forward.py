@@ -341,6 +341,8 @@ def finish(
         event = usage_event(call, cost, latency) if recorded else None
         if event is not None or reservation:
             app[SETTLER].submit(Settlement(call.key, cost, reservation, event, call.user))
+        if admission is not None and admission.lease is not None:
+            admission.lease.settled(admission, cost)  # after the charge: the budget goes behind it
     record_call(
         app[METRICS],
         app[CALL_LOG],

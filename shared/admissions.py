@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from shared.models import Key, User
 
 
 class LimitsNotReady(Exception):
     """Redis came back without its data and keymgmt has not restored the spend yet."""
+
+
+class Charged(Protocol):
+    """Told the charge of each call it admitted (a lease, proxy/lease.py)."""
+
+    def settled(self, admission: Admission, cost_nano: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +34,10 @@ class Admission:
     lifetime_committed: int = -1
     window_committed: int = -1
     local: bool = False  # decided by this replica alone, while Redis was away
-    reservation_nano: int = 0  # what a local admission reserved, to release when settled
+    # What a local admission reserved, to release when settled; a lease's call: what it carved.
+    reservation_nano: int = 0
     local_epoch: int = 0  # the local limits' view a local admission was made in
+    lease: Charged | None = None  # the lease this call was served from, told its charge
 
 
 def has_limits(holder: Key | User) -> bool:

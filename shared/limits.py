@@ -210,13 +210,15 @@ class LimitEngine:
             return parse_admission(key_reply, reservation)  # not ready, or the key's refusal
         return parse_admission(user_reply, reservation, refused_as="user_")
 
-    async def _take_back(self, counted: Counted, reservation: str, at_ms: int) -> None:
+    async def _take_back(
+        self, counted: Counted, reservation: str, at_ms: int, calls: int = 1
+    ) -> None:
         (reservations, reserved), windows = counted
         command = self._unadmit.call(
             [reservations, reserved, *(name for name, _ in windows)],
-            [reservation, at_ms, *(ms for _, ms in windows)],
+            [reservation, at_ms, *(ms for _, ms in windows), calls],
         )
-        # Should Redis fail it, the reservation lapses and the windows count one call more for a
+        # Should Redis fail it, the reservation lapses and the windows count `calls` more for a
         # while: a limit never loosened.
         with contextlib.suppress(Exception):
             await self._run_one(self._unadmit, command)

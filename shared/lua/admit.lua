@@ -7,7 +7,8 @@
 --       7 reservation id, 8 reservation lifetime ms
 -- Returns {1, requests left in the window (-1: no rate limit), lifetime and windowed budget now
 -- committed (spend + reservations, nano-USD; -1 where the key has no such limit), the time the
--- call was counted at (ms: its rate buckets, should the call be taken back by unadmit.lua)},
+-- call was counted at (ms: its rate buckets, should the call be taken back by unadmit.lua),
+-- the lease's slots and budget granted (0, 0: none)},
 -- {0, reason, retry after ms (-1: never)}, or {2} when spend is not restored yet.
 -- A call is admitted while spend plus the reservations of other calls is below a cost limit; its
 -- own reservation need not fit. Refused: 'cost' or 'window' when spend alone reached the limit,
@@ -20,12 +21,23 @@
 -- The call's end user, after those: ARGV[10 + 2W] 1 when there is one, then ARGV[11 + 2W] ..
 -- ARGV[15 + 2W] as ARGV[1] .. ARGV[5] for the user, and KEYS[7 + W] .. KEYS[11 + W] as KEYS[1]
 -- .. KEYS[5]; its refusals are named 'user_rate', 'user_cost', 'user_window', ...
+-- A lease (proxy/lease.py), after the user section: ARGV[P] slots wanted, ARGV[P + 1] budget
+-- wanted (nano-USD), P = 11 + 2W without a user. Capped at 1/LEASE_SHARE of what is left, after
+-- the call, in every rate window and cost limit, so that the whole lease fits beside the calls
+-- and reservations counted already; when it does, its slots are counted in every rate window and
+-- its budget is reserved with the call's own reservation (one id, one lifetime: an abandoned
+-- lease lapses like an abandoned call). The call is admitted or refused as without a lease.
 local BUCKETS = 60
 -- Lapsed reservations expired per call: unpack() fails past about 8,000 values.
 local LAPSE_STEP = 1000
 -- A call refused for reservations in flight retries when the earliest one lapses, or sooner:
 -- most are settled long before they lapse.
 local RESERVED_WAIT_MS = 5000
+-- A lease takes at most this fraction of what is left, and only with at least LEASE_MIN_MS left
+-- in the current bucket of the key's shortest rate window: its slots are counted in that bucket
+-- and the proxy uses them until 5 ms before it ends.
+local LEASE_SHARE = 100
+local LEASE_MIN_MS = 10
 if redis.call('EXISTS', KEYS[6]) == 0 then return {2} end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -145,19 +157,21 @@ local function reserve(k, amount_arg)
   redis.call('PEXPIRE', k.resamt, reservation_ms)
 end
 
-local function count_request(key, window)
+local function count_request(key, window, calls)
   local width = window / BUCKETS
-  redis.call('HINCRBY', key, math.floor(now / width), 1)
+  redis.call('HINCRBY', key, math.floor(now / width), calls)
   redis.call('PEXPIRE', key, window + math.ceil(width))
 end
 
 local extra = tonumber(ARGV[9] or '0')
+local extra_counts = {}
 for i = 1, extra do
   local limit, window = tonumber(ARGV[8 + 2 * i]), tonumber(ARGV[9 + 2 * i])
   local count, live, width = window_sum(KEYS[6 + i], window)
   if count >= limit then
     return {0, 'rate', wait_for(live, width, window, count - limit + 1), limit, window}
   end
+  extra_counts[i] = count
 end
 
 local key_holder = {res = KEYS[4], resamt = KEYS[5], spend = KEYS[2], wspend = KEYS[3]}
@@ -186,16 +200,46 @@ if user then
   if not user_ok then return refusal end
 end
 
--- Every limit holds: from here on the call is counted and its reservations made.
-if rate_limit > 0 then count_request(KEYS[1], rate_window) end
-for i = 1, extra do count_request(KEYS[6 + i], tonumber(ARGV[9 + 2 * i])) end
-if (lifetime_limit > 0 or window_limit > 0) and amount > 0 then reserve(key_holder, ARGV[6]) end
+-- The lease: what fits of the slots and budget asked for, or nothing.
+local lease_at = 11 + 2 * extra + (user and 5 or 0)
+local slots, lease_budget = tonumber(ARGV[lease_at] or '0'), 0
+if slots > 0 then
+  local shortest = nil
+  local function fit(limit, counted, window)
+    slots = math.min(slots, math.floor((limit - counted - 1) / LEASE_SHARE))
+    if shortest == nil or window < shortest then shortest = window end
+  end
+  if rate_limit > 0 then fit(rate_limit, requests, rate_window) end
+  for i = 1, extra do
+    fit(tonumber(ARGV[8 + 2 * i]), extra_counts[i], tonumber(ARGV[9 + 2 * i]))
+  end
+  if shortest ~= nil then
+    local width = shortest / BUCKETS
+    if (math.floor(now / width) + 1) * width - now < LEASE_MIN_MS then slots = 0 end
+  end
+  if lifetime_limit > 0 or window_limit > 0 then
+    local left = math.huge
+    if lifetime_limit > 0 then left = lifetime_limit - lifetime_committed end
+    if window_limit > 0 then left = math.min(left, window_limit - window_committed) end
+    lease_budget = math.min(tonumber(ARGV[lease_at + 1]), math.floor(left / LEASE_SHARE))
+    if amount > 0 then slots = math.min(slots, math.floor(lease_budget / amount)) end
+  end
+  if slots <= 0 then slots, lease_budget = 0, 0 end
+end
+
+-- Every limit holds: from here on the call (and its lease) is counted and its reservations made.
+if rate_limit > 0 then count_request(KEYS[1], rate_window, 1 + slots) end
+for i = 1, extra do count_request(KEYS[6 + i], tonumber(ARGV[9 + 2 * i]), 1 + slots) end
+local held = amount + lease_budget
+if (lifetime_limit > 0 or window_limit > 0) and held > 0 then reserve(key_holder, held) end
 if user then
-  if user_rate > 0 then count_request(user_holder.rate, user_rate_window) end
+  if user_rate > 0 then count_request(user_holder.rate, user_rate_window, 1) end
   if (user_lifetime > 0 or user_window > 0) and amount > 0 then
     reserve(user_holder, ARGV[6])
   end
 end
 local left = -1
-if rate_limit > 0 then left = rate_limit - requests - 1 end
-return {1, left, lifetime_committed, window_committed, now}
+if rate_limit > 0 then left = rate_limit - requests - 1 - slots end
+if lifetime_committed >= 0 then lifetime_committed = lifetime_committed + lease_budget end
+if window_committed >= 0 then window_committed = window_committed + lease_budget end
+return {1, left, lifetime_committed, window_committed, now, slots, lease_budget}

@@ -1,0 +1,213 @@
+"""Admission from a short local lease, for busy keys whose limits are far from reached.
+
+A lease is counted in Redis when it is taken: the admit script that admits a call also counts L
+more calls in every rate window of the key and reserves a budget B with the call's own
+reservation, only when all of it fits (shared/lua/admit.lua). The replica then admits up to L
+calls of the key without a round trip, each carving its reservation from B. The slots are used
+only within the bucket they were counted in, so no window ever holds more than its limit; those
+left unused are returned at the lease's end, and B is released through the settler behind the
+charge of the last call served from it, so that spend is never counted short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shared.admissions import Admission, has_cost_limits, has_limits, parse_admission
+from shared.limit_keys import MAX_CALL_NANO, WINDOW_BUCKETS, Counted
+from shared.limits import LimitEngine, Settlement
+from shared.models import Key, User
+
+MAX_SLOTS = 64
+MAX_SECONDS = 1.0
+SAFETY = 0.005  # a lease ends this long before its bucket does, in Redis's clock or ours
+
+
+@dataclass(slots=True, eq=False)
+class Lease:
+    engine: LeasingEngine
+    key: Key  # the version it was taken for: another one drops it
+    counted: Counted  # where its slots were counted
+    at_ms: int  # when (Redis's clock): the bucket they were counted in
+    slots: int
+    # Nano-USD held in Redis under `reservation`, the asker's own reservation in it; None for a
+    # key without cost limits, whose calls reserve nothing.
+    budget: int | None
+    reservation: str
+    until: float  # time.monotonic(): a call is served from it before this only
+    left: int | None  # requests left in Redis's first window once the lease was counted
+    lifetime_committed: int
+    window_committed: int
+    used: int = 0  # slots taken
+    carved: int = 0  # of the budget: reservations of calls in flight, then their costs
+    in_flight: int = 1  # the asker's call is served from it too
+    ended: bool = False
+
+    def take(self, reservation_nano: int) -> Admission | None:
+        if (
+            self.ended
+            or self.used >= self.slots
+            or (self.budget is not None and self.carved + reservation_nano > self.budget)
+            or time.monotonic() >= self.until
+        ):
+            return None
+        self.used += 1
+        self.carved += reservation_nano
+        self.in_flight += 1
+        return self.admission(reservation_nano)
+
+    def admission(self, reservation_nano: int) -> Admission:
+        return Admission(
+            True,
+            remaining_requests=None if self.left is None else self.left + self.slots - self.used,
+            lifetime_committed=self.lifetime_committed,
+            window_committed=self.window_committed,
+            reservation_nano=reservation_nano,
+            lease=self,
+        )
+
+    def settled(self, admission: Admission, cost_nano: int) -> None:
+        """A call of the lease charged (its charge queued already): a cost above what it carved
+        leaves less for the others; after the last call of an ended lease its budget goes."""
+        self.carved += cost_nano - admission.reservation_nano
+        self.in_flight -= 1
+        if self.ended and self.in_flight == 0:
+            self.engine.release_budget(self)
+
+
+class LeasingEngine(LimitEngine):
+    """A LimitEngine that admits the calls of a key holding a valid lease locally."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._leases: dict[str, Lease] = {}  # a busy key's current or last lease
+        self._admitting: dict[str, int] = {}  # admissions of a key awaiting Redis
+        self._asking: set[str] = set()  # keys with a lease asked for
+
+    async def admit(
+        self, key: Key, reservation_nano: int = 0, user: User | None = None
+    ) -> Admission:
+        key_id = key.key_id
+        # A limited user's limits hold too: in a cluster its own script admits it, never a lease.
+        lease = self._leases.get(key_id) if user is None else None
+        if lease is not None:
+            if lease.key is not key and lease.key != key:  # another version: limits edited, say
+                self._end(lease)
+                del self._leases[key_id]
+                lease = None
+            else:
+                admission = lease.take(reservation_nano)
+                if admission is not None:
+                    return admission
+        may_ask = user is None and key_id not in self._asking and has_limits(key)
+        if may_ask:
+            waiting = self._admitting.get(key_id, 0)
+            self._admitting[key_id] = waiting + 1
+        try:
+            if may_ask:
+                served = lease.used + 1 if lease is not None else 0
+                if waiting or served > 1:  # busy
+                    return await self._ask(key, reservation_nano, 2 * max(served, waiting + 1))
+            return await super().admit(key, reservation_nano, user)
+        except Exception:
+            self.drop_leases()
+            raise
+        finally:
+            if may_ask:
+                if self._admitting[key_id] > 1:
+                    self._admitting[key_id] -= 1
+                else:
+                    del self._admitting[key_id]
+
+    async def _ask(self, key: Key, reservation_nano: int, slots: int) -> Admission:
+        """Admit one call through Redis, asking for a lease of up to `slots` beside it."""
+        slots = min(MAX_SLOTS, slots)
+        reservation = self._reservation_id(key, reservation_nano, None)
+        own = min(max(0, reservation_nano), MAX_CALL_NANO) if reservation else 0
+        command = (*self.admit_call(key, reservation_nano, reservation), slots, slots * own)
+        sent = time.monotonic()
+        self._asking.add(key.key_id)
+        try:
+            reply = await self._queued(command, Settlement(key, 0, reservation))
+        finally:
+            self._asking.discard(key.key_id)
+        admission = parse_admission(reply, reservation)
+        granted = int(reply[5]) if admission.admitted else 0
+        if not granted:
+            return admission
+        counted = self.key_args(key).counted()
+        at_ms = int(reply[4])
+        seconds = MAX_SECONDS
+        if counted[1]:  # used within the bucket of the shortest window they were counted in
+            width = min(ms for _, ms in counted[1]) / WINDOW_BUCKETS
+            seconds = min(seconds, ((math.floor(at_ms / width) + 1) * width - at_ms) / 1000)
+        lease = Lease(
+            self,
+            key,
+            counted,
+            at_ms,
+            granted,
+            own + int(reply[6]) if has_cost_limits(key) else None,
+            reservation,
+            sent + seconds - SAFETY,
+            admission.remaining_requests,
+            admission.lifetime_committed,
+            admission.window_committed,
+            carved=own,
+        )
+        old = self._leases.get(key.key_id)
+        if old is not None:
+            self._end(old)
+        self._leases[key.key_id] = lease
+        delay = max(0.0, lease.until - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self._expire, lease)
+        return lease.admission(own)
+
+    def _expire(self, lease: Lease) -> None:
+        self._end(lease)
+        # Kept while the key is busy, for the next lease's size; an idle key's is forgotten.
+        if lease.used == 0 and self._leases.get(lease.key.key_id) is lease:
+            del self._leases[lease.key.key_id]
+
+    def _end(self, lease: Lease) -> None:
+        """Serve no more from `lease`: its unused slots go back, its budget once its calls are
+        charged."""
+        if lease.ended:
+            return
+        lease.ended = True
+        if lease.used < lease.slots:
+            self._return_slots(lease.counted, lease.at_ms, lease.slots - lease.used)
+        if lease.in_flight == 0:
+            self.release_budget(lease)
+
+    def release_budget(self, lease: Lease) -> None:
+        if lease.reservation and self.release is not None:
+            self.release(Settlement(lease.key, 0, lease.reservation))
+
+    def drop_leases(self) -> None:
+        """Redis failed, or the replica stops: no call is served from a lease any more."""
+        for lease in self._leases.values():
+            self._end(lease)
+        self._leases.clear()
+
+    async def close(self) -> None:
+        """On a graceful stop, before the settler drains: budgets released, slots returned."""
+        self.drop_leases()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    def _release_if_admitted(self, release: Settlement, reply: list[Any]) -> None:
+        """An asker who left: the budget goes with its reservation, the slots back too."""
+        super()._release_if_admitted(release, reply)
+        if int(reply[0]) == 1 and len(reply) > 5 and int(reply[5]):
+            self._return_slots(self.key_args(release.key).counted(), int(reply[4]), int(reply[5]))
+
+    def _return_slots(self, counted: Counted, at_ms: int, calls: int) -> None:
+        """Uncount `calls` unused slots in the buckets they were counted in (at `at_ms`)."""
+        if counted[1]:
+            task = asyncio.create_task(self._take_back(counted, "", at_ms, calls))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
