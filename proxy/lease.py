@@ -23,6 +23,10 @@ from shared.limits import LimitEngine, Settlement
 from shared.models import Key, User
 
 MAX_SLOTS = 64
+# A key whose calls reach Redis within this long of one another is busy, even one at a time.
+BUSY_GAP = 0.05
+# Keys whose last trip to Redis is remembered, for BUSY_GAP; past that, all are forgotten.
+KEYS_REMEMBERED = 10_000
 MAX_SECONDS = 1.0
 SAFETY = 0.005  # a lease ends this long before its bucket does, in Redis's clock or ours
 
@@ -87,6 +91,7 @@ class LeasingEngine(LimitEngine):
         self._leases: dict[str, Lease] = {}  # a busy key's current or last lease
         self._admitting: dict[str, int] = {}  # admissions of a key awaiting Redis
         self._asking: set[str] = set()  # keys with a lease asked for
+        self._last_trip: dict[str, float] = {}  # when a key's call last went to Redis
 
     async def admit(
         self, key: Key, reservation_nano: int = 0, user: User | None = None
@@ -110,7 +115,7 @@ class LeasingEngine(LimitEngine):
         try:
             if may_ask:
                 served = lease.used + 1 if lease is not None else 0
-                if waiting or served > 1:  # busy
+                if self._returns_soon(key_id) or waiting or served > 1:  # busy
                     return await self._ask(key, reservation_nano, 2 * max(served, waiting + 1))
             return await super().admit(key, reservation_nano, user)
         except Exception:
@@ -122,6 +127,15 @@ class LeasingEngine(LimitEngine):
                     self._admitting[key_id] -= 1
                 else:
                     del self._admitting[key_id]
+
+    def _returns_soon(self, key_id: str) -> bool:
+        """Notes this trip of the key's to Redis: True when its last one was under BUSY_GAP ago."""
+        now = time.monotonic()
+        last = self._last_trip.get(key_id)
+        if last is None and len(self._last_trip) >= KEYS_REMEMBERED:
+            self._last_trip.clear()
+        self._last_trip[key_id] = now
+        return last is not None and now - last < BUSY_GAP
 
     async def _ask(self, key: Key, reservation_nano: int, slots: int) -> Admission:
         """Admit one call through Redis, asking for a lease of up to `slots` beside it."""

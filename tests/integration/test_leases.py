@@ -14,7 +14,7 @@ import redis.asyncio as redis
 from proxy.admission import decide
 from proxy.calls import Call
 from proxy.fallback import LocalLimits
-from proxy.lease import Lease, LeasingEngine
+from proxy.lease import BUSY_GAP, Lease, LeasingEngine
 from proxy.settlement import Settler
 from shared.admissions import Admission
 from shared.clusterpipe import open_pipe
@@ -78,6 +78,17 @@ async def test_a_lease_is_counted_in_every_window_and_serves_without_redis(
     # The headers' figure stays exact: the limit less every call served.
     remaining = [a.remaining_requests for a in [*admissions, *served]]
     assert sorted(remaining, reverse=True) == list(range(9_999, 9_999 - 2 - lease.slots, -1))
+
+
+async def test_calls_one_at_a_time_are_leased_when_they_come_close(engine: LeasingEngine) -> None:
+    key = make_key(rate_limit_over_time=10_000, rate_limit_unit="h")
+    first, second = [await engine.admit(key) for _ in range(2)]
+    assert first.lease is None and second.lease is not None  # within BUSY_GAP of the first
+    assert (await engine.admit(key)).lease is second.lease  # no trip to Redis
+    slower = make_key(rate_limit_over_time=10_000, rate_limit_unit="h")
+    for _ in range(3):
+        assert (await engine.admit(slower)).lease is None
+        await asyncio.sleep(BUSY_GAP * 1.5)
 
 
 async def test_a_lease_is_granted_only_where_it_fits(engine: LeasingEngine) -> None:
@@ -198,11 +209,13 @@ async def test_a_changed_key_drops_its_lease(
     # The snapshot may read an unchanged key as a new object: the lease holds.
     assert (await engine.admit(dataclasses.replace(key))).lease is lease
     changed = dataclasses.replace(key, rate_limit_over_time=5_000)
-    assert (await engine.admit(changed)).lease is None
+    renewed = (await engine.admit(changed)).lease  # asked beside it: the key is busy
+    assert isinstance(renewed, Lease) and renewed.key is changed
     assert lease.ended
     await asyncio.gather(*engine._in_flight)
-    # Two calls, one from the lease, one of the changed key: the unused slots went back.
-    assert await counted(redis_client, rate_key(key.key_id, "h")) == 4
+    # Two calls, one from the lease, one of the changed key with its own lease's slots: the
+    # unused slots of the first went back.
+    assert await counted(redis_client, rate_key(key.key_id, "h")) == 4 + renewed.slots
 
 
 async def test_no_lease_for_a_limited_user(engine: LeasingEngine) -> None:
