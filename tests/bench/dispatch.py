@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from proxy.providers import ADAPTERS
 from shared.runtime import install_uvloop
 from tests.bench import loadgen
 from tests.bench.procs import PYTHON, Processes, cpu_seconds, free_port, wait_http
+from tests.bench.report import medians_table
 
 PATH = "/api/providers/openai/v1/chat/completions"
 ANSWER = b'{"id":"x","object":"chat.completion","choices":[]}'
@@ -112,13 +112,9 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.port)
         sys.exit(0)
-    figures = measure(args.rounds, args.duration)
-    base = statistics.median(figures["application"])
-    print("| dispatch | server CPU a request (µs), median round | against the Application |")
-    print("| --- | ---: | ---: |")
-    for name, values in figures.items():
-        median = statistics.median(values)
-        print(f"| {LABELS[name]} | {median:.1f} | {median - base:+.1f} |")
+    figures = {LABELS[name]: values for name, values in measure(args.rounds, args.duration).items()}
+    base = LABELS["application"]
+    print(medians_table("dispatch", "server CPU a request (µs)", figures, base))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from yarl import URL
 
 from shared.runtime import install_uvloop
 from tests.bench.procs import PYTHON, Processes, free_port, wait_http
+from tests.bench.report import medians_table
 
 BODY = orjson.dumps(
     {
@@ -44,8 +44,9 @@ HEADERS = {
 }
 TIMEOUT = 600.0
 Variant = Callable[[], dict[str, Any]]
+AS_THE_PROXY = "as the proxy calls it"
 VARIANTS: dict[str, Variant] = {
-    "as the proxy calls it": lambda: {
+    AS_THE_PROXY: lambda: {
         "data": BODY,
         "headers": dict(HEADERS),
         "timeout": aiohttp.ClientTimeout(total=TIMEOUT),
@@ -79,7 +80,7 @@ async def measure(url: URL, count: int, rounds: int) -> dict[str, list[float]]:
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     figures: dict[str, list[float]] = {name: [] for name in VARIANTS}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await calls(session, url, VARIANTS["as the proxy calls it"], count, 50)  # warm-up
+        await calls(session, url, VARIANTS[AS_THE_PROXY], count, 50)  # warm-up
         for round_ in range(rounds):
             order = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
             for name in order:
@@ -100,12 +101,7 @@ def main() -> None:
         install_uvloop()
         url = URL(upstream.url("/v1/chat/completions"), encoded=True)
         figures = asyncio.run(measure(url, args.calls, args.rounds))
-    base = statistics.median(figures["as the proxy calls it"])
-    print("| upstream exchange | client CPU a call (µs), median round | against the proxy's |")
-    print("| --- | ---: | ---: |")
-    for name, values in figures.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.1f} | {median - base:+.1f} |")
+    print(medians_table("upstream exchange", "client CPU a call (µs)", figures, AS_THE_PROXY))
 
 
 if __name__ == "__main__":

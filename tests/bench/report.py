@@ -42,6 +42,16 @@ class Results:
     stages: dict[str, dict[str, int]] = field(default_factory=dict)  # samples a stage, by leg
 
 
+def medians_table(subject: str, measure: str, figures: dict[str, list[float]], base: str) -> str:
+    """A micro-benchmark's variants: each one's median round, and what it differs from `base`'s."""
+    reference = median(figures[base])
+    lines = [f"| {subject} | {measure}, median round | against {base} |", "| --- | ---: | ---: |"]
+    for name, values in figures.items():
+        middle = median(values)
+        lines.append(f"| {name} | {middle:.1f} | {middle - reference:+.1f} |")
+    return "\n".join(lines)
+
+
 def combined(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Sequential figures of several rounds as one: each percentile the median of the rounds',
     so that one slow spell of the machine does not stand for the whole run."""

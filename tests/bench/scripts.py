@@ -10,7 +10,6 @@ rounds; each figure is the median round.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import redis
 
 from deploy.local import services
+from tests.bench.report import medians_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path("shared/lua/admit.lua")
@@ -66,10 +66,8 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in trees if round_ % 2 == 0 else reversed(trees):
                 figures[name].append(redis_us_a_call(client, scripts[name], args.calls))
-    print("| admit.lua | Redis µs a call, median round |")
-    print("| --- | ---: |")
-    for name, values in figures.items():
-        print(f"| {name} | {statistics.median(values):.1f} |")
+    base = "baseline tree" if args.baseline_tree else "this tree"
+    print(medians_table("admit.lua", "Redis µs a call", figures, base))
 
 
 if __name__ == "__main__":

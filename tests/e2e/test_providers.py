@@ -194,26 +194,26 @@ async def test_a_settings_cost_map_prices_its_calls_before_the_pricing_file(
     priced: Gateway,
 ) -> None:
     """USD per 1,000 tokens, for the models it names; any other model keeps PRICING_FILE's."""
-    cost_map = {"promptCostPerModel": {MODEL: 0.01}, "completionCostPerModel": {MODEL: 0.03}}
-    setting = await create_setting(priced, "vllm", {"url": upstream_root(priced)}, costMap=cost_map)
-    raw, config = await priced.create_key(settingIds=[setting["id"]], costLimitInUsd=10)
-    client = sdk_at("/api/providers/vllm/v1")(priced, raw, "", 0)
-    completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
-    assert completion.usage is not None
-    mapped = completion.usage.prompt_tokens * 1e-5 + completion.usage.completion_tokens * 3e-5
-    assert await priced.settled_cost(config["keyId"], mapped) == pytest.approx(mapped)
-    unmapped = await create_setting(
-        priced,
-        "vllm",
-        {"url": upstream_root(priced)},
-        costMap={"promptCostPerModel": {"another-model": 1}},
-    )
-    raw, config = await priced.create_key(settingIds=[unmapped["id"]], costLimitInUsd=10)
-    client = sdk_at("/api/providers/vllm/v1")(priced, raw, "", 0)
-    completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
-    assert completion.usage is not None
-    filed = completion.usage.prompt_tokens * 1e-6 + completion.usage.completion_tokens * 2e-6
-    assert await priced.settled_cost(config["keyId"], filed) == pytest.approx(filed)
+
+    async def call_on_a_setting(cost_map: dict[str, dict[str, float]]) -> tuple[int, int, str]:
+        """One call with a key whose one setting (vllm) has `cost_map`: its prompt and
+        completion tokens, and the key's id."""
+        setting = await create_setting(
+            priced, "vllm", {"url": upstream_root(priced)}, costMap=cost_map
+        )
+        raw, config = await priced.create_key(settingIds=[setting["id"]], costLimitInUsd=10)
+        client = sdk_at("/api/providers/vllm/v1")(priced, raw, "", 0)
+        completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        assert completion.usage is not None
+        return completion.usage.prompt_tokens, completion.usage.completion_tokens, config["keyId"]
+
+    mapped = {"promptCostPerModel": {MODEL: 0.01}, "completionCostPerModel": {MODEL: 0.03}}
+    prompt, completion, key_id = await call_on_a_setting(mapped)
+    expected = prompt * 1e-5 + completion * 3e-5
+    assert await priced.settled_cost(key_id, expected) == pytest.approx(expected)
+    prompt, completion, key_id = await call_on_a_setting({"promptCostPerModel": {"another": 1}})
+    filed = prompt * 1e-6 + completion * 2e-6  # PRICING_FILE's
+    assert await priced.settled_cost(key_id, filed) == pytest.approx(filed)
 
 
 async def test_each_provider_holds_the_rate_limit_across_replicas(
