@@ -31,15 +31,24 @@ MAX_SECONDS = 1.0
 SAFETY = 0.005  # a lease ends this long before its bucket does, in Redis's clock or ours
 
 
+# Whose calls a lease serves: a key's without a limited user, or a key's with that user.
+Holder = str | tuple[str, str]
+
+
+def holder_of(key: Key, user: User | None) -> Holder:
+    return key.key_id if user is None else (key.key_id, user.record_id)
+
+
 @dataclass(slots=True, eq=False)
 class Lease:
     engine: LeasingEngine
-    key: Key  # the version it was taken for: another one drops it
-    counted: Counted  # where its slots were counted
+    key: Key  # the versions it was taken for: another one of either drops it
+    user: User | None  # the end user whose calls it serves, if one with limits
+    counted: Counted  # where its slots were counted: the key's windows and the user's
     at_ms: int  # when (Redis's clock): the bucket they were counted in
     slots: int
-    # Nano-USD held in Redis under `reservation`, the asker's own reservation in it; None for a
-    # key without cost limits, whose calls reserve nothing.
+    # Nano-USD held in Redis under `reservation`, the asker's own reservation in it; None when
+    # neither the key nor the user has cost limits: their calls reserve nothing.
     budget: int | None
     reservation: str
     until: float  # time.monotonic(): a call is served from it before this only
@@ -88,72 +97,84 @@ class LeasingEngine(LimitEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._leases: dict[str, Lease] = {}  # a busy key's current or last lease
-        self._admitting: dict[str, int] = {}  # admissions of a key awaiting Redis
-        self._asking: set[str] = set()  # keys with a lease asked for
-        self._last_trip: dict[str, float] = {}  # when a key's call last went to Redis
+        self._leases: dict[Holder, Lease] = {}  # a busy holder's current or last lease
+        self._admitting: dict[Holder, int] = {}  # admissions of a holder awaiting Redis
+        self._asking: set[Holder] = set()  # holders with a lease asked for
+        self._last_trip: dict[Holder, float] = {}  # when a holder's call last went to Redis
 
     async def admit(
         self, key: Key, reservation_nano: int = 0, user: User | None = None
     ) -> Admission:
-        key_id = key.key_id
-        # A limited user's limits hold too: in a cluster its own script admits it, never a lease.
-        lease = self._leases.get(key_id) if user is None else None
+        holder = holder_of(key, user)
+        lease = self._leases.get(holder)
         if lease is not None:
-            if lease.key is not key and lease.key != key:  # another version: limits edited, say
+            # Another version of the key or the user (limits edited, say) drops it.
+            if (lease.key is not key and lease.key != key) or (
+                lease.user is not user and lease.user != user
+            ):
                 self._end(lease)
-                del self._leases[key_id]
+                del self._leases[holder]
                 lease = None
             else:
                 admission = lease.take(reservation_nano)
                 if admission is not None:
                     return admission
-        may_ask = user is None and key_id not in self._asking and has_limits(key)
+        # In a cluster a limited user is admitted by a script of its own: never from a lease.
+        may_ask = (
+            (user is None or not self.layout.cluster)
+            and holder not in self._asking
+            and (user is not None or has_limits(key))
+        )
         if may_ask:
-            waiting = self._admitting.get(key_id, 0)
-            self._admitting[key_id] = waiting + 1
+            waiting = self._admitting.get(holder, 0)
+            self._admitting[holder] = waiting + 1
         try:
             if may_ask:
                 served = lease.used + 1 if lease is not None else 0
-                if self._returns_soon(key_id) or waiting or served > 1:  # busy
-                    return await self._ask(key, reservation_nano, 2 * max(served, waiting + 1))
+                if self._returns_soon(holder) or waiting or served > 1:  # busy
+                    slots = 2 * max(served, waiting + 1)
+                    return await self._ask(key, user, reservation_nano, slots)
             return await super().admit(key, reservation_nano, user)
         except Exception:
             self.drop_leases()
             raise
         finally:
             if may_ask:
-                if self._admitting[key_id] > 1:
-                    self._admitting[key_id] -= 1
+                if self._admitting[holder] > 1:
+                    self._admitting[holder] -= 1
                 else:
-                    del self._admitting[key_id]
+                    del self._admitting[holder]
 
-    def _returns_soon(self, key_id: str) -> bool:
-        """Notes this trip of the key's to Redis: True when its last one was under BUSY_GAP ago."""
+    def _returns_soon(self, holder: Holder) -> bool:
+        """Notes this trip of the holder's to Redis: True when its last one was under BUSY_GAP
+        ago."""
         now = time.monotonic()
-        last = self._last_trip.get(key_id)
+        last = self._last_trip.get(holder)
         if last is None and len(self._last_trip) >= KEYS_REMEMBERED:
             self._last_trip.clear()
-        self._last_trip[key_id] = now
+        self._last_trip[holder] = now
         return last is not None and now - last < BUSY_GAP
 
-    async def _ask(self, key: Key, reservation_nano: int, slots: int) -> Admission:
+    async def _ask(
+        self, key: Key, user: User | None, reservation_nano: int, slots: int
+    ) -> Admission:
         """Admit one call through Redis, asking for a lease of up to `slots` beside it."""
         slots = min(MAX_SLOTS, slots)
-        reservation = self._reservation_id(key, reservation_nano, None)
+        reservation = self._reservation_id(key, reservation_nano, user)
         own = min(max(0, reservation_nano), MAX_CALL_NANO) if reservation else 0
-        command = (*self.admit_call(key, reservation_nano, reservation), slots, slots * own)
+        command = (*self.admit_call(key, reservation_nano, reservation, user), slots, slots * own)
         sent = time.monotonic()
-        self._asking.add(key.key_id)
+        holder = holder_of(key, user)
+        self._asking.add(holder)
         try:
-            reply = await self._queued(command, Settlement(key, 0, reservation))
+            reply = await self._queued(command, Settlement(key, 0, reservation, user=user))
         finally:
-            self._asking.discard(key.key_id)
+            self._asking.discard(holder)
         admission = parse_admission(reply, reservation)
         granted = int(reply[5]) if admission.admitted else 0
         if not granted:
             return admission
-        counted = self.key_args(key).counted()
+        counted = self._counted(key, user)
         at_ms = int(reply[4])
         seconds = MAX_SECONDS
         if counted[1]:  # used within the bucket of the shortest window they were counted in
@@ -162,10 +183,13 @@ class LeasingEngine(LimitEngine):
         lease = Lease(
             self,
             key,
+            user,
             counted,
             at_ms,
             granted,
-            own + int(reply[6]) if has_cost_limits(key) else None,
+            own + int(reply[6])
+            if has_cost_limits(key) or (user is not None and has_cost_limits(user))
+            else None,
             reservation,
             sent + seconds - SAFETY,
             admission.remaining_requests,
@@ -173,10 +197,10 @@ class LeasingEngine(LimitEngine):
             admission.window_committed,
             carved=own,
         )
-        old = self._leases.get(key.key_id)
+        old = self._leases.get(holder)
         if old is not None:
             self._end(old)
-        self._leases[key.key_id] = lease
+        self._leases[holder] = lease
         delay = max(0.0, lease.until - time.monotonic())
         asyncio.get_running_loop().call_later(delay, self._expire, lease)
         return lease.admission(own)
@@ -184,8 +208,9 @@ class LeasingEngine(LimitEngine):
     def _expire(self, lease: Lease) -> None:
         self._end(lease)
         # Kept while the key is busy, for the next lease's size; an idle key's is forgotten.
-        if lease.used == 0 and self._leases.get(lease.key.key_id) is lease:
-            del self._leases[lease.key.key_id]
+        holder = holder_of(lease.key, lease.user)
+        if lease.used == 0 and self._leases.get(holder) is lease:
+            del self._leases[holder]
 
     def _end(self, lease: Lease) -> None:
         """Serve no more from `lease`: its unused slots go back, its budget once its calls are
@@ -200,7 +225,7 @@ class LeasingEngine(LimitEngine):
 
     def release_budget(self, lease: Lease) -> None:
         if lease.reservation and self.release is not None:
-            self.release(Settlement(lease.key, 0, lease.reservation))
+            self.release(Settlement(lease.key, 0, lease.reservation, user=lease.user))
 
     def drop_leases(self) -> None:
         """Redis failed, or the replica stops: no call is served from a lease any more."""
@@ -217,7 +242,15 @@ class LeasingEngine(LimitEngine):
         """An asker who left: the budget goes with its reservation, the slots back too."""
         super()._release_if_admitted(release, reply)
         if int(reply[0]) == 1 and len(reply) > 5 and int(reply[5]):
-            self._return_slots(self.key_args(release.key).counted(), int(reply[4]), int(reply[5]))
+            counted = self._counted(release.key, release.user)
+            self._return_slots(counted, int(reply[4]), int(reply[5]))
+
+    def _counted(self, key: Key, user: User | None) -> Counted:
+        """Where a call of the key (and its user) is counted: both on this one Redis."""
+        reservations, windows = self.key_args(key).counted()
+        if user is None:
+            return reservations, windows
+        return reservations, [*windows, *self.user_args(user).counted()[1]]
 
     def _return_slots(self, counted: Counted, at_ms: int, calls: int) -> None:
         """Uncount `calls` unused slots in the buckets they were counted in (at `at_ms`)."""

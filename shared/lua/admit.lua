@@ -22,8 +22,9 @@
 -- ARGV[15 + 2W] as ARGV[1] .. ARGV[5] for the user, and KEYS[7 + W] .. KEYS[11 + W] as KEYS[1]
 -- .. KEYS[5]; its refusals are named 'user_rate', 'user_cost', 'user_window', ...
 -- A lease (proxy/lease.py), after the user section: ARGV[P] slots wanted, ARGV[P + 1] budget
--- wanted (nano-USD), P = 11 + 2W without a user. Capped at 1/LEASE_SHARE of what is left, after
--- the call, in every rate window and cost limit, so that the whole lease fits beside the calls
+-- wanted (nano-USD), P = 11 + 2W without a user, 16 + 2W with one. Capped at 1/LEASE_SHARE of
+-- what is left, after the call, in every rate window and cost limit (the user's too, counted and
+-- reserved alike: both are on this one Redis), so that the whole lease fits beside the calls
 -- and reservations counted already; when it does, its slots are counted in every rate window and
 -- its budget is reserved with the call's own reservation (one id, one lifetime: an abandoned
 -- lease lapses like an abandoned call). The call is admitted or refused as without a lease.
@@ -181,6 +182,7 @@ if not key_ok then return lifetime_committed end  -- the refusal
 
 local user = tonumber(ARGV[10 + 2 * extra] or '0') == 1
 local user_holder, user_rate, user_rate_window, user_lifetime, user_window
+local user_requests, user_lifetime_committed, user_window_committed
 if user then
   local u = 10 + 2 * extra
   user_rate, user_rate_window = tonumber(ARGV[u + 1]), tonumber(ARGV[u + 2])
@@ -194,10 +196,12 @@ if user then
       local wait = wait_for(live, width, user_rate_window, count - user_rate + 1)
       return {0, 'user_rate', wait, user_rate, user_rate_window}
     end
+    user_requests = count
   end
-  local user_ok, refusal = check_cost(
+  local user_ok
+  user_ok, user_lifetime_committed, user_window_committed = check_cost(
     user_holder, user_lifetime, user_window, tonumber(ARGV[u + 5]), amount, 'user_')
-  if not user_ok then return refusal end
+  if not user_ok then return user_lifetime_committed end  -- the refusal
 end
 
 -- The lease: what fits of the slots and budget asked for, or nothing.
@@ -213,14 +217,19 @@ if slots > 0 then
   for i = 1, extra do
     fit(tonumber(ARGV[8 + 2 * i]), extra_counts[i], tonumber(ARGV[9 + 2 * i]))
   end
+  if user and user_rate > 0 then fit(user_rate, user_requests, user_rate_window) end
   if shortest ~= nil then
     local width = shortest / BUCKETS
     if (math.floor(now / width) + 1) * width - now < LEASE_MIN_MS then slots = 0 end
   end
-  if lifetime_limit > 0 or window_limit > 0 then
-    local left = math.huge
-    if lifetime_limit > 0 then left = lifetime_limit - lifetime_committed end
-    if window_limit > 0 then left = math.min(left, window_limit - window_committed) end
+  local left = math.huge
+  if lifetime_limit > 0 then left = lifetime_limit - lifetime_committed end
+  if window_limit > 0 then left = math.min(left, window_limit - window_committed) end
+  if user then
+    if user_lifetime > 0 then left = math.min(left, user_lifetime - user_lifetime_committed) end
+    if user_window > 0 then left = math.min(left, user_window - user_window_committed) end
+  end
+  if left < math.huge then
     lease_budget = math.min(tonumber(ARGV[lease_at + 1]), math.floor(left / LEASE_SHARE))
     if amount > 0 then slots = math.min(slots, math.floor(lease_budget / amount)) end
   end
@@ -233,10 +242,8 @@ for i = 1, extra do count_request(KEYS[6 + i], tonumber(ARGV[9 + 2 * i]), 1 + sl
 local held = amount + lease_budget
 if (lifetime_limit > 0 or window_limit > 0) and held > 0 then reserve(key_holder, held) end
 if user then
-  if user_rate > 0 then count_request(user_holder.rate, user_rate_window, 1) end
-  if (user_lifetime > 0 or user_window > 0) and amount > 0 then
-    reserve(user_holder, ARGV[6])
-  end
+  if user_rate > 0 then count_request(user_holder.rate, user_rate_window, 1 + slots) end
+  if (user_lifetime > 0 or user_window > 0) and held > 0 then reserve(user_holder, held) end
 end
 local left = -1
 if rate_limit > 0 then left = rate_limit - requests - 1 - slots end

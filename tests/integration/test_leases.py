@@ -19,11 +19,12 @@ from proxy.settlement import Settler
 from shared.admissions import Admission
 from shared.clusterpipe import open_pipe
 from shared.config import Settings
-from shared.limit_keys import SPEND_MARKER, KeyNames, rate_key, to_nano
+from shared.limit_keys import SPEND_MARKER, KeyNames, Layout, rate_key, to_nano
 from shared.limits import Settlement
 from shared.metrics import Metrics
 from shared.models import Key, User
 from shared.redispipe import RedisPipe
+from shared.slots import SLOTS, slot_tag
 from tests.integration.test_limits import make_key
 from tests.unit.targets import OPENAI_TARGET
 
@@ -147,13 +148,15 @@ async def test_the_budget_is_released_after_the_last_charge(
     await flusher
 
 
-async def serve(engine: LeasingEngine, settler: Settler, key: Key, cost: int) -> bool:
+async def serve(
+    engine: LeasingEngine, settler: Settler, key: Key, cost: int, user: User | None = None
+) -> bool:
     """One call as the proxy serves it: admitted, then charged what it reserved."""
-    admission = await engine.admit(key, cost)
+    admission = await engine.admit(key, cost, user)
     if not admission.admitted:
         return False
     await asyncio.sleep(0)
-    settler.submit(Settlement(key, cost, admission.reservation))
+    settler.submit(Settlement(key, cost, admission.reservation, user=user))
     if admission.lease is not None:
         admission.lease.settled(admission, cost)
     return True
@@ -218,18 +221,95 @@ async def test_a_changed_key_drops_its_lease(
     assert await counted(redis_client, rate_key(key.key_id, "h")) == 4 + renewed.slots
 
 
-async def test_no_lease_for_a_limited_user(engine: LeasingEngine) -> None:
+def user_with(**limits: object) -> User:
+    return User(
+        record_id=str(uuid.uuid4()),
+        user_id="alice",
+        created_at=0,
+        updated_at=0,
+        **limits,  # type: ignore[arg-type]
+    )
+
+
+def user_rate_key(engine: LeasingEngine, user: User) -> str:
+    [(name, _)] = engine.user_args(user).counted()[1]
+    return name
+
+
+async def test_a_key_and_its_user_lease_together_counted_in_both(
+    engine: LeasingEngine, redis_client: redis.Redis
+) -> None:
     key = make_key(rate_limit_over_time=10_000, rate_limit_unit="h")
-    user = User(record_id=str(uuid.uuid4()), user_id="alice", created_at=0, updated_at=0,
-                rate_limit_over_time=4, rate_limit_unit="h")  # fmt: skip
-    for _ in range(2):
+    user = user_with(rate_limit_over_time=10_000, rate_limit_unit="h")
+    lease = lease_of(await asyncio.gather(*(engine.admit(key, 0, user) for _ in range(2))))
+    assert lease.user is user
+    for name in (rate_key(key.key_id, "h"), user_rate_key(engine, user)):
+        assert await counted(redis_client, name) == 2 + lease.slots
+    assert (await engine.admit(key, 0, user)).lease is lease
+    # The key's calls without that user are not served from it, nor a changed user's.
+    assert (await engine.admit(key)).lease is not lease
+    changed = dataclasses.replace(user, rate_limit_over_time=9_000)
+    assert (await engine.admit(key, 0, changed)).lease is not lease
+    assert lease.ended
+
+
+async def test_a_users_limits_hold_with_leases_on_two_replicas(
+    engine: LeasingEngine, redis_client: redis.Redis, settings: Settings
+) -> None:
+    other_pipe = open_pipe(settings.redis)
+    other = LeasingEngine(other_pipe, reservation_lifetime=60)
+    settlers = [settler_of(engine), settler_of(other)]
+    flushers = [asyncio.create_task(s.run()) for s in settlers]
+    replicas = list(zip((engine, other), settlers, strict=True))
+    cost = to_nano(0.001)
+    key = make_key(rate_limit_over_time=10**9, rate_limit_unit="h", cost_limit_in_usd=10**6)
+    rated = user_with(rate_limit_over_time=1_000, rate_limit_unit="h")
+    priced = user_with(cost_limit_in_usd=3.0)
+    served_of: dict[str, int] = {}
+    for user, limit in ((rated, 1_000), (priced, 3_000)):
+        served = 0
+        used_leases = False
+        for _ in range(limit // 40 + 20):
+            outcomes = await asyncio.gather(
+                *(serve(*replicas[i % 2], key, cost, user) for i in range(80))
+            )
+            served += sum(outcomes)
+            assert served <= limit
+            leases = (*engine._leases.values(), *other._leases.values())
+            used_leases = used_leases or any(lease.used for lease in leases)
+        assert used_leases
+        assert served >= limit * 0.9
+        served_of[user.record_id] = served
+        engine.drop_leases()
+        other.drop_leases()
+    await other.close()
+    for settler in settlers:
+        await settler.drain(5)
+        settler.close(5)
+    await asyncio.gather(*flushers)
+    await other_pipe.close()
+    await asyncio.gather(*engine._in_flight)
+    assert await counted(redis_client, user_rate_key(engine, rated)) == served_of[rated.record_id]
+    spend_key, _, _, reserved_key = engine.user_args(priced).settle_keys
+    assert int(await redis_client.hget(reserved_key, "total") or 0) == 0
+    spend = int(await redis_client.get(spend_key))
+    assert spend == served_of[priced.record_id] * cost <= to_nano(3.0)
+
+
+async def test_no_lease_for_a_limited_user_in_a_cluster_layout(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    layout = Layout(cluster=True)
+    await redis_client.mset({layout.marker(f"{{{slot_tag(s)}}}"): "test" for s in range(SLOTS)})
+    pipe = open_pipe(settings.redis)
+    engine = LeasingEngine(pipe, reservation_lifetime=60, layout=layout)
+    key = make_key(rate_limit_over_time=10_000, rate_limit_unit="h")
+    user = user_with(rate_limit_over_time=10_000, rate_limit_unit="h")
+    for _ in range(3):
         outcomes = await asyncio.gather(*(engine.admit(key, 0, user) for _ in range(3)))
-        assert all(a.lease is None for a in outcomes)
-    assert sum(a.admitted for a in outcomes) == 1  # the user's limit held
-    # Nor does the key's own lease serve its calls with a user: the user's limits hold too.
-    lease = lease_of(await leased(engine, key))
-    assert not (await engine.admit(key, 0, user)).admitted
-    assert lease.used == 0
+        assert all(a.admitted and a.lease is None for a in outcomes)
+    await engine.close()
+    await pipe.close()
 
 
 async def test_a_redis_error_drops_every_lease_and_outage_mode_takes_none(
