@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from shared.metrics import Metrics
 from shared.models import Key, User
 from shared.redispipe import RedisPipe
 from shared.slots import SLOTS, slot_tag
+from tests.integration.test_limit_windows_and_users import make_user
 from tests.integration.test_limits import make_key
 from tests.unit.targets import OPENAI_TARGET
 
@@ -162,24 +162,25 @@ async def serve(
     return True
 
 
-async def test_two_replicas_with_leases_never_pass_a_limit(
-    engine: LeasingEngine, redis_client: redis.Redis, settings: Settings
-) -> None:
+async def served_to_the_limit(
+    engine: LeasingEngine, settings: Settings, cost: int, cases: list[tuple[Key, User | None, int]]
+) -> list[int]:
+    """Each case's calls (a key, maybe its user, the limit that binds), 80 at a time over two
+    replicas with leases (`engine` and another), well past the limit: never more served than
+    it, from leases too, and nearly all of it. How many each served, once every lease is over
+    and every charge applied."""
     other_pipe = open_pipe(settings.redis)
     other = LeasingEngine(other_pipe, reservation_lifetime=60)
     settlers = [settler_of(engine), settler_of(other)]
     flushers = [asyncio.create_task(s.run()) for s in settlers]
-    cost = to_nano(0.001)
-    rated = make_key(rate_limit_over_time=1_000, rate_limit_unit="h")
-    cost_key = make_key(cost_limit_in_usd=3.0)
     replicas = list(zip((engine, other), settlers, strict=True))
-    served_of: dict[str, int] = {}
-    for key, limit in ((rated, 1_000), (cost_key, 3_000)):
+    served_of = []
+    for key, user, limit in cases:
         served = 0
         used_leases = False
         for _ in range(limit // 40 + 20):
             outcomes = await asyncio.gather(
-                *(serve(*replicas[i % 2], key, cost) for i in range(80))
+                *(serve(*replicas[i % 2], key, cost, user) for i in range(80))
             )
             served += sum(outcomes)
             assert served <= limit
@@ -187,7 +188,7 @@ async def test_two_replicas_with_leases_never_pass_a_limit(
             used_leases = used_leases or any(lease.used for lease in leases)
         assert used_leases
         assert served >= limit * 0.9  # only slots or budget still leased when the limit came
-        served_of[key.key_id] = served
+        served_of.append(served)
         engine.drop_leases()
         other.drop_leases()
     await other.close()
@@ -197,11 +198,23 @@ async def test_two_replicas_with_leases_never_pass_a_limit(
     await asyncio.gather(*flushers)
     await other_pipe.close()
     await asyncio.gather(*engine._in_flight)
+    return served_of
+
+
+async def test_two_replicas_with_leases_never_pass_a_limit(
+    engine: LeasingEngine, redis_client: redis.Redis, settings: Settings
+) -> None:
+    cost = to_nano(0.001)
+    rated = make_key(rate_limit_over_time=1_000, rate_limit_unit="h")
+    cost_key = make_key(cost_limit_in_usd=3.0)
+    by_rate, by_cost = await served_to_the_limit(
+        engine, settings, cost, [(rated, None, 1_000), (cost_key, None, 3_000)]
+    )
     # Exact once the leases are over: every slot left unused went back, every charge arrived.
-    assert await counted(redis_client, rate_key(rated.key_id, "h")) == served_of[rated.key_id]
+    assert await counted(redis_client, rate_key(rated.key_id, "h")) == by_rate
     assert await reserved(redis_client, cost_key) == 0
     spend = int(await redis_client.get(KeyNames.of(cost_key).spend))
-    assert spend == served_of[cost_key.key_id] * cost <= to_nano(3.0)
+    assert spend == by_cost * cost <= to_nano(3.0)
 
 
 async def test_a_changed_key_drops_its_lease(
@@ -221,16 +234,6 @@ async def test_a_changed_key_drops_its_lease(
     assert await counted(redis_client, rate_key(key.key_id, "h")) == 4 + renewed.slots
 
 
-def user_with(**limits: object) -> User:
-    return User(
-        record_id=str(uuid.uuid4()),
-        user_id="alice",
-        created_at=0,
-        updated_at=0,
-        **limits,  # type: ignore[arg-type]
-    )
-
-
 def user_rate_key(engine: LeasingEngine, user: User) -> str:
     [(name, _)] = engine.user_args(user).counted()[1]
     return name
@@ -240,7 +243,7 @@ async def test_a_key_and_its_user_lease_together_counted_in_both(
     engine: LeasingEngine, redis_client: redis.Redis
 ) -> None:
     key = make_key(rate_limit_over_time=10_000, rate_limit_unit="h")
-    user = user_with(rate_limit_over_time=10_000, rate_limit_unit="h")
+    user = make_user(rate_limit_over_time=10_000, rate_limit_unit="h")
     lease = lease_of(await asyncio.gather(*(engine.admit(key, 0, user) for _ in range(2))))
     assert lease.user is user
     for name in (rate_key(key.key_id, "h"), user_rate_key(engine, user)):
@@ -256,44 +259,18 @@ async def test_a_key_and_its_user_lease_together_counted_in_both(
 async def test_a_users_limits_hold_with_leases_on_two_replicas(
     engine: LeasingEngine, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    other_pipe = open_pipe(settings.redis)
-    other = LeasingEngine(other_pipe, reservation_lifetime=60)
-    settlers = [settler_of(engine), settler_of(other)]
-    flushers = [asyncio.create_task(s.run()) for s in settlers]
-    replicas = list(zip((engine, other), settlers, strict=True))
     cost = to_nano(0.001)
     key = make_key(rate_limit_over_time=10**9, rate_limit_unit="h", cost_limit_in_usd=10**6)
-    rated = user_with(rate_limit_over_time=1_000, rate_limit_unit="h")
-    priced = user_with(cost_limit_in_usd=3.0)
-    served_of: dict[str, int] = {}
-    for user, limit in ((rated, 1_000), (priced, 3_000)):
-        served = 0
-        used_leases = False
-        for _ in range(limit // 40 + 20):
-            outcomes = await asyncio.gather(
-                *(serve(*replicas[i % 2], key, cost, user) for i in range(80))
-            )
-            served += sum(outcomes)
-            assert served <= limit
-            leases = (*engine._leases.values(), *other._leases.values())
-            used_leases = used_leases or any(lease.used for lease in leases)
-        assert used_leases
-        assert served >= limit * 0.9
-        served_of[user.record_id] = served
-        engine.drop_leases()
-        other.drop_leases()
-    await other.close()
-    for settler in settlers:
-        await settler.drain(5)
-        settler.close(5)
-    await asyncio.gather(*flushers)
-    await other_pipe.close()
-    await asyncio.gather(*engine._in_flight)
-    assert await counted(redis_client, user_rate_key(engine, rated)) == served_of[rated.record_id]
+    rated = make_user(rate_limit_over_time=1_000, rate_limit_unit="h")
+    priced = make_user(cost_limit_in_usd=3.0)
+    by_rate, by_cost = await served_to_the_limit(
+        engine, settings, cost, [(key, rated, 1_000), (key, priced, 3_000)]
+    )
+    assert await counted(redis_client, user_rate_key(engine, rated)) == by_rate
     spend_key, _, _, reserved_key = engine.user_args(priced).settle_keys
     assert int(await redis_client.hget(reserved_key, "total") or 0) == 0
     spend = int(await redis_client.get(spend_key))
-    assert spend == served_of[priced.record_id] * cost <= to_nano(3.0)
+    assert spend == by_cost * cost <= to_nano(3.0)
 
 
 async def test_no_lease_for_a_limited_user_in_a_cluster_layout(
@@ -304,7 +281,7 @@ async def test_no_lease_for_a_limited_user_in_a_cluster_layout(
     pipe = open_pipe(settings.redis)
     engine = LeasingEngine(pipe, reservation_lifetime=60, layout=layout)
     key = make_key(rate_limit_over_time=10_000, rate_limit_unit="h")
-    user = user_with(rate_limit_over_time=10_000, rate_limit_unit="h")
+    user = make_user(rate_limit_over_time=10_000, rate_limit_unit="h")
     for _ in range(3):
         outcomes = await asyncio.gather(*(engine.admit(key, 0, user) for _ in range(3)))
         assert all(a.admitted and a.lease is None for a in outcomes)
